@@ -1,0 +1,214 @@
+"""Pure reducer: (connection state, QMP event or poll result) → new connection state.
+
+Nothing here does I/O or keeps hidden state, so every QEMU generation's events and replies can be
+replayed in unit tests and fuzzed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from tui.model.state import (
+    ConnectionModel,
+    EventRecord,
+    Job,
+    JobResult,
+    LinkState,
+    Node,
+    QemuVersion,
+)
+
+# Events after which a node's bitmaps may have changed (a backup cleared, restored or merged them).
+JOB_EVENTS = frozenset(
+    {
+        "BLOCK_JOB_COMPLETED",
+        "BLOCK_JOB_CANCELLED",
+        "BLOCK_JOB_ERROR",
+        "BLOCK_JOB_READY",
+        "BLOCK_JOB_PENDING",
+        "JOB_STATUS_CHANGE",
+    }
+)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _job_id(name: str, data: Mapping[str, Any]) -> str | None:
+    # BLOCK_JOB_* carry the job id in "device" (since 2.7); JOB_STATUS_CHANGE and PENDING use "id".
+    key = "id" if name in ("JOB_STATUS_CHANGE", "BLOCK_JOB_PENDING") else "device"
+    value = data.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _with_progress(job: Job, data: Mapping[str, Any]) -> Job:
+    total = max(0, _int(data.get("len"), job.total))
+    current = max(0, _int(data.get("offset"), job.current))
+    if total:
+        current = min(current, total)
+    return replace(job, total=total, current=current, speed=max(0, _int(data.get("speed"), job.speed)))
+
+
+def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionModel:
+    """Apply one QMP event (``{"event", "data", "timestamp"}``) to a connection's state."""
+    name = event.get("event")
+    data = event.get("data")
+    if not isinstance(name, str) or name not in JOB_EVENTS:
+        return conn
+    if not isinstance(data, Mapping):
+        return conn
+    jid = _job_id(name, data)
+    if jid is None:
+        return conn
+    job = conn.jobs.get(jid)
+    if job is None:
+        jtype = data.get("type")
+        job = Job(id=jid, type=jtype if isinstance(jtype, str) else "?", status="running")
+    if name == "JOB_STATUS_CHANGE":
+        status = data.get("status")
+        if not isinstance(status, str):
+            return conn
+        job = replace(job, status=status, paused=status == "paused")
+    elif name == "BLOCK_JOB_COMPLETED":
+        error = data.get("error")
+        error = error if isinstance(error, str) and error else None
+        job = _with_progress(job, data)
+        job = replace(
+            job,
+            status="concluded",
+            error=error,
+            result=JobResult.FAILED if error else JobResult.COMPLETED,
+            current=job.current if error else job.total or job.current,
+        )
+    elif name == "BLOCK_JOB_CANCELLED":
+        job = replace(_with_progress(job, data), status="concluded", result=JobResult.CANCELLED)
+    elif name == "BLOCK_JOB_ERROR":
+        op = data.get("operation")
+        action = data.get("action")
+        job = replace(
+            job,
+            io_errors=job.io_errors + 1,
+            last_io_error=f"{op if isinstance(op, str) else '?'} error, action "
+            f"{action if isinstance(action, str) else '?'}",
+        )
+    elif name == "BLOCK_JOB_PENDING":
+        job = replace(job, status="pending")
+    elif name == "BLOCK_JOB_READY":
+        job = replace(_with_progress(job, data), status="ready")
+    if job is conn.jobs.get(jid):
+        return conn
+    jobs = dict(conn.jobs)
+    jobs[jid] = job
+    return replace(conn, jobs=jobs)
+
+
+def apply_nodes(conn: ConnectionModel, nodes: dict[str, Node]) -> ConnectionModel:
+    """Replace the node list, keeping unchanged nodes identical (``is``) so UIs can diff cheaply."""
+    merged: dict[str, Node] = {}
+    changed = len(nodes) != len(conn.nodes)
+    for key, node in nodes.items():
+        old = conn.nodes.get(key)
+        if old is not None and old == node:
+            merged[key] = old
+        else:
+            merged[key] = node
+            changed = True
+    if not changed and list(merged) == list(conn.nodes) and conn.synced:
+        return conn
+    return replace(conn, nodes=merged, synced=True)
+
+
+def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel:
+    """Merge a job poll: keep what only events tell (result, I/O errors, node); a job that was
+    running and is gone from QEMU is marked ``null`` (its completion event tells the result)."""
+    jobs: dict[str, Job] = {}
+    for jid, old in conn.jobs.items():
+        new = polled.get(jid)
+        if new is None:
+            jobs[jid] = old if old.finished else replace(old, status="null")
+            continue
+        merged = replace(
+            new,
+            node=old.node or new.node,
+            result=old.result or new.result,
+            error=old.error or new.error,
+            io_errors=old.io_errors,
+            last_io_error=old.last_io_error,
+            type=new.type if new.type != "?" else old.type,
+        )
+        jobs[jid] = old if merged == old else merged
+    for jid, new in polled.items():
+        if jid not in jobs:
+            jobs[jid] = new
+    if jobs == conn.jobs:
+        return conn
+    return replace(conn, jobs=jobs)
+
+
+def set_job_node(conn: ConnectionModel, job_id: str, node: str) -> ConnectionModel:
+    """Record the source node of a job the app started (QEMU does not report it)."""
+    job = conn.jobs.get(job_id) or Job(id=job_id, type="backup", status="created")
+    jobs = dict(conn.jobs)
+    jobs[job_id] = replace(job, node=node)
+    return replace(conn, jobs=jobs)
+
+
+def dismiss_job(conn: ConnectionModel, job_id: str) -> ConnectionModel:
+    """Forget a finished job (the operator dismissed it from view)."""
+    if job_id not in conn.jobs:
+        return conn
+    jobs = {k: v for k, v in conn.jobs.items() if k != job_id}
+    return replace(conn, jobs=jobs)
+
+
+def connected(
+    conn: ConnectionModel, version: QemuVersion | None, commands: frozenset[str]
+) -> ConnectionModel:
+    return replace(conn, state=LinkState.CONNECTED, error=None, version=version, commands=commands)
+
+
+def link_changed(conn: ConnectionModel, state: LinkState, error: str | None) -> ConnectionModel:
+    """A connection changed state. Losing it marks every running job LOST: nothing more will be
+    heard of them here, so their images must not be trusted until reconciled."""
+    jobs = conn.jobs
+    if state in (LinkState.DISCONNECTED, LinkState.FAILED) and conn.state is LinkState.CONNECTED:
+        jobs = {
+            k: (
+                v
+                if v.finished
+                else replace(v, result=JobResult.LOST, error=v.error or "connection lost")
+            )
+            for k, v in conn.jobs.items()
+        }
+    return replace(conn, state=state, error=error, jobs=jobs, synced=conn.synced and state is LinkState.CONNECTED)
+
+
+def severity_of(event: Mapping[str, Any]) -> str:
+    name = event.get("event")
+    data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
+    if name == "BLOCK_JOB_ERROR" or (name == "BLOCK_JOB_COMPLETED" and data and data.get("error")):
+        return "error"
+    if name == "BLOCK_JOB_CANCELLED":
+        return "warning"
+    return "info"
+
+
+def event_record(connection: str, event: Mapping[str, Any], now: float) -> EventRecord:
+    ts = event.get("timestamp")
+    when = now
+    if isinstance(ts, Mapping):
+        secs, usecs = ts.get("seconds"), ts.get("microseconds")
+        if isinstance(secs, int) and isinstance(usecs, int) and secs > 0:
+            when = secs + usecs / 1e6
+    data = event.get("data")
+    name = event.get("event")
+    return EventRecord(
+        time=when,
+        connection=connection,
+        name=name if isinstance(name, str) else "?",
+        data=dict(data) if isinstance(data, Mapping) else {},
+        severity=severity_of(event),
+    )

@@ -1,0 +1,418 @@
+"""One QMP connection: connect with a timeout, probe, one event pump, polling, reconnect.
+
+A :class:`Connection` owns a ``qemu.qmp`` client per attempt and pushes everything it learns into
+the shared :class:`~tui.model.store.Store`; it never holds UI state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl as ssl_mod
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, Runstate
+from qemu.qmp.protocol import ConnectError as QMPConnectError
+from qemu.qmp.qmp_client import GreetingError, NegotiationError
+
+from tui.audit import AuditLog
+from tui.errors import (
+    AddressError,
+    CommandTimeoutError,
+    ConnectionLostError,
+    NotConnectedError,
+    QMPCommandError,
+    ReadOnlyError,
+    ValidationError,
+)
+from tui.model import reducer
+from tui.model.parse import parse_jobs, parse_nodes, parse_version
+from tui.model.state import LinkState
+from tui.model.store import Store
+from tui.qmp.address import Address
+
+log = logging.getLogger(__name__)
+
+# Commands that only read state: everything else mutates (allow-list, so a new QEMU command is
+# refused in read-only mode until someone decides it is safe).
+READ_ONLY_COMMANDS = frozenset(
+    {"qmp_capabilities", "x-debug-block-dirty-bitmap-sha256", "query-block-jobs", "query-jobs"}
+)
+
+# Pause after a job event before re-reading bitmaps, so a burst of events costs one query.
+EVENT_DEBOUNCE = 0.05
+
+# Opens the transport: returns what QMPClient.connect() takes, an SSL context or None, and a
+# cleanup coroutine (e.g. closing an SSH tunnel). Remote transports plug in here.
+Opener = Callable[[Address], Awaitable[tuple[Any, ssl_mod.SSLContext | None, Callable[[], Awaitable[None]]]]]
+
+
+def is_mutating(command: str) -> bool:
+    return not (command.startswith("query-") or command in READ_ONLY_COMMANDS)
+
+
+def _merge_sources(args: dict[str, Any] | None) -> bool:
+    return bool(args) and isinstance(args.get("bitmaps"), list) and len(args["bitmaps"]) > 0  # type: ignore[union-attr]
+
+
+def guard_command(command: str, args: dict[str, Any] | None) -> None:
+    """Refuse commands that are known to harm QEMU, whatever layer asked for them.
+
+    QEMU 7.2 segfaults on ``block-dirty-bitmap-merge`` with an empty source list (qmp.md §0.4),
+    also inside a transaction.
+    """
+    if command == "block-dirty-bitmap-merge" and not _merge_sources(args):
+        raise ValidationError("refused: block-dirty-bitmap-merge needs at least one source bitmap")
+    if command == "transaction" and args:
+        for action in args.get("actions") or []:
+            if isinstance(action, dict) and action.get("type") == "block-dirty-bitmap-merge":
+                if not _merge_sources(action.get("data")):
+                    raise ValidationError(
+                        "refused: a block-dirty-bitmap-merge action has no source bitmap"
+                    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the operator from any connect-time exception."""
+    if isinstance(exc, QMPConnectError):
+        inner = exc.exc
+        if isinstance(inner, (GreetingError, NegotiationError)):
+            return f"not a QMP server ({describe_error(inner.exc)})"
+        return describe_error(inner)
+    if isinstance(exc, (GreetingError, NegotiationError)):
+        return f"not a QMP server ({describe_error(exc.exc)})"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such socket: {exc.filename}" if exc.filename else "no such socket"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing is listening there)"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename}" if exc.filename else "permission denied"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "timed out: the server did not answer"
+    if isinstance(exc, EOFError):
+        return "the server closed the connection"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the server"
+    if isinstance(exc, AddressError):
+        return str(exc)
+    if isinstance(exc, ssl_mod.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, asyncio.LimitOverrunError | ValueError) and "limit" in str(exc).lower():
+        return "the server sent a message larger than 10 MB"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _plain_opener(
+    address: Address,
+) -> tuple[Any, ssl_mod.SSLContext | None, Callable[[], Awaitable[None]]]:
+    if address.kind == "unix":
+        return address.path, None, _nothing
+    if address.kind == "tcp":
+        return (address.host, address.port), None, _nothing
+    if address.kind == "invalid":
+        raise AddressError(address.error)
+    raise NotConnectedError(f"{address.kind} addresses need a transport (not configured)")
+
+
+class Connection:
+    """One named QEMU, kept connected (when ``reconnect``) and mirrored into a Store."""
+
+    def __init__(
+        self,
+        name: str,
+        address: Address,
+        store: Store,
+        *,
+        read_only: bool = False,
+        connect_timeout: float = 3.0,
+        command_timeout: float = 10.0,
+        refresh_interval: float = 2.0,
+        job_poll_interval: float = 0.5,
+        reconnect: bool = True,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 10.0,
+        audit: AuditLog | None = None,
+        opener: Opener | None = None,
+        client_factory: Callable[[str], QMPClient] | None = None,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.store = store
+        self.read_only = read_only
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.refresh_interval = refresh_interval
+        self.job_poll_interval = job_poll_interval
+        self.reconnect = reconnect
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.audit = audit
+        self._opener = opener or _plain_opener
+        self._client_factory = client_factory or QMPClient
+        self._client: QMPClient | None = None
+        self._cleanup: Callable[[], Awaitable[None]] = _nothing
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._want_nodes = False
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        # Set after each attempt (success or failure) so callers can wait for a first answer.
+        self.attempted = asyncio.Event()
+        self.next_retry: float | None = None
+        self.attempts = 0
+        store.add_connection(name, str(address))
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def model(self) -> Any:
+        return self.store.connection(self.name)
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.runstate == Runstate.RUNNING
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name=f"qmp:{self.name}")
+        return self._task
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._task = None
+
+    def _set_link(self, state: LinkState, error: str | None) -> None:
+        self.store.update(self.name, lambda c: reducer.link_changed(c, state, error))
+
+    async def _run(self) -> None:
+        delay = self.backoff_initial
+        first = True
+        while not self._stopping:
+            ok = await self._attempt(first)
+            first = False
+            self.attempted.set()
+            if ok:
+                delay = self.backoff_initial
+                await self._serve()
+            if not self.reconnect or self._stopping:
+                break
+            self.next_retry = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            self.next_retry = None
+            delay = min(delay * 2, self.backoff_max)
+
+    async def _attempt(self, first: bool) -> bool:
+        self.attempts += 1
+        if first:
+            self._set_link(LinkState.CONNECTING, None)
+        client = self._client_factory(self.name)
+        cleanup: Callable[[], Awaitable[None]] | None = None
+        try:
+            target, ssl, cleanup = await asyncio.wait_for(
+                self._opener(self.address), self.connect_timeout
+            )
+            await asyncio.wait_for(client.connect(target, ssl=ssl), self.connect_timeout)
+            version = parse_version(
+                await asyncio.wait_for(client.execute("query-version"), self.connect_timeout)
+            )
+            raw_cmds = await asyncio.wait_for(client.execute("query-commands"), self.connect_timeout)
+        except Exception as exc:  # every cause becomes one line in the connection's state
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            if cleanup is not None:
+                with contextlib.suppress(Exception):
+                    await cleanup()
+            was = self.model.state
+            state = LinkState.DISCONNECTED if was is LinkState.DISCONNECTED else LinkState.FAILED
+            self._set_link(state, self._explain(exc))
+            return False
+        commands = frozenset(
+            c["name"] for c in (raw_cmds if isinstance(raw_cmds, list) else []) if isinstance(c, dict) and "name" in c
+        )
+        self._client = client
+        self._cleanup = cleanup
+        self.store.update(self.name, lambda c: reducer.connected(c, version, commands))
+        try:
+            await self.refresh()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            self._client = None
+            self._set_link(LinkState.FAILED, describe_error(exc))
+            return False
+        return True
+
+    def _explain(self, exc: BaseException) -> str:
+        text = describe_error(exc)
+        if self.address.kind == "unix":
+            path = self.address.path
+            if text == "no such socket":
+                return f"no such socket: {path}"
+            if text.startswith("connection refused") and os.path.exists(path):
+                import stat
+
+                if not stat.S_ISSOCK(os.stat(path).st_mode):
+                    return f"not a socket: {path}"
+                return f"connection refused: no QEMU is listening on {path}"
+        return text
+
+    async def _serve(self) -> None:
+        client = self._client
+        assert client is not None
+        pump = asyncio.create_task(self._pump(client), name=f"qmp-pump:{self.name}")
+        poller = asyncio.create_task(self._poll_loop(), name=f"qmp-poll:{self.name}")
+        error: str | None = None
+        try:
+            while client.runstate == Runstate.RUNNING and not poller.done():
+                waiter = asyncio.create_task(client.runstate_changed())
+                await asyncio.wait({waiter, poller}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            if poller.done() and not poller.cancelled() and poller.exception() is not None:
+                error = describe_error(poller.exception())  # type: ignore[arg-type]
+        finally:
+            pump.cancel()
+            poller.cancel()
+            try:
+                await client.disconnect()
+            except Exception as exc:
+                error = error or describe_error(exc)
+            with contextlib.suppress(Exception):
+                await self._cleanup()
+            self._client = None
+        if not self._stopping:
+            self._set_link(LinkState.DISCONNECTED, f"connection lost: {error or 'QEMU went away'}")
+
+    async def _pump(self, client: QMPClient) -> None:
+        """The only consumer of the client's event queue (it is unbounded)."""
+        store = self.store
+        name = self.name
+        job_events = reducer.JOB_EVENTS
+        async for event in client.events:
+            store.apply_event(name, event)
+            if event.get("event") in job_events:
+                self._want_nodes = True
+                self._wake.set()
+
+    # ---------------------------------------------------------------- polling
+
+    def request_refresh(self) -> None:
+        """Ask for a node and job refresh soon (coalesced)."""
+        self._want_nodes = True
+        self._wake.set()
+
+    async def _poll_loop(self) -> None:
+        last_nodes = time.monotonic()
+        while True:
+            busy = bool(self.model.active_jobs)
+            wait = self.job_poll_interval if busy else max(
+                0.0, self.refresh_interval - (time.monotonic() - last_nodes)
+            )
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.sleep(EVENT_DEBOUNCE)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._stopping:
+                return
+            if self._want_nodes or time.monotonic() - last_nodes >= self.refresh_interval:
+                self._want_nodes = False
+                await self.refresh_nodes()
+                last_nodes = time.monotonic()
+            if busy or self.model.active_jobs:
+                await self.refresh_jobs()
+
+    async def refresh_nodes(self) -> None:
+        named = await self._query("query-named-block-nodes")
+        blocks = await self._query("query-block")
+        nodes = parse_nodes(named, blocks)
+        self.store.update(self.name, lambda c: reducer.apply_nodes(c, nodes))
+
+    async def refresh_jobs(self) -> None:
+        cmds = self.model.commands
+        qjobs = await self._query("query-jobs") if "query-jobs" in cmds else None
+        qblock = await self._query("query-block-jobs")
+        jobs = parse_jobs(qjobs, qblock)
+        self.store.update(self.name, lambda c: reducer.apply_jobs(c, jobs))
+
+    async def refresh(self) -> None:
+        await self.refresh_nodes()
+        await self.refresh_jobs()
+
+    async def _query(self, command: str) -> Any:
+        return await self.execute(command)
+
+    # ---------------------------------------------------------------- commands
+
+    async def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Run one QMP command; return its data or raise a typed error.
+
+        Mutating commands are refused in read-only mode, checked by :func:`guard_command`,
+        written to the audit log, and followed by a refresh so the store shows their effect when
+        this returns.
+        """
+        mutating = is_mutating(command)
+        if mutating and self.read_only:
+            raise ReadOnlyError(f"read-only mode: '{command}' was not sent to {self.name}")
+        guard_command(command, arguments)
+        client = self._client
+        if client is None or client.runstate != Runstate.RUNNING:
+            raise NotConnectedError(f"{self.name} is not connected")
+        try:
+            reply = await asyncio.wait_for(
+                client.execute(command, arguments), timeout or self.command_timeout
+            )
+        except ExecuteError as exc:
+            if mutating and self.audit:
+                self.audit.record(self.name, command, arguments, error=f"{exc.error_class}: {exc}")
+            raise QMPCommandError(command, exc.error_class, str(exc)) from None
+        except ExecInterruptedError:
+            if mutating and self.audit:
+                self.audit.record(self.name, command, arguments, error="connection lost")
+            raise ConnectionLostError(
+                f"{self.name}: connection lost before QEMU answered '{command}'"
+            ) from None
+        except TimeoutError:
+            if mutating and self.audit:
+                self.audit.record(self.name, command, arguments, error="timeout")
+            # A QMP monitor answers in order: one stuck reply means the link is unusable.
+            asyncio.get_running_loop().create_task(self._drop(client))
+            raise CommandTimeoutError(
+                f"{self.name}: QEMU did not answer '{command}' within "
+                f"{timeout or self.command_timeout:g} s"
+            ) from None
+        if mutating:
+            if self.audit:
+                self.audit.record(self.name, command, arguments, reply=reply)
+            if not command.startswith("human-monitor"):
+                with contextlib.suppress(Exception):
+                    await self.refresh()
+        return reply
+
+    async def _drop(self, client: QMPClient) -> None:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+    def note_job_node(self, job_id: str, node: str) -> None:
+        self.store.update(self.name, lambda c: reducer.set_job_node(c, job_id, node))
