@@ -56,7 +56,8 @@ def is_mutating(command: str) -> bool:
 
 
 def _merge_sources(args: dict[str, Any] | None) -> bool:
-    return bool(args) and isinstance(args.get("bitmaps"), list) and len(args["bitmaps"]) > 0  # type: ignore[union-attr]
+    sources = (args or {}).get("bitmaps")
+    return isinstance(sources, list) and len(sources) > 0
 
 
 def guard_command(command: str, args: dict[str, Any] | None) -> None:
@@ -249,7 +250,7 @@ class Connection:
             c["name"] for c in (raw_cmds if isinstance(raw_cmds, list) else []) if isinstance(c, dict) and "name" in c
         )
         self._client = client
-        self._cleanup = cleanup
+        self._cleanup = cleanup or _nothing
         self.store.update(self.name, lambda c: reducer.connected(c, version, commands))
         try:
             await self.refresh()

@@ -56,6 +56,7 @@ class Fleet:
         audit: AuditLog | None = None,
         opener: Opener | None = None,
         store: Store | None = None,
+        **connection_options: Any,
     ) -> None:
         self.store = store or Store()
         self.read_only = read_only
@@ -66,6 +67,8 @@ class Fleet:
         self.audit = audit
         self.opener = opener
         self.connections: dict[str, Connection] = {}
+        # Passed to every Connection (e.g. backoff_max, job_poll_interval).
+        self.connection_options = connection_options
 
     def add(self, endpoint: Endpoint) -> Connection:
         if endpoint.name in self.connections:
@@ -79,6 +82,7 @@ class Fleet:
             audit=self.audit,
             opener=self.opener,
         )
+        opts.update(self.connection_options)
         opts.update(endpoint.options)
         conn = Connection(endpoint.name, endpoint.address, self.store, **opts)  # type: ignore[arg-type]
         self.connections[endpoint.name] = conn

@@ -1,0 +1,97 @@
+"""Shared fixtures: real sandbox QEMUs, a connected Fleet, and the fake QMP server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import hypothesis  # noqa: F401  (imported early: a lazy import at session end trips a CPython 3.11 AST bug)
+import pytest
+
+from tests.fakeqmp import FakeQMP
+from tui.model.state import LinkState
+from tui.qmp.address import parse_address
+from tui.qmp.fleet import Endpoint, Fleet
+from tui.sandbox import Sandbox, qemu_available
+
+# In CI a missing QEMU is an install bug, never a reason to skip.
+if os.environ.get("CI") and qemu_available():
+    raise RuntimeError(f"CI=true but {qemu_available()}")
+
+requires_qemu = pytest.mark.skipif(qemu_available() is not None, reason=str(qemu_available()))
+
+
+SandboxFactory = Callable[..., Awaitable[Sandbox]]
+
+
+@pytest.fixture
+async def make_sandbox(tmp_path: Path) -> AsyncIterator[SandboxFactory]:
+    """``await make_sandbox(drives=2, failing=[1])`` → a started :class:`Sandbox` in tmp_path."""
+    boxes: list[Sandbox] = []
+
+    async def make(**kwargs: object) -> Sandbox:
+        d = tmp_path / f"qemu{len(boxes)}"
+        sb = Sandbox(workdir=d, **kwargs)  # type: ignore[arg-type]
+        boxes.append(sb)
+        return await sb.start()
+
+    yield make
+    for sb in boxes:
+        await sb.close()
+
+
+@pytest.fixture
+async def sandbox(make_sandbox: SandboxFactory) -> Sandbox:
+    """A QEMU with two qcow2 drives (drive0/disk0, drive1/disk1)."""
+    return await make_sandbox(drives=2)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait (by polling the state, never by fixed sleeps) until predicate() holds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def fleet_for() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
+    """``await fleet_for(sandbox_or_address, ...)`` → a started Fleet, connected and synced."""
+    fleets: list[Fleet] = []
+
+    async def make(*targets: object, read_only: bool = False, **kw: object) -> Fleet:
+        fleet = Fleet(read_only=read_only, backoff_max=0.5, **kw)  # type: ignore[arg-type]
+        for i, t in enumerate(targets):
+            addr = t.address if isinstance(t, Sandbox) else str(t)
+            fleet.add(Endpoint(f"vm{i}", parse_address(addr)))
+        fleets.append(fleet)
+        fleet.start()
+        await fleet.wait_first_answer(10)
+        return fleet
+
+    yield make
+    for f in fleets:
+        await f.stop()
+
+
+def connected(fleet: Fleet, name: str = "vm0") -> bool:
+    return fleet.store.connection(name).state is LinkState.CONNECTED
+
+
+@pytest.fixture
+async def fake_qmp(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[FakeQMP]]]:
+    servers: list[FakeQMP] = []
+
+    async def make(**kw: object) -> FakeQMP:
+        srv = FakeQMP(tmp_path / f"fake{len(servers)}.sock", **kw)  # type: ignore[arg-type]
+        servers.append(srv)
+        await srv.start()
+        return srv
+
+    yield make
+    for s in servers:
+        await s.stop()
