@@ -51,6 +51,25 @@ EVENT_DEBOUNCE = 0.05
 Opener = Callable[[Address], Awaitable[tuple[Any, ssl_mod.SSLContext | None, Callable[[], Awaitable[None]]]]]
 
 
+class QuietQMPClient(QMPClient):
+    """QMPClient that formats messages for its debug log only when debug logging is on.
+
+    qemu.qmp's message hooks call ``str(msg)`` (an indented ``json.dumps``) for every message in
+    and out before ``logger.debug`` decides to drop it; on an event flood that is about half of
+    the client's per-message cost (benchmarks/: event_pipeline).
+    """
+
+    def _cb_inbound(self, msg: Any) -> Any:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_inbound(msg)
+        return msg
+
+    def _cb_outbound(self, msg: Any) -> Any:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_outbound(msg)
+        return msg
+
+
 def is_mutating(command: str) -> bool:
     return not (command.startswith("query-") or command in READ_ONLY_COMMANDS)
 
@@ -158,7 +177,7 @@ class Connection:
         self.backoff_max = backoff_max
         self.audit = audit
         self._opener = opener or _plain_opener
-        self._client_factory = client_factory or QMPClient
+        self._client_factory = client_factory or QuietQMPClient
         self._client: QMPClient | None = None
         self._cleanup: Callable[[], Awaitable[None]] = _nothing
         self._task: asyncio.Task[None] | None = None
@@ -307,7 +326,10 @@ class Connection:
         store = self.store
         name = self.name
         job_events = reducer.JOB_EVENTS
-        async for event in client.events:
+        async for message in client.events:
+            # A plain dict: the reducer's many lookups on qemu.qmp's Message go through the
+            # generic Mapping machinery, several times slower than dict access.
+            event = dict(message)
             store.apply_event(name, event)
             if event.get("event") in job_events:
                 self._want_nodes = True

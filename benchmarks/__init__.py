@@ -1,0 +1,1 @@
+"""Performance and scale benchmarks (not part of CI): ``python benchmarks/run.py [--quick] [--json]``."""

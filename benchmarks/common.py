@@ -1,0 +1,102 @@
+"""Helpers shared by the benchmarks: CPU/RSS accounting, medians, result output."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_now_mb() -> float:
+    """Current resident set size, from /proc (falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+@dataclass
+class CpuWindow:
+    """CPU used by this process over a wall-clock window, in percent of one core."""
+
+    wall0: float = 0.0
+    cpu0: float = 0.0
+
+    def start(self) -> CpuWindow:
+        self.wall0, self.cpu0 = time.perf_counter(), cpu_seconds()
+        return self
+
+    def percent(self) -> float:
+        wall = time.perf_counter() - self.wall0
+        return 100.0 * (cpu_seconds() - self.cpu0) / wall if wall > 0 else 0.0
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(q / 100.0 * len(ordered) + 0.5)) - 1))
+    return float(ordered[k])
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Hand one benchmark's result to run.py (the last line of stdout that has the prefix)."""
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def r(value: float, digits: int = 2) -> float:
+    return round(float(value), digits)
+
+
+class JSONStream:
+    """Splits a byte stream into JSON objects. qemu.qmp sends messages back to back with no
+    newline (QEMU's parser needs none), so a server cannot use ``readline``."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._dec = json.JSONDecoder()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buf += data.decode()
+        out: list[Any] = []
+        while True:
+            text = self._buf.lstrip()
+            if not text:
+                self._buf = ""
+                return out
+            try:
+                obj, end = self._dec.raw_decode(text)
+            except ValueError:
+                self._buf = text
+                return out
+            out.append(obj)
+            self._buf = text[end:]
