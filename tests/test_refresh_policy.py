@@ -37,3 +37,26 @@ async def test_job_event_triggers_bitmap_refresh(fake_qmp, fleet_for):
     before = srv.commands.count("query-named-block-nodes")
     await srv.emit("JOB_STATUS_CHANGE", {"id": "j9", "status": "concluded"})
     await wait_for(lambda: srv.commands.count("query-named-block-nodes") > before, what="refresh")
+
+
+async def test_old_qemu_2_6_end_to_end(fake_qmp, fleet_for):
+    """A 2.6 QEMU: no query-jobs, bitmaps only in query-block's top level with `status`."""
+    from tests.test_parse_generations import Q26_BLOCK, Q26_NAMED
+    from tui.model.state import BitmapState
+
+    srv = await fake_qmp(version=(2, 6, 0), replies={
+        "query-commands": [{"name": n} for n in (
+            "query-version", "query-commands", "query-named-block-nodes", "query-block",
+            "query-block-jobs", "block-dirty-bitmap-add")],
+        "query-named-block-nodes": Q26_NAMED,
+        "query-block": Q26_BLOCK,
+        "query-block-jobs": [{"device": "drive0", "type": "backup", "len": 100, "offset": 10,
+                              "busy": True, "paused": False, "speed": 0, "io-status": "ok"}],
+    })
+    fleet = await fleet_for(srv.address, job_poll_interval=0.02)
+    conn = fleet.store.connection("vm0")
+    assert str(conn.version) == "2.6.0"
+    assert conn.nodes["disk0"].bitmap("bm-frz").state is BitmapState.FROZEN
+    assert conn.jobs["drive0"].progress == 0.1
+    await wait_for(lambda: srv.commands.count("query-block-jobs") >= 3, what="old-style job polling")
+    assert "query-jobs" not in srv.commands

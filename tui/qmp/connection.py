@@ -353,7 +353,11 @@ class Connection:
                 await self.refresh_jobs()
 
     async def refresh_nodes(self) -> None:
-        named = await self._query("query-named-block-nodes")
+        cmds = self.model.commands
+        # query-named-block-nodes is 2.0+; before that query-block is all there is.
+        named = await self._query("query-named-block-nodes") if (
+            not cmds or "query-named-block-nodes" in cmds
+        ) else None
         blocks = await self._query("query-block")
         nodes = parse_nodes(named, blocks)
         self.store.update(self.name, lambda c: reducer.apply_nodes(c, nodes))
