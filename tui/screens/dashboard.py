@@ -8,6 +8,8 @@ benchmark compares it with ``store.generation``).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +60,7 @@ class DashboardScreen(DashboardActions, Screen[None]):
         self._unsubscribe: Callable[[], None] | None = None
         self._notified: set[str] = set()
         self._filter_target: Any = None
+        self._app_context: contextvars.Context | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -90,6 +93,9 @@ class DashboardScreen(DashboardActions, Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
+        # Store changes arrive from connection tasks that may run outside Textual's context
+        # (started before the app): renders are scheduled back into the app's context.
+        self._app_context = contextvars.copy_context()
         self._unsubscribe = self.store.subscribe(self._store_changed)
         self.render_state()
         self.nodes_table.focus()
@@ -107,11 +113,8 @@ class DashboardScreen(DashboardActions, Screen[None]):
         if self._scheduled:
             return
         self._scheduled = True
-        delay = self._last_render + FRAME - time.monotonic()
-        if delay <= 0:
-            self.call_later(self._flush)
-        else:
-            self.set_timer(delay, self._flush)
+        delay = max(0.0, self._last_render + FRAME - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self._flush, context=self._app_context)
 
     def _flush(self) -> None:
         self._scheduled = False
