@@ -31,12 +31,12 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
-        table.add_column(justify="right", no_wrap=True)
+        table.add_column(no_wrap=True)
         table.add_column()
         for group, rows in self.groups:
             table.add_row(f"[b]{group}[/b]", "")
             for key, description in rows:
-                table.add_row(key, description)
+                table.add_row("  " + key, description)
         with VerticalScroll(id="dialog-box") as box:
             box.border_title = "Keys (esc to close)"
             yield Static(table)

@@ -61,13 +61,38 @@ class JobsTable(DiffTable):
 
     COMPONENT_CLASSES = STATE_CLASSES
     BINDINGS = [
-        Binding("p", "screen.job_pause", "Pause", id="job.pause"),
-        Binding("u", "screen.job_resume", "Resume", id="job.resume"),
-        Binding("c", "screen.job_cancel", "Cancel…", id="job.cancel"),
-        Binding("s", "screen.job_speed", "Speed", id="job.speed"),
-        Binding("F", "screen.job_finalize", "Finalize", id="job.finalize"),
-        Binding("D", "screen.job_dismiss", "Dismiss", id="job.dismiss"),
+        Binding("p", "job_pause", "Pause", id="job.pause"),
+        Binding("u", "job_resume", "Resume", id="job.resume"),
+        Binding("c", "job_cancel", "Cancel…", id="job.cancel"),
+        Binding("s", "job_speed", "Speed", id="job.speed"),
+        Binding("F", "job_finalize", "Finalize", id="job.finalize"),
+        Binding("D", "job_dismiss", "Dismiss", id="job.dismiss"),
     ]
+
+    # The actions run on the dashboard screen (shared with the palette). They are bound here so
+    # that hiding them in read-only mode asks this widget, whatever screen is on top.
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action.startswith("job_") and getattr(self.app, "read_only", False):
+            return False
+        return True
+
+    def action_job_pause(self) -> None:
+        self.screen.action_job_pause()  # type: ignore[attr-defined]
+
+    def action_job_resume(self) -> None:
+        self.screen.action_job_resume()  # type: ignore[attr-defined]
+
+    def action_job_cancel(self) -> None:
+        self.screen.action_job_cancel()  # type: ignore[attr-defined]
+
+    def action_job_speed(self) -> None:
+        self.screen.action_job_speed()  # type: ignore[attr-defined]
+
+    def action_job_finalize(self) -> None:
+        self.screen.action_job_finalize()  # type: ignore[attr-defined]
+
+    def action_job_dismiss(self) -> None:
+        self.screen.action_job_dismiss()  # type: ignore[attr-defined]
 
     def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -51,13 +51,38 @@ class NodesTable(DiffTable):
     COMPONENT_CLASSES = STATE_CLASSES
     # Actions live on the screen (shared with the palette); ids let config remap the keys.
     BINDINGS = [
-        Binding("n", "screen.bitmap_add", "Add", id="bitmap.add"),
-        Binding("x", "screen.bitmap_clear", "Clear…", id="bitmap.clear"),
-        Binding("e", "screen.bitmap_enable", "Enable", id="bitmap.enable"),
-        Binding("d", "screen.bitmap_disable", "Disable", id="bitmap.disable"),
-        Binding("m", "screen.bitmap_merge", "Merge…", id="bitmap.merge"),
-        Binding("r", "screen.bitmap_remove", "Remove…", id="bitmap.remove"),
+        Binding("n", "bitmap_add", "Add", id="bitmap.add"),
+        Binding("x", "bitmap_clear", "Clear…", id="bitmap.clear"),
+        Binding("e", "bitmap_enable", "Enable", id="bitmap.enable"),
+        Binding("d", "bitmap_disable", "Disable", id="bitmap.disable"),
+        Binding("m", "bitmap_merge", "Merge…", id="bitmap.merge"),
+        Binding("r", "bitmap_remove", "Remove…", id="bitmap.remove"),
     ]
+
+    # The actions run on the dashboard screen (shared with the palette). They are bound here so
+    # that hiding them in read-only mode asks this widget, whatever screen is on top.
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action.startswith("bitmap_") and getattr(self.app, "read_only", False):
+            return False
+        return True
+
+    def action_bitmap_add(self) -> None:
+        self.screen.action_bitmap_add()  # type: ignore[attr-defined]
+
+    def action_bitmap_clear(self) -> None:
+        self.screen.action_bitmap_clear()  # type: ignore[attr-defined]
+
+    def action_bitmap_enable(self) -> None:
+        self.screen.action_bitmap_enable()  # type: ignore[attr-defined]
+
+    def action_bitmap_disable(self) -> None:
+        self.screen.action_bitmap_disable()  # type: ignore[attr-defined]
+
+    def action_bitmap_merge(self) -> None:
+        self.screen.action_bitmap_merge()  # type: ignore[attr-defined]
+
+    def action_bitmap_remove(self) -> None:
+        self.screen.action_bitmap_remove()  # type: ignore[attr-defined]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
