@@ -49,7 +49,8 @@ async def _idle(seconds: float) -> float:
 
 
 async def bare_side(
-    targets: list[str], rounds: int, idle_s: float, interval: float, quiet: bool = False
+    targets: list[str], rounds: int, idle_s: float, interval: float, settle: float,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     cls = QuietQMPClient if quiet else QMPClient
     clients = [cls(f"bare{i}") for i in range(len(targets))]
@@ -72,7 +73,7 @@ async def bare_side(
                 await c.execute(cmd)
 
     pollers = [asyncio.create_task(poll(c)) for c in clients]
-    await asyncio.sleep(interval)  # let the polling settle into its rhythm
+    await asyncio.sleep(settle)  # let the polling settle into its rhythm
     idle = await _idle(idle_s)
     for t in pollers:
         t.cancel()
@@ -81,7 +82,9 @@ async def bare_side(
             "idle_cpu_pct": r(idle, 2), "rss_mb": r(peak_rss_mb(), 1)}
 
 
-async def app_side(targets: list[str], rounds: int, idle_s: float, interval: float) -> dict[str, Any]:
+async def app_side(
+    targets: list[str], rounds: int, idle_s: float, interval: float, settle: float
+) -> dict[str, Any]:
     # A generous connect timeout: hundreds of simultaneous connects on a loaded 2-core box.
     fleet = Fleet(refresh_interval=interval, reconnect=False, connect_timeout=60, read_only=True)
     for i, t in enumerate(targets):
@@ -97,7 +100,7 @@ async def app_side(targets: list[str], rounds: int, idle_s: float, interval: flo
         await asyncio.gather(*(c.refresh() for c in fleet.connections.values()))
 
     times = await _timed(refresh_all, rounds)
-    await asyncio.sleep(interval)
+    await asyncio.sleep(settle)
     idle = await _idle(idle_s)
     state = fleet.store.state
     nodes = sum(len(c.nodes) for c in state.connections.values())
@@ -108,11 +111,12 @@ async def app_side(targets: list[str], rounds: int, idle_s: float, interval: flo
             "idle_cpu_pct": r(idle, 2), "rss_mb": r(peak_rss_mb(), 1)}
 
 
-def _run_side(side: str, targets_file: Path, rounds: int, idle_s: float, interval: float) -> dict[str, Any]:
+def _run_side(side: str, targets_file: Path, a: argparse.Namespace,
+              interval: float | None = None) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_fleet", "--side", side, "--targets",
-         str(targets_file), "--rounds", str(rounds), "--idle", str(idle_s),
-         "--interval", str(interval)],
+         str(targets_file), "--rounds", str(a.rounds), "--idle", str(a.idle),
+         "--interval", str(interval or a.interval), "--settle", str(a.settle)],
         cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
     )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
@@ -132,24 +136,36 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--idle", type=float, default=30.0)
     p.add_argument("--interval", type=float, default=2.0)
+    p.add_argument("--settle", type=float, default=2.0)
+    p.add_argument("--extra", action="store_true",
+                   help="also measure a bare client without qemu.qmp's debug formatting, and the "
+                   "app at --extra-interval")
+    p.add_argument("--extra-interval", type=float, default=8.0)
     a = p.parse_args()
     if a.side:
         targets = json.loads(Path(a.targets).read_text())
         if a.side == "app":
-            emit(asyncio.run(app_side(targets, a.rounds, a.idle, a.interval)))
+            emit(asyncio.run(app_side(targets, a.rounds, a.idle, a.interval, a.settle)))
         else:
             quiet = a.side == "bare_quiet"
-            emit(asyncio.run(bare_side(targets, a.rounds, a.idle, a.interval, quiet)))
+            emit(asyncio.run(bare_side(targets, a.rounds, a.idle, a.interval, a.settle, quiet)))
         return
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         with server_process("fakefleet", tmp, str(a.fakes), str(a.nodes), str(a.bitmaps),
                             str(a.qemus)) as proc:
-            payload = json.loads(proc.ready_payload)  # type: ignore[attr-defined]
+            payload = json.loads(proc.ready_payload)
             targets_file = Path(tmp) / "targets.json"
             targets_file.write_text(json.dumps(payload["fake"] + payload["qemu"]))
-            bare = _run_side("bare", targets_file, a.rounds, a.idle, a.interval)
-            app = _run_side("app", targets_file, a.rounds, a.idle, a.interval)
+            bare = _run_side("bare", targets_file, a)
+            app = _run_side("app", targets_file, a)
+            extra: dict[str, Any] = {}
+            if a.extra:
+                extra["bare_quiet"] = _run_side("bare_quiet", targets_file, a)
+                slow = _run_side("app", targets_file, a, interval=a.extra_interval)
+                extra["app_at_interval"] = {"interval_s": a.extra_interval,
+                                            "idle_cpu_pct": slow["idle_cpu_pct"]}
     result = dict(app)
+    result.update(extra)
     result.update(
         fake_servers=a.fakes, real_qemus=a.qemus, refresh_interval_s=a.interval, idle_s=a.idle,
         bare=bare, refresh_ratio=r(app["refresh_ms"] / bare["refresh_ms"], 3),

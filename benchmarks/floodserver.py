@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 from benchmarks.common import JSONStream
+from benchmarks.fakefleet import replies_for
 
 GREETING = {
     "QMP": {
@@ -24,12 +26,14 @@ GREETING = {
 }
 COMMANDS = ["qmp_capabilities", "query-version", "query-commands", "query-named-block-nodes",
             "query-block", "query-jobs", "query-block-jobs", "query-flood"]
+# A VM with 8 qcow2 drives × 4 bitmaps, so the dashboard has something to show beside the jobs.
+_NODES = replies_for(0, 8, 4)
 REPLIES: dict[str, Any] = {
     "qmp_capabilities": {},
     "query-version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": "flood"},
     "query-commands": [{"name": n} for n in COMMANDS],
-    "query-named-block-nodes": [],
-    "query-block": [],
+    "query-named-block-nodes": json.loads(_NODES["query-named-block-nodes"]),
+    "query-block": json.loads(_NODES["query-block"]),
     "query-jobs": [],
     "query-block-jobs": [],
 }
@@ -60,6 +64,26 @@ def event_lines(count: int) -> list[bytes]:
     return out[:count]
 
 
+async def _paced(writer: asyncio.StreamWriter, lines: list[bytes], rate: float) -> None:
+    """Send ``lines`` at ``rate`` per second, each stamped with its send time (CLOCK_MONOTONIC,
+    which the measuring process shares) in ``data["bench-sent"]``."""
+    start = time.monotonic()
+    sent = 0
+    while sent < len(lines):
+        due = min(len(lines), int((time.monotonic() - start) * rate) + 1)
+        if due > sent:
+            now = time.monotonic()
+            batch = []
+            for line in lines[sent:due]:
+                obj = json.loads(line)
+                obj["data"]["bench-sent"] = now
+                batch.append(json.dumps(obj).encode() + b"\r\n")
+            writer.write(b"".join(batch))
+            await writer.drain()
+            sent = due
+        await asyncio.sleep(max(0.001, start + (sent + 1) / rate - time.monotonic()))
+
+
 async def _flood(writer: asyncio.StreamWriter, lines: list[bytes]) -> None:
     for i in range(0, len(lines), CHUNK):
         writer.write(b"".join(lines[i : i + CHUNK]))
@@ -75,15 +99,18 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             for msg in stream.feed(data):
                 cmd = msg.get("execute", "")
                 lines: list[bytes] = []
+                args = msg.get("arguments") or {}
                 if cmd == "query-flood":
                     # Encoded before the reply, so the client's clock starts when the flood does.
-                    lines = event_lines(int((msg.get("arguments") or {}).get("count", 10000)))
+                    lines = event_lines(int(args.get("count", 10000)))
                 out: dict[str, Any] = {"return": REPLIES.get(cmd, {})}
                 if "id" in msg:
                     out["id"] = msg["id"]
                 writer.write(json.dumps(out).encode() + b"\r\n")
                 await writer.drain()
-                if lines:
+                if lines and args.get("rate"):
+                    floods.append(asyncio.create_task(_paced(writer, lines, float(args["rate"]))))
+                elif lines:
                     floods.append(asyncio.create_task(_flood(writer, lines)))
     except (ConnectionError, ValueError):
         pass

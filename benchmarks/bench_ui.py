@@ -1,0 +1,207 @@
+"""ui_latency and table_update: the running dashboard, headless.
+
+ui_latency: the app (``BitmapTuiApp`` with a real Fleet, under ``run_test``) is fed job events
+at a fixed rate from a socket (``floodserver`` in paced mode, a separate process). Each event
+carries its send time (CLOCK_MONOTONIC, shared by both processes); its latency is the time from
+being sent to the first frame whose drawn store generation includes it (``FrameRecorder``).
+Lost = events sent minus events that reached the store, and minus events written to the log.
+
+table_update: a nodes table of 5,000 bitmap rows (1,250 nodes × 4) in the dashboard; 1 % of the
+bitmaps change their dirty count; the dashboard's diff path (``NodesTable.show`` →
+``DiffTable.sync_rows``) vs clearing the table and adding every row again; each timed until the
+next frame is produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import emit, median, percentile, r
+from benchmarks.frames import FrameRecorder
+from benchmarks.servers import server_process
+from tui.model.state import Bitmap, ConnectionModel, LinkState, Node
+from tui.qmp.address import parse_address
+from tui.qmp.fleet import Endpoint, Fleet
+
+SIZE = (120, 40)
+
+
+async def _until(pred: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
+    from tui.app import BitmapTuiApp
+
+    fleet = Fleet(reconnect=False, connect_timeout=30)
+    conn = fleet.add(Endpoint("vm", parse_address(f"unix:{sock}")))
+    store = fleet.store
+    app = BitmapTuiApp(fleet=fleet)
+    count = int(rate * seconds)
+    arrivals: list[tuple[int, float]] = []  # (store generation that includes it, sent at)
+    frames: list[tuple[float, int]] = []  # (produced at, generation drawn)
+    async with app.run_test(size=SIZE):
+        await _until(lambda: conn.connected and store.connection("vm").synced, 60, "connect")
+        original = store.apply_event
+
+        def apply_event(name: str, event: Any) -> None:
+            original(name, event)
+            data = event.get("data")
+            sent = data.get("bench-sent") if isinstance(data, dict) else None
+            if isinstance(sent, float):
+                arrivals.append((store.generation, sent))
+
+        store.apply_event = apply_event  # type: ignore[method-assign]
+        FrameRecorder(app, lambda t: frames.append((t, app.rendered_generation)))
+        started = time.monotonic()
+        await conn.execute("query-flood", {"count": count, "rate": rate})
+        await _until(lambda: len(arrivals) >= count, seconds * 4 + 30, "all events")
+        await _until(lambda: app.rendered_generation >= arrivals[-1][0]
+                     and frames and frames[-1][1] >= arrivals[-1][0], 30, "last frame")
+        elapsed = time.monotonic() - started
+        log_lines = app.dashboard.event_log.shown
+        store.apply_event = original  # type: ignore[method-assign]
+    await fleet.stop()
+    latencies: list[float] = []
+    fi = 0
+    for gen, sent in arrivals:
+        while fi < len(frames) and frames[fi][1] < gen:
+            fi += 1
+        if fi < len(frames):
+            latencies.append((frames[fi][0] - sent) * 1000)
+    return {
+        "rate": rate,
+        "events": count,
+        "p50_ms": r(percentile(latencies, 50), 1),
+        "p99_ms": r(percentile(latencies, 99), 1),
+        "max_ms": r(max(latencies), 1) if latencies else None,
+        "lost": count - len(arrivals),
+        "lost_in_log": count - log_lines,
+        "frames": len(frames),
+        "fps": r(len(frames) / elapsed, 1),
+        "size": f"{SIZE[0]}x{SIZE[1]}",
+    }
+
+
+def big_connection(nodes: int, bitmaps: int) -> ConnectionModel:
+    out: dict[str, Node] = {}
+    for j in range(nodes):
+        bms = tuple(Bitmap(name=f"bitmap{k}", granularity=65536, count=(j * 7919 + k) * 65536,
+                           recording=k != 3, busy=False, persistent=True) for k in range(bitmaps))
+        name = f"disk{j:05d}"
+        out[name] = Node(node_name=name, driver="qcow2", file=f"/images/{name}.qcow2",
+                         size=64 << 30, device=f"drive{j}", bitmaps=bms)
+    return ConnectionModel(name="vm", address="unix:/vm.qmp", state=LinkState.CONNECTED,
+                           nodes=out, synced=True)
+
+
+def change_some(conn: ConnectionModel, changed: int, rng: random.Random) -> ConnectionModel:
+    """A new state in which ``changed`` bitmaps (spread over the nodes) have a new dirty count."""
+    pairs = [(n, k) for n in conn.nodes for k in range(len(conn.nodes[n].bitmaps))]
+    nodes = dict(conn.nodes)
+    for n, k in rng.sample(pairs, changed):
+        node = nodes[n]
+        bms = list(node.bitmaps)
+        # A count that shows differently (the table prints human units to one decimal).
+        bms[k] = replace(bms[k], count=rng.randrange(1 << 20, 64 << 30, 65536))
+        nodes[n] = replace(node, bitmaps=tuple(bms))
+    return replace(conn, nodes=nodes)
+
+
+async def table_update(nodes: int, bitmaps: int, rounds: int) -> dict[str, Any]:
+    from tui.app import BitmapTuiApp
+    from tui.model.store import Store
+
+    app = BitmapTuiApp(store=Store())
+    rng = random.Random(7)
+    conn = big_connection(nodes, bitmaps)
+    rows = nodes * bitmaps
+    changed = max(1, rows // 100)
+    waiter: list[asyncio.Future[float]] = []
+
+    def frame(t: float) -> None:
+        if waiter and not waiter[0].done():
+            waiter[0].set_result(t)
+
+    async def timed(op: Any) -> tuple[float, float]:
+        fut = asyncio.get_running_loop().create_future()
+        waiter[:] = [fut]
+        t0 = time.monotonic()
+        op()
+        t1 = time.monotonic()
+        t2 = await asyncio.wait_for(fut, 30)
+        return (t1 - t0) * 1000, (t2 - t0) * 1000
+
+    diff_op: list[float] = []
+    diff_frame: list[float] = []
+    rebuild_op: list[float] = []
+    rebuild_frame: list[float] = []
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.dashboard.nodes_table
+        FrameRecorder(app, frame)
+        table.show([conn], multi=False)
+        await pilot.pause()
+        for _ in range(rounds):
+            conn = change_some(conn, changed, rng)
+            current = conn
+            op, full = await timed(lambda c=current: table.show([c], multi=False))
+            diff_op.append(op)
+            diff_frame.append(full)
+            writes = table.last_changes
+
+            def rebuild(c: ConnectionModel = current) -> None:
+                table.clear()
+                table._shown.clear()
+                table._order = []
+                table.show([c], multi=False)
+
+            op, full = await timed(rebuild)
+            rebuild_op.append(op)
+            rebuild_frame.append(full)
+            await pilot.pause()
+    ms, rebuild_ms = median(diff_frame), median(rebuild_frame)
+    return {
+        "rows": rows,
+        "table_rows": rows + nodes,
+        "changed": changed,
+        "ms": r(ms, 2),
+        "rebuild_ms": r(rebuild_ms, 2),
+        "ratio": r(rebuild_ms / ms, 1),
+        "op_ms": r(median(diff_op), 2),
+        "rebuild_op_ms": r(median(rebuild_op), 2),
+        "cells_written": writes,
+        "rounds": rounds,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("which", choices=["ui_latency", "table_update"])
+    p.add_argument("--rate", type=float, default=2000)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--nodes", type=int, default=1250)
+    p.add_argument("--bitmaps", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args()
+    if a.which == "table_update":
+        emit(asyncio.run(table_update(a.nodes, a.bitmaps, a.rounds)))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
+        sock = str(Path(tmp) / "flood.sock")
+        with server_process("floodserver", sock):
+            emit(asyncio.run(ui_latency(sock, a.rate, a.seconds)))
+
+
+if __name__ == "__main__":
+    main()
