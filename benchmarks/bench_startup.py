@@ -57,10 +57,11 @@ def baseline_once() -> float:
     return time.monotonic() - t0
 
 
-def measure(sock: str, runs: int) -> dict[str, Any]:
+def measure(sock: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
     app: list[float] = []
     base: list[float] = []
-    app_once(sock)  # warm the page cache; not counted
+    if warm_up:
+        app_once(sock)  # warm the page cache; not counted
     for _ in range(runs):
         base.append(baseline_once())
         app.append(app_once(sock))
@@ -73,11 +74,12 @@ def measure(sock: str, runs: int) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--no-warm-up", action="store_true")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
         sock = str(Path(tmp) / "idle.sock")
         with server_process("floodserver", sock):
-            emit(measure(sock, a.runs))
+            emit(measure(sock, a.runs, warm_up=not a.no_warm_up))
 
 
 if __name__ == "__main__":

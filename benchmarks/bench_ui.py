@@ -41,6 +41,22 @@ async def _until(pred: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
+def _time_calls(obj: Any, method: str) -> list[float]:
+    """Wrap ``obj.method`` (an instance attribute shadows the class's) and collect call times."""
+    times: list[float] = []
+    original = getattr(obj, method)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            times.append((time.perf_counter() - t0) * 1000)
+
+    setattr(obj, method, timed)
+    return times
+
+
 async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
     from tui.app import BitmapTuiApp
 
@@ -64,6 +80,10 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
 
         store.apply_event = apply_event  # type: ignore[method-assign]
         FrameRecorder(app, lambda t: frames.append((t, app.rendered_generation)))
+        # Where a frame's time goes: the dashboard's state → widgets step, and the compositor
+        # (widgets → screen update → terminal text).
+        render_ms = _time_calls(app.dashboard, "render_state")
+        compose_ms = _time_calls(app.dashboard, "_compositor_refresh")
         started = time.monotonic()
         await conn.execute("query-flood", {"count": count, "rate": rate})
         await _until(lambda: len(arrivals) >= count, seconds * 4 + 30, "all events")
@@ -89,6 +109,10 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
         "lost": count - len(arrivals),
         "lost_in_log": count - log_lines,
         "frames": len(frames),
+        "render_state_ms_p50": r(median(render_ms), 1) if render_ms else None,
+        "render_state_ms_p90": r(percentile(render_ms, 90), 1) if render_ms else None,
+        "compositor_ms_p50": r(median(compose_ms), 1) if compose_ms else None,
+        "compositor_ms_p90": r(percentile(compose_ms, 90), 1) if compose_ms else None,
         "fps": r(len(frames) / elapsed, 1),
         "size": f"{SIZE[0]}x{SIZE[1]}",
     }

@@ -91,7 +91,7 @@ async def serve(workdir: Path, fakes: int, nodes: int, bitmaps: int, qemus: int)
         paths.append(str(path))
     boxes: list[Sandbox] = []
     try:
-        for q in range(qemus):
+        async def start_one(q: int) -> None:
             sb = Sandbox(drives=max(1, nodes // 2), workdir=workdir / f"qemu{q}")
             boxes.append(sb)
             for attempt in range(3):
@@ -107,6 +107,9 @@ async def serve(workdir: Path, fakes: int, nodes: int, bitmaps: int, qemus: int)
             for d in range(sb.drives):
                 for k in range(bitmaps):
                     await sb.add_bitmap(d, f"bitmap{k}", persistent=True)
+
+        await asyncio.gather(*(start_one(q) for q in range(qemus)))
+        boxes.sort(key=lambda b: str(b.dir))
         print("ready " + json.dumps({"fake": paths, "qemu": [str(b.socket) for b in boxes]}),
               flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -6,6 +6,8 @@ from typing import Any
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:,.2f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, int):
@@ -154,6 +156,10 @@ def write_report(doc: dict[str, Any]) -> str:
         ("lost (store)", "lost", "sent − reached the state model"),
         ("lost (event log)", "lost_in_log", "sent − written to the event log"),
         ("frames/s", "fps", "dashboard frames produced during the run"),
+        ("render_state p50 (ms)", "render_state_ms_p50", "store state → widgets, per frame"),
+        ("render_state p90 (ms)", "render_state_ms_p90", ""),
+        ("compositor p50 (ms)", "compositor_ms_p50", "widgets → screen update → terminal text"),
+        ("compositor p90 (ms)", "compositor_ms_p90", ""),
         ("terminal size", "size", ""),
     ])
     lines += _section(doc, "fleet", "connections × nodes × bitmaps: refresh, idle, memory", [
