@@ -122,7 +122,8 @@ def _run_side(side: str, targets_file: Path, a: argparse.Namespace,
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"fleet {side} side failed: {out.stderr.strip()[-800:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX):])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX):])
+    return result
 
 
 def main() -> None:
@@ -152,8 +153,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         with server_process("fakefleet", tmp, str(a.fakes), str(a.nodes), str(a.bitmaps),
-                            str(a.qemus)) as proc:
-            payload = json.loads(proc.ready_payload)
+                            str(a.qemus)) as server:
+            payload = json.loads(server.payload)
             targets_file = Path(tmp) / "targets.json"
             targets_file.write_text(json.dumps(payload["fake"] + payload["qemu"]))
             bare = _run_side("bare", targets_file, a)

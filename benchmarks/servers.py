@@ -6,12 +6,21 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from benchmarks.common import ROOT
 
 
+@dataclass
+class Server:
+    """A running helper process and what it said when ready (e.g. its socket paths)."""
+
+    proc: subprocess.Popen[str]
+    payload: str
+
+
 @contextlib.contextmanager
-def server_process(module: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+def server_process(module: str, *args: str) -> Iterator[Server]:
     """Run ``python -m benchmarks.<module> ARGS`` until the block ends (it stops when stdin closes)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", f"benchmarks.{module}", *args],
@@ -25,8 +34,7 @@ def server_process(module: str, *args: str) -> Iterator[subprocess.Popen[str]]:
         line = proc.stdout.readline()
         if not line.startswith("ready"):
             raise RuntimeError(f"benchmarks.{module} did not start (said {line!r})")
-        proc.ready_payload = line[len("ready"):].strip()  # type: ignore[attr-defined]
-        yield proc
+        yield Server(proc, line[len("ready"):].strip())
     finally:
         if proc.stdin:
             with contextlib.suppress(OSError):
