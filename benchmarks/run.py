@@ -30,8 +30,9 @@ RESULT_PREFIX = "BENCH-RESULT "
 # Arguments per mode. "tiny" is for the harness's own unit test: everything, minimally.
 PLANS: dict[str, dict[str, list[str]]] = {
     "full": {
-        "event_pipeline": ["bench_events", "--events", "100000", "--rounds", "5"],
-        "ui_latency": ["bench_ui", "ui_latency", "--rate", "2000", "--seconds", "10"],
+        "event_pipeline": ["bench_events", "--events", "50000", "--rounds", "5"],
+        "ui_latency": ["bench_ui", "ui_latency", "--rate", "2000", "--seconds", "10",
+                       "--variant"],
         "fleet": ["bench_fleet", "--idle", "30", "--rounds", "3", "--extra"],
         "startup": ["bench_startup", "--runs", "5"],
         "table_update": ["bench_ui", "table_update", "--rounds", "5"],
