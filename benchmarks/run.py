@@ -42,7 +42,7 @@ PLANS: dict[str, dict[str, list[str]]] = {
         "ui_latency": ["bench_ui", "ui_latency", "--rate", "2000", "--seconds", "2"],
         "fleet": ["bench_fleet", "--idle", "10", "--rounds", "1", "--settle", "0.5"],
         "startup": ["bench_startup", "--runs", "5", "--no-warm-up"],
-        "table_update": ["bench_ui", "table_update", "--rounds", "1"],
+        "table_update": ["bench_ui", "table_update", "--rounds", "1", "--no-variant"],
     },
     "tiny": {
         "event_pipeline": ["bench_events", "--events", "300", "--rounds", "1"],
