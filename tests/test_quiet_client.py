@@ -38,3 +38,25 @@ def test_formats_and_logs_with_debug(hook: str, caplog: pytest.LogCaptureFixture
         assert getattr(client, hook)(msg) is msg
     assert CountingMessage.formatted == 1
     assert '"STOP"' in caplog.text
+
+
+async def test_connection_uses_quiet_client_and_hands_the_store_plain_dicts(fake_qmp, fleet_for):
+    from tests.conftest import wait_for
+
+    srv = await fake_qmp()
+    fleet = await fleet_for(srv.address, refresh_interval=30)
+    conn = fleet["vm0"]
+    assert isinstance(conn._client, QuietQMPClient)
+    store = fleet.store
+    seen: list[type] = []
+    original = store.apply_event
+
+    def spy(name, event):  # type: ignore[no-untyped-def]
+        seen.append(type(event))
+        original(name, event)
+
+    store.apply_event = spy  # type: ignore[method-assign]
+    await srv.emit("JOB_STATUS_CHANGE", {"id": "j1", "status": "running"})
+    await wait_for(lambda: "j1" in store.connection("vm0").jobs, what="event in the store")
+    assert seen == [dict]
+    assert store.connection("vm0").jobs["j1"].status == "running"
