@@ -110,11 +110,7 @@ class FakeQMP:
                 return
             writer.write(json.dumps(greeting(*self.version)).encode() + b"\r\n")
             await writer.drain()
-            while line := await reader.readline():
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
+            async for msg in _messages(reader):
                 self.received.append(msg)
                 cmd = msg.get("execute", "")
                 if cmd in self.hang_on:
@@ -136,6 +132,28 @@ class FakeQMP:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+async def _messages(reader: asyncio.StreamReader) -> Any:
+    """JSON objects from the stream. qemu.qmp sends no newline after a command (QEMU's parser
+    does not need one), so messages are split by decoding, not by lines."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    while chunk := await reader.read(65536):
+        buf += chunk.decode(errors="replace")
+        while True:
+            buf = buf.lstrip()
+            if not buf:
+                break
+            try:
+                msg, end = decoder.raw_decode(buf)
+            except ValueError:
+                if len(buf) > 2**20:  # garbage that will never parse: drop it
+                    buf = ""
+                break
+            buf = buf[end:]
+            if isinstance(msg, dict):
+                yield msg
 
 
 def commands_reply(*names: str) -> list[dict[str, str]]:
