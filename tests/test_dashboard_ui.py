@@ -3,7 +3,6 @@ palette, help, filters, follow/pause, coalesced and diffed redraws."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import pytest
@@ -197,7 +196,7 @@ async def test_bursts_are_coalesced_and_tables_diffed():
             bms = (replace(node.bitmaps[0], count=i * 65536),) + node.bitmaps[1:]
             new = {**store.connection("web").nodes, "disk0": replace(node, bitmaps=bms)}
             store.update("web", lambda c, new=new: replace(c, nodes=new))
-        for i in range(300):
+        for _ in range(300):
             store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
                                       "data": {"id": "inc-0", "status": "running"}})
         await settle(pilot, dash)

@@ -18,11 +18,11 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from tui.model.state import ConnectionModel, JobResult
 from tui.model.store import Store
+from tui.palette import PaletteCommand
 from tui.screens.actions import DashboardActions
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.events import EventLog
@@ -33,7 +33,7 @@ FRAME = 1 / 30  # at most ~30 redraws a second
 WIDE = 140  # columns from which jobs and events move to the right of the nodes
 
 
-class DashboardScreen(DashboardActions, Screen[None]):
+class DashboardScreen(DashboardActions):
     """The screen an operator lives in."""
 
     BINDINGS = [
@@ -78,14 +78,6 @@ class DashboardScreen(DashboardActions, Screen[None]):
     @property
     def connections_table(self) -> ConnectionsTable:
         return self.query_one(ConnectionsTable)
-
-    @property
-    def nodes_table(self) -> NodesTable:
-        return self.query_one(NodesTable)
-
-    @property
-    def jobs_table(self) -> JobsTable:
-        return self.query_one(JobsTable)
 
     @property
     def event_log(self) -> EventLog:
@@ -181,6 +173,19 @@ class DashboardScreen(DashboardActions, Screen[None]):
         return self.jobs_table.select_key(job_key(connection, job_id))
 
     # ------------------------------------------------------------------ view actions
+
+    def context_commands(self) -> list[PaletteCommand]:
+        """Palette: the selection's bitmap/job commands, then the view commands."""
+        return super().context_commands() + [
+            PaletteCommand("events: Follow / pause", "stop or resume scrolling the event log",
+                           self.action_follow),
+            PaletteCommand("view: Internal bitmaps", "show or hide anonymous bitmaps",
+                           self.action_toggle_anonymous),
+            PaletteCommand("view: All connections", "show nodes and jobs of every connection",
+                           self.action_toggle_all),
+            PaletteCommand("view: Filter", "filter the focused table", self.action_filter),
+            PaletteCommand("help: Keys", "every key of the dashboard", self.app.action_help),  # type: ignore[attr-defined]
+        ]
 
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all

@@ -15,7 +15,7 @@ from textual.widgets import RichLog
 
 from tui.model.state import EventRecord
 
-SEVERITY_CLASSES = frozenset({"event--error", "event--warning", "event--info", "event--time"})
+SEVERITY_CLASSES = set({"event--error", "event--warning", "event--info", "event--time"})
 
 
 @dataclass(frozen=True, slots=True)
