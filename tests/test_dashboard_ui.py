@@ -221,3 +221,37 @@ async def test_dismiss_forgets_a_lost_job_and_reducer_does_not_resurrect_it():
     store.apply_event("web", {"event": "JOB_STATUS_CHANGE", "data": {"id": "full-2", "status": "null"}})
     assert "full-2" not in store.connection("web").jobs
     assert conn.jobs["full-2"].result is not None
+
+
+def test_every_binding_has_an_id():
+    from tui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
+    from tui.screens.dashboard import DashboardScreen
+    from tui.screens.dialogs import SpeedDialog
+    from tui.widgets.jobs import JobsTable
+    from tui.widgets.nodes import NodesTable
+
+    ids = []
+    for cls in (BitmapTuiApp, DashboardScreen, NodesTable, JobsTable, HelpScreen, ConfirmDialog,
+                SpeedDialog, AddBitmapDialog, MergeDialog):
+        for binding in cls.BINDINGS:
+            assert binding.id, f"{cls.__name__}: {binding.key} has no id"
+            ids.append(binding.id)
+    screen_ids = [b.id for cls in (BitmapTuiApp, DashboardScreen, NodesTable, JobsTable)
+                  for b in cls.BINDINGS]
+    assert len(screen_ids) == len(set(screen_ids)), "ids on the dashboard must be unique"
+
+
+async def test_event_flood_renders_only_what_the_log_holds():
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        for i in range(4000):
+            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
+                                      "data": {"id": f"j{i}", "status": "running"}})
+        await settle(pilot, dash)
+        log = dash.event_log
+        assert len(log.lines) <= log.max_lines
+        assert "id=j3999" in log.lines[-1].text
+        await pilot.press("question_mark")  # the keyboard still answers
+        assert isinstance(app.screen, HelpScreen)
