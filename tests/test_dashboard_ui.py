@@ -255,3 +255,19 @@ async def test_event_flood_renders_only_what_the_log_holds():
         assert "id=j3999" in log.lines[-1].text
         await pilot.press("question_mark")  # the keyboard still answers
         assert isinstance(app.screen, HelpScreen)
+
+
+async def test_theme_change_recolours_existing_cells():
+    app = BitmapTuiApp(store=build_store())
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        table = dash.nodes_table
+        before = table.get_row("web\x1fdisk0\x1fb:nightly")[1].style
+        assert app.theme != "gruvbox"
+        app.theme = "gruvbox"
+        await settle(pilot, dash)
+        await pilot.pause()
+        after = table.get_row("web\x1fdisk0\x1fb:nightly")[1]
+        assert str(after) == "active"
+        assert after.style != before
+        assert after.style == table.get_component_rich_style("state--active", partial=True)

@@ -89,6 +89,7 @@ class DashboardScreen(DashboardActions):
         # (started before the app): renders are scheduled back into the app's context.
         self._app_context = contextvars.copy_context()
         self._unsubscribe = self.store.subscribe(self._store_changed)
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.render_state()
         self.nodes_table.focus()
 
@@ -98,6 +99,14 @@ class DashboardScreen(DashboardActions):
 
     def on_resize(self, event: events.Resize) -> None:
         self.query_one("#main").set_class(event.size.width >= WIDE, "-wide")
+
+    def _theme_changed(self, _theme: object) -> None:
+        # Cells carry styles resolved from the theme when they were written: redraw them all.
+        for table in (self.connections_table, self.nodes_table, self.jobs_table):
+            table.reset()
+        log = self.event_log
+        log.set_filter(log.filter_text, list(self.store.events), self.store.events_seen)
+        self.render_state()
 
     # ------------------------------------------------------------------ live updates
 
@@ -114,13 +123,12 @@ class DashboardScreen(DashboardActions):
             self.render_state()
 
     def shown_connections(self) -> list[ConnectionModel]:
+        """The selected connection (the first one by default), or all with ``show_all``."""
         conns = self.store.state.connections
-        if self.show_all or not self.selected_connection or self.selected_connection not in conns:
-            if not self.show_all and conns:
-                self.selected_connection = self.selected_connection if (
-                    self.selected_connection in conns) else next(iter(conns))
-                return [conns[self.selected_connection]]
+        if self.show_all or not conns:
             return list(conns.values())
+        if self.selected_connection not in conns:
+            self.selected_connection = next(iter(conns))
         return [conns[self.selected_connection]]
 
     def render_state(self) -> None:
