@@ -38,8 +38,10 @@ class Tmux:
     def start(self) -> None:
         w, h = self.size
         # A list argv: tmux runs it without a shell when given as separate arguments.
+        # remain-on-exit keeps a crashed program's last words on screen for the failure message.
         subprocess.run(["tmux", "-L", self.server, "-f", "/dev/null", "new-session", "-d",
-                        "-x", str(w), "-y", str(h), "-s", "t", *self.argv], check=True, timeout=30)
+                        "-x", str(w), "-y", str(h), "-s", "t", *self.argv, ";",
+                        "set-option", "-t", "t", "remain-on-exit", "on"], check=True, timeout=30)
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t")

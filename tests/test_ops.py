@@ -129,3 +129,61 @@ def test_ops_do_not_import_textual():
     code = ("import sys, tui.ops.bitmaps, tui.ops.jobs, tui.ops.common; "
             "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+class RecordingTarget:
+    """A connection stand-in that records what would be sent."""
+
+    def __init__(self, model: ConnectionModel, read_only: bool = False) -> None:
+        from tui.model.store import Store
+
+        self.name = model.name
+        self.read_only = read_only
+        self.store = Store()
+        self.store.add_connection(model.name, model.address)
+        self.store.update(model.name, lambda c: model)
+        self.sent: list[tuple[str, dict]] = []
+
+    @property
+    def model(self) -> ConnectionModel:
+        return self.store.connection(self.name)
+
+    async def execute(self, command, arguments=None):
+        self.sent.append((command, arguments))
+        return {}
+
+
+async def test_dismissing_a_vanished_job_forgets_it_without_sending():
+    target = RecordingTarget(conn())
+    out = await j.act(target, "full-2", "dismiss")  # status null: QEMU no longer has it
+    assert out.ok and not out.sent and target.sent == []
+    assert "full-2" not in target.model.jobs
+
+
+async def test_dismissing_a_concluded_job_sends_job_dismiss():
+    model = conn()
+    model = ConnectionModel(model.name, model.address, commands=frozenset({"job-pause"}),
+                            nodes=model.nodes, jobs={"c": Job("c", "backup", "concluded")})
+    target = RecordingTarget(model)
+    out = await j.act(target, "c", "dismiss")
+    assert out.ok and target.sent == [("job-dismiss", {"id": "c"})]
+    assert "c" not in target.model.jobs
+
+
+async def test_old_qemu_uses_block_job_verbs():
+    model = ConnectionModel("old", "unix:/x", commands=frozenset({"query-block-jobs"}),
+                            jobs={"j": Job("j", "backup", "running", paused=True)})
+    target = RecordingTarget(model)
+    await j.act(target, "j", "cancel")
+    assert target.sent == [("block-job-cancel", {"device": "j", "force": True})]
+
+
+async def test_ops_refuse_in_read_only_without_sending():
+    target = RecordingTarget(conn(), read_only=True)
+    outs = [await b.act(target, "disk0", "nightly", "clear"),
+            await b.add(target, "disk0", "new"),
+            await b.merge(target, BitmapRef("disk0", "nightly"), [BitmapRef("disk1", "weekly")]),
+            await j.act(target, "inc-0", "cancel"),
+            await j.set_speed(target, "inc-0", 0)]
+    assert all(not o.ok and not o.sent and "read-only" in o.message for o in outs)
+    assert target.sent == []

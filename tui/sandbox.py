@@ -134,8 +134,19 @@ class Sandbox:
             await asyncio.sleep(0.01)
         else:
             raise SandboxError("QEMU did not create its QMP socket within 5 s")
-        self._ctl = QMPClient("sandbox-control")
-        await self._ctl.connect(str(self.control_socket))
+        # The socket file appears (bind) a moment before QEMU listens on it: on a loaded
+        # machine the first connect can be refused, so retry briefly.
+        for attempt in range(100):
+            ctl = QMPClient("sandbox-control")
+            try:
+                await ctl.connect(str(self.control_socket))
+            except Exception:
+                if attempt == 99 or self.proc.poll() is not None:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
+            self._ctl = ctl
+            break
         return self
 
     async def __aenter__(self) -> Sandbox:
