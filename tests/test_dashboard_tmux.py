@@ -52,12 +52,14 @@ class Tmux:
     def literal(self, text: str) -> None:
         self.tmux("send-keys", "-t", "t", "-l", text)
 
-    async def wait_screen(self, *needles: str, timeout: float = 30.0) -> str:
+    async def wait_screen(self, *needles: str, timeout: float = 30.0, line: bool = False) -> str:
+        """Wait until every needle is on screen (``line``: all on one line)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
             text = self.screen()
-            if all(n in text for n in needles):
+            places = text.splitlines() if line else [text]
+            if any(all(n in place for n in needles) for place in places):
                 return text
             if loop.time() > end:
                 raise AssertionError(f"{needles} not on screen:\n{text}")
@@ -94,7 +96,8 @@ async def test_installed_console_in_tmux(make_sandbox):
         await term.wait_screen("New bitmap on disk0")
         term.literal("kbd-made")
         term.keys("Enter")
-        await term.wait_screen("kbd-made")
+        # The new row, with its state word (the dialog's input also shows the name until then).
+        await term.wait_screen("kbd-made", "active", "64 KiB", line=True)
         nodes = await sb.qmp("query-named-block-nodes")
         names = {b.get("name") for n in nodes if n["node-name"] == "disk0"
                  for b in n.get("dirty-bitmaps", [])}
