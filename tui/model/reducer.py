@@ -70,6 +70,10 @@ def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionM
     if job is None:
         jtype = data.get("type")
         job = Job(id=jid, type=jtype if isinstance(jtype, str) else "?", status="running")
+    jtype = data.get("type")
+    if job.type == "?" and isinstance(jtype, str) and jtype:
+        # Created from a JOB_STATUS_CHANGE (no type); BLOCK_JOB_* events name it.
+        job = replace(job, type=jtype)
     if name == "JOB_STATUS_CHANGE":
         status = data.get("status")
         if not isinstance(status, str):

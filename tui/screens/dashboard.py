@@ -30,7 +30,7 @@ from tui.widgets.jobs import JobsTable, job_key
 from tui.widgets.nodes import NodesTable, bitmap_key, node_key
 
 FRAME = 1 / 30  # at most ~30 redraws a second
-WIDE = 140  # columns from which jobs and events move to the right of the nodes
+WIDE = 160  # columns from which jobs and events move to the right of the nodes
 
 
 class DashboardScreen(DashboardActions):

@@ -114,7 +114,9 @@ class NodesTable(DiffTable):
 
     def node_row(self, node: Node, prefix: str) -> tuple[Any, ...]:
         name = styled(self, prefix + node.node_name, "row--node")
-        file = node.file if self.full_paths else node.file.rsplit("/", 1)[-1]
+        # json: pseudo-filenames (blkdebug, null-co, ...) have no meaningful last component.
+        keep = self.full_paths or node.file.startswith("json:")
+        file = node.file if keep else node.file.rsplit("/", 1)[-1]
         detail = f"{node.driver} · {file}" + (" (read-only)" if node.read_only else "")
         return (name, node.device or "-", human_bytes(node.size), "", "", "", detail)
 
