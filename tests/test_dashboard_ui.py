@@ -271,3 +271,13 @@ async def test_theme_change_recolours_existing_cells():
         assert str(after) == "active"
         assert after.style != before
         assert after.style == table.get_component_rich_style("state--active", partial=True)
+
+
+def test_job_type_is_filled_from_block_job_events():
+    store = build_store()
+    store.apply_event("web", {"event": "JOB_STATUS_CHANGE", "data": {"id": "z", "status": "created"}})
+    assert store.connection("web").jobs["z"].type == "?"
+    store.apply_event("web", {"event": "BLOCK_JOB_COMPLETED",
+                              "data": {"type": "backup", "device": "z", "len": 1, "offset": 1,
+                                       "speed": 0}})
+    assert store.connection("web").jobs["z"].type == "backup"
