@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -148,7 +149,7 @@ class TransactionRun:
         for jid in self.job_ids:
             old = self.model.jobs.get(jid)
             if old is not None and old.finished:
-                self.conn.store.update(self.conn.name, lambda c, j=jid: reducer.dismiss_job(c, j))
+                self.conn.store.update(self.conn.name, partial(reducer.dismiss_job, job_id=jid))
         try:
             await self.conn.execute("transaction", self.txn.to_qmp())
         except QMPCommandError as exc:
