@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
 from tui.errors import BitmapTuiError, QMPCommandError
