@@ -1,0 +1,441 @@
+"""The transaction composer: build, check, preview, send, then follow the group to its verdict.
+
+Needs only a Fleet (for its Store and connections) and a connection name, so any App can push it:
+``app.push_screen(ComposerScreen(fleet, "vm0"))``. All transaction logic lives in :mod:`tui.txn`;
+this screen only shows it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Label,
+    ListItem,
+    ListView,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+from textual.worker import Worker, WorkerState
+
+from tui.errors import BitmapTuiError
+from tui.model.state import ConnectionModel
+from tui.txn import (
+    GROUPED,
+    INDIVIDUAL,
+    Action,
+    Prepared,
+    Transaction,
+    TransactionRun,
+    Verdict,
+    describe,
+    prepare,
+    save,
+    what_if,
+)
+from tui.txn.model import incremental_of
+from tui.widgets.action_form import ActionForm
+
+# At most this many redraws a second from store changes (a frame budget for the live view).
+REDRAW_INTERVAL = 0.1
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Asks once, showing why (the warnings). Enter/y confirms, Esc/n cancels."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 76; height: auto; max-height: 90%; border: thick $warning;
+                               background: $surface; padding: 1 2; }
+    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
+    ConfirmScreen Button { margin-right: 2; }
+    """
+    BINDINGS = [
+        Binding("y", "answer(True)", "Send anyway", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "Cancel", id="confirm.no"),
+    ]
+
+    def __init__(self, title: str, lines: list[str]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.lines = lines
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"[b]{escape(self.title_text)}[/b]")
+            yield Static("\n".join(escape(line) for line in self.lines), id="confirm-lines")
+            with Horizontal():
+                yield Button("Send anyway (y)", id="yes", variant="warning")
+                yield Button("Cancel (n)", id="no")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class ComposerScreen(Screen[None]):
+    """Compose a transaction for one connection, check it, send it and read the verdict."""
+
+    DEFAULT_CSS = """
+    ComposerScreen #composer-title { height: 1; background: $primary; color: $text; padding: 0 1; }
+    ComposerScreen #left { width: 2fr; min-width: 30; border-right: solid $primary; }
+    ComposerScreen #right { width: 3fr; }
+    ComposerScreen #actions { height: 1fr; }
+    ComposerScreen #mode { height: 1; padding: 0 1; }
+    ComposerScreen .panel { padding: 0 1; }
+    ComposerScreen #jobs { height: auto; max-height: 8; }
+    """
+    BINDINGS = [
+        Binding("a", "add", "Add", id="composer.add"),
+        Binding("x,delete", "delete", "Delete", id="composer.delete"),
+        Binding("shift+up", "move(-1)", "Move up", id="composer.up"),
+        Binding("shift+down", "move(1)", "Move down", id="composer.down"),
+        Binding("m", "toggle_mode", "Mode", id="composer.mode"),
+        Binding("f", "use_fix", "Use fix", id="composer.fix", show=False),
+        Binding("s", "send", "Send", id="composer.send"),
+        Binding("ctrl+s", "save", "Save", id="composer.save"),
+        Binding("escape", "back", "Back", id="composer.back"),
+    ]
+
+    def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
+                 *, path: str | Path | None = None) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.connection = connection
+        self.txn = transaction or Transaction()
+        self.path = Path(path) if path else None
+        self.prepared: Prepared | None = None
+        self.run: TransactionRun | None = None
+        self.verdict: Verdict | None = None
+        self._dirty = False
+        self._unsubscribe: Any = None
+        self._generation = -1
+
+    @classmethod
+    def for_incremental(cls, fleet: Any, connection: str, devices: list[str],
+                        pattern: str = "/backups/{device}-incr-{n}.qcow2") -> ComposerScreen:
+        """Start from a selection of drives: one incremental backup each, grouped, using each
+        drive's first usable bitmap (the operator can change it in the form)."""
+        model: ConnectionModel = fleet.store.connection(connection)
+        bitmaps = {}
+        for dev in devices:
+            node = model.find_node(dev)
+            names = [b.name for b in node.named_bitmaps] if node else []
+            bitmaps[dev] = str(names[0]) if names else ""
+        return cls(fleet, connection, incremental_of(devices, bitmaps, pattern))
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="composer-title")
+        with Horizontal():
+            with Vertical(id="left"):
+                yield ListView(id="actions")
+                yield Static(id="mode")
+            with TabbedContent(id="right", initial="tab-form"):
+                with TabPane("Form", id="tab-form"):
+                    yield ActionForm(id="form")
+                with TabPane("JSON", id="tab-json"), VerticalScroll(classes="panel"):
+                    yield Static(id="preview", markup=False)
+                with TabPane("Checks", id="tab-checks"), VerticalScroll(classes="panel"):
+                    yield Static(id="checks")
+                with TabPane("What-if", id="tab-whatif"), VerticalScroll(classes="panel"):
+                    yield Static(id="whatif")
+                with TabPane("Run", id="tab-run"), VerticalScroll(classes="panel"):
+                    yield DataTable(id="jobs", cursor_type="row")
+                    yield Static("Not sent yet: press s to send.", id="verdict")
+        yield Footer()
+
+    @property
+    def model(self) -> ConnectionModel:
+        return self.fleet.store.connection(self.connection)
+
+    async def on_mount(self) -> None:
+        table = self.query_one("#jobs", DataTable)
+        for key, label in (("job", "Job"), ("drive", "Drive"), ("status", "Status"),
+                           ("progress", "Progress"), ("result", "Result")):
+            table.add_column(label, key=key)
+        self._unsubscribe = self.fleet.store.subscribe(self._store_changed)
+        self.set_interval(REDRAW_INTERVAL, self._redraw_if_dirty)
+        await self._refresh_list(0 if self.txn.actions else None)
+        self._recheck()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    # ------------------------------------------------------------------ state → view
+
+    def _store_changed(self) -> None:
+        self._dirty = True  # drawn by the timer: bursts of events cost one redraw
+
+    def _redraw_if_dirty(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        if self.run is None:
+            self._recheck()
+        else:
+            self._draw_run()
+
+    async def _refresh_list(self, select: int | None) -> None:
+        lv = self.query_one("#actions", ListView)
+        await lv.clear()
+        await lv.extend(ListItem(Label(f"{i + 1}. {escape(a.summary())}"))
+                        for i, a in enumerate(self.txn.actions))
+        if select is not None and self.txn.actions:
+            lv.index = max(0, min(select, len(self.txn.actions) - 1))
+        await self._show_form()
+
+    async def _show_form(self) -> None:
+        form = self.query_one("#form", ActionForm)
+        i = self.selected
+        await form.show(self.txn.actions[i] if i is not None else None, self.model)
+
+    @property
+    def selected(self) -> int | None:
+        lv = self.query_one("#actions", ListView)
+        i = lv.index
+        return i if i is not None and 0 <= i < len(self.txn.actions) else None
+
+    def _recheck(self) -> None:
+        """Re-run the checks and the what-if against the current state; redraw the panels."""
+        model = self.model
+        self.prepared = prepare(self.txn, model)
+        p = self.prepared
+        mode = self.txn.completion_mode
+        title = (f"Transaction on {model.name} ({model.state.value}) · {len(self.txn.actions)} "
+                 f"action(s) · {len(p.errors)} error(s), {len(p.warnings)} warning(s)")
+        self.query_one("#composer-title", Static).update(escape(title))
+        self.query_one("#mode", Static).update(
+            f"completion-mode: [b]{mode}[/b]  (m toggles)")
+        import json
+
+        self.query_one("#preview", Static).update(
+            "transaction arguments, exactly as they will be sent:\n"
+            + json.dumps(p.transaction.to_qmp(), indent=2))
+        lines = []
+        for f in p.findings:
+            style = {"error": "$error", "warning": "$warning"}.get(f.level, "$text-muted")
+            lines.append(f"[{style}]{escape(str(f))}[/]")
+            if f.fix is not None:
+                lines.append(f"  fix (f on that action): {escape(f.fix.summary())}")
+        self.query_one("#checks", Static).update(
+            "\n".join(lines) or "No problem found: ready to send.")
+        wlines = [f"completion-mode {mode}: what each outcome leaves behind"]
+        for sc in what_if(p.transaction, model):
+            wlines.append(f"\n[b]if {escape(sc.title)}:[/b]")
+            v = sc.verdict
+            for img in v.images:
+                wlines.append(f"  image {escape(img.path)}: {img.verdict.upper()}")
+            for bm in v.bitmaps:
+                part = " (partially)" if bm.partial else ""
+                wlines.append(f"  bitmap {escape(bm.node)}/{escape(bm.name)}: {bm.outcome}{part}")
+            for n in v.next:
+                wlines.append(f"  → {escape(n)}")
+        self.query_one("#whatif", Static).update("\n".join(wlines))
+
+    def _draw_run(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        table = self.query_one("#jobs", DataTable)
+        with self.app.batch_update():
+            for view in run.jobs():
+                cells = {
+                    "job": view.job_id, "drive": view.label, "status": view.status,
+                    "progress": f"{view.progress:4.0%}", "result": (view.result or "").upper(),
+                }
+                if view.job_id not in table.rows:
+                    table.add_row(*cells.values(), key=view.job_id)
+                    continue
+                for col, value in cells.items():
+                    if table.get_cell(view.job_id, col) != value:
+                        table.update_cell(view.job_id, col, value)
+        text = self.query_one("#verdict", Static)
+        if self.verdict is not None:
+            body = "\n".join(escape(line) for line in describe(self.verdict))
+            head = "VERDICT" if self.verdict.accepted else "NOT SENT"
+            text.update(f"[b]{head}[/b]\n{body}")
+        elif run.accepted:
+            text.update("Sent. Waiting for every job to end...")
+
+    # ------------------------------------------------------------------ editing
+
+    @on(ListView.Highlighted, "#actions")
+    async def _highlighted(self) -> None:
+        form = self.query_one("#form", ActionForm)
+        i = self.selected
+        if i is not None and form.action is not self.txn.actions[i]:
+            await self._show_form()
+
+    @on(ActionForm.Edited)
+    async def _edited(self, event: ActionForm.Edited) -> None:
+        i = self.selected
+        if i is None:
+            return
+        self.txn = self.txn.with_action(event.action, i)
+        lv = self.query_one("#actions", ListView)
+        item = lv.children[i] if i < len(lv.children) else None
+        if item is not None:
+            item.query_one(Label).update(f"{i + 1}. {escape(event.action.summary())}")
+        self._recheck()
+
+    def _editable(self) -> bool:
+        if self.run is not None and self.verdict is None:
+            self.notify("A transaction is running: wait for its verdict.", severity="warning")
+            return False
+        return True
+
+    async def action_add(self) -> None:
+        """Add a backup of the first drive (type, source and target are then edited)."""
+        if not self._editable():
+            return
+        model = self.model
+        dev = next((n.device or n.node_name for n in model.nodes.values()), "")
+        node = model.find_node(dev)
+        bms = [b.name for b in node.named_bitmaps] if node else []
+        data: dict[str, Any] = {"device": dev, "sync": "incremental" if bms else "full"}
+        if bms:
+            data["bitmap"] = bms[0]
+        self.txn = self.txn.with_action(Action("blockdev-backup", data))
+        self._new_run()
+        await self._refresh_list(len(self.txn.actions) - 1)
+        self._recheck()
+
+    async def action_delete(self) -> None:
+        i = self.selected
+        if i is None or not self._editable():
+            return
+        self.txn = self.txn.without(i)
+        self._new_run()
+        await self._refresh_list(i)
+        self._recheck()
+
+    async def action_move(self, delta: int) -> None:
+        i = self.selected
+        if i is None or not self._editable():
+            return
+        self.txn = self.txn.moved(i, delta)
+        await self._refresh_list(max(0, min(len(self.txn.actions) - 1, i + delta)))
+        self._recheck()
+
+    def action_toggle_mode(self) -> None:
+        if not self._editable():
+            return
+        mode = GROUPED if self.txn.completion_mode == INDIVIDUAL else INDIVIDUAL
+        self.txn = self.txn.with_mode(mode)
+        self._new_run()
+        self._recheck()
+        self.notify(f"completion-mode {mode}")
+
+    async def action_use_fix(self) -> None:
+        """Replace the selected drive-backup by its blockdev-backup equivalent (its target node
+        must then exist: the check says so until it is blockdev-add'ed)."""
+        i = self.selected
+        if i is None or self.prepared is None or not self._editable():
+            return
+        fixes = [f for f in self.prepared.findings if f.index == i and f.fix is not None]
+        if not fixes:
+            self.notify("No fix offered for this action.")
+            return
+        fix = fixes[0].fix
+        assert fix is not None
+        self.txn = self.txn.with_action(fix, i)
+        cmd, args = fixes[0].fix_prepare[0] if fixes[0].fix_prepare else ("", {})
+        await self._refresh_list(i)
+        self._recheck()
+        if cmd:
+            self.notify(f"now open the target first: {cmd} {args}", timeout=10)
+
+    def action_save(self) -> None:
+        path = self.path or Path("transaction.yaml")
+        try:
+            save(self.txn, path)
+        except OSError as exc:
+            self.notify(f"cannot save {path}: {exc.strerror or exc}", severity="error")
+            return
+        self.path = path
+        self.notify(f"saved {path}")
+
+    def action_back(self) -> None:
+        if self.run is not None and self.verdict is None:
+            self.notify("Jobs are still running; they are followed on the dashboard too.",
+                        severity="warning")
+        self.app.pop_screen()
+
+    def _new_run(self) -> None:
+        """Edits after a verdict start a new transaction view."""
+        if self.verdict is not None:
+            self.run = None
+            self.verdict = None
+            self.query_one("#jobs", DataTable).clear()
+            self.query_one("#verdict", Static).update("Not sent yet: press s to send.")
+
+    # ------------------------------------------------------------------ sending
+
+    def action_send(self) -> None:
+        if not self._editable():
+            return
+        self._new_run()
+        self._recheck()
+        p = self.prepared
+        assert p is not None
+        tabs = self.query_one("#right", TabbedContent)
+        if not p.ok:
+            tabs.active = "tab-checks"
+            self.notify(f"{len(p.errors)} error(s): fix them before sending", severity="error")
+            return
+        if p.warnings:
+            lines = [str(w) for w in p.warnings]
+            self.app.push_screen(ConfirmScreen("Send despite these warnings?", lines),
+                                 self._confirmed)
+            return
+        self._start(p)
+
+    def _confirmed(self, yes: bool | None) -> None:
+        if yes and self.prepared is not None:
+            self._start(self.prepared)
+        else:
+            self.notify("not sent")
+
+    def _start(self, prepared: Prepared) -> None:
+        conn = self.fleet[self.connection]
+        self.run = TransactionRun(conn, prepared, on_change=self._store_changed)
+        self.query_one("#right", TabbedContent).active = "tab-run"
+        self._draw_run()
+        self.run_worker(self._follow(self.run), name="txn-send", exclusive=True,
+                        exit_on_error=False, group="txn")
+
+    async def _follow(self, run: TransactionRun) -> Verdict:
+        verdict = await run.run() if not run.accepted else await run.wait()
+        self.verdict = verdict
+        self._draw_run()
+        if verdict.accepted:
+            self.notify("every job completed" if verdict.all_succeeded
+                        else "a job failed or was cancelled: read the verdict",
+                        severity="information" if verdict.all_succeeded else "warning")
+        else:
+            self.notify(verdict.error or "refused", severity="error")
+        return verdict
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:
+            err = event.worker.error
+            msg = str(err) if isinstance(err, BitmapTuiError) else f"{type(err).__name__}: {err}"
+            self.notify(f"transaction: {msg}", severity="error")
