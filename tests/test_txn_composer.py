@@ -130,3 +130,31 @@ async def test_reorder_delete_and_refusal_sends_nothing(sandbox, fleet_for):
         names = {b.name for b in fleet.store.connection("vm0").nodes["disk1"].named_bitmaps}
         assert names == {"b2"}
         assert screen.verdict.bitmaps[0].outcome == "cleared"
+
+
+async def test_fix_replaces_drive_backup_by_blockdev_backup(sandbox, fleet_for):
+    await sandbox.add_bitmap(0, "bitmap0")
+    img = sandbox.path("d0-incr-1.qcow2")
+    run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(img), "64M"])
+    fleet = await fleet_for(sandbox)
+    txn = Transaction((Action("drive-backup", {
+        "device": "drive0", "bitmap": "bitmap0", "format": "qcow2", "mode": "existing",
+        "sync": "incremental", "target": str(img)}),))
+    app = ComposerApp(fleet, txn)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        assert screen.prepared is not None and len(screen.prepared.warnings) == 1
+        screen.query_one("#actions", ListView).focus()
+        await pilot.press("f")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")  # open the target with blockdev-add, then replace
+        await wait_for(lambda: screen.txn.actions[0].type == "blockdev-backup", 20, "the fix")
+        assert "d0-incr-1" in fleet.store.connection("vm0").nodes
+        await pilot.pause()
+        assert screen.prepared.ok and not screen.prepared.warnings
+        await pilot.press("s")
+        await wait_for(lambda: screen.verdict is not None, 30, "the verdict")
+        assert screen.verdict.all_succeeded
+        assert screen.verdict.images[0].path == str(img)

@@ -7,12 +7,13 @@ this screen only shows it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from textual import on
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
@@ -35,6 +36,7 @@ from tui.txn import (
     GROUPED,
     INDIVIDUAL,
     Action,
+    Finding,
     Prepared,
     Transaction,
     TransactionRun,
@@ -92,8 +94,8 @@ class ComposerScreen(Screen[None]):
 
     DEFAULT_CSS = """
     ComposerScreen #composer-title { height: 1; background: $primary; color: $text; padding: 0 1; }
-    ComposerScreen #left { width: 2fr; min-width: 30; border-right: solid $primary; }
-    ComposerScreen #right { width: 3fr; }
+    ComposerScreen #left { width: 1fr; min-width: 30; border-right: solid $primary; }
+    ComposerScreen #right { width: 2fr; }
     ComposerScreen #actions { height: 1fr; }
     ComposerScreen #mode { height: 1; padding: 0 1; }
     ComposerScreen .panel { padding: 0 1; }
@@ -108,8 +110,15 @@ class ComposerScreen(Screen[None]):
         Binding("f", "use_fix", "Use fix", id="composer.fix", show=False),
         Binding("s", "send", "Send", id="composer.send"),
         Binding("ctrl+s", "save", "Save", id="composer.save"),
+        Binding("v", "next_view", "View", id="composer.view"),
+        Binding("1", "view('tab-form')", "Form", id="composer.form", show=False),
+        Binding("2", "view('tab-json')", "JSON", id="composer.json", show=False),
+        Binding("3", "view('tab-checks')", "Checks", id="composer.checks", show=False),
+        Binding("4", "view('tab-whatif')", "What-if", id="composer.whatif", show=False),
+        Binding("5", "view('tab-run')", "Run", id="composer.run", show=False),
         Binding("escape", "back", "Back", id="composer.back"),
     ]
+    VIEWS = ("tab-form", "tab-json", "tab-checks", "tab-whatif", "tab-run")
 
     def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
                  *, path: str | Path | None = None) -> None:
@@ -223,8 +232,6 @@ class ComposerScreen(Screen[None]):
         self.query_one("#composer-title", Static).update(escape(title))
         self.query_one("#mode", Static).update(
             f"completion-mode: [b]{mode}[/b]  (m toggles)")
-        import json
-
         self.query_one("#preview", Static).update(
             "transaction arguments, exactly as they will be sent:\n"
             + json.dumps(p.transaction.to_qmp(), indent=2))
@@ -265,7 +272,7 @@ class ComposerScreen(Screen[None]):
                     continue
                 for col, value in cells.items():
                     if table.get_cell(view.job_id, col) != value:
-                        table.update_cell(view.job_id, col, value)
+                        table.update_cell(view.job_id, col, value, update_width=True)
         text = self.query_one("#verdict", Static)
         if self.verdict is not None:
             body = "\n".join(escape(line) for line in describe(self.verdict))
@@ -343,9 +350,9 @@ class ComposerScreen(Screen[None]):
         self._recheck()
         self.notify(f"completion-mode {mode}")
 
-    async def action_use_fix(self) -> None:
-        """Replace the selected drive-backup by its blockdev-backup equivalent (its target node
-        must then exist: the check says so until it is blockdev-add'ed)."""
+    def action_use_fix(self) -> None:
+        """Replace the selected drive-backup by its blockdev-backup equivalent, first offering
+        to open its target with ``blockdev-add`` (the equivalent needs the target node)."""
         i = self.selected
         if i is None or self.prepared is None or not self._editable():
             return
@@ -353,14 +360,39 @@ class ComposerScreen(Screen[None]):
         if not fixes:
             self.notify("No fix offered for this action.")
             return
-        fix = fixes[0].fix
-        assert fix is not None
-        self.txn = self.txn.with_action(fix, i)
-        cmd, args = fixes[0].fix_prepare[0] if fixes[0].fix_prepare else ("", {})
+        finding = fixes[0]
+        lines = [f"{cmd} {json.dumps(args)}" for cmd, args in finding.fix_prepare]
+        lines.append(f"then action {i + 1} becomes: {finding.fix.summary() if finding.fix else ''}")
+
+        def answered(yes: bool | None) -> None:
+            self.run_worker(self._apply_fix(i, finding, bool(yes)), name="txn-fix",
+                            exclusive=True, exit_on_error=False, group="txn")
+
+        self.app.push_screen(ConfirmScreen("Open the target now (y), or only replace the action "
+                                           "(n)?", lines), answered)
+
+    async def _apply_fix(self, i: int, finding: Finding, run_prepare: bool) -> None:
+        if run_prepare:
+            conn = self.fleet[self.connection]
+            for cmd, args in finding.fix_prepare:
+                try:
+                    await conn.execute(cmd, args)
+                except BitmapTuiError as exc:
+                    self.notify(f"{cmd}: {exc}", severity="error")
+                    return
+        assert finding.fix is not None
+        self.txn = self.txn.with_action(finding.fix, i)
         await self._refresh_list(i)
         self._recheck()
-        if cmd:
-            self.notify(f"now open the target first: {cmd} {args}", timeout=10)
+        self.notify(f"action {i + 1} is now a blockdev-backup")
+
+    def action_view(self, tab: str) -> None:
+        self.query_one("#right", TabbedContent).active = tab
+
+    def action_next_view(self) -> None:
+        tabs = self.query_one("#right", TabbedContent)
+        i = self.VIEWS.index(tabs.active) if tabs.active in self.VIEWS else -1
+        tabs.active = self.VIEWS[(i + 1) % len(self.VIEWS)]
 
     def action_save(self) -> None:
         path = self.path or Path("transaction.yaml")
@@ -376,7 +408,7 @@ class ComposerScreen(Screen[None]):
         if self.run is not None and self.verdict is None:
             self.notify("Jobs are still running; they are followed on the dashboard too.",
                         severity="warning")
-        self.app.pop_screen()
+        self.dismiss(None)
 
     def _new_run(self) -> None:
         """Edits after a verdict start a new transaction view."""
@@ -439,3 +471,30 @@ class ComposerScreen(Screen[None]):
             err = event.worker.error
             msg = str(err) if isinstance(err, BitmapTuiError) else f"{type(err).__name__}: {err}"
             self.notify(f"transaction: {msg}", severity="error")
+
+
+class StandaloneComposer(App[int]):
+    """Hosts the composer alone (``bitmap-tui compose``): connects, shows it, exits with it."""
+
+    TITLE = "bitmap-tui composer"
+
+    def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
+                 path: str | Path | None = None, connect_timeout: float = 10.0) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.connection = connection
+        self.transaction = transaction
+        self.txn_path = path
+        self.connect_timeout = connect_timeout
+
+    async def on_mount(self) -> None:
+        self.fleet.start()
+        try:
+            await self.fleet.wait_first_answer(self.connect_timeout)
+        except TimeoutError:
+            pass
+        screen = ComposerScreen(self.fleet, self.connection, self.transaction, path=self.txn_path)
+        await self.push_screen(screen, callback=lambda _: self.exit(0))
+
+    async def on_unmount(self) -> None:
+        await self.fleet.stop()

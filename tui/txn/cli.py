@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from tui.errors import BitmapTuiError
@@ -40,6 +41,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
                    help="stop waiting after this long (unfinished jobs count as lost)")
     p.set_defaults(handler=run)
+
+    c = subparsers.add_parser(
+        "compose",
+        help="open the transaction composer (optionally on a file) for one connection",
+    )
+    c.add_argument("file", metavar="FILE.yaml", nargs="?", help="transaction file to start from")
+    _add_connect(c)
+    c.set_defaults(handler=compose)
 
 
 def _refused(mode: str, error: str, checks: list[str] | None = None) -> Verdict:
@@ -119,3 +128,28 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(verdict, args.json)
     finally:
         await fleet.stop()
+
+
+def compose(args: argparse.Namespace) -> int:
+    """The ``compose`` handler: the composer screen alone (Textual is imported only here)."""
+    from tui.cli import resolve_endpoints
+    from tui.qmp.fleet import Fleet
+    from tui.screens.composer import StandaloneComposer
+    from tui.txn.files import load
+
+    txn = None
+    if args.file and Path(args.file).exists():
+        try:
+            txn = load(args.file)
+        except BitmapTuiError as exc:
+            print(f"bitmap-tui: {exc}", file=sys.stderr)
+            return 2
+    endpoints = resolve_endpoints(args)
+    if len(endpoints) != 1:
+        print("bitmap-tui: compose needs exactly one --connect ADDR", file=sys.stderr)
+        return 2
+    fleet = Fleet(read_only=bool(getattr(args, "read_only", False)),
+                  connect_timeout=getattr(args, "timeout", 5.0))
+    fleet.add(endpoints[0])
+    app = StandaloneComposer(fleet, endpoints[0].name, txn, path=args.file)
+    return app.run() or 0

@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select
 
+from tui.format import human_bytes
 from tui.model.state import ConnectionModel
 from tui.txn.files import DATA_KEYS
 from tui.txn.model import (
@@ -39,8 +40,8 @@ def _node_choices(model: ConnectionModel, devices: bool = True) -> list[tuple[st
     out = []
     for n in model.nodes.values():
         if devices and n.device:
-            out.append((f"{n.device} (device, node {n.node_name})", n.device))
-        out.append((f"{n.node_name} ({n.driver}{', ' + n.file if n.file else ''})", n.node_name))
+            out.append((f"{n.device} (drive, node {n.node_name})", n.device))
+        out.append((f"{n.node_name} ({n.driver})", n.node_name))
     return out
 
 
@@ -48,7 +49,8 @@ def _bitmap_choices(model: ConnectionModel, node_ref: Any) -> list[tuple[str, st
     node = model.find_node(node_ref) if isinstance(node_ref, str) else None
     if node is None:
         return []
-    return [(f"{b.name} ({b.state.value}, {b.count} B dirty)", str(b.name)) for b in node.named_bitmaps]
+    return [(f"{b.name} ({b.state.value}, {human_bytes(b.count)} dirty)", str(b.name))
+            for b in node.named_bitmaps]
 
 
 def fields_for(action: Action, model: ConnectionModel) -> list[Field]:
@@ -123,7 +125,7 @@ class ActionForm(VerticalScroll):
     DEFAULT_CSS = """
     ActionForm { height: 1fr; }
     ActionForm .row { height: auto; }
-    ActionForm .row Label { width: 14; padding: 1 1 0 0; }
+    ActionForm .row Label { width: 13; }
     ActionForm .row Input, ActionForm .row Select { width: 1fr; }
     ActionForm .empty { color: $text-muted; padding: 1; }
     """
@@ -153,7 +155,7 @@ class ActionForm(VerticalScroll):
         self._fields = fields_for(action, model)
         rows: list[Widget] = [self._row("type", Select([(t, t) for t in ACTION_TYPES],
                                                        value=action.type, allow_blank=False,
-                                                       id="f-type"))]
+                                                       id="f-type", compact=True))]
         for f in self._fields:
             rows.append(self._row(f.key, self._widget(f, action.data.get(f.key))))
         await self.mount_all(rows)
@@ -168,13 +170,14 @@ class ActionForm(VerticalScroll):
             if value is not None and str(value) not in {v for _, v in choices}:
                 choices.append((f"{value} (not in the live state)", str(value)))
             return Select(choices, value=str(value) if value is not None else Select.NULL,
-                          allow_blank=True, id=wid, prompt="(none)")
+                          allow_blank=True, id=wid, prompt="(none)", compact=True)
         if f.kind == "bool":
-            return Checkbox(value=bool(value), id=wid)
+            return Checkbox(value=bool(value), id=wid, compact=True)
         if f.kind == "sources":
-            return Input(format_sources(value), placeholder="bitmap, node/bitmap, ...", id=wid)
+            return Input(format_sources(value), placeholder="bitmap, node/bitmap, ...", id=wid,
+                         compact=True)
         return Input("" if value is None else str(value), id=wid,
-                     type="text", placeholder="(none)")
+                     type="text", placeholder="(none)", compact=True)
 
     def collect(self) -> Action | None:
         """The action as the form shows it now."""
