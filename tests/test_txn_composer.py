@@ -158,3 +158,24 @@ async def test_fix_replaces_drive_backup_by_blockdev_backup(sandbox, fleet_for):
         await wait_for(lambda: screen.verdict is not None, 30, "the verdict")
         assert screen.verdict.all_succeeded
         assert screen.verdict.images[0].path == str(img)
+
+
+async def test_palette_offers_transaction_commands(sandbox, fleet_for):
+    fleet = await fleet_for(sandbox)
+    app = ComposerApp(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"toggle completion")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(lambda: screen.txn.completion_mode == "grouped", 10, "the mode toggle")
+        # "add" from the palette: a backup of the first drive, job-id filled in when prepared
+        await pilot.press("ctrl+p")
+        await pilot.press(*"add action")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(lambda: len(screen.txn.actions) == 1, 10, "the new action")
+        assert screen.txn.actions[0].data["device"] == "drive0"

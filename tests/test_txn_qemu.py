@@ -169,3 +169,51 @@ async def test_blockdev_backup_grouped_and_qmp_refusal(make_sandbox, fleet_for):
     assert not refused.accepted and refused.exit_code == 2
     assert "Could not open" in (refused.error or "")
     assert "x" not in conn.model.jobs
+
+
+async def test_bitmap_mode_always_grouped_partial_clear(make_sandbox, fleet_for):
+    """qmp.md §3.4 C: grouped, sync bitmap, bitmap-mode always, drive1 fails a read: drive0 is
+    cancelled yet its bitmap is cleared (everything was copied), drive1's is partly cleared."""
+    sb = await make_sandbox(drives=2, failing=[1])
+    fleet = await fleet_for(sb, job_poll_interval=0.1)
+    conn = fleet["vm0"]
+    for d in (0, 1):
+        await sb.add_bitmap(d, f"bitmap{d}")
+        await write_pattern(sb, d)
+        await conn.execute("blockdev-add", {"driver": "null-co", "node-name": f"t{d}",
+                                            "size": 64 * 2**20})
+    await sb.arm_read_error(1)
+    txn = Transaction(tuple(
+        Action("blockdev-backup", {"device": f"disk{d}", "job-id": f"j{d}", "sync": "bitmap",
+                                   "bitmap": f"bitmap{d}", "bitmap-mode": "always",
+                                   "target": f"t{d}"}) for d in (0, 1)), GROUPED)
+    prepared = prepare(txn, conn.model)
+    assert prepared.ok, prepared.findings
+    verdict = await TransactionRun(conn, prepared).run(timeout=60)
+    assert [j.result for j in verdict.jobs] == ["cancelled", "failed"]
+    b0, b1 = verdict.bitmaps
+    # measured: drive0 had copied everything before the cancel, so nothing is left
+    assert (b0.outcome, b0.partial, b1.outcome, b1.partial) == ("cleared", False, "cleared", True)
+    assert b0.count_after == 0 and 0 < b1.count_after < DOC_COUNT
+    assert b0.verified and b1.verified
+    assert any("partly cleared" in n for n in verdict.next)
+
+
+async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
+    sb = await make_sandbox(drives=1)
+    fleet = await fleet_for(sb, job_poll_interval=0.1)
+    conn = fleet["vm0"]
+    await sb.write(0, 0, "8M")
+    await conn.execute("blockdev-add", {"driver": "null-co", "node-name": "t0",
+                                        "size": 64 * 2**20})
+    txn = Transaction((Action("blockdev-backup", {"device": "drive0", "sync": "full",
+                                                  "target": "t0", "speed": 65536}),))
+    run_ = TransactionRun(conn, prepare(txn, conn.model))
+    assert await run_.send()
+    assert run_.job_ids == ["drive0"]
+    assert conn.model.jobs["drive0"].node == "disk0"  # note_job_node
+    sb.kill()
+    verdict = await run_.wait(timeout=30)
+    assert verdict.exit_code == 1
+    assert verdict.jobs[0].result == "lost" and verdict.to_dict()["jobs"][0]["result"] == "failed"
+    assert verdict.images[0].verdict == "invalid"

@@ -8,6 +8,7 @@ this screen only shows it.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from rich.markup import escape
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import (
@@ -89,8 +91,45 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
+# (palette name, action, help) offered by the command palette on the composer.
+PALETTE = (
+    ("transaction: Send", "send", "check, confirm warnings, send and follow the jobs"),
+    ("transaction: Toggle completion mode", "toggle_mode", "individual ↔ grouped"),
+    ("transaction: Add action", "add", "add a backup action (type is editable)"),
+    ("transaction: Delete action", "delete", "remove the selected action"),
+    ("transaction: Use blockdev-backup", "use_fix", "replace a deprecated drive-backup"),
+    ("transaction: Save", "save", "write the transaction as YAML"),
+    ("transaction: Show what-if", "view('tab-whatif')", "what each failure leaves behind"),
+    ("transaction: Show JSON", "view('tab-json')", "exactly what will be sent"),
+)
+
+
+class ComposerCommands(Provider):
+    """Context commands of the composer for the command palette."""
+
+    def _commands(self) -> list[tuple[str, Any, str]]:
+        screen = self.screen
+        if not isinstance(screen, ComposerScreen):
+            return []
+        return [(name, partial(self.app.call_next, screen.run_action, action), help_)
+                for name, action, help_ in PALETTE]
+
+    async def discover(self) -> Hits:
+        for name, callback, help_ in self._commands():
+            yield DiscoveryHit(name, callback, help=help_)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_ in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_)
+
+
 class ComposerScreen(Screen[None]):
     """Compose a transaction for one connection, check it, send it and read the verdict."""
+
+    COMMANDS = {ComposerCommands}
 
     DEFAULT_CSS = """
     ComposerScreen #composer-title { height: 1; background: $primary; color: $text; padding: 0 1; }
@@ -313,7 +352,9 @@ class ComposerScreen(Screen[None]):
         if not self._editable():
             return
         model = self.model
-        dev = next((n.device or n.node_name for n in model.nodes.values()), "")
+        # the first drive by name (QEMU lists nodes newest first)
+        names = sorted(n.device for n in model.nodes.values() if n.device)
+        dev = names[0] if names else next(iter(model.nodes), "")
         node = model.find_node(dev)
         bms = [b.name for b in node.named_bitmaps] if node else []
         data: dict[str, Any] = {"device": dev, "sync": "incremental" if bms else "full"}

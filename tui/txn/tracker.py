@@ -254,7 +254,12 @@ class TransactionRun:
                 results[view.job_id] = (view.result, error)
         verdict = decide(self.txn, model, results)
         bitmaps = tuple(self._measured(b, after) for b in verdict.bitmaps)
-        return replace(verdict, bitmaps=bitmaps)
+        extra = tuple(
+            f"check bitmap {b.name} on {b.node}: expected {b.outcome}, but its dirty count went "
+            f"from {b.count_before} to {b.count_after} bytes"
+            for b in bitmaps if b.verified is False
+        )
+        return replace(verdict, bitmaps=bitmaps, next=verdict.next + extra)
 
     def _measured(self, b: BitmapVerdict, after: dict[tuple[str, str], Sample]) -> BitmapVerdict:
         before = self._before.get((b.node, b.name))
@@ -267,4 +272,7 @@ class TransactionRun:
             ok = now.count <= before.count
         else:  # restored / unchanged: same bits, or more if the guest wrote meanwhile
             ok = (before.sha256 is not None and before.sha256 == now.sha256) or now.count >= before.count
-        return replace(b, count_before=before.count, count_after=now.count, verified=ok)
+        # bitmap-mode always after a cancel: if everything had been copied, nothing is left
+        partial = b.partial and now.count > 0
+        return replace(b, count_before=before.count, count_after=now.count, verified=ok,
+                       partial=partial)

@@ -38,7 +38,8 @@ class Field:
 
 def _node_choices(model: ConnectionModel, devices: bool = True) -> list[tuple[str, str]]:
     out = []
-    for n in model.nodes.values():
+    for n in sorted(model.nodes.values(), key=lambda n: (n.device is None, n.device or "",
+                                                       n.node_name)):
         if devices and n.device:
             out.append((f"{n.device} (drive, node {n.node_name})", n.device))
         out.append((f"{n.node_name} ({n.driver})", n.node_name))
