@@ -1,0 +1,54 @@
+"""Composer snapshots at 80x24 on a fixed state (no QEMU: the state is built in a Store)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from textual.app import App
+
+from tui.model.state import Bitmap, LinkState, Node
+from tui.model.store import Store
+from tui.screens.composer import ComposerScreen
+from tui.txn import loads
+
+DOC = """
+actions:
+  - {type: drive-backup, data: {device: drive0, bitmap: bitmap0, format: qcow2, mode: existing,
+     sync: incremental, target: /backups/d0-incr-1.qcow2}}
+  - {type: drive-backup, data: {device: drive1, bitmap: bitmap1, format: qcow2, mode: existing,
+     sync: incremental, target: /backups/d1-incr-1.qcow2}}
+"""
+
+
+class StoreOnly:
+    """A fleet with a store but no live connection (sending is not part of a snapshot)."""
+
+    def __init__(self) -> None:
+        self.store = Store()
+        self.store.add_connection("vm0", "unix:/run/vm0.qmp")
+        nodes = {
+            f"disk{i}": Node(f"disk{i}", "qcow2", f"/images/drive{i}.qcow2", 64 << 20,
+                             device=f"drive{i}",
+                             bitmaps=(Bitmap(f"bitmap{i}", 65536, 458752, True, False,
+                                             persistent=False),))
+            for i in (0, 1)
+        }
+        self.store.update("vm0", lambda c: replace(c, state=LinkState.CONNECTED, nodes=nodes,
+                                                   synced=True))
+
+    def __getitem__(self, name: str) -> Any:
+        raise KeyError(name)
+
+
+class SnapApp(App[None]):
+    def on_mount(self) -> None:
+        self.push_screen(ComposerScreen(StoreOnly(), "vm0", loads(DOC)))
+
+
+def test_composer_form_80x24(snap_compare: Any) -> None:
+    assert snap_compare(SnapApp(), terminal_size=(80, 24))
+
+
+def test_composer_whatif_grouped_80x24(snap_compare: Any) -> None:
+    assert snap_compare(SnapApp(), terminal_size=(80, 24), press=["m", "4"])
