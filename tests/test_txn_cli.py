@@ -120,3 +120,48 @@ async def test_apply_exit_2_refusals(make_sandbox, tmp_path):
     # no QEMU there
     code, out, _ = await apply(str(path), "--connect", str(tmp_path / "none.sock"), "--json")
     assert code == 2 and "no such socket" in json.loads(out)["error"]
+
+
+@requires_qemu
+async def test_compose_in_a_real_terminal(make_sandbox, tmp_path):
+    """The installed ``bitmap-tui compose`` in tmux at 80x24: shows the file, toggles, quits."""
+    tmux = shutil.which("tmux")
+    assert tmux, "tmux is needed (./dev installs it)"
+    sb = await make_sandbox(drives=2)
+    for d in (0, 1):
+        await sb.add_bitmap(d, f"bitmap{d}")
+    session = f"compose-{tmp_path.name}"
+    base = [tmux, "-L", session]  # a private tmux server: nothing shared with the user's
+
+    async def tmux_do(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(*base, *args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return out.decode()
+
+    async def screen_shows(needle: str) -> str:
+        for _ in range(300):
+            text = await tmux_do("capture-pane", "-p", "-t", session)
+            if needle in text:
+                return text
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{needle!r} never shown:\n{text}")
+
+    await tmux_do("new-session", "-d", "-s", session, "-x", "80", "-y", "24", EXE, "compose",
+                  str(SAMPLES / "txn-incremental-individual.yaml"), "--connect", sb.address)
+    try:
+        text = await screen_shows("2 action(s)")
+        assert "drive-backup drive0" in text and "completion-mode: individual" in text
+        await tmux_do("send-keys", "-t", session, "m")
+        await screen_shows("completion-mode: grouped")
+        await tmux_do("send-keys", "-t", session, "4")
+        await screen_shows("completion-mode grouped: what each outcome")
+        await tmux_do("send-keys", "-t", session, "Escape")
+        for _ in range(200):
+            if "compose" not in await tmux_do("list-sessions"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the composer did not exit on esc")
+    finally:
+        await tmux_do("kill-server")
