@@ -230,3 +230,9 @@ def test_core_does_not_import_textual() -> None:
     code = ("import sys, tui.txn, tui.txn.cli, tui.txn.tracker; "
             "assert 'textual' not in sys.modules, 'textual imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auto_finalize_false_is_a_warning() -> None:
+    p = prepare(Transaction((bd("disk0", "tgt0", sync="full", **{"auto-finalize": False}),)),
+                model())
+    assert p.ok and [w.message.split(":")[0] for w in p.warnings] == ["auto-finalize false"]

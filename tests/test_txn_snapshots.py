@@ -52,3 +52,15 @@ def test_composer_form_80x24(snap_compare: Any) -> None:
 
 def test_composer_whatif_grouped_80x24(snap_compare: Any) -> None:
     assert snap_compare(SnapApp(), terminal_size=(80, 24), press=["m", "4"])
+
+
+def test_incremental_of_the_selected_drives() -> None:
+    """The dashboard's "incremental backup of these": one backup per drive with its bitmap."""
+    screen = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive0", "drive1"],
+                                            "/b/{device}-incr-{n}.qcow2")
+    txn = screen.txn
+    assert txn.completion_mode == "grouped"
+    assert [(a.type, a.data["device"], a.data["bitmap"], a.data["target"], a.data["sync"])
+            for a in txn.actions] == [
+        ("drive-backup", "drive0", "bitmap0", "/b/drive0-incr-1.qcow2", "incremental"),
+        ("drive-backup", "drive1", "bitmap1", "/b/drive1-incr-1.qcow2", "incremental")]

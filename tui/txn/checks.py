@@ -318,6 +318,9 @@ def _check_backup(
             err(f"writes the same target as action {targets[tkey] + 1} ({target})")
         else:
             targets[tkey] = i
+    if d.get("auto-finalize") is False:
+        out.append(Finding(WARNING, "auto-finalize false: the job waits in 'pending' until "
+                                    "job-finalize is run; its verdict waits for that", i))
     if action.type == "drive-backup":
         fix, prep = blockdev_equivalent(action)
         out.append(Finding(

@@ -259,7 +259,8 @@ class TransactionRun:
             f"from {b.count_before} to {b.count_after} bytes"
             for b in bitmaps if b.verified is False
         )
-        return replace(verdict, bitmaps=bitmaps, next=verdict.next + extra)
+        return replace(verdict, bitmaps=bitmaps, next=verdict.next + extra,
+                       checks=tuple(str(f) for f in self.prepared.findings))
 
     def _measured(self, b: BitmapVerdict, after: dict[tuple[str, str], Sample]) -> BitmapVerdict:
         before = self._before.get((b.node, b.name))
