@@ -64,3 +64,22 @@ def test_incremental_of_the_selected_drives() -> None:
             for a in txn.actions] == [
         ("drive-backup", "drive0", "bitmap0", "/b/drive0-incr-1.qcow2", "incremental"),
         ("drive-backup", "drive1", "bitmap1", "/b/drive1-incr-1.qcow2", "incremental")]
+
+
+async def test_read_only_hides_and_refuses_send() -> None:
+    fleet = StoreOnly()
+    fleet.read_only = True  # type: ignore[attr-defined]
+
+    class RO(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(ComposerScreen(fleet, "vm0", loads(DOC)))
+
+    app = RO()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        assert screen.check_action("send", ()) is False
+        await pilot.press("s")
+        await pilot.pause()
+        assert app.screen is screen and screen.run is None  # no confirmation, nothing sent
+        assert screen.check_action("toggle_mode", ()) is True

@@ -394,6 +394,8 @@ class ComposerScreen(Screen[None]):
     def action_use_fix(self) -> None:
         """Replace the selected drive-backup by its blockdev-backup equivalent, first offering
         to open its target with ``blockdev-add`` (the equivalent needs the target node)."""
+        if self.read_only:
+            return
         i = self.selected
         if i is None or self.prepared is None or not self._editable():
             return
@@ -461,7 +463,20 @@ class ComposerScreen(Screen[None]):
 
     # ------------------------------------------------------------------ sending
 
+    @property
+    def read_only(self) -> bool:
+        return bool(getattr(self.fleet, "read_only", False))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # read-only: the keys that would change QEMU are hidden (and refused if called)
+        if self.read_only and action in ("send", "use_fix"):
+            return False
+        return True
+
     def action_send(self) -> None:
+        if self.read_only:
+            self.notify("read-only mode: nothing is sent", severity="error")
+            return
         if not self._editable():
             return
         self._new_run()
