@@ -42,7 +42,8 @@ async def new_chain(sb: Sandbox, conn) -> None:
     verdict = await TransactionRun(conn, prepared).run(timeout=60)
     assert verdict.all_succeeded, verdict
     assert {b.name for b in verdict.bitmaps} == set()  # add actions are not outcome entries
-    assert any("full backup of drive0" in n for n in verdict.next)
+    assert any(n.endswith(f"bitmap bitmap0 starts from it: drive0's next incremental must be "
+                          f"based on {sb.path('d0-full.qcow2')}") for n in verdict.next), verdict.next
 
 
 def make_incr_targets(sb: Sandbox, n: int = 1) -> None:

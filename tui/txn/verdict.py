@@ -247,9 +247,18 @@ def next_steps(
         if len(backups) > 1:
             out.append("a VM-wide point in time needs new backups of "
                        f"{_names([b.label for b in backups])}")
+    # bitmaps started (added or cleared) by this transaction, per node: they count from it
+    started: dict[str, list[str]] = {}
+    for a in txn.actions:
+        if a.type in ("block-dirty-bitmap-clear", "block-dirty-bitmap-add"):
+            started.setdefault(str(a.data.get("node")), []).append(str(a.data.get("name")))
     for b in backups:
         j = jobs[b.job_id]
-        if j.result == COMPLETED and b.bitmap and b.bitmap_mode in ("on-success", "always"):
+        if j.result == COMPLETED and b.sync == "full" and b.node in started:
+            out.append(f"{b.image} is a full backup of {b.label} and bitmap "
+                       f"{_names(started[b.node or ''])} starts from it: {b.label}'s next "
+                       f"incremental must be based on {b.image}")
+        elif j.result == COMPLETED and b.bitmap and b.bitmap_mode in ("on-success", "always"):
             out.append(f"{b.label}'s next incremental must be based on {b.image}")
         elif j.result == COMPLETED and b.sync == "full":
             out.append(f"{b.image} is a full backup of {b.label}: it can anchor a new chain")
