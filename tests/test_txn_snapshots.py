@@ -58,6 +58,8 @@ def test_incremental_of_the_selected_drives() -> None:
     """The dashboard's "incremental backup of these": one backup per drive with its bitmap."""
     screen = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive0", "drive1"],
                                             "/b/{device}-incr-{n}.qcow2")
+    dflt = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive1"])
+    assert dflt.txn.actions[0].data["target"] == "/images/drive1-incr-1.qcow2"
     txn = screen.txn
     assert txn.completion_mode == "grouped"
     assert [(a.type, a.data["device"], a.data["bitmap"], a.data["target"], a.data["sync"])

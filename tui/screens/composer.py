@@ -48,9 +48,10 @@ from tui.txn import (
     save,
     what_if,
 )
-from tui.txn.model import incremental_of
+from tui.txn.model import incremental_of, target_for
 from tui.widgets.action_form import ActionForm
 
+DEFAULT_PATTERN = "{dir}/{device}-incr-{n}.qcow2"
 # At most this many redraws a second from store changes (a frame budget for the live view).
 REDRAW_INTERVAL = 0.1
 
@@ -82,6 +83,10 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button("Send anyway (y)", id="yes", variant="warning")
                 yield Button("Cancel (n)", id="no")
+
+    def on_mount(self) -> None:
+        # a stray Enter never confirms: Cancel has the focus
+        self.query_one("#no", Button).focus()
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
@@ -175,16 +180,19 @@ class ComposerScreen(Screen[None]):
 
     @classmethod
     def for_incremental(cls, fleet: Any, connection: str, devices: list[str],
-                        pattern: str = "/backups/{device}-incr-{n}.qcow2") -> ComposerScreen:
+                        pattern: str = DEFAULT_PATTERN) -> ComposerScreen:
         """Start from a selection of drives: one incremental backup each, grouped, using each
-        drive's first usable bitmap (the operator can change it in the form)."""
+        drive's first bitmap (the operator can change it in the form). ``pattern`` names the
+        targets: ``{device}``, ``{node}``, ``{n}``, ``{dir}`` (the drive image's directory)."""
         model: ConnectionModel = fleet.store.connection(connection)
-        bitmaps = {}
+        items: list[tuple[str, str | None, str]] = []
         for dev in devices:
             node = model.find_node(dev)
             names = [b.name for b in node.named_bitmaps] if node else []
-            bitmaps[dev] = str(names[0]) if names else ""
-        return cls(fleet, connection, incremental_of(devices, bitmaps, pattern))
+            directory = str(Path(node.file).parent) if node and node.file else "."
+            target = target_for(pattern, dev, node.node_name if node else dev, 1, directory)
+            items.append((dev, names[0] if names else None, target))
+        return cls(fleet, connection, incremental_of(items))
 
     # ------------------------------------------------------------------ layout
 

@@ -148,20 +148,31 @@ class Transaction:
         return replace(self, actions=tuple(acts))
 
 
-def incremental_of(
-    devices: list[str], bitmaps: dict[str, str], pattern: str = "{device}-incr-{n}.qcow2", n: int = 1,
-    *, use_blockdev: bool = False, mode: str = GROUPED,
-) -> Transaction:
-    """"Incremental backup of these drives": one backup action per device.
+def target_for(pattern: str, device: str, node: str = "", n: int = 1, directory: str = ".") -> str:
+    """A target name from a pattern: ``{device}``, ``{node}``, ``{n}`` and ``{dir}`` (the
+    directory of the drive's image). An unknown placeholder is kept as typed."""
+    values = {"device": device, "node": node or device, "n": str(n), "dir": directory}
+    out = pattern
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out
 
-    ``bitmaps`` maps device → bitmap name; ``pattern`` names each target (``{device}``, ``{n}``).
-    With ``use_blockdev`` the target is a node name (it must be blockdev-add'ed first).
+
+def incremental_of(
+    items: list[tuple[str, str | None, str]], *, use_blockdev: bool = False, mode: str = GROUPED,
+    n: int = 1,
+) -> Transaction:
+    """"Incremental backup of these drives": one backup action per ``(device, bitmap, target)``.
+
+    With ``use_blockdev`` the target is a node name (it must be blockdev-add'ed first); otherwise
+    a drive-backup to an existing image (create it backed by the previous one).
     """
     actions = []
-    for dev in devices:
-        target = pattern.format(device=dev, n=n)
+    for dev, bitmap, target in items:
         data: dict[str, Any] = {"device": dev, "job-id": f"{dev}-incr-{n}", "sync": "incremental",
-                                "bitmap": bitmaps[dev], "target": target}
+                                "target": target}
+        if bitmap:
+            data["bitmap"] = bitmap
         if use_blockdev:
             actions.append(Action("blockdev-backup", data))
         else:
