@@ -49,6 +49,10 @@ async def test_apply_exit_1_partial_failure_json(make_sandbox, tmp_path):
     assert code == 2 and data["accepted"] is False and "--yes" in data["error"]
     assert data["jobs"] == [] and any("deprecated" in c for c in data["checks"])
 
+    code, out, _ = await apply(str(path), "--connect", sb.address)  # text: the equivalents
+    assert code == 2 and "action 2 without drive-backup:" in out
+    assert '"execute": "blockdev-add"' in out and '"type": "blockdev-backup"' in out
+
     code, out, _ = await apply(str(path), "--connect", sb.address, "--json", "--yes")
     data = json.loads(out)
     assert code == 1, out

@@ -135,7 +135,9 @@ async def test_reorder_delete_and_refusal_sends_nothing(sandbox, fleet_for):
 async def test_fix_replaces_drive_backup_by_blockdev_backup(sandbox, fleet_for):
     await sandbox.add_bitmap(0, "bitmap0")
     img = sandbox.path("d0-incr-1.qcow2")
-    run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(img), "64M"])
+    full = sandbox.path("d0-full.qcow2")
+    run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(full), "64M"])
+    run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(full), str(img)])
     fleet = await fleet_for(sandbox)
     txn = Transaction((Action("drive-backup", {
         "device": "drive0", "bitmap": "bitmap0", "format": "qcow2", "mode": "existing",

@@ -90,9 +90,10 @@ def blockdev_equivalent(action: Action, target_node: str | None = None) -> tuple
     if not node[:1].isalpha():
         node = f"t-{node}"
     d["target"] = node
+    # backing null: the target is only written, its backing chain need not be opened (qmp.md §10)
     prep = (
         ("blockdev-add", {"driver": fmt, "node-name": node,
-                          "file": {"driver": "file", "filename": path}}),
+                          "file": {"driver": "file", "filename": path}, "backing": None}),
     )
     return Action("blockdev-backup", d), prep
 

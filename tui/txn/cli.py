@@ -111,9 +111,12 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
             return _emit(_refused(mode, f"{len(prepared.errors)} pre-flight error(s): "
                                         f"{prepared.errors[0].message}", checks), args.json)
         if prepared.warnings and not args.yes:
-            return _emit(_refused(mode, f"{len(prepared.warnings)} warning(s) need confirmation "
+            code = _emit(_refused(mode, f"{len(prepared.warnings)} warning(s) need confirmation "
                                         f"(--yes): {prepared.warnings[0].message}", checks),
                          args.json)
+            if not args.json:
+                _print_fixes(prepared)
+            return code
         if not args.json:
             for line in checks:
                 print(line, file=sys.stderr)
@@ -153,3 +156,14 @@ def compose(args: argparse.Namespace) -> int:
     fleet.add(endpoints[0])
     app = StandaloneComposer(fleet, endpoints[0].name, txn, path=args.file)
     return app.run() or 0
+
+
+def _print_fixes(prepared: Any) -> None:
+    """The blockdev-backup equivalents offered for deprecated drive-backups, ready to use."""
+    for f in prepared.findings:
+        if f.fix is None:
+            continue
+        print(f"action {f.index + 1} without drive-backup:")
+        for cmd, cmd_args in f.fix_prepare:
+            print(f"  first:   {json.dumps({'execute': cmd, 'arguments': cmd_args})}")
+        print(f"  then:    {json.dumps(f.fix.to_qmp())}")
