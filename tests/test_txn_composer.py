@@ -10,7 +10,8 @@ from textual.widgets import Input, ListView, Select, Static, TabbedContent
 
 from tests.conftest import requires_qemu, wait_for
 from tui.sandbox import QEMU_IMG, run
-from tui.screens.composer import ComposerScreen, ConfirmScreen
+from tui.screens.composer import ComposerScreen
+from tui.screens.txn_dialogs import ConfirmScreen
 from tui.txn import Transaction
 from tui.txn.model import Action
 

@@ -6,8 +6,8 @@ from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import running
 from tui.palette import commands_for
 from tui.sandbox import QEMU_IMG, run
-from tui.screens.composer import ComposerScreen, ConfirmScreen
-from tui.screens.txn_actions import PatternDialog
+from tui.screens.composer import ComposerScreen
+from tui.screens.txn_dialogs import ConfirmScreen, PatternDialog
 
 pytestmark = requires_qemu
 

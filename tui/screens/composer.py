@@ -18,9 +18,8 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import (
-    Button,
     DataTable,
     Footer,
     Label,
@@ -34,6 +33,7 @@ from textual.worker import Worker, WorkerState
 
 from tui.errors import BitmapTuiError
 from tui.model.state import ConnectionModel
+from tui.screens.txn_dialogs import DEFAULT_PATTERN, ConfirmScreen
 from tui.txn import (
     GROUPED,
     INDIVIDUAL,
@@ -51,49 +51,8 @@ from tui.txn import (
 from tui.txn.model import incremental_of, target_for
 from tui.widgets.action_form import ActionForm
 
-DEFAULT_PATTERN = "{dir}/{device}-incr-{n}.qcow2"
 # At most this many redraws a second from store changes (a frame budget for the live view).
 REDRAW_INTERVAL = 0.1
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """Asks once, showing why (the warnings). Enter/y confirms, Esc/n cancels."""
-
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 76; height: auto; max-height: 90%; border: thick $warning;
-                               background: $surface; padding: 1 2; }
-    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
-    ConfirmScreen Button { margin-right: 2; }
-    """
-    BINDINGS = [
-        Binding("y", "answer(True)", "Send anyway", id="confirm.yes"),
-        Binding("n,escape", "answer(False)", "Cancel", id="confirm.no"),
-    ]
-
-    def __init__(self, title: str, lines: list[str]) -> None:
-        super().__init__()
-        self.title_text = title
-        self.lines = lines
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(f"[b]{escape(self.title_text)}[/b]")
-            yield Static("\n".join(escape(line) for line in self.lines), id="confirm-lines")
-            with Horizontal():
-                yield Button("Send anyway (y)", id="yes", variant="warning")
-                yield Button("Cancel (n)", id="no")
-
-    def on_mount(self) -> None:
-        # a stray Enter never confirms: Cancel has the focus
-        self.query_one("#no", Button).focus()
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
 
 
 # (palette name, action, help) offered by the command palette on the composer.

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
-
 from tui.ops.common import refused
 from tui.palette import PaletteCommand, register_commands
-from tui.screens.composer import DEFAULT_PATTERN, ComposerScreen
+from tui.screens.composer import ComposerScreen
+from tui.screens.txn_dialogs import PatternDialog
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -26,51 +21,6 @@ if TYPE_CHECKING:
     from tui.model.store import Store
     from tui.ops.common import Outcome
     from tui.widgets.nodes import NodesTable
-
-
-class PatternDialog(ModalScreen[str | None]):
-    """Asks for the target name pattern of an incremental backup of some drives."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
-
-    def __init__(self, drives: list[str], pattern: str = DEFAULT_PATTERN) -> None:
-        super().__init__(classes="dialog")
-        self.drives = drives
-        self.pattern = pattern
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog-box") as box:
-            box.border_title = f"Incremental backup of {', '.join(self.drives)}"
-            yield Label("Target images ({device} {node} {n} {dir}):")
-            yield Input(self.pattern, id="pattern", compact=True)
-            yield Static("Opens the composer: check, edit and send from there.", id="reason",
-                         classes="reason")
-            with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel", compact=True)
-                yield Button("Compose", id="ok", variant="primary", compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#pattern", Input).focus()
-
-    def _submit(self) -> None:
-        text = self.query_one("#pattern", Input).value.strip()
-        if not text:
-            self.query_one("#reason", Static).update("a pattern is needed")
-            return
-        self.dismiss(text)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class TransactionActions:
