@@ -257,6 +257,11 @@ def test_config_error_names_file_key_line(tmp_path, case):
     assert msg[len(path) + 1].isdigit(), msg
 
 
+def test_deep_nesting_is_a_config_error(tmp_path):
+    msg = error_of(tmp_path, "[" * 3000 + "\n")
+    assert msg.endswith("config.yaml: not valid YAML: nested too deeply")
+
+
 def test_check_pattern_rules():
     assert check_pattern("{drive}-{kind}-{n}.qcow2", 2)
     assert check_pattern("{timestamp}.qcow2", 1)
@@ -303,3 +308,50 @@ def test_config_loader_does_not_import_textual():
     code = "import sys, tui.config, tui.yamlnodes; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- fuzz
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
+    st.text(max_size=12), st.sampled_from(["unix:/a.qmp", "tcp:1.2.3.4:5", "dark", "{n}", "q"]),
+)
+_keys = st.sampled_from(
+    ["connections", "defaults", "keymap", "policies", "address", "tags", "tls", "ca", "cert",
+     "key", "theme", "read_only", "refresh_interval", "connection", "drives", "bitmap",
+     "target_dir", "pattern", "format", "completion_mode", "vm1", "p", "x"]
+)
+_trees = st.recursive(
+    _scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                      st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=_trees)
+def test_fuzz_structured_config_never_escapes(tmp_path, tree):
+    import yaml
+
+    p = tmp_path / "fuzz.yaml"
+    p.write_text(yaml.safe_dump(tree))
+    try:
+        cfg = load_config(p)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(str(p))
+    else:
+        assert isinstance(cfg, Config)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=80))
+def test_fuzz_raw_text_never_escapes(tmp_path, text):
+    p = tmp_path / "fuzz.yaml"
+    p.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_config(p)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

@@ -54,16 +54,24 @@ def load_nodes(path: Path, what: str = "config") -> tuple[Node | None, Reader]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{what} file {path}: cannot read it: {reason}") from None
-    loader = yaml.SafeLoader(text)
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "not valid YAML"
         raise ConfigError(f"{path}{line}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise ConfigError(
+            f"{path}:{line}: not valid YAML: character {exc.character!r} is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML: {first}") from None
     return node, Reader(path, loader)
 
 
@@ -89,6 +97,8 @@ class Reader:
             return self._loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             self.fail(node, key, f"cannot read this value: {exc.problem or exc.context}")
+        except RecursionError:
+            self.fail(node, key, "cannot read this value: nested too deeply")
         except yaml.YAMLError as exc:
             self.fail(node, key, f"cannot read this value: {str(exc).splitlines()[0]}")
 
