@@ -65,9 +65,9 @@ def load_nodes(path: Path, what: str = "config") -> tuple[Node | None, Reader]:
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        lineno = text.count("\n", 0, max(exc.position, 0)) + 1
         raise ConfigError(
-            f"{path}:{line}: not valid YAML: character {exc.character!r} is not allowed"
+            f"{path}:{lineno}: not valid YAML: character {exc.character!r} is not allowed"
         ) from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
