@@ -262,6 +262,17 @@ def test_deep_nesting_is_a_config_error(tmp_path):
     assert msg.endswith("config.yaml: not valid YAML: nested too deeply")
 
 
+def test_keymap_ids_are_checked_against_the_app(tmp_path):
+    cfg = load_config(write(tmp_path, "keymap:\n  app.quit: ctrl+q\n  app.hlep: f1\n"))
+    cfg.check_keymap({"app.quit", "app.help", "app.hlep"})
+    with pytest.raises(ConfigError) as exc:
+        cfg.check_keymap({"app.quit", "app.help"})
+    assert str(exc.value).startswith(
+        f"{tmp_path / 'config.yaml'}:3: keymap.app.hlep: no key binding has this id "
+        "(did you mean 'app.help'?)"
+    )
+
+
 def test_check_pattern_rules():
     assert check_pattern("{drive}-{kind}-{n}.qcow2", 2)
     assert check_pattern("{timestamp}.qcow2", 1)

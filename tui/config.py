@@ -11,6 +11,7 @@ default file means an empty config; a missing file given with ``--config`` is an
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 import re
@@ -125,6 +126,19 @@ class Config:
     defaults: Defaults = field(default_factory=Defaults)
     keymap: dict[str, str] = field(default_factory=dict)
     policies: dict[str, Policy] = field(default_factory=dict)
+    # Line of each keymap entry, so an id the app does not know is reported where it is written.
+    keymap_lines: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def check_keymap(self, known_ids: set[str]) -> None:
+        """Refuse a keymap entry naming a binding id the app does not have (one ConfigError)."""
+        for binding in self.keymap:
+            if binding not in known_ids:
+                hint = difflib.get_close_matches(binding, sorted(known_ids), n=1)
+                tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise ConfigError(
+                    f"{self.path}:{self.keymap_lines.get(binding, 0)}: keymap.{binding}: "
+                    f"no key binding has this id{tip}; ids: {', '.join(sorted(known_ids))}"
+                )
 
     def connection(self, name: str) -> ConnectionConfig:
         for c in self.connections:
@@ -191,9 +205,9 @@ def parse_config(node: Node | None, r: Reader) -> Config:
     top = r.mapping(node, "", TOP_KEYS)
     defaults = _defaults(r, top["defaults"][1]) if "defaults" in top else Defaults()
     conns = _connections(r, top["connections"][1]) if "connections" in top else ()
-    keymap = _keymap(r, top["keymap"][1]) if "keymap" in top else {}
+    keymap, lines = _keymap(r, top["keymap"][1]) if "keymap" in top else ({}, {})
     policies = _policies(r, top["policies"][1], conns) if "policies" in top else {}
-    return Config(r.path, conns, defaults, keymap, policies)
+    return Config(r.path, conns, defaults, keymap, policies, lines)
 
 
 def _defaults(r: Reader, node: Node) -> Defaults:
@@ -280,13 +294,15 @@ def parse_keys(text: str) -> str:
     return ",".join(keys)
 
 
-def _keymap(r: Reader, node: Node) -> dict[str, str]:
+def _keymap(r: Reader, node: Node) -> tuple[dict[str, str], dict[str, int]]:
     out: dict[str, str] = {}
-    for binding, (_knode, vnode) in r.mapping(node, "keymap").items():
+    lines: dict[str, int] = {}
+    for binding, (knode, vnode) in r.mapping(node, "keymap").items():
         key = f"keymap.{binding}"
         keys = ",".join(r.strings(vnode, key))
         out[binding] = r.checked(vnode, key, parse_keys, keys)
-    return out
+        lines[binding] = knode.start_mark.line + 1
+    return out, lines
 
 
 def check_pattern(pattern: str, drives: int) -> str:
