@@ -80,6 +80,14 @@ async def test_demo_sets_up_every_state_and_cleans_up(demo, tmp_path):
                        what="the backup to fail")
         assert "Input/output error" in (model().jobs[BACKUP_JOB].error or "")
         await wait_for(lambda: state(1, "in-backup") is BitmapState.ACTIVE, what="bitmap restored")
+
+        # and the backup can be run again (the old job is dismissed first)
+        await demo.restart_backup()
+        await fleet["demo"].refresh()
+        await wait_for(lambda: state(1, "in-backup") is BitmapState.FROZEN, what="frozen again")
+        assert demo.backup_job == f"{BACKUP_JOB}-2"
+        await wait_for(lambda: demo.backup_job in model().jobs, what="the new job")
+        assert model().jobs[demo.backup_job].result is None
     finally:
         await fleet.stop()
     workdir = demo.sandbox.dir

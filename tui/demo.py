@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +61,8 @@ class Demo:
     _writer: asyncio.Task[None] | None = field(default=None, init=False)
     writes: int = field(default=0, init=False)
     armed: bool = field(default=False, init=False)
+    backup_job: str = field(default=BACKUP_JOB, init=False)
+    _backups: int = field(default=1, init=False)
 
     def __post_init__(self) -> None:
         self.sandbox = Sandbox(drives=2, size=f"{DISK_SIZE // 2**20}M", failing=[FAILING_DRIVE])
@@ -109,7 +110,7 @@ class Demo:
         await self.sandbox.qmp(
             "blockdev-backup",
             {
-                "job-id": BACKUP_JOB,
+                "job-id": self.backup_job,
                 "device": f"disk{FAILING_DRIVE}",
                 "target": BACKUP_TARGET,
                 "sync": "incremental",
@@ -119,6 +120,19 @@ class Demo:
                 "auto-dismiss": False,
             },
         )
+
+    async def restart_backup(self) -> None:
+        """Dismiss the demo backup if it has ended, and start it again."""
+        jobs = await self.sandbox.qmp("query-jobs")
+        for job in jobs:
+            if job.get("id") == self.backup_job:
+                if job.get("status") != "concluded":
+                    raise SandboxError(f"{self.backup_job} is still {job.get('status')}")
+                await self.sandbox.qmp("job-dismiss", {"id": self.backup_job})
+        # A fresh job id each run: an id is a job's identity in the app's history.
+        self._backups += 1
+        self.backup_job = f"{BACKUP_JOB}-{self._backups}"
+        await self.start_backup()
 
     async def fail_next_read(self) -> None:
         """Arm blkdebug: drive1's next read fails once with EIO (e.g. the backup's next chunk)."""
@@ -191,38 +205,42 @@ def run_demo(args: argparse.Namespace) -> int:
     if reason:
         print(f"bitmap-tui demo: {reason}", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_demo_main(args))
-    except SandboxError as exc:
-        print(f"bitmap-tui demo: {exc}", file=sys.stderr)
-        return 2
+    from tui.app import run_app  # Textual only from here on
+
+    # The app starts and removes the Demo itself (also on ctrl+c, SIGTERM, SIGHUP).
+    args.demo = True
+    args.connect = []
+    return run_app(args)
 
 
-async def _demo_main(args: argparse.Namespace) -> int:
-    from tui.app import demo_app  # Textual only from here on
+def palette_commands(app: Any) -> list[Any]:
+    """Palette commands while the app runs on a demo (``app.demo``): inject a read failure,
+    restart the slow backup."""
+    demo: Demo | None = getattr(app, "demo", None)
+    if demo is None:
+        return []
+    from tui.palette import PaletteCommand
 
-    demo = Demo(write_interval=getattr(args, "write_interval", 0.5))
-    main = asyncio.current_task()
-    app: Any = None
-    loop = asyncio.get_running_loop()
+    async def fail() -> None:
+        await demo.fail_next_read()
+        app.notify("drive1's next read will fail once (EIO): watch the backup job")
 
-    def stop(signum: int) -> None:
-        # Leave through the normal path so the finally below removes QEMU and its files.
-        if app is not None and app.is_running:
-            app.exit(return_code=128 + signum)
-        elif main is not None:
-            main.cancel()
+    async def backup() -> None:
+        await demo.restart_backup()
+        app.notify(f"backup {demo.backup_job} of drive1 started")
 
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig)
-    try:
-        await demo.start()
-        app = demo_app(args, demo)
-        await app.run_async()
-        return int(app.return_code or 0)
-    except asyncio.CancelledError:
-        return 130
-    finally:
-        await demo.close()
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    def run(coro: Any, name: str) -> Any:
+        return lambda: app.run_worker(coro(), name=name, group="demo", exit_on_error=False)
+
+    return [
+        PaletteCommand(
+            "demo: Fail next read on drive1",
+            "blkdebug: drive1's next read fails once with EIO (a partial failure)",
+            run(fail, "demo-fail-read"),
+        ),
+        PaletteCommand(
+            "demo: Restart the slow backup of drive1",
+            "dismiss the ended backup job and start a new one (its bitmap freezes)",
+            run(backup, "demo-backup"),
+        ),
+    ]
