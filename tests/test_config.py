@@ -70,6 +70,9 @@ def test_full_config_values(tmp_path):
           c:
             address: ssh://me@host/run/c.qmp
             tags: solo
+            ssh:
+              config: /etc/bt/ssh_config
+              options: [ConnectTimeout=5]
         keymap:
           quit: "q, ctrl+q"
           help: [f1, question_mark]
@@ -98,6 +101,8 @@ def test_full_config_values(tmp_path):
     assert cfg.connection("b").tags == ("x", "y") and cfg.connection("c").tags == ("solo",)
     assert cfg.connection("c").address.kind == "ssh" and cfg.connection("c").address.user == "me"
     assert cfg.connection("b").line == 9
+    assert cfg.connection("c").ssh_config == Path("/etc/bt/ssh_config")
+    assert cfg.connection("c").ssh_options == ("ConnectTimeout=5",)
     assert cfg.keymap == {"quit": "q,ctrl+q", "help": "f1,question_mark"}
     p1, p2 = cfg.policies["p1"], cfg.policies["p2"]
     assert p1 == Policy("p1", "a", ("drive0", "drive1"), "nightly", "/srv/b")
@@ -194,6 +199,14 @@ ERRORS = {
     "tls cert without key": (
         "connections:\n  a:\n    address: tcp:h.example:1\n    tls:\n      ca: /ca.pem\n      cert: /c.pem\n",
         [":4: connections.a.tls: cert and key go together"],
+    ),
+    "ssh on unix": (
+        "connections:\n  a:\n    address: /a.sock\n    ssh:\n      config: ~/.ssh/config\n",
+        [":4: connections.a.ssh: ssh options apply to ssh:// addresses, not unix"],
+    ),
+    "ssh bad option": (
+        "connections:\n  a:\n    address: ssh://h/a.sock\n    ssh:\n      options: [BatchMode yes]\n",
+        [":5: connections.a.ssh.options: 'BatchMode yes' is not Key=Value"],
     ),
     "bad key spec": (
         "keymap:\n  quit: [q, 'crtl+q']\n",
@@ -294,7 +307,11 @@ def test_tls_option_refused_until_the_transport_supports_it(tmp_path):
             "connections:\n  t:\n    address: tcp:h.example:4444\n    tls:\n      ca: /ca.pem\n",
         )
     )
-    if "tls_ca" in inspect.signature(Connection.__init__).parameters:
+    try:
+        from tui.qmp.transport import TRANSPORT_OPTIONS
+    except ImportError:
+        TRANSPORT_OPTIONS = frozenset()
+    if "tls_ca" in inspect.signature(Connection.__init__).parameters or "tls_ca" in TRANSPORT_OPTIONS:
         assert cfg.endpoints()[0].options["tls_ca"] == Path("/ca.pem")
     else:
         with pytest.raises(ConfigError, match=r"config.yaml:2: connections.t: option 'tls_ca'"):

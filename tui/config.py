@@ -79,6 +79,9 @@ class ConnectionConfig:
     tls: TLSConfig | None = None
     allow_insecure_tcp: bool = False
     line: int = 0
+    # ssh:// only: an ssh_config file (-F) and extra -o Key=Value options for the system's ssh.
+    ssh_config: Path | None = None
+    ssh_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +172,17 @@ def _connection_options(c: ConnectionConfig, path: Path | None) -> dict[str, Any
         opts.update(tls_ca=c.tls.ca, tls_cert=c.tls.cert, tls_key=c.tls.key)
     if c.allow_insecure_tcp:
         opts["allow_insecure_tcp"] = True
-    accepted = inspect.signature(Connection.__init__).parameters
+    if c.ssh_config is not None:
+        opts["ssh_config"] = c.ssh_config
+    if c.ssh_options:
+        opts["ssh_options"] = list(c.ssh_options)
+    accepted = set(inspect.signature(Connection.__init__).parameters)
+    try:  # the remote transports (TLS, SSH) take their options through the Fleet
+        from tui.qmp.transport import TRANSPORT_OPTIONS  # type: ignore[import-not-found,unused-ignore]
+
+        accepted |= set(TRANSPORT_OPTIONS)
+    except ImportError:
+        pass
     for key in opts:
         if key not in accepted:
             raise ConfigError(
@@ -246,7 +259,9 @@ def _connection(r: Reader, name: str, knode: Node, vnode: Node, key: str) -> Con
     if isinstance(vnode, ScalarNode):
         addr = r.checked(vnode, f"{key}", parse_address, r.string(vnode, key))
         return ConnectionConfig(name, addr, line=knode.start_mark.line + 1)
-    m = r.mapping(vnode, key, {"address", "tags", "tls", "allow_insecure_tcp"}, ("address",), knode)
+    m = r.mapping(
+        vnode, key, {"address", "tags", "tls", "allow_insecure_tcp", "ssh"}, ("address",), knode
+    )
     anode = m["address"][1]
     addr = r.checked(anode, f"{key}.address", parse_address, r.string(anode, f"{key}.address"))
     tags = tuple(r.strings(m["tags"][1], f"{key}.tags")) if "tags" in m else ()
@@ -256,6 +271,9 @@ def _connection(r: Reader, name: str, knode: Node, vnode: Node, key: str) -> Con
     tls = _tls(r, m["tls"], f"{key}.tls") if "tls" in m else None
     if tls is not None and addr.kind != "tcp":
         r.fail(m["tls"][0], f"{key}.tls", f"TLS applies to tcp: addresses, not {addr.kind}")
+    ssh_config, ssh_options = _ssh(r, m["ssh"], f"{key}.ssh") if "ssh" in m else (None, ())
+    if "ssh" in m and addr.kind != "ssh":
+        r.fail(m["ssh"][0], f"{key}.ssh", f"ssh options apply to ssh:// addresses, not {addr.kind}")
     if addr.kind == "tcp" and tls is None and not insecure and not addr.is_loopback:
         # QMP has no authentication: plaintext to another host must be a deliberate choice.
         r.fail(
@@ -264,7 +282,23 @@ def _connection(r: Reader, name: str, knode: Node, vnode: Node, key: str) -> Con
             f"plaintext TCP to non-loopback host {addr.host}: add tls (ca, cert, key) or set "
             "allow_insecure_tcp: true",
         )
-    return ConnectionConfig(name, addr, tags, tls, insecure, knode.start_mark.line + 1)
+    return ConnectionConfig(
+        name, addr, tags, tls, insecure, knode.start_mark.line + 1, ssh_config, tuple(ssh_options)
+    )
+
+
+def _ssh(r: Reader, nodes: tuple[Node, Node], key: str) -> tuple[Path | None, list[str]]:
+    knode, node = nodes
+    m = r.mapping(node, key, {"config", "options"}, (), knode)
+    config = r.file_path(m["config"][1], f"{key}.config") if "config" in m else None
+    options: list[str] = []
+    if "options" in m:
+        options = r.strings(m["options"][1], f"{key}.options")
+        for opt in options:
+            k, sep, _v = opt.partition("=")
+            if not sep or not k.strip() or any(c.isspace() for c in k):
+                r.fail(m["options"][1], f"{key}.options", f"'{opt}' is not Key=Value (an ssh -o option)")
+    return config, options
 
 
 def _tls(r: Reader, nodes: tuple[Node, Node], key: str) -> TLSConfig:
