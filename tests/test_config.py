@@ -333,7 +333,7 @@ def test_cli_reports_config_error_in_one_line(tmp_path):
 
 
 def test_config_loader_does_not_import_textual():
-    code = "import sys, tui.config, tui.yamlnodes; print('textual' in sys.modules)"
+    code = "import sys, tui.config, tui.yamlnodes, tui.demo; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
