@@ -69,7 +69,7 @@ async def test_demo_sets_up_every_state_and_cleans_up(demo, tmp_path):
         await fleet["demo"].refresh()
         await wait_for(
             lambda: model().nodes["disk0"].bitmap("nightly").count > nightly
-            or model().nodes["disk1"].bitmap("hourly").count > 0,
+            or model().nodes["disk1"].bitmap("bitmap0").count > 0,
             what="dirty counts to grow",
         )
         assert model().nodes["disk0"].bitmap("paused").count == paused

@@ -46,7 +46,7 @@ BITMAPS = (
     DemoBitmap(0, "nightly", "active", "records every guest write"),
     DemoBitmap(0, "paused", "disabled", "added disabled: its count stays put"),
     DemoBitmap(0, "crashed", "inconsistent", "persistent, QEMU killed: only remove works"),
-    DemoBitmap(1, "hourly", "active", "records every guest write on drive1"),
+    DemoBitmap(1, "bitmap0", "active", "records every guest write on drive1"),
     DemoBitmap(1, "in-backup", "frozen", "used by the slow backup job: nothing may touch it"),
 )
 
@@ -80,7 +80,7 @@ class Demo:
             await self._make_inconsistent(0, "crashed")
             await self.sandbox.add_bitmap(0, "nightly")
             await self.sandbox.add_bitmap(0, "paused", disabled=True)
-            await self.sandbox.add_bitmap(1, "hourly")
+            await self.sandbox.add_bitmap(1, "bitmap0")
             await self.sandbox.add_bitmap(1, "in-backup")
             # Some history before the app opens, so the counts are not all zero.
             await self.sandbox.write(0, 0, "4M", 0x21)
