@@ -11,15 +11,15 @@ from textual.theme import Theme
 from textual.widgets import Static
 
 from tui.errors import ConfigError
+from tui.theme_vars import APP_VARIABLES, resolve_defaults
 from tui.themes import (
     BUILTIN_DIR,
     BUILTIN_NAMES,
     STATE_VARIABLES,
-    apply_themes,
     builtin_specs,
     load_themes,
     parse_theme,
-    variable_defaults,
+    register_themes,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,10 +69,13 @@ class Probe(App[None]):
 
     def __init__(self, choice: str) -> None:
         super().__init__()
-        apply_themes(self, load_themes(Path("/nonexistent")), choice)
+        themes = load_themes(Path("/nonexistent"))
+        register_themes(self, themes)
+        self.theme = themes.get(choice).name
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
-        return variable_defaults()
+        # as the app does: defaults from the current theme for themes that lack our variables
+        return resolve_defaults(self.current_theme.to_color_system().generate())
 
     def compose(self) -> ComposeResult:
         for v in STATE_VARIABLES:
@@ -102,12 +105,17 @@ async def test_switching_to_a_textual_theme_keeps_state_colours():
         app.theme = "nord"
         await pilot.pause()
         assert app.theme == "nord"
-        want = Color.parse(variable_defaults()["bitmap-inconsistent"])
-        assert app.query_one("#bitmap-inconsistent", Static).styles.color.ansi == want.ansi
+        want = Color.parse(app.current_theme.to_color_system().generate()["error"])
+        assert app.query_one("#bitmap-inconsistent", Static).styles.color.rgb == want.rgb
         app.theme = "light"
         await pilot.pause()
         got = app.query_one("#bitmap-inconsistent", Static).styles.color
         assert got.rgb == Color.parse(builtin_specs()["light"].variables["bitmap-inconsistent"]).rgb
+
+
+def test_every_state_colour_has_a_default_for_other_themes():
+    # Textual's own themes (offered by the palette) do not define our variables.
+    assert set(STATE_VARIABLES) <= set(APP_VARIABLES)
 
 
 def test_unknown_theme_choice_is_one_line_error():

@@ -25,7 +25,7 @@ from tui.screens.actions import MUTATING
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.help import HelpScreen
 from tui.theme_vars import resolve_defaults
-from tui.themes import DEFAULT_THEME, ThemeSet, load_themes
+from tui.themes import DEFAULT_THEME, ThemeSet, load_themes, register_themes
 
 
 class BitmapTuiApp(App[int]):
@@ -55,8 +55,7 @@ class BitmapTuiApp(App[int]):
         # Our themes (built-in and the user's) join Textual's, so the palette's theme switcher
         # offers them; chosen here, before the stylesheet is first parsed.
         self.themes = themes if themes is not None else load_themes()
-        for theme in self.themes.themes.values():
-            self.register_theme(theme)
+        register_themes(self, self.themes)
         if (theme_name or DEFAULT_THEME) in self.available_themes:
             self.theme = theme_name or DEFAULT_THEME
         if keymap:

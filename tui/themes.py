@@ -205,23 +205,11 @@ def load_themes(user_dir: Path | None = None) -> ThemeSet:
     return out
 
 
-def apply_themes(app: Any, themes: ThemeSet, choice: str) -> None:
-    """Register every theme with a Textual App and select ``choice`` (ConfigError if unknown).
+def register_themes(app: Any, themes: ThemeSet) -> None:
+    """Register every theme with a Textual App (Textual's own stay available too).
 
-    Call it from the App's ``__init__``: the stylesheet is parsed with the theme current at
-    start, and it uses the state variables only our themes define.
+    Call it from the App's ``__init__`` and set ``app.theme`` there: the stylesheet is first
+    parsed with the theme current at start.
     """
-    chosen = themes.get(choice)
     for theme in themes.themes.values():
         app.register_theme(theme)
-    app.theme = chosen.name
-
-
-def variable_defaults() -> dict[str, str]:
-    """State colours for themes that do not define them (Textual's own, offered by the palette's
-    theme switcher): the ANSI theme's, because ANSI colours adapt to dark and light terminals.
-
-    Return this from ``App.get_theme_variable_defaults``.
-    """
-    spec = parse_theme(BUILTIN_DIR / "ansi.yaml")
-    return {k: spec.variables[k] for k in STATE_VARIABLES}
