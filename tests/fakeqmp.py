@@ -47,6 +47,13 @@ class FakeQMP:
                 "qemu": {"major": version[0], "minor": version[1], "micro": version[2]},
                 "package": "fake",
             },
+            "query-commands": [
+                {"name": n}
+                for n in ("qmp_capabilities", "query-version", "query-commands",
+                          "query-named-block-nodes", "query-block", "query-jobs",
+                          "query-block-jobs", "transaction", "block-dirty-bitmap-add",
+                          "block-dirty-bitmap-merge")
+            ],
             "query-named-block-nodes": [],
             "query-block": [],
             "query-jobs": [],
@@ -92,6 +99,25 @@ class FakeQMP:
         msg = {"event": event, "data": data or {}, "timestamp": {"seconds": 1, "microseconds": 0}}
         await self.send_raw(json.dumps(msg).encode() + b"\r\n")
 
+    @staticmethod
+    async def _messages(reader: asyncio.StreamReader) -> Any:
+        """QMP clients send JSON objects back to back, not necessarily one per line."""
+        decoder = json.JSONDecoder()
+        buf = ""
+        while chunk := await reader.read(65536):
+            buf += chunk.decode(errors="replace")
+            while True:
+                buf = buf.lstrip()
+                if not buf:
+                    break
+                try:
+                    msg, end = decoder.raw_decode(buf)
+                except ValueError:
+                    break
+                buf = buf[end:]
+                if isinstance(msg, dict):
+                    yield msg
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         try:
@@ -110,7 +136,7 @@ class FakeQMP:
                 return
             writer.write(json.dumps(greeting(*self.version)).encode() + b"\r\n")
             await writer.drain()
-            async for msg in _messages(reader):
+            async for msg in self._messages(reader):
                 self.received.append(msg)
                 cmd = msg.get("execute", "")
                 if cmd in self.hang_on:
@@ -132,28 +158,6 @@ class FakeQMP:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
-
-
-async def _messages(reader: asyncio.StreamReader) -> Any:
-    """JSON objects from the stream. qemu.qmp sends no newline after a command (QEMU's parser
-    does not need one), so messages are split by decoding, not by lines."""
-    decoder = json.JSONDecoder()
-    buf = ""
-    while chunk := await reader.read(65536):
-        buf += chunk.decode(errors="replace")
-        while True:
-            buf = buf.lstrip()
-            if not buf:
-                break
-            try:
-                msg, end = decoder.raw_decode(buf)
-            except ValueError:
-                if len(buf) > 2**20:  # garbage that will never parse: drop it
-                    buf = ""
-                break
-            buf = buf[end:]
-            if isinstance(msg, dict):
-                yield msg
 
 
 def commands_reply(*names: str) -> list[dict[str, str]]:

@@ -108,6 +108,7 @@ class Sandbox:
         reason = qemu_available()
         if reason:
             raise SandboxError(reason)
+        await self._close_control()  # a previous run's (e.g. after kill())
         self.dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.create_images)
         for s in (self.socket, self.control_socket):
@@ -134,19 +135,16 @@ class Sandbox:
             await asyncio.sleep(0.01)
         else:
             raise SandboxError("QEMU did not create its QMP socket within 5 s")
-        # The socket file appears (bind) a moment before QEMU listens on it: on a loaded
-        # machine the first connect can be refused, so retry briefly.
+        # The socket file appears at bind(), a moment before listen(): retry a refused connect.
         for attempt in range(100):
-            ctl = QMPClient("sandbox-control")
+            self._ctl = QMPClient("sandbox-control")
             try:
-                await ctl.connect(str(self.control_socket))
+                await self._ctl.connect(str(self.control_socket))
+                break
             except Exception:
                 if attempt == 99 or self.proc.poll() is not None:
                     raise
-                await asyncio.sleep(0.05)
-                continue
-            self._ctl = ctl
-            break
+                await asyncio.sleep(0.02)
         return self
 
     async def __aenter__(self) -> Sandbox:

@@ -68,11 +68,9 @@ def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionM
         # The last word of a job the operator already dismissed from view: do not resurrect it.
         return conn
     if job is None:
-        jtype = data.get("type")
-        job = Job(id=jid, type=jtype if isinstance(jtype, str) else "?", status="running")
+        job = Job(id=jid, type="?", status="running")
     jtype = data.get("type")
     if job.type == "?" and isinstance(jtype, str) and jtype:
-        # Created from a JOB_STATUS_CHANGE (no type); BLOCK_JOB_* events name it.
         job = replace(job, type=jtype)
     if name == "JOB_STATUS_CHANGE":
         status = data.get("status")
