@@ -106,37 +106,3 @@ async def test_installed_console_in_tmux(make_sandbox):
     finally:
         term.stop()
 
-
-def _qemus_using(path: Path) -> list[int]:
-    """Pids of processes whose command line mentions ``path`` (the demo's scratch dir)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(path) in cmd and "qemu" in cmd:
-            pids.append(int(proc.name))
-    return pids
-
-
-async def test_default_demo_starts_and_is_cleaned_up_on_ctrl_c(tmp_path):
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    term = Tmux(["env", f"TMPDIR={scratch}", str(EXE)])
-    term.start()
-    try:
-        await term.wait_screen("demo", "connected", "disk0", "disk1", "bitmap0", "nightly",
-                               "disabled")
-        assert _qemus_using(scratch), "the demo QEMU runs in the scratch dir"
-        term.keys("C-c")
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 30
-        while _qemus_using(scratch) or any(scratch.iterdir()):
-            if loop.time() > end:
-                raise AssertionError(f"demo not cleaned up: {list(scratch.iterdir())}")
-            await asyncio.sleep(0.1)
-    finally:
-        term.stop()
