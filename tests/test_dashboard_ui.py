@@ -281,3 +281,24 @@ def test_job_type_is_filled_from_block_job_events():
                               "data": {"type": "backup", "device": "z", "len": 1, "offset": 1,
                                        "speed": 0}})
     assert store.connection("web").jobs["z"].type == "backup"
+
+
+async def test_connection_selection_and_all_connections():
+    store = build_store()
+    web = store.connection("web")
+    store.update("db", lambda c: replace(web, name="db", address=c.address))
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.dashboard
+        conns_of = lambda: {str(k.value).split("\x1f")[0] for k in dash.nodes_table.rows}  # noqa: E731
+        assert conns_of() == {"web"}
+        dash.connections_table.focus()
+        await pilot.press("down")
+        await settle(pilot, dash)
+        assert dash.selected_connection == "db" and conns_of() == {"db"}
+        assert {k.value.split("\x1f")[0] for k in dash.jobs_table.rows} == {"db"}
+        await pilot.press("a")
+        await settle(pilot, dash)
+        assert conns_of() == {"web", "db"}
+        # with several connections each node row names its connection
+        assert str(dash.nodes_table.get_row("db\x1fdisk0\x1f")[0]) == "db:disk0"
