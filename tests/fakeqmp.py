@@ -47,6 +47,13 @@ class FakeQMP:
                 "qemu": {"major": version[0], "minor": version[1], "micro": version[2]},
                 "package": "fake",
             },
+            "query-commands": [
+                {"name": n}
+                for n in ("qmp_capabilities", "query-version", "query-commands",
+                          "query-named-block-nodes", "query-block", "query-jobs",
+                          "query-block-jobs", "transaction", "block-dirty-bitmap-add",
+                          "block-dirty-bitmap-merge")
+            ],
             "query-named-block-nodes": [],
             "query-block": [],
             "query-jobs": [],
@@ -92,6 +99,25 @@ class FakeQMP:
         msg = {"event": event, "data": data or {}, "timestamp": {"seconds": 1, "microseconds": 0}}
         await self.send_raw(json.dumps(msg).encode() + b"\r\n")
 
+    @staticmethod
+    async def _messages(reader: asyncio.StreamReader) -> Any:
+        """QMP clients send JSON objects back to back, not necessarily one per line."""
+        decoder = json.JSONDecoder()
+        buf = ""
+        while chunk := await reader.read(65536):
+            buf += chunk.decode(errors="replace")
+            while True:
+                buf = buf.lstrip()
+                if not buf:
+                    break
+                try:
+                    msg, end = decoder.raw_decode(buf)
+                except ValueError:
+                    break
+                buf = buf[end:]
+                if isinstance(msg, dict):
+                    yield msg
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         try:
@@ -110,11 +136,7 @@ class FakeQMP:
                 return
             writer.write(json.dumps(greeting(*self.version)).encode() + b"\r\n")
             await writer.drain()
-            while line := await reader.readline():
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
+            async for msg in self._messages(reader):
                 self.received.append(msg)
                 cmd = msg.get("execute", "")
                 if cmd in self.hang_on:

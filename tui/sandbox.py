@@ -108,6 +108,7 @@ class Sandbox:
         reason = qemu_available()
         if reason:
             raise SandboxError(reason)
+        await self._close_control()  # a previous run's (e.g. after kill())
         self.dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.create_images)
         for s in (self.socket, self.control_socket):

@@ -74,7 +74,7 @@ class ChainsView:
     def to_dict(self) -> dict[str, Any]:
         return {
             "drives": [
-                {**{k: getattr(d, k) for k in d.__slots__ if k != "chain"},  # type: ignore[attr-defined]
+                {**{k: getattr(d, k) for k in d.__slots__ if k != "chain"},
                  "chain": [vars_of(i) for i in d.chain]}
                 for d in self.drives
             ],

@@ -65,8 +65,10 @@ def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionM
         return conn
     job = conn.jobs.get(jid)
     if job is None:
-        jtype = data.get("type")
-        job = Job(id=jid, type=jtype if isinstance(jtype, str) else "?", status="running")
+        job = Job(id=jid, type="?", status="running")
+    jtype = data.get("type")
+    if job.type == "?" and isinstance(jtype, str) and jtype:
+        job = replace(job, type=jtype)
     if name == "JOB_STATUS_CHANGE":
         status = data.get("status")
         if not isinstance(status, str):

@@ -17,7 +17,7 @@ from typing import Any
 
 from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, Runstate
 from qemu.qmp.protocol import ConnectError as QMPConnectError
-from qemu.qmp.qmp_client import GreetingError, NegotiationError
+from qemu.qmp.qmp_client import GreetingError, NegotiationError, ServerParseError
 
 from tui.audit import AuditLog
 from tui.errors import (
@@ -77,15 +77,25 @@ def guard_command(command: str, args: dict[str, Any] | None) -> None:
                     )
 
 
+def _not_qmp(inner: BaseException | None) -> str:
+    if isinstance(inner, EOFError):
+        return "not a QMP server (it closed the connection without a QMP greeting)"
+    if isinstance(inner, (TimeoutError, asyncio.TimeoutError)):
+        return "timed out: no QMP greeting"
+    return "not a QMP server (it sent something that is not a QMP greeting)"
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for the operator from any connect-time exception."""
     if isinstance(exc, QMPConnectError):
         inner = exc.exc
         if isinstance(inner, (GreetingError, NegotiationError)):
-            return f"not a QMP server ({describe_error(inner.exc)})"
+            return _not_qmp(inner.exc)
         return describe_error(inner)
     if isinstance(exc, (GreetingError, NegotiationError)):
-        return f"not a QMP server ({describe_error(exc.exc)})"
+        return _not_qmp(exc.exc)
+    if isinstance(exc, (UnicodeDecodeError, ServerParseError)):
+        return "not a QMP server (it sent bytes that are not QMP JSON)"
     if isinstance(exc, FileNotFoundError):
         return f"no such socket: {exc.filename}" if exc.filename else "no such socket"
     if isinstance(exc, ConnectionRefusedError):
@@ -363,7 +373,11 @@ class Connection:
         if self._quiet_nodes:
             self._want_nodes = True
             return
-        named = await self._query("query-named-block-nodes")
+        cmds = self.model.commands
+        # query-named-block-nodes is 2.0+; before that query-block is all there is.
+        named = await self._query("query-named-block-nodes") if (
+            not cmds or "query-named-block-nodes" in cmds
+        ) else None
         blocks = await self._query("query-block")
         nodes = parse_nodes(named, blocks)
         self.store.update(self.name, lambda c: reducer.apply_nodes(c, nodes))
