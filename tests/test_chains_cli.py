@@ -44,6 +44,12 @@ def cli(args, env, **kw):
                           text=True, timeout=120, **kw)
 
 
+async def names_on(sb, node):
+    nodes = await sb.qmp("query-named-block-nodes")
+    entry = next(n for n in nodes if n["node-name"] == node)
+    return [b.get("name") for b in entry.get("dirty-bitmaps", [])]
+
+
 def ledger_of(env) -> Ledger:
     return Ledger(os.path.join(env["XDG_STATE_HOME"], "bitmap-tui", "ledger.sqlite"))
 
@@ -57,7 +63,7 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
     out = json.loads(res.stdout)
     assert out["refused"] is None and [d["kind"] for d in out["drives"]] == ["full", "full"]
     assert [d["state"] for d in out["drives"]] == ["valid", "valid"]
-    assert all(await asyncio.to_thread(os.path.exists, d["path"]) for d in out["drives"])
+    assert all([await asyncio.to_thread(os.path.exists, d["path"]) for d in out["drives"]])
 
     await sb.write(0, 0, "1M")
     plan = await asyncio.to_thread(cli, ["backup", "nightly", "--plan", *conn], env)
@@ -85,6 +91,18 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
     assert d0["next_base"] == d0["chain"][-1]["path"] and d0["bitmap_state"] == "active"
     assert all(i["size"] and i["size"] > 0 for i in d0["chain"])
     assert view["consistent_points"][0]["txn_id"] == 2
+
+    # An orphan bitmap is flagged; its fix is sent only with --yes.
+    await sb.add_bitmap(1, "stray")
+    text = await asyncio.to_thread(cli, ["chains", *conn], env)
+    assert "problem 1 [orphan] vm0: bitmap 'stray' on disk1 is unknown to the ledger" in text.stdout
+    assert "next: incremental on drive0-2-incr1.qcow2" in text.stdout
+    ask = await asyncio.to_thread(cli, ["chains", "--fix", "1", *conn], env)
+    assert ask.returncode == 2 and "add --yes" in ask.stdout
+    assert await names_on(sb, "disk1") == ["stray", "bm"]  # nothing sent without --yes
+    fixed = await asyncio.to_thread(cli, ["chains", "--fix", "1", "--yes", *conn], env)
+    assert fixed.returncode == 0 and "applied: block-dirty-bitmap-remove" in fixed.stdout
+    assert await names_on(sb, "disk1") == ["bm"]
 
     ver = await asyncio.to_thread(cli, ["verify", "--json"], env)
     assert ver.returncode == 0, ver.stdout

@@ -257,3 +257,72 @@ async def test_check_and_compare_detect_damage(make_sandbox, fleet_for, tmp_path
     assert not check_image(path).ok
     assert not check_image(str(sb.path("missing.qcow2"))).ok
     ledger.close()
+
+
+async def test_local_qemu_img_fallback_and_interrupted_plan(make_sandbox, fleet_for, tmp_path):
+    from tui.chains.reconcile import reconcile
+    from tui.chains.targets import create_target
+
+    sb = await make_sandbox(drives=1)
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    full = str(sb.path("local-full.qcow2"))
+    t = await create_target(conn, full, 64 << 20, node="lt0", local=True)
+    assert "lt0" in conn.model.nodes and "lt0-f" in conn.model.nodes
+    inc = await create_target(conn, str(sb.path("local-inc.qcow2")), 64 << 20, node="lt1",
+                              backing=full, local=True)
+    assert inc.node == "lt1"
+    # An app killed while targets were being created: reconcile detaches them, refuses the txn.
+    ledger = Ledger(tmp_path / "l.sqlite")
+    txn = ledger.new_txn("vm0", "p", "individual")
+    img = ledger.add_image(txn_id=txn, connection="vm0", policy="p", drive="drive0", node="disk0",
+                           bitmap="bm", path=full, kind="full", parent_id=None, job_id="x",
+                           source_file=None, source_size=None)
+    ledger.set_image_nodes(img, t.file_node, t.node)
+    rep = await reconcile(conn, ledger)
+    assert rep.abandoned == [txn]
+    assert ledger.txn(txn).state is TxnState.REFUSED
+    assert ledger.image(img).state is ImageState.INVALID
+    await conn.refresh()
+    assert "lt0" not in conn.model.nodes and "lt1" in conn.model.nodes
+    ledger.close()
+
+
+async def test_chain_view_flags_lost_and_orphan_bitmaps(make_sandbox, fleet_for, tmp_path):
+    from tui.chains.view import build_view
+
+    sb = await make_sandbox(drives=2)
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pol = policy(sb)
+    await run_policy(conn, ledger, pol, timeout=60)
+    await sb.write(0, 0, "1M", 0x71)
+    await run_policy(conn, ledger, pol, timeout=60)
+    view = build_view(ledger, fleet.store.state)
+    d0 = next(d for d in view.drives if d.drive == "drive0")
+    assert [i.kind for i in d0.chain] == ["full", "incremental"]
+    assert d0.next_base == d0.chain[-1].path and d0.bitmap_state == "active"
+    assert all(i.size and i.size > 0 for i in d0.chain)
+    assert view.points[0].txn_id == 2 and len(view.points[0].images) == 2
+    assert view.problems == []
+
+    await sb.restart()
+    await wait_for(lambda: conn.model.state.value == "connected" and "disk0" in conn.model.nodes,
+                   timeout=20, what="reconnect")
+    await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "someone-elses"})
+    view = build_view(ledger, fleet.store.state)
+    kinds = sorted((p.kind, p.node, p.bitmap) for p in view.problems)
+    assert kinds == [("lost", "disk0", "bm"), ("lost", "disk1", "bm"),
+                     ("orphan", "disk1", "someone-elses")]
+    orphan = next(p for p in view.problems if p.kind == "orphan")
+    assert orphan.command == ("block-dirty-bitmap-remove", {"node": "disk1", "name": "someone-elses"})
+    d0 = next(d for d in view.drives if d.drive == "drive0")
+    assert d0.next_base is None and d0.bitmap_state == "missing"
+    # Applying the suggested fix removes the orphan.
+    await conn.execute(*orphan.command)
+    assert [p.kind for p in build_view(ledger, fleet.store.state).problems] == ["lost", "lost"]
+    # Offline (no live state): the ledger alone, no problems claimed.
+    offline = build_view(ledger)
+    assert {d.bitmap_state for d in offline.drives} == {"unknown"} and offline.problems == []
+    ledger.close()

@@ -43,6 +43,8 @@ def register(sub: Any) -> None:
 
     c = sub.add_parser("chains", help="show every drive's backup chain, next base and problems")
     _common(c)
+    c.add_argument("--fix", type=int, metavar="N", help="apply the suggested fix of problem N")
+    c.add_argument("--yes", action="store_true", help="confirm --fix (nothing is sent without it)")
     c.set_defaults(handler=lambda a: asyncio.run(_chains(a)))
 
     v = sub.add_parser("verify", help="qemu-img check each drive's chain; compare when asked")
@@ -211,6 +213,8 @@ async def _chains(args: argparse.Namespace) -> int:
                         await reconcile(conn, ledger)
                 state = fleet.store.state
             view = build_view(ledger, state)
+            if args.fix is not None:
+                return await _apply_fix(args, view, fleet)
         finally:
             if fleet is not None:
                 await fleet.stop()
@@ -232,6 +236,27 @@ async def _chains(args: argparse.Namespace) -> int:
               f"({len(p.images)} drives)")
     for i, pr in enumerate(view.problems, 1):
         print(f"problem {i} [{pr.kind}] {pr.connection}: {pr.text}\n  fix: {pr.fix}")
+    return EXIT_OK
+
+
+async def _apply_fix(args: argparse.Namespace, view: Any, fleet: Any) -> int:
+    if not 1 <= args.fix <= len(view.problems):
+        _err(f"there is no problem {args.fix} (the view lists {len(view.problems)})")
+        return EXIT_REFUSED
+    pr = view.problems[args.fix - 1]
+    if pr.command is None:
+        print(f"problem {args.fix}: {pr.fix}")
+        return EXIT_OK
+    cmd, arguments = pr.command
+    if not args.yes:
+        print(f"would send to {pr.connection}: {json.dumps({'execute': cmd, 'arguments': arguments})}")
+        print("add --yes to apply it")
+        return EXIT_REFUSED
+    if fleet is None or pr.connection not in fleet.connections:
+        _err(f"{pr.connection} is not connected")
+        return EXIT_REFUSED
+    await fleet[pr.connection].execute(cmd, arguments)
+    print(f"applied: {cmd} {json.dumps(arguments)}")
     return EXIT_OK
 
 
