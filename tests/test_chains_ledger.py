@@ -174,3 +174,18 @@ def test_chains_modules_never_import_textual():
         "assert not [m for m in sys.modules if m.split('.')[0] == 'textual']\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reset_under_another_drive_name_ends_the_chain(ledger):
+    """Policy A names the disk 'drive0', policy B its node 'n-a': a full by B resets the bitmap."""
+    _, full = run(ledger, "individual", ["a"], {"a": JobState.COMPLETED})
+    assert chain_state(ledger, "vm", "a", "n-a", "bm").base.id == full["a"]
+    txn = ledger.new_txn("vm", "q", "individual")
+    other = ledger.add_image(txn_id=txn, connection="vm", policy="q", drive="alias", node="n-a",
+                             bitmap="bm", path="/b/alias.qcow2", kind="full", parent_id=None,
+                             job_id="jx", source_file=None, source_size=None)
+    ledger.mark_sending(txn, [other])
+    cs = chain_state(ledger, "vm", "a", "n-a", "bm")
+    assert cs.base is None and "reset by a backup of alias" in cs.reason
+    # A different bitmap on the same node does not matter.
+    assert chain_state(ledger, "vm", "a", "n-a", "other").base.id == full["a"]

@@ -33,6 +33,12 @@ async def reference(sb, drive: int, name: str) -> str:
     raise AssertionError("reference copy did not finish")
 
 
+async def reconnected(conn, attempts_before):
+    """Wait until the connection came back after a QEMU restart and re-read the nodes."""
+    await wait_for(lambda: conn.attempts > attempts_before and conn.model.state.value == "connected"
+                   and conn.model.synced, timeout=30, what="reconnect")
+
+
 def damage(path):
     """Overwrite the qcow2 header (and its magic)."""
     with open(path, "r+b") as fh:
@@ -174,9 +180,9 @@ async def test_restart_losing_bitmap_makes_a_full(make_sandbox, fleet_for, tmp_p
     pol = policy(sb)
     await run_policy(conn, ledger, pol, timeout=60)
     await sb.write(0, 0, "1M", 0x41)
+    tries = conn.attempts
     await sb.restart()
-    await wait_for(lambda: conn.model.state.value == "connected" and "disk0" in conn.model.nodes,
-                   timeout=20, what="reconnect")
+    await reconnected(conn, tries)
     assert conn.model.nodes["disk0"].bitmap("bm") is None
     plan = make_plan(ledger, conn.model, pol)
     assert [d.kind for d in plan.drives] == ["full", "full"]
@@ -198,18 +204,18 @@ async def test_persistent_bitmap_survives_clean_restart(make_sandbox, fleet_for,
                                  "target_dir": str(sb.dir), "persistent": True})
     await run_policy(conn, ledger, pol, timeout=60)
     await sb.write(0, 0, "1M", 0x51)
+    tries = conn.attempts
     await sb.restart()
-    await wait_for(lambda: conn.model.state.value == "connected" and "disk0" in conn.model.nodes,
-                   timeout=20, what="reconnect")
+    await reconnected(conn, tries)
     res = await run_policy(conn, ledger, pol, timeout=60)
     assert res.drives[0].kind == "incremental" and res.drives[0].state is ImageState.VALID
     ref = await reference(sb, 0, "p-ref.qcow2")
     assert_same(ledger, res.drives[0].path, ref)
     # A crash leaves the persistent bitmap inconsistent: the next run re-creates it with a full.
+    tries = conn.attempts
     sb.kill()
     await sb.start()
-    await wait_for(lambda: conn.model.state.value == "connected" and "disk0" in conn.model.nodes
-                   and conn.model.nodes["disk0"].bitmap("bm") is not None, timeout=20, what="reconnect")
+    await reconnected(conn, tries)
     assert conn.model.nodes["disk0"].bitmap("bm").inconsistent
     res2 = await run_policy(conn, ledger, pol, timeout=60)
     assert res2.drives[0].kind == "full" and "inconsistent" in res2.drives[0].reason
@@ -307,9 +313,9 @@ async def test_chain_view_flags_lost_and_orphan_bitmaps(make_sandbox, fleet_for,
     assert view.points[0].txn_id == 2 and len(view.points[0].images) == 2
     assert view.problems == []
 
+    tries = conn.attempts
     await sb.restart()
-    await wait_for(lambda: conn.model.state.value == "connected" and "disk0" in conn.model.nodes,
-                   timeout=20, what="reconnect")
+    await reconnected(conn, tries)
     await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "someone-elses"})
     view = build_view(ledger, fleet.store.state)
     kinds = sorted((p.kind, p.node, p.bitmap) for p in view.problems)

@@ -29,14 +29,31 @@ class ChainState:
     busy: ImageRow | None = None  # an image whose job has not been resolved yet
 
 
-def chain_state(ledger: Ledger, connection: str, drive: str) -> ChainState:
-    """The current chain of ``drive`` and its next base, from the ledger alone."""
+def chain_state(
+    ledger: Ledger, connection: str, drive: str, node: str | None = None, bitmap: str | None = None
+) -> ChainState:
+    """The current chain of ``drive`` and its next base, from the ledger alone.
+
+    With ``node`` and ``bitmap``, a reset of that bitmap recorded under another drive name (a
+    policy naming the same disk by its device and another by its node) also ends the chain.
+    """
     imgs = ledger.images(connection=connection, drive=drive)
     pending = next((i for i in imgs if i.state is ImageState.PENDING), None)
     anchors = [i for i in imgs if i.kind == "full" and i.resets_bitmap]
     if not anchors:
         return ChainState((), None, "no chain yet", pending)
     anchor = anchors[-1]
+    if node is not None and bitmap is not None:
+        other = [
+            i for i in ledger.images(connection=connection)
+            if i.drive != drive and i.node == node and i.bitmap == bitmap and i.kind == "full"
+            and i.resets_bitmap and i.id > anchor.id
+        ]
+        if other:
+            chain = tuple(i for i in imgs if i.chain_id == anchor.id)
+            return ChainState(
+                chain, None, f"bitmap '{bitmap}' was reset by a backup of {other[-1].drive}", pending
+            )
     chain = tuple(i for i in imgs if i.chain_id == anchor.id)
     if anchor.state is not ImageState.VALID:
         return ChainState(chain, None, f"its last full backup {anchor.path} is {anchor.state}", pending)
@@ -113,7 +130,7 @@ def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str
     node = conn.find_node(drive)
     if node is None:
         return DrivePlan(drive, None, "full", "", error=f"no node or device named '{drive}' on {conn.name}")
-    cs = chain_state(ledger, conn.name, drive)
+    cs = chain_state(ledger, conn.name, drive, node.node_name, policy.bitmap)
     if cs.busy is not None:
         return DrivePlan(
             drive, node.node_name, "full", "",

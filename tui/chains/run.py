@@ -229,7 +229,14 @@ async def run_policy(
     ledger.mark_sent(txn_id)
 
     step("waiting for the jobs")
-    jobs = await wait_jobs(conn, list(job_nodes), timeout)
+    try:
+        jobs = await wait_jobs(conn, list(job_nodes), timeout)
+    except TimeoutError:
+        # The jobs keep running in QEMU; their outcome is read on the next start (reconcile).
+        for o in result.drives:
+            o.state = ImageState.PENDING
+        result.notes.append("stopped waiting; the jobs keep running and are resolved on the next start")
+        return result
     for job_id in job_nodes:
         job = jobs.get(job_id)
         if job is None or job.result is None or job.result is JobResult.LOST:
