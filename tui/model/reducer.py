@@ -64,6 +64,9 @@ def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionM
     if jid is None:
         return conn
     job = conn.jobs.get(jid)
+    if job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "null":
+        # The last word of a job the operator already dismissed from view: do not resurrect it.
+        return conn
     if job is None:
         job = Job(id=jid, type="?", status="running")
     jtype = data.get("type")
