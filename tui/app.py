@@ -37,7 +37,11 @@ class BitmapTuiApp(App[int]):
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
         Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("b", "chains", "Backups", id="app.chains"),
     ]
+    # Backup chains screen: a ledger and policies to use instead of the defaults (tests, embedding).
+    chains_ledger: Any = None
+    chains_policies: Any = None
 
     def __init__(self, *, fleet: Any = None, store: Store | None = None, read_only: bool = False,
                  clock: Callable[[], float] = time.monotonic, theme_name: str | None = None) -> None:
@@ -77,6 +81,15 @@ class BitmapTuiApp(App[int]):
     def rendered_generation(self) -> int:
         """Store generation last drawn by the dashboard (for the latency benchmark)."""
         return self.dashboard.rendered_generation
+
+    def action_chains(self) -> None:
+        """Open the backup chains screen (ledger, policies, run policy)."""
+        from tui.screens.chains import ChainsScreen
+
+        if isinstance(self.screen, ChainsScreen):
+            return
+        self.push_screen(ChainsScreen(self.store, fleet=self.fleet, read_only=self.read_only,
+                                      ledger=self.chains_ledger, policies=self.chains_policies))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
