@@ -95,3 +95,9 @@ async def fake_qmp(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Fake
     yield make
     for s in servers:
         await s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the user's real state dir (the backup ledger lives there)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

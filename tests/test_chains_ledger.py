@@ -189,3 +189,15 @@ def test_reset_under_another_drive_name_ends_the_chain(ledger):
     assert cs.base is None and "reset by a backup of alias" in cs.reason
     # A different bitmap on the same node does not matter.
     assert chain_state(ledger, "vm", "a", "n-a", "other").base.id == full["a"]
+
+
+def test_owner_liveness(tmp_path):
+    from tui.chains.ledger import OWNER, owner_alive
+
+    assert owner_alive(OWNER)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = OWNER.rpartition(":")[0]
+    assert not owner_alive(f"{host}:{dead.pid}")
+    assert not owner_alive(None)
+    assert owner_alive("some-other-host:1")  # cannot tell: leave it alone

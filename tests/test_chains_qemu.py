@@ -285,6 +285,11 @@ async def test_local_qemu_img_fallback_and_interrupted_plan(make_sandbox, fleet_
                            bitmap="bm", path=full, kind="full", parent_id=None, job_id="x",
                            source_file=None, source_size=None)
     ledger.set_image_nodes(img, t.file_node, t.node)
+    # While its (live) owner runs it, reconcile leaves it alone...
+    assert (await reconcile(conn, ledger)).abandoned == []
+    assert ledger.txn(txn).state is TxnState.PLANNED
+    # ...once the owner is gone (here: let go), reconcile cleans up.
+    ledger.release([txn])
     rep = await reconcile(conn, ledger)
     assert rep.abandoned == [txn]
     assert ledger.txn(txn).state is TxnState.REFUSED

@@ -80,3 +80,26 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
         assert "Run policy" not in screen_text(app)
     assert ledger.txns() == []
     ledger.close()
+
+
+async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path):
+    """A transaction left open by a run that died is resolved when the app connects."""
+    from tui.chains.ledger import JobState, TxnState
+
+    sb = await make_sandbox(drives=1)
+    ledger = Ledger(tmp_path / "l.sqlite")
+    txn = ledger.new_txn("vm0", "p", "individual")
+    ledger.add_image(txn_id=txn, connection="vm0", policy="p", drive="drive0", node="disk0",
+                     bitmap="bm", path=str(sb.path("x.qcow2")), kind="full", parent_id=None,
+                     job_id="bt-gone", source_file=None, source_size=None)
+    ledger.mark_sending(txn)
+    ledger.mark_sent(txn)
+    ledger.release([txn])  # the run that owned it is over
+    fleet = await fleet_for(sb)
+    app = BitmapTuiApp(fleet=fleet)
+    app.chains_ledger = ledger
+    async with app.run_test(size=(100, 30)):
+        await wait_for(lambda: ledger.txn(txn).state is TxnState.DONE, what="reconciled at start")
+    assert ledger.jobs(txn)[0].state is JobState.UNKNOWN
+    assert ledger.images()[0].state is ImageState.UNKNOWN
+    ledger.close()

@@ -68,6 +68,11 @@ class BitmapTuiApp(App[int]):
                 self.notify(f"unknown theme '{self.theme_name}'", severity="error")
         if self.fleet is not None:
             self.fleet.start()
+            if not self.read_only:
+                from tui.chains.reconcile import watch_fleet
+
+                # Backup jobs that ended while the app was away are resolved on every connect.
+                self._chains_unwatch = watch_fleet(self.fleet, self.chains_ledger)
 
     @property
     def dashboard(self) -> DashboardScreen:

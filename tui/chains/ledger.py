@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -66,7 +67,9 @@ CREATE TABLE IF NOT EXISTS txns (
     actions TEXT NOT NULL DEFAULT '[]',
     error TEXT,
     created REAL NOT NULL,
-    ended REAL
+    ended REAL,
+    -- "host:pid" of the process running it, NULL once that process let go (see release)
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -105,6 +108,26 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_drive ON images (connection, drive);
 """
+
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Is the process that owns a transaction still running? (Another host's: assume so.)"""
+    if not owner:
+        return False
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_path() -> Path:
@@ -215,11 +238,17 @@ class Ledger:
     ) -> int:
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO txns (connection, policy, mode, state, actions, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (connection, policy, mode, TxnState.PLANNED, json.dumps(actions or []), time.time()),
+                "INSERT INTO txns (connection, policy, mode, state, actions, created, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (connection, policy, mode, TxnState.PLANNED, json.dumps(actions or []), time.time(),
+                 OWNER),
             )
             return int(cur.lastrowid or 0)
+
+    def release(self, txn_ids: list[int]) -> None:
+        """The run that owns these transactions is over: reconcile may resolve what is open."""
+        with self._tx() as db:
+            db.executemany("UPDATE txns SET owner = NULL WHERE id = ?", [(t,) for t in txn_ids])
 
     def set_actions(self, txn_id: int, actions: list[dict[str, Any]]) -> None:
         with self._tx() as db:
@@ -394,12 +423,13 @@ class Ledger:
         return [_txn(r) for r in rows]
 
     def open_txns(self, connection: str) -> list[TxnRow]:
-        """Transactions whose outcome is not fully recorded yet (the reconciler's work list)."""
+        """Transactions whose outcome is not fully recorded yet and whose run is over (the
+        reconciler's work list): a transaction a live process is still running is left alone."""
         rows = self._db.execute(
             "SELECT * FROM txns WHERE connection = ? AND state IN (?, ?, ?) ORDER BY id",
             (connection, TxnState.PLANNED, TxnState.SENDING, TxnState.SENT),
         )
-        return [_txn(r) for r in rows]
+        return [_txn(r) for r in rows if not owner_alive(r["owner"])]
 
     def jobs(self, txn_id: int) -> list[JobRow]:
         rows = self._db.execute("SELECT * FROM jobs WHERE txn_id = ? ORDER BY id", (txn_id,))

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from tui.chains.ledger import JobState, Ledger, TxnState
+from tui.chains.ledger import JobState, Ledger, TxnState, default_path
 from tui.chains.targets import QMPConn, image_size, release_target
 from tui.errors import BitmapTuiError, QMPCommandError
 from tui.model.parse import parse_jobs
@@ -123,3 +124,22 @@ def reconcile_on_connect(conn: QMPConn, ledger: Ledger, *,
 
     changed()
     return store.subscribe(changed)
+
+
+def watch_fleet(fleet: Any, ledger: Ledger | None = None) -> Callable[[], None]:
+    """Reconcile every connection of ``fleet`` on each connect (the app calls this at start).
+
+    Without a ``ledger``, the default one is used only if it exists (no ledger: nothing to do,
+    and no file is created). Returns a function that stops watching.
+    """
+    if ledger is None:
+        if not default_path().exists():
+            return lambda: None
+        ledger = Ledger()
+    unsubs = [reconcile_on_connect(conn, ledger) for conn in fleet.connections.values()]
+
+    def stop() -> None:
+        for unsub in unsubs:
+            unsub()
+
+    return stop

@@ -113,9 +113,31 @@ async def run_policy(
     on_step: Callable[[str], None] | None = None,
     plan_only: bool = False,
 ) -> RunResult:
-    """Run ``policy`` once on ``conn``; the result says per drive what happened and what is next."""
-    step = on_step or (lambda _text: None)
+    """Run ``policy`` once on ``conn``; the result says per drive what happened and what is next.
+
+    While it runs, its transactions belong to this process (reconcile leaves them alone); when it
+    returns, whatever is still open is left to :func:`tui.chains.reconcile.reconcile`.
+    """
     await reconcile(conn, ledger)
+    owned: list[int] = []
+    try:
+        return await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step,
+                          plan_only=plan_only)
+    finally:
+        ledger.release(owned)
+
+
+async def _run(
+    conn: QMPConn,
+    ledger: Ledger,
+    policy: Policy,
+    owned: list[int],
+    *,
+    timeout: float | None,
+    on_step: Callable[[str], None] | None,
+    plan_only: bool,
+) -> RunResult:
+    step = on_step or (lambda _text: None)
     plan = make_plan(ledger, conn.model, policy)
     result = RunResult(policy.name, conn.name, plan.mode, drives=_outcomes(plan), notes=list(plan.notes))
     if plan.errors:
@@ -126,6 +148,7 @@ async def run_policy(
         return result
 
     txn_id = ledger.new_txn(conn.name, policy.name, plan.mode)
+    owned.append(txn_id)
     result.txn_ids.append(txn_id)
     image_ids: dict[str, int] = {}
     targets: dict[str, Target] = {}
@@ -198,6 +221,7 @@ async def run_policy(
     if plan.split:
         step("starting the new chains' bitmaps (individual transaction)")
         bt = ledger.new_txn(conn.name, policy.name, "individual", bitmap_actions)
+        owned.append(bt)
         result.txn_ids.insert(0, bt)
         ledger.mark_sending(bt, fulls)
         try:

@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, OptionList, Static
 from tui.chains.ledger import Ledger
 from tui.chains.plan import make_plan
 from tui.chains.policy import Policy
-from tui.chains.reconcile import reconcile, reconcile_on_connect
+from tui.chains.reconcile import reconcile
 from tui.chains.run import RunResult, run_policy
 from tui.chains.view import ChainsView, build_view
 from tui.errors import BitmapTuiError
@@ -102,11 +102,6 @@ class ChainsScreen(Screen[None]):
         chains.add_columns("Drive", "Image", "Kind", "State", "Size")
         problems = self.query_one("#problems", DataTable)
         problems.add_columns("#", "Problem", "Suggested fix")
-        if self.fleet is not None and not self.read_only:
-            for conn in self.fleet.connections.values():
-                self._unsubs.append(
-                    reconcile_on_connect(conn, self.ledger, on_done=lambda _r: self._maybe_reload())
-                )
         self._unsubs.append(self.store.subscribe(self._maybe_reload))
         self.reload()
 
@@ -163,6 +158,14 @@ class ChainsScreen(Screen[None]):
             problems.add_row(Text(str(n)), Text(f"[{pr.kind}] {pr.text}"), Text(pr.fix))
 
     def action_reload(self) -> None:
+        self._reconcile_and_reload()
+
+    @work(exclusive=True, group="chains-reload", exit_on_error=False)
+    async def _reconcile_and_reload(self) -> None:
+        try:
+            await self.reconcile_now()
+        except BitmapTuiError as exc:
+            self.notify(str(exc), title="reconcile", severity="error")
         self.reload()
 
     def action_back(self) -> None:
