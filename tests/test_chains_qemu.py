@@ -176,22 +176,30 @@ async def test_restart_losing_bitmap_makes_a_full(make_sandbox, fleet_for, tmp_p
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    # drive0's bitmap is persistent (survives a clean restart), drive1's is not... per policy:
-    pol = policy(sb)
+    pol = policy(sb, persistent=True)
     await run_policy(conn, ledger, pol, timeout=60)
+    # Make drive1's bitmap non-persistent (same content: empty, nothing written since the full).
+    await conn.execute("block-dirty-bitmap-remove", {"node": "disk1", "name": "bm"})
+    await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "bm"})
+    assert conn.model.nodes["disk1"].bitmap("bm").persistent is False
     await sb.write(0, 0, "1M", 0x41)
+    await sb.write(1, "1M", "1M", 0x42)
     tries = conn.attempts
-    await sb.restart()
+    await sb.restart()  # a clean quit: persistent bitmaps are stored, the other one is gone
     await reconnected(conn, tries)
-    assert conn.model.nodes["disk0"].bitmap("bm") is None
+    assert conn.model.nodes["disk0"].bitmap("bm") is not None
+    assert conn.model.nodes["disk1"].bitmap("bm") is None
     plan = make_plan(ledger, conn.model, pol)
-    assert [d.kind for d in plan.drives] == ["full", "full"]
-    assert "missing" in plan.drives[0].reason
+    assert [d.kind for d in plan.drives] == ["incremental", "full"]
+    assert "missing" in plan.drives[1].reason
     res = by_drive(await run_policy(conn, ledger, pol, timeout=60))
-    assert {d.kind for d in res.values()} == {"full"}
+    assert res["drive0"].kind == "incremental" and res["drive1"].kind == "full"
     assert {d.state for d in res.values()} == {ImageState.VALID}
-    ref = await reference(sb, 0, "r-ref-0.qcow2")
-    assert_same(ledger, res["drive0"].path, ref)
+    for i in (0, 1):
+        ref = await reference(sb, i, f"r-ref-{i}.qcow2")
+        assert_same(ledger, res[f"drive{i}"].path, ref)
+    # The new full re-created drive1's bitmap (persistent, as the policy says).
+    assert conn.model.nodes["disk1"].bitmap("bm").persistent is True
     ledger.close()
 
 
@@ -336,4 +344,23 @@ async def test_chain_view_flags_lost_and_orphan_bitmaps(make_sandbox, fleet_for,
     # Offline (no live state): the ledger alone, no problems claimed.
     offline = build_view(ledger)
     assert {d.bitmap_state for d in offline.drives} == {"unknown"} and offline.problems == []
+    ledger.close()
+
+
+async def test_existing_file_is_never_overwritten(make_sandbox, fleet_for, tmp_path):
+    sb = await make_sandbox(drives=1)
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+                                 "target_dir": str(sb.dir)})
+    precious = sb.path(f"drive0-{ledger.next_txn_id()}-full0.qcow2")
+    precious.write_bytes(b"operator data")
+    res = await run_policy(conn, ledger, pol, timeout=60)
+    assert res.exit_code == 2 and "already exists" in (res.refused or "")
+    assert precious.read_bytes() == b"operator data"
+    assert conn.model.nodes["disk0"].bitmap("bm") is None
+    # The next run gets a new transaction number, so a new name, and goes ahead.
+    ok = await run_policy(conn, ledger, pol, timeout=60)
+    assert ok.exit_code == 0 and ok.drives[0].path != str(precious)
     ledger.close()

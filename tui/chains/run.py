@@ -6,6 +6,7 @@ resolved by :func:`tui.chains.reconcile.reconcile` on the next start.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -121,10 +122,21 @@ async def run_policy(
     await reconcile(conn, ledger)
     owned: list[int] = []
     try:
-        return await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step,
-                          plan_only=plan_only)
+        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step,
+                            plan_only=plan_only)
     finally:
         ledger.release(owned)
+    if any(d.state == ImageState.PENDING for d in result.drives) and conn.model.state.value == "connected":
+        # A job vanished without an outcome (someone dismissed it): resolve what QEMU can tell.
+        await reconcile(conn, ledger)
+        for txn_id in result.txn_ids:
+            by_job = {im.job_id: im for im in ledger.images(txn_id=txn_id)}
+            for d in result.drives:
+                im = by_job.get(d.job_id)
+                if im is not None:
+                    d.state, d.error = im.state, im.error or d.error
+        result.next = next_steps(ledger, policy)
+    return result
 
 
 async def _run(
@@ -179,6 +191,11 @@ async def _run(
             path = os.path.join(policy.target_dir, name)
             if ledger.path_known(path):
                 return await refuse(f"{path} is already in the ledger; change the policy's pattern")
+            local = getattr(getattr(conn, "address", None), "kind", "") == "unix"
+            if local and await asyncio.to_thread(os.path.lexists, path):
+                # A local QEMU: blockdev-create would overwrite an existing file. (A remote
+                # QEMU's file system cannot be checked from here; the ledger check above holds.)
+                return await refuse(f"{path} already exists; bitmap-tui does not overwrite files")
             job_id = f"bt{txn_id}-{i}"
             out.path, out.job_id = path, job_id
             image_ids[d.drive] = ledger.add_image(

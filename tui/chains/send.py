@@ -39,7 +39,8 @@ async def wait_jobs(conn: QMPConn, job_ids: list[str], timeout: float | None = N
         jobs = {j: model.jobs.get(j) for j in job_ids}
         if model.state is not LinkState.CONNECTED:
             return {j: job for j, job in jobs.items() if job is not None}
-        if all(job is not None and job.result is not None for job in jobs.values()):
+        # A job gone from QEMU without an event (dismissed by someone else) is finished too.
+        if all(job is not None and (job.result is not None or job.finished) for job in jobs.values()):
             return {j: job for j, job in jobs.items() if job is not None}
         return None
 
