@@ -135,7 +135,7 @@ class Sandbox:
             await asyncio.sleep(0.01)
         else:
             raise SandboxError("QEMU did not create its QMP socket within 5 s")
-        # The socket file appears at bind(), a moment before QEMU listens: retry a refusal.
+        # The socket file appears at bind(), a moment before listen(): retry a refused connect.
         for attempt in range(100):
             self._ctl = QMPClient("sandbox-control")
             try:
@@ -144,7 +144,7 @@ class Sandbox:
             except Exception:
                 if attempt == 99 or self.proc.poll() is not None:
                     raise
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
         return self
 
     async def __aenter__(self) -> Sandbox:
