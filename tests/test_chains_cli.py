@@ -29,7 +29,7 @@ def setup(tmp_path):
         cfg = tmp_path / "config.yaml"
         base = {"connection": "vm0", "drives": ["drive0", "drive1"], "bitmap": "bm",
                 "target_dir": str(sb.dir), **extra}
-        cfg.write_text(yaml.safe_dump({"policies": {
+        cfg.write_text(yaml.safe_dump({"connections": {"vm0": sb.address}, "policies": {
             "nightly": base,
             "slow": {**base, "speed": 256 * 1024},
         }}))
@@ -74,14 +74,17 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
 
     unknown = await asyncio.to_thread(cli, ["backup", "weekly", *conn], env)
     assert unknown.returncode == 2 and "no policy named 'weekly' (known: nightly, slow)" in unknown.stderr
-    noaddr = await asyncio.to_thread(cli, ["backup", "nightly", "--config", str(cfg)], env)
+    # --connect replaces the configured connections: the policy's one is then missing.
+    noaddr = await asyncio.to_thread(cli, ["backup", "nightly", "--config", str(cfg),
+                                           "--connect", f"other={sb.address}"], env)
     assert noaddr.returncode == 2 and "--connect vm0=ADDR" in noaddr.stderr
     bad = cfg.parent / "bad.yaml"
-    bad.write_text("policies:\n  p: {connection: vm0, drives: [drive0], target_dir: /x, colour: red}\n")
-    badres = await asyncio.to_thread(cli, ["backup", "p", "--connect", f"vm0={sb.address}",
-                                           "--config", str(bad)], env)
-    assert badres.returncode == 2 and "unknown key 'colour'" in badres.stderr
-    assert "Traceback" not in badres.stderr
+    bad.write_text(f"connections: {{vm0: {sb.address}}}\n"
+                   "policies:\n  p: {connection: vm0, drives: [drive0], bitmap: b, target_dir: /x,"
+                   " colour: red}\n")
+    badres = await asyncio.to_thread(cli, ["backup", "p", "--config", str(bad)], env)
+    assert badres.returncode == 2 and "policies.p.colour" in badres.stderr
+    assert "bad.yaml:3" in badres.stderr and "Traceback" not in badres.stderr
 
     chains = await asyncio.to_thread(cli, ["chains", "--json", *conn], env)
     assert chains.returncode == 0, chains.stderr
@@ -96,7 +99,7 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
     await sb.add_bitmap(1, "stray")
     text = await asyncio.to_thread(cli, ["chains", *conn], env)
     assert "problem 1 [orphan] vm0: bitmap 'stray' on disk1 is unknown to the ledger" in text.stdout
-    assert "next: incremental on drive0-2-incr1.qcow2" in text.stdout
+    assert "next: incremental on drive0-incr-2.qcow2" in text.stdout
     ask = await asyncio.to_thread(cli, ["chains", "--fix", "1", *conn], env)
     assert ask.returncode == 2 and "add --yes" in ask.stdout
     assert await names_on(sb, "disk1") == ["stray", "bm"]  # nothing sent without --yes
@@ -127,7 +130,7 @@ async def test_killed_app_mid_job_is_resolved_on_next_start(make_sandbox, fleet_
             if not txns or txns[-1].state is not TxnState.SENT:
                 return False
             jobs = await sb.qmp("query-jobs")
-            return any(j["id"].startswith("bt") and j["status"] == "running"
+            return any(j["type"] == "backup" and j["status"] == "running"
                        and j["current-progress"] > 0 for j in jobs)
 
         for _ in range(600):
@@ -218,7 +221,7 @@ async def test_reconcile_on_reconnect_marks_lost_jobs_unknown(make_sandbox, flee
                                  "target_dir": str(sb.dir), "speed": 64 * 1024})
     task = asyncio.create_task(run_policy(conn, ledger, pol, timeout=60))
     await wait_for(lambda: any(j.status == "running" for j in conn.model.jobs.values()
-                               if j.id.startswith("bt")), timeout=30, what="job running")
+                               if j.type == "backup"), timeout=30, what="backup job running")
     sb.kill()  # QEMU dies mid-job: the run ends with the job lost
     result = await task
     assert result.drives[0].state is ImageState.PENDING

@@ -143,7 +143,9 @@ def test_policy_validation():
          "individual or grouped"),
         ({"connection": "v", "drives": ["d"], "target_dir": "/b", "format": "raw"}, "must be qcow2"),
         ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "{drive}.qcow2"},
-         "needs {txn}"),
+         "needs {n}, {timestamp} or {txn}"),
+        ({"connection": "v", "drives": ["d", "e"], "target_dir": "/b", "pattern": "x-{n}"},
+         "needs {drive}"),
         ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "{x}-{txn}"}, "unknown {x}"),
         ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "a/{txn}"}, "file name"),
         ({"connection": "v", "drives": ["d"], "target_dir": "/b", "speed": -1}, "'speed'"),
@@ -158,6 +160,7 @@ def test_policy_validation():
         policies_from([{"name": "a", **ok_dict()}, {"name": "a", **ok_dict()}])
     assert list(policies_from({"a": ok_dict(), "b": ok_dict()})) == ["a", "b"]
     assert render_name("{drive}-{txn}-{kind}{n}.qcow2", drive="d0", txn=3, kind="incr", n=2) == "d0-3-incr2.qcow2"
+    assert render_name("{drive}-{timestamp}", drive="d").startswith("d-20")
 
 
 def ok_dict():

@@ -354,13 +354,16 @@ async def test_existing_file_is_never_overwritten(make_sandbox, fleet_for, tmp_p
     ledger = Ledger(tmp_path / "l.sqlite")
     pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir)})
-    precious = sb.path(f"drive0-{ledger.next_txn_id()}-full0.qcow2")
+    precious = sb.path("drive0-full-1.qcow2")
     precious.write_bytes(b"operator data")
     res = await run_policy(conn, ledger, pol, timeout=60)
     assert res.exit_code == 2 and "already exists" in (res.refused or "")
     assert precious.read_bytes() == b"operator data"
     assert conn.model.nodes["disk0"].bitmap("bm") is None
-    # The next run gets a new transaction number, so a new name, and goes ahead.
+    assert "move it away" in res.refused
+    # The operator moves it away; the next run goes ahead under that name.
+    await asyncio.to_thread(precious.rename, sb.path("kept.qcow2"))
     ok = await run_policy(conn, ledger, pol, timeout=60)
-    assert ok.exit_code == 0 and ok.drives[0].path != str(precious)
+    assert ok.exit_code == 0 and ok.drives[0].path == str(precious)
+    assert sb.path("kept.qcow2").read_bytes() == b"operator data"
     ledger.close()

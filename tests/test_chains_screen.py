@@ -29,7 +29,7 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
                                        "bitmap": "bm", "target_dir": str(sb.dir)})
     app = make_app(fleet, ledger, pol)
     async with app.run_test(size=(110, 30)) as pilot:
-        await pilot.press("b")
+        await pilot.press("l")
         scr = app.screen
         assert isinstance(scr, ChainsScreen)
         assert "no backups yet" in screen_text(app)
@@ -42,7 +42,7 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         assert {d.state for d in scr.last_result.drives} == {ImageState.VALID}
         assert scr.query_one("#chains").row_count == 2
         text = screen_text(app)
-        assert "VALID" in text and "drive0: next incremental on drive0-1-full0.qcow2" in text
+        assert "VALID" in text and "drive0: next incremental on drive0-full-1.qcow2" in text
 
         await sb.write(0, 0, "1M")
         await pilot.press("r", "y")
@@ -71,7 +71,7 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
                                  "target_dir": str(sb.dir)})
     app = make_app(fleet, ledger, pol, read_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("b")
+        await pilot.press("l")
         scr = app.screen
         assert isinstance(scr, ChainsScreen)
         await pilot.press("r")

@@ -38,7 +38,7 @@ class BitmapTuiApp(App[int]):
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
         Binding("question_mark", "help", "Help", id="app.help"),
-        Binding("b", "chains", "Backups", id="app.chains"),
+        Binding("l", "chains", "Chains", id="app.chains"),
     ]
     # Backup chains screen: a ledger and policies to use instead of the defaults (tests, embedding).
     chains_ledger: Any = None
@@ -200,6 +200,10 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
         stack.push_async_callback(fleet.stop)
         app = BitmapTuiApp(fleet=fleet, theme_name=theme, themes=themes, keymap=cfg.keymap,
                            demo=demo)
+        from tui.chains.policy import from_config
+
+        # The chains screen runs the policies of the config this app was started with.
+        app.chains_policies = {name: from_config(p) for name, p in cfg.policies.items()}
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):

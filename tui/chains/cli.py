@@ -11,14 +11,10 @@ import asyncio
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tui.chains.ledger import Ledger
-from tui.chains.policy import Policy, policies_from
-from tui.errors import ConfigError
+from tui.chains.policy import Policy, from_config
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -59,67 +55,28 @@ def register(sub: Any) -> None:
 # ---------------------------------------------------------------------- config
 
 
-def config_path(given: str | None) -> Path | None:
-    if given:
-        return Path(given)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    p = Path(base) / "bitmap-tui" / "config.yaml"
-    return p if p.exists() else None
-
-
-def _read_config(given: str | None) -> dict[str, Any]:
-    path = config_path(given)
-    if path is None:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    data["__path__"] = str(path)
-    return data
-
-
 def load_policies(given: str | None) -> dict[str, Policy]:
-    """Policies from the config file (the ``policies:`` key)."""
-    data = _read_config(given)
-    return policies_from(data.get("policies"), where=data.get("__path__", "config"))
+    """Policies from the config file (``policies:``), validated by :mod:`tui.config`."""
+    from tui.config import load_config
+
+    return {name: from_config(p) for name, p in load_config(given).policies.items()}
 
 
 def _addresses(args: argparse.Namespace) -> dict[str, Any]:
-    """Connection name → Endpoint, from ``--connect`` or the config file."""
+    """Connection name → Endpoint, from ``--connect`` or else the config file."""
     from tui.cli import resolve_endpoints
-    from tui.qmp.address import parse_address_lenient
-    from tui.qmp.fleet import Endpoint
 
-    eps = {ep.name: ep for ep in resolve_endpoints(args)}
-    if eps or getattr(args, "connect", None):
-        return eps
-    # No config module (or no connections in it): read `connections:` here (name → address).
-    conns = _read_config(getattr(args, "config", None)).get("connections") or {}
-    if isinstance(conns, dict):
-        items = [(str(k), v if isinstance(v, str) else (v or {}).get("address")) for k, v in conns.items()]
-    elif isinstance(conns, list):
-        items = [(str(c.get("name")), c.get("address")) for c in conns if isinstance(c, dict)]
-    else:
-        items = []
-    return {n: Endpoint(n, parse_address_lenient(a)) for n, a in items if isinstance(a, str)}
+    return {ep.name: ep for ep in resolve_endpoints(args)}
 
 
 async def _open(args: argparse.Namespace, names: list[str], read_only: bool) -> Any:
-    from tui.qmp.fleet import Endpoint, Fleet
+    from tui.qmp.fleet import Fleet
 
     eps = _addresses(args)
     fleet = Fleet(reconnect=False, read_only=read_only, connect_timeout=getattr(args, "timeout", 5.0))
     for n in names:
         if n in eps:
-            fleet.add(Endpoint(n, eps[n].address))
+            fleet.add(eps[n])
     fleet.start()
     try:
         await fleet.wait_first_answer(getattr(args, "timeout", 5.0) * 3 + 5)

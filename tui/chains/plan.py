@@ -84,8 +84,6 @@ class DrivePlan:
     size: int = 0
     source_file: str = ""
     error: str | None = None
-    # Index in its chain: 0 for the full, 1.. for incrementals.
-    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +153,9 @@ def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str
             return DrivePlan(drive, node.node_name, "incremental", "",
                              error=f"bitmap '{policy.bitmap}' is in use by another operation (busy)")
     if base is not None:
-        index = sum(1 for i in cs.images if i.state is ImageState.VALID)
         return DrivePlan(
             drive, node.node_name, "incremental", f"on top of {base.path}", base=base,
-            size=node.size, source_file=node.file, index=index,
+            size=node.size, source_file=node.file,
         )
     actions, pre_remove, err = _bitmap_actions(node, policy)
     return DrivePlan(
@@ -169,6 +166,11 @@ def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str
 
 def make_plan(ledger: Ledger, conn: ConnectionModel, policy: Policy) -> Plan:
     """The whole policy run: per-drive decisions, the completion mode and any split."""
+    if policy.format != "qcow2":
+        # A raw image cannot name a backing file: there is no incremental chain to keep.
+        why = f"format {policy.format} cannot hold backup chains (incrementals need qcow2)"
+        return Plan(policy, tuple(DrivePlan(d, None, "full", "", error=why) for d in policy.drives),
+                    policy.completion_mode)
     drives = tuple(plan_drive(ledger, conn, policy, d) for d in policy.drives)
     nodes = [d.node for d in drives if d.node]
     notes: list[str] = []

@@ -13,8 +13,12 @@ from tui.errors import ConfigError
 
 COMPLETION_MODES = ("individual", "grouped")
 # Placeholders a file name pattern may use (see render_name).
-PATTERN_FIELDS = frozenset({"drive", "node", "kind", "n", "chain", "txn", "time", "policy", "connection"})
-DEFAULT_PATTERN = "{drive}-{txn}-{kind}{n}.qcow2"
+# Placeholders a file name pattern may use (the same as tui/config.py's): {n} counts the drive's
+# images in the ledger (1, 2, ...), {txn} is the ledger's transaction number.
+PATTERN_FIELDS = frozenset(
+    {"drive", "kind", "n", "timestamp", "connection", "policy", "bitmap", "txn", "node"}
+)
+DEFAULT_PATTERN = "{drive}-{kind}-{n}.qcow2"
 _FIELDS = (
     "connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode",
     "speed", "persistent", "granularity",
@@ -83,6 +87,8 @@ class Policy:
             raise ConfigError(f"{ctx}: 'format' must be qcow2 (incrementals need backing files)")
         pattern = text("pattern", DEFAULT_PATTERN)
         check_pattern(pattern, ctx)
+        if len(drives_raw) > 1 and "{drive}" not in pattern:
+            raise ConfigError(f"{ctx}: 'pattern' needs {{drive}}: the policy has several drives")
         speed = data.get("speed", 0)
         if not isinstance(speed, int) or isinstance(speed, bool) or speed < 0:
             raise ConfigError(f"{ctx}: 'speed' must be a non-negative integer (bytes per second)")
@@ -110,6 +116,23 @@ class Policy:
         )
 
 
+def from_config(cp: Any) -> Policy:
+    """A :class:`Policy` from ``tui.config``'s validated policy (same fields; extras default)."""
+    return Policy(
+        name=cp.name,
+        connection=cp.connection,
+        drives=tuple(cp.drives),
+        bitmap=cp.bitmap,
+        target_dir=str(cp.target_dir),
+        pattern=cp.pattern,
+        format=cp.format,
+        completion_mode=cp.completion_mode,
+        speed=int(getattr(cp, "speed", 0) or 0),
+        persistent=bool(getattr(cp, "persistent", False)),
+        granularity=getattr(cp, "granularity", None),
+    )
+
+
 def check_pattern(pattern: str, ctx: str = "pattern") -> None:
     """A file name pattern: known ``{placeholders}`` only, no directories."""
     try:
@@ -123,14 +146,14 @@ def check_pattern(pattern: str, ctx: str = "pattern") -> None:
             )
     if "/" in pattern or "\\" in pattern:
         raise ConfigError(f"{ctx}: 'pattern' is a file name; put directories in 'target_dir'")
-    if "txn" not in fields and "time" not in fields and "chain" not in fields:
+    if "txn" not in fields and "timestamp" not in fields and "n" not in fields:
         # Without one of these, two runs would name the same file and QEMU would overwrite it.
-        raise ConfigError(f"{ctx}: 'pattern' needs {{txn}}, {{chain}} or {{time}} so names stay unique")
+        raise ConfigError(f"{ctx}: 'pattern' needs {{n}}, {{timestamp}} or {{txn}} so names stay unique")
 
 
 def render_name(pattern: str, **values: Any) -> str:
-    """The file name for one image; ``time`` defaults to now (UTC, compact ISO 8601)."""
-    values.setdefault("time", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    """The file name for one image; ``timestamp`` defaults to now (UTC, compact ISO 8601)."""
+    values.setdefault("timestamp", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     name = pattern.format(**values)
     if not name or name in (".", "..") or "/" in name or "\x00" in name:
         raise ConfigError(f"pattern {pattern!r} gives an unusable file name {name!r}")

@@ -182,10 +182,11 @@ async def _run(
 
     try:
         for i, (d, out) in enumerate(zip(plan.drives, result.drives, strict=True)):
-            chain = d.base.chain_id if d.base else txn_id
+            # {n}: this drive's image number in the ledger (1, 2, ...), unique per drive.
+            n = len(ledger.images(connection=conn.name, drive=d.drive)) + 1
             name = render_name(
-                policy.pattern, drive=_UNSAFE.sub("_", d.drive), node=d.node, n=d.index,
-                kind="full" if d.kind == "full" else "incr", chain=chain, txn=txn_id,
+                policy.pattern, drive=_UNSAFE.sub("_", d.drive), node=d.node, n=n,
+                kind="full" if d.kind == "full" else "incr", txn=txn_id, bitmap=policy.bitmap,
                 policy=policy.name, connection=_UNSAFE.sub("_", conn.name),
             )
             path = os.path.join(policy.target_dir, name)
@@ -195,7 +196,8 @@ async def _run(
             if local and await asyncio.to_thread(os.path.lexists, path):
                 # A local QEMU: blockdev-create would overwrite an existing file. (A remote
                 # QEMU's file system cannot be checked from here; the ledger check above holds.)
-                return await refuse(f"{path} already exists; bitmap-tui does not overwrite files")
+                return await refuse(f"{path} already exists and is not overwritten; move it away "
+                                    "or change the policy's pattern")
             job_id = f"bt{txn_id}-{i}"
             out.path, out.job_id = path, job_id
             image_ids[d.drive] = ledger.add_image(
@@ -217,10 +219,11 @@ async def _run(
             bitmap_actions.extend(d.bitmap_actions if plan.split else ())
             actions.append(_backup_action(d, policy, node, out.job_id or ""))
             job_nodes[out.job_id or ""] = d.node or ""
-    except (TargetError, ConfigError) as exc:
-        return await refuse(str(exc))
     except QMPCommandError as exc:
         return await refuse(exc.desc)
+    except (TargetError, ConfigError, BitmapTuiError) as exc:
+        # Nothing was sent yet (also when the connection dropped): the run is refused.
+        return await refuse(str(exc))
     ledger.set_actions(txn_id, actions)
 
     # Inconsistent bitmaps can only be removed, and not in the same transaction as their re-add.
