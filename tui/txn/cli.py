@@ -134,10 +134,9 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
 
 
 def compose(args: argparse.Namespace) -> int:
-    """The ``compose`` handler: the composer screen alone (Textual is imported only here)."""
+    """The ``compose`` handler: the console opened on the composer (esc leads to the dashboard).
+    Textual is imported only here."""
     from tui.cli import resolve_endpoints
-    from tui.qmp.fleet import Fleet
-    from tui.screens.composer import StandaloneComposer
     from tui.txn.files import load
 
     txn = None
@@ -151,11 +150,41 @@ def compose(args: argparse.Namespace) -> int:
     if len(endpoints) != 1:
         print("bitmap-tui: compose needs exactly one --connect ADDR", file=sys.stderr)
         return 2
+    return asyncio.run(_compose(args, endpoints[0], txn))
+
+
+async def _compose(args: argparse.Namespace, endpoint: Any, txn: Transaction | None) -> int:
+    from tui.app import BitmapTuiApp
+    from tui.qmp.fleet import Fleet
+    from tui.screens.composer import ComposerScreen
+
     fleet = Fleet(read_only=bool(getattr(args, "read_only", False)),
-                  connect_timeout=getattr(args, "timeout", 5.0))
-    fleet.add(endpoints[0])
-    app = StandaloneComposer(fleet, endpoints[0].name, txn, path=args.file)
-    return app.run() or 0
+                  connect_timeout=float(getattr(args, "timeout", 5.0)))
+    fleet.add(endpoint)
+
+    import tui.app
+
+    class ComposerFirst(BitmapTuiApp):
+        # CSS_PATH is relative to the defining module: point at the console's own stylesheet
+        CSS_PATH = str(Path(tui.app.__file__).with_name("app.tcss"))
+
+        def on_mount(self) -> None:
+            super().on_mount()  # starts the fleet
+            self.run_worker(self._open(), name="open-composer", exit_on_error=False)
+
+        async def _open(self) -> None:
+            try:
+                await fleet.wait_first_answer(float(getattr(args, "timeout", 5.0)) * 3 + 5)
+            except TimeoutError:
+                pass
+            await self.push_screen(ComposerScreen(fleet, endpoint.name, txn, path=args.file))
+
+    app = ComposerFirst(fleet=fleet, theme_name=getattr(args, "theme", None))
+    try:
+        await app.run_async()
+    finally:
+        await fleet.stop()
+    return app.return_code or 0
 
 
 def _print_fixes(prepared: Any) -> None:
