@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import requires_qemu
+from tui.errors import QMPCommandError
 from tui.sandbox import QEMU_IMG, Sandbox, run
 from tui.txn import GROUPED, INDIVIDUAL, Transaction, TransactionRun, load, prepare
 from tui.txn.model import Action
@@ -218,3 +221,16 @@ async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
     assert verdict.exit_code == 1
     assert verdict.jobs[0].result == "lost" and verdict.to_dict()["jobs"][0]["result"] == "failed"
     assert verdict.images[0].verdict == "invalid"
+
+
+async def test_qemu_itself_refuses_what_the_grouped_check_refuses(sandbox, fleet_for):
+    """The pre-flight check is not stricter than QEMU: sent anyway, QEMU refuses it too."""
+    await sandbox.add_bitmap(0, "bitmap0")
+    fleet = await fleet_for(sandbox)
+    conn = fleet["vm0"]
+    txn = Transaction((Action("block-dirty-bitmap-clear", {"node": "disk0", "name": "bitmap0"}),),
+                      GROUPED)
+    assert any("grouped" in f.message for f in prepare(txn, conn.model).errors)
+    with pytest.raises(QMPCommandError) as err:
+        await conn.execute("transaction", txn.to_qmp())
+    assert "does not support" in err.value.desc.lower() and "grouped" in err.value.desc
