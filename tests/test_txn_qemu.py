@@ -96,6 +96,11 @@ async def test_individual_partial_failure_matches_the_documentation(make_sandbox
     assert verdict.accepted and verdict.exit_code == 1
     jobs = {j.job_id: j for j in verdict.jobs}
     assert jobs["drive0"].result == "completed" and jobs["drive0"].error is None
+    # what a backup ledger reads per job
+    j0 = jobs["drive0"]
+    assert (j0.image, j0.sync, j0.bitmap, j0.bitmap_outcome, j0.image_valid) == (
+        str(sb.path("d0-incr-1.qcow2")), "incremental", "bitmap0", "cleared", True)
+    assert (jobs["drive1"].bitmap_outcome, jobs["drive1"].image_valid) == ("restored", False)
     assert jobs["drive1"].result == "failed" and jobs["drive1"].error == "Input/output error"
     images = {Path(i.path).name: i.verdict for i in verdict.images}
     assert images == {"d0-incr-1.qcow2": "valid", "d1-incr-1.qcow2": "invalid"}
