@@ -135,15 +135,14 @@ class Sandbox:
             await asyncio.sleep(0.01)
         else:
             raise SandboxError("QEMU did not create its QMP socket within 5 s")
-        # QEMU creates the socket file at bind(), a moment before listen(): a connect in between
-        # is refused, so retry briefly (seen on a loaded machine).
-        for attempt in range(50):
+        # The socket file appears at bind(), a moment before listen(): retry a refused connect.
+        for attempt in range(100):
             self._ctl = QMPClient("sandbox-control")
             try:
                 await self._ctl.connect(str(self.control_socket))
                 break
             except Exception:
-                if attempt == 49 or (self.proc.poll() is not None):
+                if attempt == 99 or self.proc.poll() is not None:
                     raise
                 await asyncio.sleep(0.02)
         return self
