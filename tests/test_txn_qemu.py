@@ -215,8 +215,11 @@ async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
     await sb.write(0, 0, "8M")
     await conn.execute("blockdev-add", {"driver": "null-co", "node-name": "t0",
                                         "size": 64 * 2**20})
-    txn = Transaction((Action("blockdev-backup", {"device": "drive0", "sync": "full",
-                                                  "target": "t0", "speed": 65536}),))
+    await sb.add_bitmap(0, "bitmap0")
+    await sb.write(0, "8M", "8M")
+    txn = Transaction((Action("blockdev-backup", {"device": "drive0", "sync": "incremental",
+                                                  "bitmap": "bitmap0", "target": "t0",
+                                                  "speed": 65536}),))
     run_ = TransactionRun(conn, prepare(txn, conn.model))
     assert await run_.send()
     assert run_.job_ids == ["drive0"]
@@ -226,6 +229,7 @@ async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
     assert verdict.exit_code == 1
     assert verdict.jobs[0].result == "lost" and verdict.to_dict()["jobs"][0]["result"] == "failed"
     assert verdict.images[0].verdict == "invalid"
+    assert [(b.outcome, b.verified) for b in verdict.bitmaps] == [("restored", None)]  # unmeasured
 
 
 async def test_qemu_itself_refuses_what_the_grouped_check_refuses(sandbox, fleet_for):

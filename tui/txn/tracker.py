@@ -117,8 +117,11 @@ class TransactionRun:
         return list(dict.fromkeys(keys))
 
     async def _sample(self) -> dict[tuple[str, str], Sample]:
-        with contextlib.suppress(BitmapTuiError):
+        try:
             await self.conn.refresh_nodes()
+        except BitmapTuiError:
+            # No fresh counts (connection gone): better unmeasured than measured on stale state.
+            return {}
         model = self.model
         have_sha = "x-debug-block-dirty-bitmap-sha256" in model.commands
         out: dict[tuple[str, str], Sample] = {}
