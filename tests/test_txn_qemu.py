@@ -217,6 +217,7 @@ async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
                                         "size": 64 * 2**20})
     await sb.add_bitmap(0, "bitmap0")
     await sb.write(0, "8M", "8M")
+    await conn.refresh_nodes()
     txn = Transaction((Action("blockdev-backup", {"device": "drive0", "sync": "incremental",
                                                   "bitmap": "bitmap0", "target": "t0",
                                                   "speed": 65536}),))
