@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -68,6 +69,10 @@ async def test_apply_exit_1_partial_failure_json(make_sandbox, tmp_path):
     assert [(b["node"], b["name"], b["outcome"]) for b in data["bitmaps"]] == [
         ("disk0", "bitmap0", "cleared"), ("disk1", "bitmap1", "restored")]
     assert any("drive0's next incremental must be based on" in n for n in data["next"])
+    # every command that changed QEMU is in the audit log (the refused run sent nothing)
+    audit = Path(os.environ["XDG_STATE_HOME"]) / "bitmap-tui" / "audit.jsonl"
+    sent = [json.loads(line)["command"] for line in audit.read_text().splitlines()]
+    assert sent == ["transaction"]
 
 
 @requires_qemu

@@ -12,7 +12,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from textual.app import App
@@ -39,6 +39,9 @@ class BitmapTuiApp(App[int]):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
         Binding("question_mark", "help", "Help", id="app.help"),
     ]
+
+    # A coroutine run once the app is up (after the fleet started): ``startup(app)``.
+    startup: Callable[[Any], Awaitable[None]] | None = None
 
     def __init__(self, *, fleet: Any = None, store: Store | None = None, read_only: bool = False,
                  clock: Callable[[], float] = time.monotonic, theme_name: str | None = None,
@@ -76,6 +79,8 @@ class BitmapTuiApp(App[int]):
             self.notify(problem, severity="warning", timeout=10)
         if self.fleet is not None:
             self.fleet.start()
+        if self.startup is not None:  # e.g. `bitmap-tui compose` opens the composer
+            self.run_worker(self.startup(self), name="startup", exit_on_error=False)
 
     @property
     def dashboard(self) -> DashboardScreen:
@@ -182,6 +187,7 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
         stack.push_async_callback(fleet.stop)
         app = BitmapTuiApp(fleet=fleet, theme_name=theme, themes=themes, keymap=cfg.keymap,
                            demo=demo)
+        app.startup = getattr(args, "startup", None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):

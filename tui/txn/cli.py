@@ -92,8 +92,17 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(_refused(mode, str(exc)), args.json)
     if len(endpoints) != 1:
         return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
+    from tui.audit import AuditLog
+    from tui.config import load_config
+
+    try:
+        cfg = load_config(getattr(args, "config", None))
+        audit = AuditLog(cfg.audit_path())
+    except (BitmapTuiError, OSError) as exc:
+        return _emit(_refused(mode, str(exc)), args.json)
     timeout = getattr(args, "timeout", 5.0)
-    fleet = Fleet(reconnect=False, connect_timeout=timeout, read_only=bool(getattr(args, "read_only", False)))
+    fleet = Fleet(reconnect=False, connect_timeout=timeout, audit=audit,
+                  read_only=bool(getattr(args, "read_only", False)) or cfg.defaults.read_only)
     conn = fleet.add(endpoints[0])
     fleet.start()
     try:
@@ -131,11 +140,13 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(verdict, args.json)
     finally:
         await fleet.stop()
+        audit.close()
 
 
 def compose(args: argparse.Namespace) -> int:
-    """The ``compose`` handler: the console opened on the composer (esc leads to the dashboard).
-    Textual is imported only here."""
+    """The ``compose`` handler: the console (config, theme, audit log as usual) opened on the
+    composer; esc leads to the dashboard. Textual is imported only here."""
+    from tui.app import run_app
     from tui.cli import resolve_endpoints
     from tui.txn.files import load
 
@@ -150,41 +161,20 @@ def compose(args: argparse.Namespace) -> int:
     if len(endpoints) != 1:
         print("bitmap-tui: compose needs exactly one --connect ADDR", file=sys.stderr)
         return 2
-    return asyncio.run(_compose(args, endpoints[0], txn))
+    name = endpoints[0].name
 
+    async def open_composer(app: Any) -> None:
+        from tui.screens.composer import ComposerScreen
 
-async def _compose(args: argparse.Namespace, endpoint: Any, txn: Transaction | None) -> int:
-    from tui.app import BitmapTuiApp
-    from tui.qmp.fleet import Fleet
-    from tui.screens.composer import ComposerScreen
+        # the forms offer what exists: wait for the first answer before building them
+        try:
+            await app.fleet.wait_first_answer(float(getattr(args, "timeout", 5.0)) * 3 + 5)
+        except TimeoutError:
+            pass
+        await app.push_screen(ComposerScreen(app.fleet, name, txn, path=args.file))
 
-    fleet = Fleet(read_only=bool(getattr(args, "read_only", False)),
-                  connect_timeout=float(getattr(args, "timeout", 5.0)))
-    fleet.add(endpoint)
-
-    import tui.app
-
-    class ComposerFirst(BitmapTuiApp):
-        # CSS_PATH is relative to the defining module: point at the console's own stylesheet
-        CSS_PATH = str(Path(tui.app.__file__).with_name("app.tcss"))
-
-        def on_mount(self) -> None:
-            super().on_mount()  # starts the fleet
-            self.run_worker(self._open(), name="open-composer", exit_on_error=False)
-
-        async def _open(self) -> None:
-            try:
-                await fleet.wait_first_answer(float(getattr(args, "timeout", 5.0)) * 3 + 5)
-            except TimeoutError:
-                pass
-            await self.push_screen(ComposerScreen(fleet, endpoint.name, txn, path=args.file))
-
-    app = ComposerFirst(fleet=fleet, theme_name=getattr(args, "theme", None))
-    try:
-        await app.run_async()
-    finally:
-        await fleet.stop()
-    return app.return_code or 0
+    args.startup = open_composer
+    return run_app(args)
 
 
 def _print_fixes(prepared: Any) -> None:
