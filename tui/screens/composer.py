@@ -270,7 +270,9 @@ class ComposerScreen(Screen[None]):
         with self.app.batch_update():
             for view in run.jobs():
                 cells = {
-                    "job": view.job_id, "drive": view.label, "status": view.status,
+                    # QEMU's "null" (the job is gone) means nothing to an operator
+                    "job": view.job_id, "drive": view.label,
+                    "status": "ended" if view.result else view.status,
                     "progress": f"{view.progress:4.0%}", "result": (view.result or "").upper(),
                 }
                 if view.job_id not in table.rows:
