@@ -96,6 +96,8 @@ async def test_compose_toggle_send_and_read_the_grouped_verdict(make_sandbox, fl
         assert "bitmap disk1/bitmap1: restored" in shown
         table = screen.query_one("#jobs")
         assert table.row_count == 2
+        assert [table.get_cell(j, "result") for j in ("drive0", "drive1")] == ["CANCELLED", "FAILED"]
+        assert table.get_cell("drive0", "status") == "ended"
 
 
 async def test_reorder_delete_and_refusal_sends_nothing(sandbox, fleet_for):
