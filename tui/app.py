@@ -120,7 +120,12 @@ class BitmapTuiApp(App[int]):
                 out.append((label, b.description or b.action))
             return out
 
-        return [
+        # A screen pushed over the dashboard (the composer, ...) shows its own keys first.
+        screen = self.screen
+        own: list[tuple[str, list[tuple[str, str]]]] = []
+        if not isinstance(screen, DashboardScreen) and getattr(screen, "HELP_TITLE", None):
+            own = [(str(getattr(screen, "HELP_TITLE")), rows(type(screen).BINDINGS))]
+        return own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
             ("Dashboard", rows(DashboardScreen.BINDINGS)

@@ -94,6 +94,7 @@ class ComposerScreen(Screen[None]):
     """Compose a transaction for one connection, check it, send it and read the verdict."""
 
     COMMANDS = {ComposerCommands}
+    HELP_TITLE = "Transaction composer"
 
     DEFAULT_CSS = """
     ComposerScreen #composer-title { height: 1; background: $primary; color: $text; padding: 0 1; }
