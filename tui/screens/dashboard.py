@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Footer, Input
 from tui.model.state import ConnectionModel, JobResult
 from tui.model.store import Store
 from tui.screens.actions import DashboardActions
+from tui.screens.txn_actions import TransactionActions
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.events import EventLog
 from tui.widgets.jobs import JobsTable, job_key
@@ -33,7 +34,7 @@ FRAME = 1 / 30  # at most ~30 redraws a second
 WIDE = 140  # columns from which jobs and events move to the right of the nodes
 
 
-class DashboardScreen(DashboardActions, Screen[None]):
+class DashboardScreen(DashboardActions, TransactionActions, Screen[None]):
     """The screen an operator lives in."""
 
     BINDINGS = [
@@ -41,6 +42,9 @@ class DashboardScreen(DashboardActions, Screen[None]):
         Binding("f", "follow", "Follow/pause", id="events.follow"),
         Binding("a", "toggle_all", "All conns", show=False, id="dashboard.all"),
         Binding("i", "toggle_anonymous", "Internal", show=False, id="nodes.anonymous"),
+        Binding("t", "compose", "Transaction", show=False, id="txn.compose"),
+        Binding("b", "backup_selected", "Backup…", show=False, id="txn.backup"),
+        Binding("B", "backup_all", "Backup all…", show=False, id="txn.backup_all"),
     ]
 
     def __init__(self, store: Store, *, fleet: Any = None, read_only: bool = False,
