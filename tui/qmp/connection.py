@@ -34,8 +34,13 @@ from tui.model.parse import parse_jobs, parse_nodes, parse_version
 from tui.model.state import LinkState
 from tui.model.store import Store
 from tui.qmp.address import Address
+from tui.qmp.transport import TLSNudgingQMPClient, make_opener
 
 log = logging.getLogger(__name__)
+# qemu.qmp logs every failure it raises; we turn those into the connection's one-line state, so its
+# records must not reach stderr through logging's last-resort handler (they would draw over the
+# console and duplicate the message). An application may still attach its own handler.
+logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
 
 # Commands that only read state: everything else mutates (allow-list, so a new QEMU command is
 # refused in read-only mode until someone decides it is safe).
@@ -112,16 +117,18 @@ async def _nothing() -> None:
     return None
 
 
-async def _plain_opener(
-    address: Address,
-) -> tuple[Any, ssl_mod.SSLContext | None, Callable[[], Awaitable[None]]]:
-    if address.kind == "unix":
-        return address.path, None, _nothing
-    if address.kind == "tcp":
-        return (address.host, address.port), None, _nothing
-    if address.kind == "invalid":
-        raise AddressError(address.error)
-    raise NotConnectedError(f"{address.kind} addresses need a transport (not configured)")
+# A disconnect that cannot finish (a peer that stopped reading, a stuck TLS flush) must not hang
+# the app's quit or the reconnect loop.
+DISCONNECT_TIMEOUT = 5.0
+
+
+async def _disconnect(client: QMPClient) -> BaseException | None:
+    """Disconnect within DISCONNECT_TIMEOUT; return the error the session ended with, if any."""
+    try:
+        await asyncio.wait_for(client.disconnect(), DISCONNECT_TIMEOUT)
+    except Exception as exc:
+        return exc
+    return None
 
 
 class Connection:
@@ -157,8 +164,10 @@ class Connection:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.audit = audit
-        self._opener = opener or _plain_opener
-        self._client_factory = client_factory or QMPClient
+        # The default refuses plaintext TCP to non-loopback hosts and opens ssh:// tunnels.
+        self._opener = opener or make_opener()
+        # Sends nothing extra on plain sockets; needed for QEMU 7.2's TLS monitor (qmp.md §9).
+        self._client_factory = client_factory or TLSNudgingQMPClient
         self._client: QMPClient | None = None
         self._cleanup: Callable[[], Awaitable[None]] = _nothing
         self._task: asyncio.Task[None] | None = None
@@ -193,8 +202,7 @@ class Connection:
         self._wake.set()
         client = self._client
         if client is not None:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            await _disconnect(client)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -237,8 +245,7 @@ class Connection:
             )
             raw_cmds = await asyncio.wait_for(client.execute("query-commands"), self.connect_timeout)
         except Exception as exc:  # every cause becomes one line in the connection's state
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            await _disconnect(client)
             if cleanup is not None:
                 with contextlib.suppress(Exception):
                     await cleanup()
@@ -255,8 +262,7 @@ class Connection:
         try:
             await self.refresh()
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            await _disconnect(client)
             self._client = None
             self._set_link(LinkState.FAILED, describe_error(exc))
             return False
@@ -292,10 +298,9 @@ class Connection:
         finally:
             pump.cancel()
             poller.cancel()
-            try:
-                await client.disconnect()
-            except Exception as exc:
-                error = error or describe_error(exc)
+            ended = await _disconnect(client)
+            if ended is not None:
+                error = error or describe_error(ended)
             with contextlib.suppress(Exception):
                 await self._cleanup()
             self._client = None
@@ -412,8 +417,7 @@ class Connection:
         return reply
 
     async def _drop(self, client: QMPClient) -> None:
-        with contextlib.suppress(Exception):
-            await client.disconnect()
+        await _disconnect(client)
 
     def note_job_node(self, job_id: str, node: str) -> None:
         self.store.update(self.name, lambda c: reducer.set_job_node(c, job_id, node))
