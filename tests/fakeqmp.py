@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,12 @@ class FakeQMP:
                 "qemu": {"major": version[0], "minor": version[1], "micro": version[2]},
                 "package": "fake",
             },
+            "query-commands": [
+                {"name": n}
+                for n in ("query-version", "query-commands", "query-named-block-nodes",
+                          "query-block", "query-jobs", "query-block-jobs",
+                          "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "transaction")
+            ],
             "query-named-block-nodes": [],
             "query-block": [],
             "query-jobs": [],
@@ -56,6 +62,10 @@ class FakeQMP:
         self.received: list[dict[str, Any]] = []
         # Commands whose reply is withheld forever (a hang in the middle of a session).
         self.hang_on: set[str] = set()
+        # Commands answered with these bytes instead of a reply (half a reply, a huge line, junk).
+        self.raw_on: dict[str, bytes] = {}
+        # Connections accepted so far (a reconnect makes it grow).
+        self.accepted = 0
         self._server: asyncio.base_events.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -84,9 +94,13 @@ class FakeQMP:
         return [m.get("execute", "") for m in self.received]
 
     async def send_raw(self, data: bytes) -> None:
-        for w in self._writers:
-            w.write(data)
-            await w.drain()
+        """Send bytes to every client connected now (a client that hangs up is skipped)."""
+        for w in list(self._writers):
+            if w.is_closing():
+                continue
+            with contextlib.suppress(ConnectionError):
+                w.write(data)
+                await w.drain()
 
     async def emit(self, event: str, data: dict[str, Any] | None = None) -> None:
         msg = {"event": event, "data": data or {}, "timestamp": {"seconds": 1, "microseconds": 0}}
@@ -94,6 +108,7 @@ class FakeQMP:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
+        self.accepted += 1
         try:
             if self.mode == "silent":
                 await reader.read()
@@ -110,14 +125,14 @@ class FakeQMP:
                 return
             writer.write(json.dumps(greeting(*self.version)).encode() + b"\r\n")
             await writer.drain()
-            while line := await reader.readline():
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
+            async for msg in _messages(reader):
                 self.received.append(msg)
                 cmd = msg.get("execute", "")
                 if cmd in self.hang_on:
+                    continue
+                if cmd in self.raw_on:
+                    writer.write(self.raw_on[cmd])
+                    await writer.drain()
                     continue
                 reply = self.replies.get(cmd, {"error": {"class": "CommandNotFound",
                                                           "desc": f"The command {cmd} has not been found"}})
@@ -136,6 +151,28 @@ class FakeQMP:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+async def _messages(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """JSON objects from a stream, like QEMU's parser: clients need not end them with a newline."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    while chunk := await reader.read(65536):
+        buf += chunk.decode(errors="replace")
+        while True:
+            buf = buf.lstrip()
+            if not buf:
+                break
+            try:
+                obj, end = decoder.raw_decode(buf)
+            except ValueError:
+                if buf[0] != "{":
+                    buf = buf[1:]  # junk: skip to the next object, as QEMU does
+                    continue
+                break  # an incomplete object: wait for more bytes
+            buf = buf[end:]
+            if isinstance(obj, dict):
+                yield obj
 
 
 def commands_reply(*names: str) -> list[dict[str, str]]:

@@ -250,6 +250,10 @@ class Recording:
         return target, ssl, cleanup
 
 
+def gone(path: str) -> bool:
+    return not os.path.exists(path)
+
+
 def ssh_pids(local_socket: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", local_socket], capture_output=True, text=True, check=False)
     return [int(p) for p in out.stdout.split()]
@@ -273,7 +277,7 @@ async def test_ssh_tunnel_connects_runs_commands_and_cleans_up(sandbox, sshd) ->
         assert ssh_pids(local)
     finally:
         await conn.stop()
-    assert not os.path.exists(os.path.dirname(local))
+    assert gone(os.path.dirname(local))
     await wait_for(lambda: not ssh_pids(local), what="ssh to exit")
 
 
@@ -319,7 +323,7 @@ async def test_ssh_tunnel_killed_reconnects(sandbox, sshd) -> None:
         assert one_line(store.connection("vm0").error).startswith("connection lost")
         await wait_for(lambda: store.connection("vm0").state is LinkState.CONNECTED, 40, "reconnect")
         assert len(opener.targets) >= 2 and opener.targets[0] != opener.targets[-1]
-        assert not os.path.exists(os.path.dirname(opener.targets[0]))
+        assert gone(os.path.dirname(opener.targets[0]))
     finally:
         await conn.stop()
 

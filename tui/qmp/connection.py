@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, Runstate
+from qemu.qmp.error import ProtocolError
+from qemu.qmp.message import DeserializationError, UnexpectedTypeError
 from qemu.qmp.protocol import ConnectError as QMPConnectError
-from qemu.qmp.qmp_client import GreetingError, NegotiationError
+from qemu.qmp.qmp_client import GreetingError, NegotiationError, ServerParseError
 
 from tui.audit import AuditLog
 from tui.errors import (
@@ -88,9 +90,19 @@ def describe_error(exc: BaseException) -> str:
         inner = exc.exc
         if isinstance(inner, (GreetingError, NegotiationError)):
             return f"not a QMP server ({describe_error(inner.exc)})"
+        if isinstance(inner, (ProtocolError, UnicodeDecodeError)):
+            return f"not a QMP server ({describe_error(inner)})"
         return describe_error(inner)
     if isinstance(exc, (GreetingError, NegotiationError)):
         return f"not a QMP server ({describe_error(exc.exc)})"
+    if isinstance(exc, (DeserializationError, UnicodeDecodeError)):
+        return "the server sent something that is not JSON"
+    if isinstance(exc, UnexpectedTypeError):
+        return "the server sent JSON that is not a QMP message"
+    if isinstance(exc, (KeyError, TypeError)):  # a JSON object without QMP's greeting fields
+        return "the server sent JSON that is not a QMP greeting"
+    if isinstance(exc, ServerParseError):
+        return "QEMU could not parse what was sent (protocol out of step)"
     if isinstance(exc, FileNotFoundError):
         return f"no such socket: {exc.filename}" if exc.filename else "no such socket"
     if isinstance(exc, ConnectionRefusedError):
@@ -262,9 +274,11 @@ class Connection:
         try:
             await self.refresh()
         except Exception as exc:
-            await _disconnect(client)
+            ended = await _disconnect(client)
             self._client = None
-            self._set_link(LinkState.FAILED, describe_error(exc))
+            # A reply cut short by the session ending: the session's own error is the cause.
+            cause = ended if ended is not None and isinstance(exc, ConnectionLostError) else exc
+            self._set_link(LinkState.FAILED, describe_error(cause))
             return False
         return True
 
@@ -287,25 +301,29 @@ class Connection:
         assert client is not None
         pump = asyncio.create_task(self._pump(client), name=f"qmp-pump:{self.name}")
         poller = asyncio.create_task(self._poll_loop(), name=f"qmp-poll:{self.name}")
-        error: str | None = None
+        cause: BaseException | None = None
         try:
-            while client.runstate == Runstate.RUNNING and not poller.done():
+            # The pump is watched too: if it died, events would pile up unread in qemu.qmp's queue.
+            while client.runstate == Runstate.RUNNING and not poller.done() and not pump.done():
                 waiter = asyncio.create_task(client.runstate_changed())
-                await asyncio.wait({waiter, poller}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiter, poller, pump}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
-            if poller.done() and not poller.cancelled() and poller.exception() is not None:
-                error = describe_error(poller.exception())  # type: ignore[arg-type]
+            for task in (poller, pump):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    cause = cause or task.exception()
         finally:
             pump.cancel()
             poller.cancel()
             ended = await _disconnect(client)
-            if ended is not None:
-                error = error or describe_error(ended)
+            # A query cut short by the session ending says less than the session's own error.
+            if ended is not None and (cause is None or isinstance(cause, ConnectionLostError)):
+                cause = ended
             with contextlib.suppress(Exception):
                 await self._cleanup()
             self._client = None
         if not self._stopping:
-            self._set_link(LinkState.DISCONNECTED, f"connection lost: {error or 'QEMU went away'}")
+            error = describe_error(cause) if cause is not None else "QEMU went away"
+            self._set_link(LinkState.DISCONNECTED, f"connection lost: {error}")
 
     async def _pump(self, client: QMPClient) -> None:
         """The only consumer of the client's event queue (it is unbounded)."""
