@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,10 @@ class FakeQMP:
             },
             "query-commands": [
                 {"name": n}
-                for n in ("query-version", "query-commands", "query-named-block-nodes",
-                          "query-block", "query-jobs", "query-block-jobs",
-                          "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "transaction")
+                for n in ("qmp_capabilities", "query-version", "query-commands",
+                          "query-named-block-nodes", "query-block", "query-jobs",
+                          "query-block-jobs", "transaction", "block-dirty-bitmap-add",
+                          "block-dirty-bitmap-merge")
             ],
             "query-named-block-nodes": [],
             "query-block": [],
@@ -106,6 +107,25 @@ class FakeQMP:
         msg = {"event": event, "data": data or {}, "timestamp": {"seconds": 1, "microseconds": 0}}
         await self.send_raw(json.dumps(msg).encode() + b"\r\n")
 
+    @staticmethod
+    async def _messages(reader: asyncio.StreamReader) -> Any:
+        """QMP clients send JSON objects back to back, not necessarily one per line."""
+        decoder = json.JSONDecoder()
+        buf = ""
+        while chunk := await reader.read(65536):
+            buf += chunk.decode(errors="replace")
+            while True:
+                buf = buf.lstrip()
+                if not buf:
+                    break
+                try:
+                    msg, end = decoder.raw_decode(buf)
+                except ValueError:
+                    break
+                buf = buf[end:]
+                if isinstance(msg, dict):
+                    yield msg
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         self.accepted += 1
@@ -125,7 +145,7 @@ class FakeQMP:
                 return
             writer.write(json.dumps(greeting(*self.version)).encode() + b"\r\n")
             await writer.drain()
-            async for msg in _messages(reader):
+            async for msg in self._messages(reader):
                 self.received.append(msg)
                 cmd = msg.get("execute", "")
                 if cmd in self.hang_on:
@@ -151,28 +171,6 @@ class FakeQMP:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
-
-
-async def _messages(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
-    """JSON objects from a stream, like QEMU's parser: clients need not end them with a newline."""
-    decoder = json.JSONDecoder()
-    buf = ""
-    while chunk := await reader.read(65536):
-        buf += chunk.decode(errors="replace")
-        while True:
-            buf = buf.lstrip()
-            if not buf:
-                break
-            try:
-                obj, end = decoder.raw_decode(buf)
-            except ValueError:
-                if buf[0] != "{":
-                    buf = buf[1:]  # junk: skip to the next object, as QEMU does
-                    continue
-                break  # an incomplete object: wait for more bytes
-            buf = buf[end:]
-            if isinstance(obj, dict):
-                yield obj
 
 
 def commands_reply(*names: str) -> list[dict[str, str]]:

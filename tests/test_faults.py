@@ -80,8 +80,8 @@ async def fleets():
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        ("garbage", "not a QMP server (the server sent something that is not JSON)"),
-        ("http", "not a QMP server (the server sent something that is not JSON)"),
+        ("garbage", "not a QMP server (it sent bytes that are not QMP JSON)"),
+        ("http", "not a QMP server (it sent something that is not a QMP greeting)"),
         ("silent", "timed out: the server did not answer"),
     ],
 )

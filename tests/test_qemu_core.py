@@ -78,3 +78,10 @@ async def test_killed_qemu_disconnects_and_restart_reconnects(sandbox, fleet_for
     await sandbox.start()
     await wait_for(lambda: connected(fleet), what="reconnect")
     await wait_for(lambda: "disk0" in fleet.store.connection("vm0").nodes, what="resync")
+
+
+async def test_blkdebug_drive_shows_its_image_path(make_sandbox, fleet_for):
+    sb = await make_sandbox(drives=2, failing=[1])
+    fleet = await fleet_for(sb)
+    d1 = fleet.store.connection("vm0").nodes["disk1"]
+    assert d1.file == str(sb.image(1)) and d1.device == "drive1"

@@ -137,8 +137,16 @@ class Sandbox:
             await asyncio.sleep(0.01)
         else:
             raise SandboxError("QEMU did not create its QMP socket within 5 s")
-        self._ctl = QMPClient("sandbox-control")
-        await self._ctl.connect(str(self.control_socket))
+        # The socket file appears at bind(), a moment before listen(): retry a refused connect.
+        for attempt in range(100):
+            self._ctl = QMPClient("sandbox-control")
+            try:
+                await self._ctl.connect(str(self.control_socket))
+                break
+            except Exception:
+                if attempt == 99 or self.proc.poll() is not None:
+                    raise
+                await asyncio.sleep(0.02)
         return self
 
     async def __aenter__(self) -> Sandbox:

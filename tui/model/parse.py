@@ -10,6 +10,7 @@ Reply shapes (reference qmp.md §2):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -79,6 +80,19 @@ def parse_version(raw: Any) -> QemuVersion | None:
     )
 
 
+_JSON_FILENAME = re.compile(r'"(?:[\w.-]*\.)?filename":\s*"((?:[^"\\]|\\.)*)"')
+
+
+def clean_file(file: str) -> str:
+    """QEMU names a node with filter drivers (e.g. blkdebug) ``json:{...}``; show the image path
+    inside it instead."""
+    if file.startswith("json:"):
+        m = _JSON_FILENAME.search(file)
+        if m:
+            return m.group(1)
+    return file
+
+
 def _visible(entry: Mapping[str, Any]) -> bool:
     """Hide QEMU's implicit nodes ('#block123' protocol and filter nodes) unless they carry a
     named bitmap, which an operator must be able to see and remove."""
@@ -107,7 +121,7 @@ def parse_nodes(named_nodes: Any, block_info: Any) -> dict[str, Node]:
             continue
         image = e.get("image") if isinstance(e.get("image"), Mapping) else {}
         drv = _str(e.get("drv")) or ""
-        file = _str(e.get("file")) or ""
+        file = clean_file(_str(e.get("file")) or "")
         nodes[name] = Node(
             node_name=name,
             driver=drv,
@@ -127,14 +141,14 @@ def parse_nodes(named_nodes: Any, block_info: Any) -> dict[str, Node]:
         root = _str(inserted.get("node-name"))
         target = root if root in nodes and nodes[root].driver not in FILTER_DRIVERS else None
         if target is None:
-            target = by_file.get(_str(inserted.get("file")) or "")
+            target = by_file.get(clean_file(_str(inserted.get("file")) or ""))
         if target is None and root and root not in nodes:
             # QEMU < 2.0 or a node list we could not read: build the node from query-block.
             image = inserted.get("image") if isinstance(inserted.get("image"), Mapping) else {}
             nodes[root] = Node(
                 node_name=root,
                 driver=_str(inserted.get("drv")) or "",
-                file=_str(inserted.get("file")) or "",
+                file=clean_file(_str(inserted.get("file")) or ""),
                 size=_int(image.get("virtual-size") if image else None),
                 read_only=bool(inserted.get("ro")),
             )

@@ -64,9 +64,14 @@ def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionM
     if jid is None:
         return conn
     job = conn.jobs.get(jid)
+    if job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "null":
+        # The last word of a job the operator already dismissed from view: do not resurrect it.
+        return conn
     if job is None:
-        jtype = data.get("type")
-        job = Job(id=jid, type=jtype if isinstance(jtype, str) else "?", status="running")
+        job = Job(id=jid, type="?", status="running")
+    jtype = data.get("type")
+    if job.type == "?" and isinstance(jtype, str) and jtype:
+        job = replace(job, type=jtype)
     if name == "JOB_STATUS_CHANGE":
         status = data.get("status")
         if not isinstance(status, str):

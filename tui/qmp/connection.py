@@ -84,23 +84,30 @@ def guard_command(command: str, args: dict[str, Any] | None) -> None:
                     )
 
 
+def _not_qmp(inner: BaseException | None) -> str:
+    if isinstance(inner, EOFError):
+        return "not a QMP server (it closed the connection without a QMP greeting)"
+    if isinstance(inner, (TimeoutError, asyncio.TimeoutError)):
+        return "timed out: no QMP greeting"
+    return "not a QMP server (it sent something that is not a QMP greeting)"
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for the operator from any connect-time exception."""
     if isinstance(exc, QMPConnectError):
         inner = exc.exc
         if isinstance(inner, (GreetingError, NegotiationError)):
-            return f"not a QMP server ({describe_error(inner.exc)})"
+            return _not_qmp(inner.exc)
         if isinstance(inner, (ProtocolError, UnicodeDecodeError)):
-            return f"not a QMP server ({describe_error(inner)})"
+            return "not a QMP server (it sent bytes that are not QMP JSON)"
         return describe_error(inner)
     if isinstance(exc, (GreetingError, NegotiationError)):
-        return f"not a QMP server ({describe_error(exc.exc)})"
+        return _not_qmp(exc.exc)
+    # Mid-session protocol errors (the session is dropped and made again).
     if isinstance(exc, (DeserializationError, UnicodeDecodeError)):
         return "the server sent something that is not JSON"
     if isinstance(exc, UnexpectedTypeError):
         return "the server sent JSON that is not a QMP message"
-    if isinstance(exc, (KeyError, TypeError)):  # a JSON object without QMP's greeting fields
-        return "the server sent JSON that is not a QMP greeting"
     if isinstance(exc, ServerParseError):
         return "QEMU could not parse what was sent (protocol out of step)"
     if isinstance(exc, FileNotFoundError):
@@ -366,7 +373,11 @@ class Connection:
                 await self.refresh_jobs()
 
     async def refresh_nodes(self) -> None:
-        named = await self._query("query-named-block-nodes")
+        cmds = self.model.commands
+        # query-named-block-nodes is 2.0+; before that query-block is all there is.
+        named = await self._query("query-named-block-nodes") if (
+            not cmds or "query-named-block-nodes" in cmds
+        ) else None
         blocks = await self._query("query-block")
         nodes = parse_nodes(named, blocks)
         self.store.update(self.name, lambda c: reducer.apply_nodes(c, nodes))

@@ -1,0 +1,34 @@
+"""Snapshots of the dashboard at 80x24 and 120x40 from a deterministic fake state."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fake_state import build_store
+from tui.app import BitmapTuiApp
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def make_app() -> BitmapTuiApp:
+    # A frozen clock: rates and ETAs come out the same on every run.
+    return BitmapTuiApp(store=build_store(), clock=lambda: 1000.0)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_dashboard_snapshot(snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size)
+
+
+def test_dashboard_snapshot_read_only_help(snap_compare):
+    app = BitmapTuiApp(store=build_store(), read_only=True, clock=lambda: 1000.0)
+    assert snap_compare(app, press=["question_mark"], terminal_size=(80, 24))

@@ -1,0 +1,62 @@
+"""Refresh policy: jobs are polled only while jobs exist; bitmaps on job events and a slow timer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import wait_for
+
+RUNNING = [{"id": "j0", "type": "backup", "status": "running", "current-progress": 1,
+            "total-progress": 10}]
+
+
+async def test_idle_connection_does_not_poll_jobs(fake_qmp, fleet_for):
+    srv = await fake_qmp()
+    fleet = await fleet_for(srv.address, refresh_interval=0.1, job_poll_interval=0.02)
+    await wait_for(lambda: srv.commands.count("query-named-block-nodes") >= 4, what="slow timer")
+    # only the initial read: no job exists, so nothing polls query-jobs
+    assert srv.commands.count("query-jobs") == 1
+    assert fleet.store.connection("vm0").jobs == {}
+
+
+async def test_jobs_polled_while_they_exist_then_stop(fake_qmp, fleet_for):
+    srv = await fake_qmp(replies={"query-jobs": RUNNING})
+    fleet = await fleet_for(srv.address, refresh_interval=30, job_poll_interval=0.02)
+    await wait_for(lambda: srv.commands.count("query-jobs") >= 5, what="job polling")
+    srv.replies["query-jobs"] = []
+    await srv.emit("BLOCK_JOB_COMPLETED", {"device": "j0", "type": "backup", "len": 10, "offset": 10})
+    await wait_for(lambda: fleet.store.connection("vm0").jobs["j0"].finished, what="job end")
+    settled = srv.commands.count("query-jobs")
+    await asyncio.sleep(0.3)  # fifteen poll intervals: none may happen now
+    assert srv.commands.count("query-jobs") <= settled + 1
+
+
+async def test_job_event_triggers_bitmap_refresh(fake_qmp, fleet_for):
+    srv = await fake_qmp()
+    await fleet_for(srv.address, refresh_interval=30)
+    before = srv.commands.count("query-named-block-nodes")
+    await srv.emit("JOB_STATUS_CHANGE", {"id": "j9", "status": "concluded"})
+    await wait_for(lambda: srv.commands.count("query-named-block-nodes") > before, what="refresh")
+
+
+async def test_old_qemu_2_6_end_to_end(fake_qmp, fleet_for):
+    """A 2.6 QEMU: no query-jobs, bitmaps only in query-block's top level with `status`."""
+    from tests.test_parse_generations import Q26_BLOCK, Q26_NAMED
+    from tui.model.state import BitmapState
+
+    srv = await fake_qmp(version=(2, 6, 0), replies={
+        "query-commands": [{"name": n} for n in (
+            "query-version", "query-commands", "query-named-block-nodes", "query-block",
+            "query-block-jobs", "block-dirty-bitmap-add")],
+        "query-named-block-nodes": Q26_NAMED,
+        "query-block": Q26_BLOCK,
+        "query-block-jobs": [{"device": "drive0", "type": "backup", "len": 100, "offset": 10,
+                              "busy": True, "paused": False, "speed": 0, "io-status": "ok"}],
+    })
+    fleet = await fleet_for(srv.address, job_poll_interval=0.02)
+    conn = fleet.store.connection("vm0")
+    assert str(conn.version) == "2.6.0"
+    assert conn.nodes["disk0"].bitmap("bm-frz").state is BitmapState.FROZEN
+    assert conn.jobs["drive0"].progress == 0.1
+    await wait_for(lambda: srv.commands.count("query-block-jobs") >= 3, what="old-style job polling")
+    assert "query-jobs" not in srv.commands

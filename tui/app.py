@@ -1,0 +1,215 @@
+"""The Textual application: setup only. Screens live in ``tui/screens``, widgets in ``tui/widgets``.
+
+``run_app(args)`` (called by ``tui/cli.py``) builds a Fleet from ``--connect`` or the config,
+or starts a local demo QEMU when nothing is given, and opens the dashboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from tui.model.store import Store
+from tui.palette import ContextCommands
+from tui.screens.actions import MUTATING
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.help import HelpScreen
+from tui.theme_vars import resolve_defaults
+from tui.themes import DEFAULT_THEME, ThemeSet, load_themes, register_themes
+
+
+class BitmapTuiApp(App[int]):
+    """bitmap-tui. Give it a started or unstarted ``fleet`` (or just a ``store`` to only show)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "bitmap-tui"
+    COMMANDS = App.COMMANDS | {ContextCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+    ]
+
+    def __init__(self, *, fleet: Any = None, store: Store | None = None, read_only: bool = False,
+                 clock: Callable[[], float] = time.monotonic, theme_name: str | None = None,
+                 themes: ThemeSet | None = None, keymap: dict[str, str] | None = None,
+                 demo: Any = None) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.store: Store = store or (fleet.store if fleet is not None else Store())
+        self.read_only = read_only or bool(getattr(fleet, "read_only", False))
+        self.clock = clock
+        self.theme_name = theme_name
+        # The demo sandbox when running `bitmap-tui demo` (its palette commands look for it).
+        self.demo = demo
+        # Our themes (built-in and the user's) join Textual's, so the palette's theme switcher
+        # offers them; chosen here, before the stylesheet is first parsed.
+        self.themes = themes if themes is not None else load_themes()
+        register_themes(self, self.themes)
+        if (theme_name or DEFAULT_THEME) in self.available_themes:
+            self.theme = theme_name or DEFAULT_THEME
+        if keymap:
+            self.set_keymap(keymap)
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # $bitmap-frozen and friends default to the current theme's colours; themes may override.
+        return resolve_defaults(self.current_theme.to_color_system().generate())
+
+    def get_default_screen(self) -> Screen[Any]:
+        return DashboardScreen(self.store, fleet=self.fleet, read_only=self.read_only,
+                               clock=self.clock)
+
+    def on_mount(self) -> None:
+        if self.theme_name and self.theme_name not in self.available_themes:
+            self.notify(f"unknown theme '{self.theme_name}'", severity="error")
+        for problem in self.themes.problems:  # each broken user theme, once
+            self.notify(problem, severity="warning", timeout=10)
+        if self.fleet is not None:
+            self.fleet.start()
+
+    @property
+    def dashboard(self) -> DashboardScreen:
+        """The dashboard (the default screen), even while dialogs are open above it."""
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen):
+                return screen
+        raise LookupError("no dashboard screen")
+
+    @property
+    def rendered_generation(self) -> int:
+        """Store generation last drawn by the dashboard (for the latency benchmark)."""
+        return self.dashboard.rendered_generation
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.key_help()))
+
+    def key_help(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Key bindings by area, as remapped by the keymap, without mutating ones if read-only."""
+        from tui.widgets.jobs import JobsTable
+        from tui.widgets.nodes import NodesTable
+
+        keymap: dict[str, str] = dict(getattr(self, "_keymap", {}) or {})
+
+        def rows(bindings: Iterable[Binding | Any]) -> list[tuple[str, str]]:
+            out = []
+            for b in bindings:
+                if not isinstance(b, Binding):
+                    continue
+                if self.read_only and b.action.removeprefix("screen.") in MUTATING:
+                    continue
+                key = keymap.get(b.id or "", b.key)
+                label = ", ".join(self.get_key_display(Binding(k.strip(), b.action))
+                                  for k in key.split(","))
+                out.append((label, b.description or b.action))
+            return out
+
+        return [
+            ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
+            ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
+            ("Dashboard", rows(DashboardScreen.BINDINGS)
+             + [("tab", "next table"), ("ctrl+p", "command palette")]),
+            ("Everywhere", rows(self.BINDINGS)),
+        ]
+
+
+def known_binding_ids() -> set[str]:
+    """Every binding id of the app's screens and widgets (and Textual's), for checking a keymap."""
+    import importlib
+    import pkgutil
+
+    from textual.dom import DOMNode
+
+    import tui.screens
+    import tui.widgets
+
+    for pkg in (tui.screens, tui.widgets):
+        for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
+            importlib.import_module(mod.name)
+    ids: set[str] = set()
+    todo: list[type] = [DOMNode]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        for b in cls.__dict__.get("BINDINGS", []):
+            if isinstance(b, Binding) and b.id:
+                ids.add(b.id)
+    return ids
+
+
+async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, themes: ThemeSet,
+                 theme: str) -> int:
+    from tui.audit import AuditLog
+    from tui.qmp.address import parse_address
+    from tui.qmp.fleet import Endpoint, Fleet
+
+    async with contextlib.AsyncExitStack() as stack:
+        demo = None
+        if not endpoints or getattr(args, "demo", False):
+            # No connection given: open on the demo sandbox, removed again on the way out.
+            from tui.demo import Demo, palette_commands
+            from tui.palette import register_commands
+
+            demo = Demo()
+            stack.push_async_callback(demo.close)
+            await demo.start()
+            register_commands(palette_commands)
+            endpoints = [Endpoint("demo", parse_address(demo.address))]
+        # The demo's audit log lives (and goes) with its scratch directory.
+        audit = AuditLog(demo.sandbox.path("audit.jsonl") if demo else cfg.audit_path())
+        stack.callback(audit.close)
+        timeout = float(getattr(args, "timeout", 5.0))
+        fleet = Fleet(
+            read_only=bool(getattr(args, "read_only", False)) or cfg.defaults.read_only,
+            refresh_interval=cfg.defaults.refresh_interval,
+            # --timeout has a default of 5 s: the config's value wins unless one was typed.
+            connect_timeout=cfg.defaults.connect_timeout if timeout == 5.0 else timeout,
+            audit=audit,
+        )
+        for ep in endpoints:
+            fleet.add(ep)
+        stack.push_async_callback(fleet.stop)
+        app = BitmapTuiApp(fleet=fleet, theme_name=theme, themes=themes, keymap=cfg.keymap,
+                           demo=demo)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                # A plain `kill` or a closed terminal must also stop the demo QEMU: leave
+                # through the cleanup path.
+                loop.add_signal_handler(sig, app.exit)
+        await app.run_async()
+        return app.return_code or 0
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Open the dashboard on ``--connect`` endpoints, the config's, or a local demo QEMU.
+
+    The config, the theme and the keymap are all checked before anything starts: a problem is
+    one ConfigError line, never a half-configured app.
+    """
+    from tui.cli import resolve_endpoints
+    from tui.config import load_config
+    from tui.sandbox import SandboxError
+
+    cfg = load_config(getattr(args, "config", None))
+    endpoints = [] if getattr(args, "demo", False) else resolve_endpoints(args)
+    themes = load_themes()
+    theme = getattr(args, "theme", None) or cfg.defaults.theme
+    themes.get(theme)  # an unknown name: ConfigError listing the available ones
+    cfg.check_keymap(known_binding_ids())
+    try:
+        return asyncio.run(_serve(args, endpoints, cfg, themes, theme))
+    except SandboxError as exc:
+        print(f"bitmap-tui: cannot start the demo QEMU: {exc}", file=sys.stderr)
+        return 2

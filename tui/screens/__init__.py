@@ -1,0 +1,1 @@
+"""One screen per module: the dashboard, dialogs, help. Other screens push themselves from here."""

@@ -1,0 +1,180 @@
+"""Dialogs that compose bitmap requests: add (name, granularity, persistent, disabled) and merge
+(sources from any node of the connection). They validate live with the same checks the
+operation runs, and show the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
+
+from tui.format import human_bytes
+from tui.model.state import ConnectionModel, Node
+from tui.ops import bitmaps as ops
+from tui.ops.bitmaps import BitmapRef
+
+CUSTOM = -1
+
+
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    name: str
+    granularity: int | None
+    persistent: bool
+    disabled: bool
+
+
+class AddBitmapDialog(ModalScreen[AddRequest | None]):
+    """New bitmap on one node."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(classes="dialog")
+        self.node = node
+
+    def compose(self) -> ComposeResult:
+        presets: list[tuple[str, int]] = [("default (cluster size)", 0)]
+        presets += [(human_bytes(g), g) for g in ops.GRANULARITY_PRESETS]
+        presets.append(("typed below", CUSTOM))
+        with Vertical(id="dialog-box") as box:
+            box.border_title = f"New bitmap on {self.node.node_name}"
+            yield Label("Name")
+            yield Input(id="name", placeholder="e.g. bitmap0", compact=True)
+            yield Label("Granularity")
+            yield Select(presets, value=0, allow_blank=False, id="preset", compact=True)
+            yield Input(id="granularity", placeholder="typed: 64K, 1M, 65536", compact=True)
+            yield Checkbox("persistent (stored in the qcow2 image)", id="persistent", compact=True)
+            yield Checkbox("disabled (not recording)", id="disabled", compact=True)
+            yield Static("", id="reason", classes="reason")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Add", id="ok", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+
+    def request(self) -> tuple[AddRequest | None, str | None, str | None]:
+        """(request, refusal, warning) from the current fields."""
+        name = self.query_one("#name", Input).value.strip()
+        preset = self.query_one("#preset", Select).value
+        typed = self.query_one("#granularity", Input).value.strip()
+        granularity: int | None = None
+        if typed:
+            try:
+                granularity = ops.parse_granularity(typed)
+            except ValueError as exc:
+                return None, str(exc), None
+        elif isinstance(preset, int) and preset > 0:
+            granularity = preset
+        elif preset == CUSTOM:
+            return None, "type a granularity (e.g. 64K)", None
+        persistent = self.query_one("#persistent", Checkbox).value
+        disabled = self.query_one("#disabled", Checkbox).value
+        check = ops.check_add(self.node, name, granularity, persistent)
+        if not check.ok:
+            return None, check.refusal, None
+        return AddRequest(name, granularity, persistent, disabled), None, check.warning
+
+    def _validate(self) -> None:
+        _, refusal, warning = self.request()
+        name = self.query_one("#name", Input).value.strip()
+        # An empty name at the start is not worth a red line; it is refused on submit.
+        text = (refusal if name or refusal != "the bitmap name cannot be empty" else "") or warning or ""
+        reason = self.query_one("#reason", Static)
+        reason.update(text)
+        reason.set_class(bool(refusal and text), "-refusal")
+        reason.set_class(bool(warning and not refusal), "-warning")
+
+    def on_input_changed(self) -> None:
+        self._validate()
+
+    def on_checkbox_changed(self) -> None:
+        self._validate()
+
+    def on_select_changed(self) -> None:
+        self._validate()
+
+    def _submit(self) -> None:
+        req, refusal, _ = self.request()
+        if req is None:
+            reason = self.query_one("#reason", Static)
+            reason.update(refusal or "")
+            reason.set_class(True, "-refusal")
+            return
+        self.dismiss(req)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class MergeDialog(ModalScreen[list[BitmapRef] | None]):
+    """Pick the source bitmaps (from any node of this connection) to merge into the target."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, conn: ConnectionModel, target: BitmapRef) -> None:
+        super().__init__(classes="dialog")
+        self.conn = conn
+        self.target = target
+
+    def compose(self) -> ComposeResult:
+        choices: list[tuple[str, str]] = []
+        for node in self.conn.nodes.values():
+            for bm in node.named_bitmaps:
+                ref = BitmapRef(node.node_name, bm.name or "")
+                if ref == self.target:
+                    continue
+                choices.append((f"{ref}  ({bm.state.value}, {human_bytes(bm.count)})", str(ref)))
+        with Vertical(id="dialog-box") as box:
+            box.border_title = f"Merge into {self.target.name} on {self.target.node}"
+            yield Label("Sources (space to pick, any node):")
+            yield SelectionList[str](*choices, id="sources", compact=True)
+            yield Static("", id="reason", classes="reason")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Merge…", id="ok", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#sources", SelectionList).focus()
+
+    def chosen(self) -> list[BitmapRef]:
+        picked = self.query_one("#sources", SelectionList).selected
+        out = []
+        for text in picked:
+            node, _, name = str(text).partition("/")
+            out.append(BitmapRef(node, name))
+        return out
+
+    def _submit(self) -> None:
+        sources = self.chosen()
+        check = ops.check_merge(self.conn, self.target, sources)
+        if not check.ok:
+            reason = self.query_one("#reason", Static)
+            reason.update(check.refusal or "")
+            reason.set_class(True, "-refusal")
+            return
+        self.dismiss(sources)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,94 @@
+"""Small modal dialogs: confirmation (destructive actions) and a job's speed."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from tui.ops.jobs import parse_speed
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Asks before a destructive action; names what is affected. Cancel has the focus, so a
+    stray Enter never confirms: it takes ``y`` or choosing the confirm button."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+        Binding("n", "cancel", "No", show=False, id="dialog.no"),
+        Binding("y", "confirm", "Yes", id="dialog.yes"),
+    ]
+
+    def __init__(self, title: str, question: str, confirm_label: str) -> None:
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.question = question
+        self.confirm_label = confirm_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box") as box:
+            box.border_title = self.title_text
+            yield Static(self.question, id="question")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+
+class SpeedDialog(ModalScreen[int | None]):
+    """A new speed limit for a job (0 = unlimited)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, job_id: str, current: int) -> None:
+        super().__init__(classes="dialog")
+        self.job_id = job_id
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box") as box:
+            box.border_title = f"Speed of job {self.job_id}"
+            yield Label("Bytes per second (0 = unlimited; 512K, 10M, ...):")
+            yield Input(str(self.current), id="speed", compact=True)
+            yield Static("", id="reason", classes="reason")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Set", id="ok", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#speed", Input).focus()
+
+    def _submit(self) -> None:
+        text = self.query_one("#speed", Input).value
+        try:
+            speed = parse_speed(text)
+        except ValueError as exc:
+            self.query_one("#reason", Static).update(str(exc))
+            return
+        self.dismiss(speed)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,1 @@
+"""Reusable widgets of the console (tables updated by diff, the event log)."""

@@ -1,0 +1,42 @@
+"""The fleet: one row per connection with its state word, QEMU version and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+
+from tui.model.state import ConnectionModel, FleetState
+from tui.widgets.difftable import DiffTable
+from tui.widgets.styled import STATE_CLASSES, styled
+
+
+class ConnectionsTable(DiffTable):
+    """Connections table; the highlighted row chooses which connection the other tables show."""
+
+    COMPONENT_CLASSES = STATE_CLASSES
+
+    def on_mount(self) -> None:
+        self.border_title = "Connections"
+        for key, label, width in (
+            ("name", "Name", 12), ("state", "State", 12), ("qemu", "QEMU", 7),
+            ("nodes", "Nodes", 5), ("bitmaps", "Bitmaps", 7), ("jobs", "Jobs", 4),
+            ("error", "Last error", None),
+        ):
+            self.add_column(label, key=key, width=width)
+
+    def row_for(self, conn: ConnectionModel) -> tuple[Any, ...]:
+        state = styled(self, conn.state.value, f"link--{conn.state.value}")
+        error = styled(self, conn.error, "text--error") if conn.error else Text("")
+        return (
+            conn.name,
+            state,
+            str(conn.version) if conn.version else "-",
+            str(len(conn.nodes)),
+            str(conn.bitmap_count()),
+            str(len(conn.active_jobs)),
+            error,
+        )
+
+    def show(self, fleet: FleetState) -> int:
+        return self.sync_rows([(c.name, self.row_for(c)) for c in fleet.connections.values()])

@@ -1,0 +1,171 @@
+"""Block jobs: status word, a progress bar, measured rate, ETA and error.
+
+Finished jobs stay (marked by their result) until the operator dismisses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+
+from tui.format import human_duration, human_rate
+from tui.model.state import ConnectionModel, Job, JobResult
+from tui.widgets.difftable import DiffTable, Row
+from tui.widgets.styled import STATE_CLASSES, styled
+
+SEP = "\x1f"
+BAR_WIDTH = 8
+
+
+@dataclass(slots=True)
+class _Sample:
+    time: float
+    current: int
+    rate: float | None = None
+
+
+def job_word(job: Job) -> tuple[str, str]:
+    """(word, component class): the result wins over QEMU's status once a job has ended."""
+    if job.result is JobResult.FAILED:
+        return "failed", "job--failed"
+    if job.result is JobResult.CANCELLED:
+        return "cancelled", "job--cancelled"
+    if job.result is JobResult.LOST:
+        return "lost", "job--lost"
+    if job.result is JobResult.COMPLETED:
+        return "completed", "job--completed"
+    if job.paused or job.status == "paused":
+        return "paused", "job--paused"
+    if job.status in ("pending", "waiting", "ready", "standby", "created"):
+        return job.status, "job--waiting"
+    if job.status in ("concluded", "null"):
+        return job.status, "job--completed"
+    return job.status, "job--running"
+
+
+def job_key(conn: str, job_id: str) -> str:
+    return f"{conn}{SEP}{job_id}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    conn, _, jid = key.partition(SEP)
+    return conn, jid
+
+
+class JobsTable(DiffTable):
+    """Jobs of the shown connections; rate and ETA are measured from successive polls."""
+
+    COMPONENT_CLASSES = STATE_CLASSES
+    BINDINGS = [
+        Binding("p", "job_pause", "Pause", id="job.pause"),
+        Binding("u", "job_resume", "Resume", id="job.resume"),
+        Binding("c", "job_cancel", "Cancel…", id="job.cancel"),
+        Binding("s", "job_speed", "Speed", id="job.speed"),
+        Binding("F", "job_finalize", "Finalize", id="job.finalize"),
+        Binding("D", "job_dismiss", "Dismiss", id="job.dismiss"),
+    ]
+
+    # The actions run on the dashboard screen (shared with the palette). They are bound here so
+    # that hiding them in read-only mode asks this widget, whatever screen is on top.
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action.startswith("job_") and getattr(self.app, "read_only", False):
+            return False
+        return True
+
+    def action_job_pause(self) -> None:
+        self.screen.action_job_pause()  # type: ignore[attr-defined]
+
+    def action_job_resume(self) -> None:
+        self.screen.action_job_resume()  # type: ignore[attr-defined]
+
+    def action_job_cancel(self) -> None:
+        self.screen.action_job_cancel()  # type: ignore[attr-defined]
+
+    def action_job_speed(self) -> None:
+        self.screen.action_job_speed()  # type: ignore[attr-defined]
+
+    def action_job_finalize(self) -> None:
+        self.screen.action_job_finalize()  # type: ignore[attr-defined]
+
+    def action_job_dismiss(self) -> None:
+        self.screen.action_job_dismiss()  # type: ignore[attr-defined]
+
+    def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+        self._samples: dict[str, _Sample] = {}
+        self.text_filter = ""
+
+    def on_mount(self) -> None:
+        self.border_title = "Jobs"
+        for key, label, width in (
+            ("id", "Job", 10), ("type", "Type", 7), ("status", "Status", 9),
+            ("progress", "Progress", 13), ("rate", "Rate", 10), ("eta", "ETA", 5),
+            ("error", "Error", None), ("node", "Node", 10),
+        ):
+            self.add_column(label, key=key, width=width)
+
+    @property
+    def selection(self) -> tuple[str, str] | None:
+        key = self.selected_key
+        return split_key(key) if key else None
+
+    def _rate(self, key: str, job: Job) -> float | None:
+        now = self.clock()
+        sample = self._samples.get(key)
+        if sample is None or job.current < sample.current:
+            self._samples[key] = _Sample(now, job.current)
+            return None
+        if job.current == sample.current or now <= sample.time:
+            return sample.rate
+        instant = (job.current - sample.current) / (now - sample.time)
+        # Smooth: polls arrive in uneven intervals and the rate would jitter.
+        rate = instant if sample.rate is None else 0.5 * sample.rate + 0.5 * instant
+        self._samples[key] = _Sample(now, job.current, rate)
+        return rate
+
+    def progress_cell(self, job: Job) -> Text:
+        frac = job.progress
+        filled = int(round(frac * BAR_WIDTH))
+        bar = styled(self, "█" * filled, "progress--bar")
+        bar.append_text(styled(self, "░" * (BAR_WIDTH - filled), "progress--empty"))
+        bar.append(f" {frac * 100:3.0f}%")
+        return bar
+
+    def row_for(self, key: str, job: Job) -> tuple[Any, ...]:
+        word, cls = job_word(job)
+        running = not job.finished and not job.paused
+        rate = self._rate(key, job) if running else None
+        eta = (job.total - job.current) / rate if rate and job.total else None
+        err = job.error or job.last_io_error
+        return (
+            job.id,
+            job.type,
+            styled(self, word, cls),
+            self.progress_cell(job),
+            human_rate(rate) if rate else "-",
+            human_duration(eta) if eta is not None else "-",
+            styled(self, err, "text--error") if err else Text(""),
+            job.node or "-",
+        )
+
+    def rows_for(self, conns: Iterable[ConnectionModel]) -> list[Row]:
+        rows: list[Row] = []
+        needle = self.text_filter.lower()
+        for conn in conns:
+            for job in conn.jobs.values():
+                if needle and needle not in f"{job.id} {job.type} {job.status}".lower():
+                    continue
+                key = job_key(conn.name, job.id)
+                rows.append((key, self.row_for(key, job)))
+        live = {k for k, _ in rows}
+        for gone in [k for k in self._samples if k not in live]:
+            del self._samples[gone]
+        return rows
+
+    def show(self, conns: list[ConnectionModel]) -> int:
+        return self.sync_rows(self.rows_for(conns))

@@ -1,0 +1,155 @@
+"""Block nodes and, under each, its bitmaps: state word, dirty count (bytes and % of the disk),
+granularity, persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+
+from tui.format import human_bytes, percent
+from tui.model.state import Bitmap, ConnectionModel, Node
+from tui.widgets.difftable import DiffTable, Row
+from tui.widgets.styled import STATE_CLASSES, styled
+
+SEP = "\x1f"  # row keys: connection, node and bitmap joined by a character no name contains
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What the cursor is on: a node, or a bitmap (``bitmap`` set) of that node."""
+
+    connection: str
+    node: str
+    bitmap: str | None = None
+    anonymous: bool = False
+
+
+def node_key(conn: str, node: str) -> str:
+    return SEP.join((conn, node, ""))
+
+
+def bitmap_key(conn: str, node: str, name: str) -> str:
+    return SEP.join((conn, node, "b:" + name))
+
+
+def parse_key(key: str) -> Selection:
+    conn, node, rest = key.split(SEP, 2)
+    if rest.startswith("b:"):
+        return Selection(conn, node, rest[2:])
+    if rest.startswith("a:"):
+        return Selection(conn, node, None, anonymous=True)
+    return Selection(conn, node)
+
+
+class NodesTable(DiffTable):
+    """Nodes with their bitmaps indented beneath them."""
+
+    COMPONENT_CLASSES = STATE_CLASSES
+    # Actions live on the screen (shared with the palette); ids let config remap the keys.
+    BINDINGS = [
+        Binding("n", "bitmap_add", "Add", id="bitmap.add"),
+        Binding("x", "bitmap_clear", "Clear…", id="bitmap.clear"),
+        Binding("e", "bitmap_enable", "Enable", id="bitmap.enable"),
+        Binding("d", "bitmap_disable", "Disable", id="bitmap.disable"),
+        Binding("m", "bitmap_merge", "Merge…", id="bitmap.merge"),
+        Binding("r", "bitmap_remove", "Remove…", id="bitmap.remove"),
+    ]
+
+    # The actions run on the dashboard screen (shared with the palette). They are bound here so
+    # that hiding them in read-only mode asks this widget, whatever screen is on top.
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action.startswith("bitmap_") and getattr(self.app, "read_only", False):
+            return False
+        return True
+
+    def action_bitmap_add(self) -> None:
+        self.screen.action_bitmap_add()  # type: ignore[attr-defined]
+
+    def action_bitmap_clear(self) -> None:
+        self.screen.action_bitmap_clear()  # type: ignore[attr-defined]
+
+    def action_bitmap_enable(self) -> None:
+        self.screen.action_bitmap_enable()  # type: ignore[attr-defined]
+
+    def action_bitmap_disable(self) -> None:
+        self.screen.action_bitmap_disable()  # type: ignore[attr-defined]
+
+    def action_bitmap_merge(self) -> None:
+        self.screen.action_bitmap_merge()  # type: ignore[attr-defined]
+
+    def action_bitmap_remove(self) -> None:
+        self.screen.action_bitmap_remove()  # type: ignore[attr-defined]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.show_anonymous = True
+        self.name_filter = ""
+
+    def on_mount(self) -> None:
+        self.border_title = "Nodes and bitmaps"
+        for key, label, width in (
+            ("name", "Node / bitmap", 16), ("state", "Dev/state", 12), ("dirty", "Size/dirty", 10),
+            ("pct", "%", 5), ("gran", "Gran", 7), ("pers", "Pers", 4), ("file", "Driver · file", None),
+        ):
+            self.add_column(label, key=key, width=width)
+
+    @property
+    def selection(self) -> Selection | None:
+        key = self.selected_key
+        return parse_key(key) if key else None
+
+    def node_row(self, node: Node, prefix: str) -> tuple[Any, ...]:
+        name = styled(self, prefix + node.node_name, "row--node")
+        detail = f"{node.driver} · {node.file}" + (" (read-only)" if node.read_only else "")
+        return (name, node.device or "-", human_bytes(node.size), "", "", "", detail)
+
+    def bitmap_row(self, node: Node, bm: Bitmap, last: bool) -> tuple[Any, ...]:
+        branch = " └ " if last else " ├ "
+        if bm.name is None:
+            name: Text = styled(self, branch + "(anonymous)", "row--anonymous")
+        else:
+            name = Text(branch + bm.name)
+        state = bm.state.value
+        pers = "?" if bm.persistent is None else ("yes" if bm.persistent else "no")
+        return (
+            name,
+            styled(self, state, f"state--{state}"),
+            human_bytes(bm.count),
+            percent(bm.count, node.size),
+            human_bytes(bm.granularity),
+            pers,
+            "",
+        )
+
+    def rows_for(self, conns: Iterable[ConnectionModel], multi: bool) -> list[Row]:
+        rows: list[Row] = []
+        needle = self.name_filter.lower()
+        for conn in conns:
+            prefix = f"{conn.name}:" if multi else ""
+            # QEMU lists newest first; a stable sorted order keeps rows from jumping around.
+            for node in sorted(conn.nodes.values(), key=lambda n: n.node_name):
+                bitmaps = sorted((b for b in node.bitmaps if self.show_anonymous or b.name is not None),
+                                 key=lambda b: (b.name is None, b.name or ""))
+                if needle:
+                    node_hit = needle in node.node_name.lower() or needle in (node.device or "").lower()
+                    if not node_hit:
+                        bitmaps = [b for b in bitmaps if b.name and needle in b.name.lower()]
+                        if not bitmaps:
+                            continue
+                rows.append((node_key(conn.name, node.node_name), self.node_row(node, prefix)))
+                anon = 0
+                for i, bm in enumerate(bitmaps):
+                    if bm.name is None:
+                        key = SEP.join((conn.name, node.node_name, f"a:{anon}"))
+                        anon += 1
+                    else:
+                        key = bitmap_key(conn.name, node.node_name, bm.name)
+                    rows.append((key, self.bitmap_row(node, bm, i == len(bitmaps) - 1)))
+        return rows
+
+    def show(self, conns: list[ConnectionModel], multi: bool) -> int:
+        return self.sync_rows(self.rows_for(conns, multi))
