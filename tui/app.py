@@ -142,7 +142,7 @@ class BitmapTuiApp(App[int]):
         screen = self.screen
         own: list[tuple[str, list[tuple[str, str]]]] = []
         if not isinstance(screen, DashboardScreen) and getattr(screen, "HELP_TITLE", None):
-            own = [(str(getattr(screen, "HELP_TITLE")), rows(type(screen).BINDINGS))]
+            own = [(str(screen.HELP_TITLE), rows(type(screen).BINDINGS))]  # type: ignore[attr-defined]
         groups = own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
