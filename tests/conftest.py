@@ -95,3 +95,11 @@ async def fake_qmp(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Fake
     yield make
     for s in servers:
         await s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_xdg(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the user's config or themes, nor write to their state directory."""
+    base = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))

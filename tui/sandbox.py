@@ -108,7 +108,9 @@ class Sandbox:
         reason = qemu_available()
         if reason:
             raise SandboxError(reason)
-        await self._close_control()  # a previous run's (e.g. after kill())
+        # After kill() the old control client is dead but not disconnected: its reader's EOFError
+        # would otherwise surface as "exception was never retrieved" when it is collected.
+        await self._close_control()
         self.dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.create_images)
         for s in (self.socket, self.control_socket):
@@ -135,8 +137,16 @@ class Sandbox:
             await asyncio.sleep(0.01)
         else:
             raise SandboxError("QEMU did not create its QMP socket within 5 s")
-        self._ctl = QMPClient("sandbox-control")
-        await self._ctl.connect(str(self.control_socket))
+        # The socket file appears at bind(), a moment before listen(): retry a refused connect.
+        for attempt in range(100):
+            self._ctl = QMPClient("sandbox-control")
+            try:
+                await self._ctl.connect(str(self.control_socket))
+                break
+            except Exception:
+                if attempt == 99 or self.proc.poll() is not None:
+                    raise
+                await asyncio.sleep(0.02)
         return self
 
     async def __aenter__(self) -> Sandbox:

@@ -18,22 +18,23 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from tui.model.state import ConnectionModel, JobResult
 from tui.model.store import Store
+from tui.palette import PaletteCommand
 from tui.screens.actions import DashboardActions
+from tui.screens.txn_actions import TransactionActions
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.events import EventLog
 from tui.widgets.jobs import JobsTable, job_key
 from tui.widgets.nodes import NodesTable, bitmap_key, node_key
 
 FRAME = 1 / 30  # at most ~30 redraws a second
-WIDE = 140  # columns from which jobs and events move to the right of the nodes
+WIDE = 160  # columns from which jobs and events move to the right of the nodes
 
 
-class DashboardScreen(DashboardActions, Screen[None]):
+class DashboardScreen(DashboardActions, TransactionActions):
     """The screen an operator lives in."""
 
     BINDINGS = [
@@ -41,6 +42,9 @@ class DashboardScreen(DashboardActions, Screen[None]):
         Binding("f", "follow", "Follow/pause", id="events.follow"),
         Binding("a", "toggle_all", "All conns", show=False, id="dashboard.all"),
         Binding("i", "toggle_anonymous", "Internal", show=False, id="nodes.anonymous"),
+        Binding("t", "compose", "Transaction", show=False, id="txn.compose"),
+        Binding("b", "backup_selected", "Backup…", show=False, id="txn.backup"),
+        Binding("B", "backup_all", "Backup all…", show=False, id="txn.backup_all"),
     ]
 
     def __init__(self, store: Store, *, fleet: Any = None, read_only: bool = False,
@@ -80,14 +84,6 @@ class DashboardScreen(DashboardActions, Screen[None]):
         return self.query_one(ConnectionsTable)
 
     @property
-    def nodes_table(self) -> NodesTable:
-        return self.query_one(NodesTable)
-
-    @property
-    def jobs_table(self) -> JobsTable:
-        return self.query_one(JobsTable)
-
-    @property
     def event_log(self) -> EventLog:
         return self.query_one(EventLog)
 
@@ -97,6 +93,7 @@ class DashboardScreen(DashboardActions, Screen[None]):
         # (started before the app): renders are scheduled back into the app's context.
         self._app_context = contextvars.copy_context()
         self._unsubscribe = self.store.subscribe(self._store_changed)
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.render_state()
         self.nodes_table.focus()
 
@@ -106,6 +103,14 @@ class DashboardScreen(DashboardActions, Screen[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         self.query_one("#main").set_class(event.size.width >= WIDE, "-wide")
+
+    def _theme_changed(self, _theme: object) -> None:
+        # Cells carry styles resolved from the theme when they were written: redraw them all.
+        for table in (self.connections_table, self.nodes_table, self.jobs_table):
+            table.reset()
+        log = self.event_log
+        log.set_filter(log.filter_text, list(self.store.events), self.store.events_seen)
+        self.render_state()
 
     # ------------------------------------------------------------------ live updates
 
@@ -122,13 +127,12 @@ class DashboardScreen(DashboardActions, Screen[None]):
             self.render_state()
 
     def shown_connections(self) -> list[ConnectionModel]:
+        """The selected connection (the first one by default), or all with ``show_all``."""
         conns = self.store.state.connections
-        if self.show_all or not self.selected_connection or self.selected_connection not in conns:
-            if not self.show_all and conns:
-                self.selected_connection = self.selected_connection if (
-                    self.selected_connection in conns) else next(iter(conns))
-                return [conns[self.selected_connection]]
+        if self.show_all or not conns:
             return list(conns.values())
+        if self.selected_connection not in conns:
+            self.selected_connection = next(iter(conns))
         return [conns[self.selected_connection]]
 
     def render_state(self) -> None:
@@ -181,6 +185,19 @@ class DashboardScreen(DashboardActions, Screen[None]):
         return self.jobs_table.select_key(job_key(connection, job_id))
 
     # ------------------------------------------------------------------ view actions
+
+    def context_commands(self) -> list[PaletteCommand]:
+        """Palette: the selection's bitmap/job commands, then the view commands."""
+        return super().context_commands() + [
+            PaletteCommand("events: Follow / pause", "stop or resume scrolling the event log",
+                           self.action_follow),
+            PaletteCommand("view: Internal bitmaps", "show or hide anonymous bitmaps",
+                           self.action_toggle_anonymous),
+            PaletteCommand("view: All connections", "show nodes and jobs of every connection",
+                           self.action_toggle_all),
+            PaletteCommand("view: Filter", "filter the focused table", self.action_filter),
+            PaletteCommand("help: Keys", "every key of the dashboard", self.app.action_help),  # type: ignore[attr-defined]
+        ]
 
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all

@@ -1,0 +1,109 @@
+"""The demo's QEMU side against a real QEMU: bitmaps in every state, moving counts, an injected
+read failure, and nothing left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_qemu, wait_for
+from tui.demo import BACKUP_JOB, BITMAPS, Demo
+from tui.model.state import BitmapState, JobResult
+from tui.qmp.address import parse_address
+from tui.qmp.fleet import Endpoint, Fleet
+
+
+def qemu_running_in(path) -> bool:
+    """Is a QEMU process with ``path`` on its command line alive (zombies do not count)?"""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            status = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "qemu-system" in args and str(path) in args and status != "Z":
+            return True
+    return False
+
+
+@pytest.fixture
+async def demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    d = Demo(write_interval=0.05, seed=1)
+    await d.start()
+    yield d
+    await d.close()
+
+
+@requires_qemu
+async def test_demo_sets_up_every_state_and_cleans_up(demo, tmp_path):
+    fleet = Fleet(job_poll_interval=0.1, refresh_interval=0.2)
+    fleet.add(Endpoint("demo", parse_address(demo.address)))
+    fleet.start()
+    try:
+        await fleet.wait_first_answer(10)
+        model = lambda: fleet.store.connection("demo")  # noqa: E731
+
+        def state(drive: int, name: str):
+            bm = model().nodes[f"disk{drive}"].bitmap(name)
+            return None if bm is None else bm.state
+
+        want = {"active": BitmapState.ACTIVE, "disabled": BitmapState.DISABLED,
+                "frozen": BitmapState.FROZEN, "inconsistent": BitmapState.INCONSISTENT}
+        for b in BITMAPS:
+            assert state(b.drive, b.name) is want[b.state], b
+        assert {b.state for b in BITMAPS} == set(want)
+        assert BACKUP_JOB in model().jobs
+        assert model().nodes["disk0"].device == "drive0" and model().nodes["disk1"].device == "drive1"
+
+        # the guest writer moves the active bitmaps' counts, not the disabled one's
+        nightly = model().nodes["disk0"].bitmap("nightly").count
+        paused = model().nodes["disk0"].bitmap("paused").count
+        await wait_for(lambda: demo.writes >= 5, what="guest writes")
+        await fleet["demo"].refresh()
+        await wait_for(
+            lambda: model().nodes["disk0"].bitmap("nightly").count > nightly
+            or model().nodes["disk1"].bitmap("bitmap0").count > 0,
+            what="dirty counts to grow",
+        )
+        assert model().nodes["disk0"].bitmap("paused").count == paused
+
+        # a read error on drive1 fails the running backup: the partial failure to watch
+        await demo.fail_next_read()
+        await wait_for(lambda: model().jobs[BACKUP_JOB].result is JobResult.FAILED, timeout=30,
+                       what="the backup to fail")
+        assert "Input/output error" in (model().jobs[BACKUP_JOB].error or "")
+        await wait_for(lambda: state(1, "in-backup") is BitmapState.ACTIVE, what="bitmap restored")
+
+        # and the backup can be run again (the old job is dismissed first)
+        await demo.restart_backup()
+        await fleet["demo"].refresh()
+        await wait_for(lambda: state(1, "in-backup") is BitmapState.FROZEN, what="frozen again")
+        assert demo.backup_job == f"{BACKUP_JOB}-2"
+        await wait_for(lambda: demo.backup_job in model().jobs, what="the new job")
+        assert model().jobs[demo.backup_job].result is None
+    finally:
+        await fleet.stop()
+    workdir = demo.sandbox.dir
+    assert workdir.parent == tmp_path and workdir.exists() and qemu_running_in(workdir)
+    await demo.close()
+    assert not workdir.exists()
+    assert not qemu_running_in(workdir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_without_qemu_says_so_in_one_line(tmp_path):
+    # PATH without QEMU: the demo explains and gives the install command.
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "tui", "demo"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "qemu-system-x86_64" in lines[0] and "apt-get install" in lines[0]

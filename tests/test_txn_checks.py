@@ -1,0 +1,238 @@
+"""Pre-flight checks: every refusal, the resolution for sending, and the what-if rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tui.model.state import Bitmap, ConnectionModel, Job, LinkState, Node
+from tui.txn import GROUPED, INDIVIDUAL, Action, Transaction, prepare, what_if
+from tui.txn.checks import blockdev_equivalent
+from tui.txn.verdict import decide
+
+
+def bm(name: str, count: int = 0, busy: bool = False, inconsistent: bool = False,
+       recording: bool = True) -> Bitmap:
+    return Bitmap(name=name, granularity=65536, count=count, recording=recording, busy=busy,
+                  inconsistent=inconsistent, persistent=inconsistent)
+
+
+def model(**kw: Any) -> ConnectionModel:
+    nodes = {
+        "disk0": Node("disk0", "qcow2", "/img/drive0.qcow2", 64 << 20, device="drive0",
+                      bitmaps=(bm("bitmap0", 458752), bm("hot", busy=True),
+                               bm("broken", inconsistent=True, recording=False))),
+        "disk1": Node("disk1", "qcow2", "/img/drive1.qcow2", 64 << 20, device="drive1",
+                      bitmaps=(bm("bitmap1", 458752),)),
+        "disk2": Node("disk2", "qcow2", "/img/drive2.qcow2", 64 << 20, device="drive2"),
+        "raw0": Node("raw0", "raw", "/img/raw.img", 64 << 20),
+        "tgt0": Node("tgt0", "qcow2", "/backups/t0.qcow2", 64 << 20),
+        "tgt1": Node("tgt1", "qcow2", "/backups/t1.qcow2", 64 << 20),
+    }
+    jobs = {"running": Job("running", "backup", "running", node="disk2")}
+    base = dict(name="vm0", address="unix:/x", state=LinkState.CONNECTED, nodes=nodes, jobs=jobs)
+    base.update(kw)
+    return ConnectionModel(**base)  # type: ignore[arg-type]
+
+
+def incr(dev: str = "drive0", bitmap: str | None = "bitmap0", target: str = "/b/d0.qcow2",
+         **extra: Any) -> Action:
+    data: dict[str, Any] = {"device": dev, "sync": "incremental", "target": target,
+                            "format": "qcow2", "mode": "existing"}
+    if bitmap:
+        data["bitmap"] = bitmap
+    data.update(extra)
+    return Action("drive-backup", {k: v for k, v in data.items() if v is not None})
+
+
+def bd(dev: str, target: str, **extra: Any) -> Action:
+    return Action("blockdev-backup", {"device": dev, "target": target, "job-id": f"j-{dev}",
+                                      **extra})
+
+
+def errors(*actions: Action, mode: str = INDIVIDUAL, m: ConnectionModel | None = None,
+           fill: bool = True) -> list[str]:
+    p = prepare(Transaction(actions, mode), m or model(), fill_job_ids=fill)
+    return [f.message for f in p.errors]
+
+
+# Each case: the actions (and mode) and a phrase the one error must contain.
+REFUSALS = [
+    ("unknown node", [Action("block-dirty-bitmap-clear", {"node": "nope", "name": "x"})],
+     INDIVIDUAL, "unknown node 'nope'"),
+    ("unknown backup device", [incr(dev="drive9")], INDIVIDUAL, "unknown device or node 'drive9'"),
+    ("unknown bitmap", [Action("block-dirty-bitmap-clear", {"node": "drive0", "name": "zzz"})],
+     INDIVIDUAL, "unknown bitmap 'zzz' on disk0"),
+    ("unknown backup bitmap", [incr(bitmap="zzz")], INDIVIDUAL, "unknown bitmap 'zzz' on disk0"),
+    ("frozen bitmap", [Action("block-dirty-bitmap-clear", {"node": "disk0", "name": "hot"})],
+     INDIVIDUAL, "frozen"),
+    ("frozen backup bitmap", [incr(bitmap="hot")], INDIVIDUAL, "frozen"),
+    ("inconsistent bitmap", [Action("block-dirty-bitmap-enable", {"node": "disk0", "name": "broken"})],
+     INDIVIDUAL, "inconsistent"),
+    ("inconsistent merge source", [Action("block-dirty-bitmap-merge",
+                                          {"node": "disk0", "target": "bitmap0", "bitmaps": ["broken"]})],
+     INDIVIDUAL, "inconsistent"),
+    ("name exists", [Action("block-dirty-bitmap-add", {"node": "drive0", "name": "bitmap0"})],
+     INDIVIDUAL, "already exists on disk0"),
+    ("added twice", [Action("block-dirty-bitmap-add", {"node": "disk2", "name": "n"}),
+                     Action("block-dirty-bitmap-add", {"node": "drive2", "name": "n"})],
+     INDIVIDUAL, "already exists on disk2"),
+    ("empty name", [Action("block-dirty-bitmap-add", {"node": "disk2", "name": ""})],
+     INDIVIDUAL, "cannot be empty"),
+    ("bad granularity", [Action("block-dirty-bitmap-add", {"node": "disk2", "name": "g",
+                                                           "granularity": 1000})],
+     INDIVIDUAL, "power of 2"),
+    ("persistent on raw", [Action("block-dirty-bitmap-add", {"node": "raw0", "name": "p",
+                                                             "persistent": True})],
+     INDIVIDUAL, "qcow2"),
+    ("incremental without bitmap", [incr(bitmap=None)], INDIVIDUAL, "sync 'incremental' needs a bitmap"),
+    ("bitmap sync without bitmap", [incr(bitmap=None, sync="bitmap")], INDIVIDUAL,
+     "sync 'bitmap' needs a bitmap"),
+    ("grouped with bitmap action", [incr(), Action("block-dirty-bitmap-clear",
+                                                   {"node": "disk1", "name": "bitmap1"})],
+     GROUPED, "cannot be part of a grouped transaction"),
+    ("empty merge", [Action("block-dirty-bitmap-merge", {"node": "disk0", "target": "bitmap0",
+                                                         "bitmaps": []})],
+     INDIVIDUAL, "at least one source"),
+    ("same target twice", [incr(target="/b/x.qcow2"), incr("drive1", "bitmap1", "/b/x.qcow2")],
+     INDIVIDUAL, "writes the same target as action 1"),
+    ("same target node twice", [bd("disk0", "tgt0", sync="full"), bd("disk1", "tgt0", sync="full")],
+     INDIVIDUAL, "writes the same target as action 1"),
+    ("incremental with bitmap-mode always", [incr(**{"bitmap-mode": "always"})], INDIVIDUAL,
+     "only works with bitmap-mode 'on-success'"),
+    ("bitmap without bitmap-mode", [incr(sync="bitmap")], INDIVIDUAL, "needs a bitmap-mode"),
+    ("sync none with bitmap", [incr(sync="none", **{"bitmap-mode": "always"})], INDIVIDUAL,
+     "sync 'none' does not produce"),
+    ("full with never", [incr(sync="full", **{"bitmap-mode": "never"})], INDIVIDUAL,
+     "'never' has no effect"),
+    ("bitmap-mode without bitmap", [incr(bitmap=None, sync="full", **{"bitmap-mode": "always"})],
+     INDIVIDUAL, "bitmap-mode given without a bitmap"),
+    ("bad sync", [incr(sync="diff")], INDIVIDUAL, "sync must be one of"),
+    ("negative speed", [incr(speed=-1)], INDIVIDUAL, "non-negative"),
+    ("busy source", [bd("disk2", "tgt0", sync="full")], INDIVIDUAL, "disk2 is busy"),
+    ("job id in use", [bd("disk0", "tgt0", sync="full", **{"job-id": "running"})], INDIVIDUAL,
+     "job id 'running' is already in use"),
+    ("job id twice", [bd("disk0", "tgt0", sync="full", **{"job-id": "j"}),
+                      bd("disk1", "tgt1", sync="full", **{"job-id": "j"})], INDIVIDUAL,
+     "job id 'j' is already in use"),
+    ("unknown target node", [bd("disk0", "nowhere", sync="full")], INDIVIDUAL,
+     "unknown target node 'nowhere'"),
+    ("target is source", [bd("disk0", "disk0", sync="full")], INDIVIDUAL, "the source itself"),
+    ("remove then use", [Action("block-dirty-bitmap-remove", {"node": "disk0", "name": "bitmap0"}),
+                         incr()], INDIVIDUAL, "unknown bitmap 'bitmap0'"),
+]
+
+
+@pytest.mark.parametrize("actions,mode,phrase", [c[1:] for c in REFUSALS],
+                         ids=[c[0] for c in REFUSALS])
+def test_each_refusal(actions: list[Action], mode: str, phrase: str) -> None:
+    errs = errors(*actions, mode=mode)
+    assert len(errs) == 1, errs
+    assert phrase in errs[0]
+
+
+def test_node_source_without_job_id_is_refused_when_not_filled_in() -> None:
+    a = Action("blockdev-backup", {"device": "disk0", "target": "tgt0", "sync": "full"})
+    assert errors(a, fill=False) == ["a backup of node 'disk0' needs a job-id (QEMU: Invalid job ID '')"]
+    p = prepare(Transaction((a,)), model())
+    assert p.ok and p.transaction.actions[0].job_id == "disk0-backup"
+
+
+def test_not_connected_and_empty_refused() -> None:
+    assert any("not connected" in e for e in errors(incr(), m=model(state=LinkState.DISCONNECTED)))
+    assert errors() == ["the transaction has no actions"]
+
+
+def test_valid_documentation_example_resolves_cleanly() -> None:
+    txn = Transaction((incr(), incr("drive1", "bitmap1", "/b/d1.qcow2")))
+    p = prepare(txn, model())
+    assert p.ok
+    # job-id filled with the device name (QEMU's own default, the doc's event "device")
+    assert [a.job_id for a in p.transaction.actions] == ["drive0", "drive1"]
+    # drive-backup: a warning with the blockdev-backup equivalent
+    assert [w.level for w in p.warnings] == ["warning", "warning"]
+    fix = p.warnings[0].fix
+    assert fix is not None and fix.type == "blockdev-backup" and fix.data["target"] == "d0"
+    assert "format" not in fix.data and "mode" not in fix.data and fix.data["bitmap"] == "bitmap0"
+    assert p.warnings[0].fix_prepare[0][1]["file"]["filename"] == "/b/d0.qcow2"
+    # individual mode sends no properties: byte-for-byte the documentation's arguments
+    assert "properties" not in p.transaction.to_qmp()
+    assert p.transaction.with_mode(GROUPED).to_qmp()["properties"] == {"completion-mode": "grouped"}
+
+
+def test_bitmaps_addressed_by_node_name() -> None:
+    txn = Transaction((
+        Action("block-dirty-bitmap-add", {"node": "drive2", "name": "ck", "disabled": True}),
+        Action("block-dirty-bitmap-merge", {"node": "drive0", "target": "bitmap0",
+                                            "bitmaps": [{"node": "drive1", "name": "bitmap1"}]}),
+        Action("block-dirty-bitmap-merge", {"node": "drive2", "target": "ck",
+                                            "bitmaps": [{"node": "drive2", "name": "ck"}]}),
+    ))
+    p = prepare(txn, model())
+    assert p.ok, p.errors
+    sent = p.transaction.to_qmp()["actions"]
+    assert sent[0]["data"]["node"] == "disk2"
+    assert sent[1]["data"] == {"node": "disk0", "target": "bitmap0",
+                               "bitmaps": [{"node": "disk1", "name": "bitmap1"}]}
+
+
+def test_blockdev_equivalent_names_a_node() -> None:
+    fix, prep = blockdev_equivalent(incr(target="/b/2024 incr.qcow2"))
+    assert fix.data["target"] == "t-2024-incr" or fix.data["target"].startswith("t-")
+    assert prep[0][0] == "blockdev-add"
+
+
+def test_what_if_individual_and_grouped() -> None:
+    m = model()
+    txn = prepare(Transaction((incr(), incr("drive1", "bitmap1", "/b/d1.qcow2"))), m).transaction
+    ind = what_if(txn, m)
+    assert [s.title for s in ind] == ["every job completes", "drive0's job (drive0) fails",
+                                      "drive1's job (drive1) fails"]
+    v = ind[2].verdict
+    assert [i.verdict for i in v.images] == ["valid", "invalid"]
+    assert [b.outcome for b in v.bitmaps] == ["cleared", "restored"]
+    assert "drive0's next incremental must be based on /b/d0.qcow2" in v.next
+    grp = what_if(txn.with_mode(GROUPED), m)
+    v = grp[2].verdict
+    assert [j.result for j in v.jobs] == ["cancelled", "failed"]
+    assert [i.verdict for i in v.images] == ["invalid", "invalid"]
+    assert [b.outcome for b in v.bitmaps] == ["restored", "restored"]
+
+
+def test_bitmap_mode_always_and_never() -> None:
+    m = model()
+    txn = Transaction((
+        incr(sync="bitmap", **{"bitmap-mode": "always", "job-id": "a"}),
+        incr("drive1", "bitmap1", "/b/d1", sync="bitmap", **{"bitmap-mode": "never", "job-id": "n"}),
+    ), GROUPED)
+    v = decide(txn, m, {"a": ("cancelled", None), "n": ("failed", "Input/output error")})
+    out = {b.name: (b.outcome, b.partial) for b in v.bitmaps}
+    assert out == {"bitmap0": ("cleared", True), "bitmap1": ("unchanged", False)}
+    assert any("partly cleared" in n for n in v.next)
+
+
+def test_failed_anchor_full_backup_is_explained() -> None:
+    m = model()
+    txn = Transaction((
+        Action("block-dirty-bitmap-clear", {"node": "disk0", "name": "bitmap0"}),
+        incr(bitmap=None, sync="full", **{"job-id": "f0"}),
+    ))
+    v = decide(txn, m, {"f0": ("failed", "Input/output error")})
+    assert [(b.name, b.outcome) for b in v.bitmaps] == [("bitmap0", "cleared")]
+    assert any("counts from an image that does not exist" in n for n in v.next)
+    assert v.to_dict()["jobs"][0]["result"] == "failed"
+
+
+def test_core_does_not_import_textual() -> None:
+    code = ("import sys, tui.txn, tui.txn.cli, tui.txn.tracker; "
+            "assert 'textual' not in sys.modules, 'textual imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auto_finalize_false_is_a_warning() -> None:
+    p = prepare(Transaction((bd("disk0", "tgt0", sync="full", **{"auto-finalize": False}),)),
+                model())
+    assert p.ok and [w.message.split(":")[0] for w in p.warnings] == ["auto-finalize false"]

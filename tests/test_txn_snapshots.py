@@ -1,0 +1,111 @@
+"""Composer snapshots at 80x24 on a fixed state (no QEMU: the state is built in a Store)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from textual.app import App
+
+from tui.model.state import Bitmap, LinkState, Node
+from tui.model.store import Store
+from tui.screens.composer import ComposerScreen
+from tui.txn import loads
+
+DOC = """
+actions:
+  - {type: drive-backup, data: {device: drive0, bitmap: bitmap0, format: qcow2, mode: existing,
+     sync: incremental, target: /backups/d0-incr-1.qcow2}}
+  - {type: drive-backup, data: {device: drive1, bitmap: bitmap1, format: qcow2, mode: existing,
+     sync: incremental, target: /backups/d1-incr-1.qcow2}}
+"""
+
+
+class StoreOnly:
+    """A fleet with a store but no live connection (sending is not part of a snapshot)."""
+
+    def __init__(self) -> None:
+        self.store = Store()
+        self.store.add_connection("vm0", "unix:/run/vm0.qmp")
+        nodes = {
+            f"disk{i}": Node(f"disk{i}", "qcow2", f"/images/drive{i}.qcow2", 64 << 20,
+                             device=f"drive{i}",
+                             bitmaps=(Bitmap(f"bitmap{i}", 65536, 458752, True, False,
+                                             persistent=False),))
+            for i in (0, 1)
+        }
+        self.store.update("vm0", lambda c: replace(c, state=LinkState.CONNECTED, nodes=nodes,
+                                                   synced=True))
+
+    def __getitem__(self, name: str) -> Any:
+        raise KeyError(name)
+
+
+class SnapApp(App[None]):
+    def on_mount(self) -> None:
+        self.push_screen(ComposerScreen(StoreOnly(), "vm0", loads(DOC)))
+
+
+def test_composer_form_80x24(snap_compare: Any) -> None:
+    assert snap_compare(SnapApp(), terminal_size=(80, 24))
+
+
+def test_composer_whatif_grouped_80x24(snap_compare: Any) -> None:
+    assert snap_compare(SnapApp(), terminal_size=(80, 24), press=["m", "4"])
+
+
+def test_incremental_of_the_selected_drives() -> None:
+    """The dashboard's "incremental backup of these": one backup per drive with its bitmap."""
+    screen = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive0", "drive1"],
+                                            "/b/{device}-incr-{n}.qcow2")
+    dflt = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive1"])
+    assert dflt.txn.actions[0].data["target"] == "/images/drive1-incr-1.qcow2"
+    txn = screen.txn
+    assert txn.completion_mode == "grouped"
+    assert [(a.type, a.data["device"], a.data["bitmap"], a.data["target"], a.data["sync"])
+            for a in txn.actions] == [
+        ("drive-backup", "drive0", "bitmap0", "/b/drive0-incr-1.qcow2", "incremental"),
+        ("drive-backup", "drive1", "bitmap1", "/b/drive1-incr-1.qcow2", "incremental")]
+
+
+async def test_read_only_hides_and_refuses_send() -> None:
+    fleet = StoreOnly()
+    fleet.read_only = True  # type: ignore[attr-defined]
+
+    class RO(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(ComposerScreen(fleet, "vm0", loads(DOC)))
+
+    app = RO()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        assert screen.check_action("send", ()) is False
+        await pilot.press("s")
+        await pilot.pause()
+        assert app.screen is screen and screen.run is None  # no confirmation, nothing sent
+        assert screen.check_action("toggle_mode", ()) is True
+
+
+async def test_save_asks_for_a_file_and_writes_loadable_yaml(tmp_path: Any) -> None:
+    from tui.screens.txn_dialogs import AskDialog
+    from tui.txn import load
+
+    target = tmp_path / "saved.yaml"
+    app = SnapApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        await pilot.press("m", "ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, AskDialog)
+        app.screen.query_one("#value").value = str(tmp_path / "no-such-dir" / "x.yaml")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.path is None and not (tmp_path / "no-such-dir").exists()  # one line, kept
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one("#value").value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert load(target) == screen.txn and screen.txn.completion_mode == "grouped"

@@ -1,0 +1,507 @@
+"""The transaction composer: build, check, preview, send, then follow the group to its verdict.
+
+Needs only a Fleet (for its Store and connections) and a connection name, so any App can push it:
+``app.push_screen(ComposerScreen(fleet, "vm0"))``. All transaction logic lives in :mod:`tui.txn`;
+this screen only shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Label,
+    ListItem,
+    ListView,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+from textual.worker import Worker, WorkerState
+
+from tui.errors import BitmapTuiError
+from tui.model.state import ConnectionModel
+from tui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog, ConfirmScreen
+from tui.txn import (
+    GROUPED,
+    INDIVIDUAL,
+    Action,
+    Finding,
+    Prepared,
+    Transaction,
+    TransactionRun,
+    Verdict,
+    describe,
+    prepare,
+    save,
+    what_if,
+)
+from tui.txn.model import incremental_of, target_for
+from tui.widgets.action_form import ActionForm
+
+# At most this many redraws a second from store changes (a frame budget for the live view).
+REDRAW_INTERVAL = 0.1
+
+
+# (palette name, action, help) offered by the command palette on the composer.
+PALETTE = (
+    ("transaction: Send", "send", "check, confirm warnings, send and follow the jobs"),
+    ("transaction: Toggle completion mode", "toggle_mode", "individual ↔ grouped"),
+    ("transaction: Add action", "add", "add a backup action (type is editable)"),
+    ("transaction: Delete action", "delete", "remove the selected action"),
+    ("transaction: Use blockdev-backup", "use_fix", "replace a deprecated drive-backup"),
+    ("transaction: Save", "save", "write the transaction as YAML"),
+    ("transaction: Show what-if", "view('tab-whatif')", "what each failure leaves behind"),
+    ("transaction: Show JSON", "view('tab-json')", "exactly what will be sent"),
+)
+
+
+class ComposerCommands(Provider):
+    """Context commands of the composer for the command palette."""
+
+    def _commands(self) -> list[tuple[str, Any, str]]:
+        screen = self.screen
+        if not isinstance(screen, ComposerScreen):
+            return []
+        return [(name, partial(self.app.call_next, screen.run_action, action), help_)
+                for name, action, help_ in PALETTE]
+
+    async def discover(self) -> Hits:
+        for name, callback, help_ in self._commands():
+            yield DiscoveryHit(name, callback, help=help_)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_ in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_)
+
+
+class ComposerScreen(Screen[None]):
+    """Compose a transaction for one connection, check it, send it and read the verdict."""
+
+    COMMANDS = {ComposerCommands}
+    HELP_TITLE = "Transaction composer"
+
+    DEFAULT_CSS = """
+    ComposerScreen #composer-title { height: 1; background: $primary; color: $text; padding: 0 1; }
+    ComposerScreen #left { width: 1fr; min-width: 30; border-right: solid $primary; }
+    ComposerScreen #right { width: 2fr; }
+    ComposerScreen #actions { height: 1fr; }
+    ComposerScreen #mode { height: 1; padding: 0 1; }
+    ComposerScreen .panel { padding: 0 1; }
+    ComposerScreen #jobs { height: auto; max-height: 8; }
+    """
+    BINDINGS = [
+        Binding("a", "add", "Add", id="composer.add"),
+        Binding("x,delete", "delete", "Delete", id="composer.delete"),
+        Binding("shift+up", "move(-1)", "Move up", id="composer.up"),
+        Binding("shift+down", "move(1)", "Move down", id="composer.down"),
+        Binding("m", "toggle_mode", "Mode", id="composer.mode"),
+        Binding("f", "use_fix", "Use fix", id="composer.fix", show=False),
+        Binding("s", "send", "Send", id="composer.send"),
+        Binding("ctrl+s", "save", "Save", id="composer.save"),
+        Binding("v", "next_view", "View", id="composer.view"),
+        Binding("1", "view('tab-form')", "Form", id="composer.form", show=False),
+        Binding("2", "view('tab-json')", "JSON", id="composer.json", show=False),
+        Binding("3", "view('tab-checks')", "Checks", id="composer.checks", show=False),
+        Binding("4", "view('tab-whatif')", "What-if", id="composer.whatif", show=False),
+        Binding("5", "view('tab-run')", "Run", id="composer.run", show=False),
+        Binding("escape", "back", "Back", id="composer.back"),
+    ]
+    VIEWS = ("tab-form", "tab-json", "tab-checks", "tab-whatif", "tab-run")
+
+    def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
+                 *, path: str | Path | None = None) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.connection = connection
+        self.txn = transaction or Transaction()
+        self.path = Path(path) if path else None
+        self.prepared: Prepared | None = None
+        self.run: TransactionRun | None = None
+        self.verdict: Verdict | None = None
+        self._dirty = False
+        self._unsubscribe: Any = None
+        self._generation = -1
+
+    @classmethod
+    def for_incremental(cls, fleet: Any, connection: str, devices: list[str],
+                        pattern: str = DEFAULT_PATTERN) -> ComposerScreen:
+        """Start from a selection of drives: one incremental backup each, grouped, using each
+        drive's first bitmap (the operator can change it in the form). ``pattern`` names the
+        targets: ``{device}``, ``{node}``, ``{n}``, ``{dir}`` (the drive image's directory)."""
+        model: ConnectionModel = fleet.store.connection(connection)
+        items: list[tuple[str, str | None, str]] = []
+        for dev in devices:
+            node = model.find_node(dev)
+            names = [b.name for b in node.named_bitmaps] if node else []
+            directory = str(Path(node.file).parent) if node and node.file else "."
+            target = target_for(pattern, dev, node.node_name if node else dev, 1, directory)
+            items.append((dev, names[0] if names else None, target))
+        return cls(fleet, connection, incremental_of(items))
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="composer-title")
+        with Horizontal():
+            with Vertical(id="left"):
+                yield ListView(id="actions")
+                yield Static(id="mode")
+            with TabbedContent(id="right", initial="tab-form"):
+                with TabPane("Form", id="tab-form"):
+                    yield ActionForm(id="form")
+                with TabPane("JSON", id="tab-json"), VerticalScroll(classes="panel"):
+                    yield Static(id="preview", markup=False)
+                with TabPane("Checks", id="tab-checks"), VerticalScroll(classes="panel"):
+                    yield Static(id="checks")
+                with TabPane("What-if", id="tab-whatif"), VerticalScroll(classes="panel"):
+                    yield Static(id="whatif")
+                with TabPane("Run", id="tab-run"), VerticalScroll(classes="panel"):
+                    yield DataTable(id="jobs", cursor_type="row")
+                    yield Static("Not sent yet: press s to send.", id="verdict")
+        yield Footer()
+
+    @property
+    def model(self) -> ConnectionModel:
+        return self.fleet.store.connection(self.connection)
+
+    async def on_mount(self) -> None:
+        table = self.query_one("#jobs", DataTable)
+        for key, label in (("job", "Job"), ("drive", "Drive"), ("status", "Status"),
+                           ("progress", "Progress"), ("result", "Result")):
+            table.add_column(label, key=key)
+        self._unsubscribe = self.fleet.store.subscribe(self._store_changed)
+        self.set_interval(REDRAW_INTERVAL, self._redraw_if_dirty)
+        await self._refresh_list(0 if self.txn.actions else None)
+        self._recheck()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    # ------------------------------------------------------------------ state → view
+
+    def _store_changed(self) -> None:
+        self._dirty = True  # drawn by the timer: bursts of events cost one redraw
+
+    def _redraw_if_dirty(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        if self.run is None:
+            self._recheck()
+        else:
+            self._draw_run()
+
+    async def _refresh_list(self, select: int | None) -> None:
+        lv = self.query_one("#actions", ListView)
+        await lv.clear()
+        await lv.extend(ListItem(Label(f"{i + 1}. {escape(a.summary())}"))
+                        for i, a in enumerate(self.txn.actions))
+        if select is not None and self.txn.actions:
+            lv.index = max(0, min(select, len(self.txn.actions) - 1))
+        await self._show_form()
+
+    async def _show_form(self) -> None:
+        form = self.query_one("#form", ActionForm)
+        i = self.selected
+        await form.show(self.txn.actions[i] if i is not None else None, self.model)
+
+    @property
+    def selected(self) -> int | None:
+        lv = self.query_one("#actions", ListView)
+        i = lv.index
+        return i if i is not None and 0 <= i < len(self.txn.actions) else None
+
+    def _recheck(self) -> None:
+        """Re-run the checks and the what-if against the current state; redraw the panels."""
+        model = self.model
+        self.prepared = prepare(self.txn, model)
+        p = self.prepared
+        mode = self.txn.completion_mode
+        title = (f"Transaction on {model.name} ({model.state.value}) · {len(self.txn.actions)} "
+                 f"action(s) · {len(p.errors)} error(s), {len(p.warnings)} warning(s)")
+        self.query_one("#composer-title", Static).update(escape(title))
+        self.query_one("#mode", Static).update(
+            f"completion-mode: [b]{mode}[/b]  (m toggles)")
+        self.query_one("#preview", Static).update(
+            "transaction arguments, exactly as they will be sent:\n"
+            + json.dumps(p.transaction.to_qmp(), indent=2))
+        lines = []
+        for f in p.findings:
+            style = {"error": "$error", "warning": "$warning"}.get(f.level, "$text-muted")
+            lines.append(f"[{style}]{escape(str(f))}[/]")
+            if f.fix is not None:
+                lines.append(f"  fix (f on that action): {escape(f.fix.summary())}")
+        self.query_one("#checks", Static).update(
+            "\n".join(lines) or "No problem found: ready to send.")
+        wlines = [f"completion-mode {mode}: what each outcome leaves behind"]
+        for sc in what_if(p.transaction, model):
+            wlines.append(f"\n[b]if {escape(sc.title)}:[/b]")
+            v = sc.verdict
+            for img in v.images:
+                wlines.append(f"  image {escape(img.path)}: {img.verdict.upper()}")
+            for bm in v.bitmaps:
+                part = " (partially)" if bm.partial else ""
+                wlines.append(f"  bitmap {escape(bm.node)}/{escape(bm.name)}: {bm.outcome}{part}")
+            for n in v.next:
+                wlines.append(f"  → {escape(n)}")
+        self.query_one("#whatif", Static).update("\n".join(wlines))
+
+    def _draw_run(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        table = self.query_one("#jobs", DataTable)
+        with self.app.batch_update():
+            for view in run.jobs():
+                cells = {
+                    # QEMU's "null" (the job is gone) means nothing to an operator
+                    "job": view.job_id, "drive": view.label,
+                    "status": "ended" if view.result else view.status,
+                    "progress": f"{view.progress:4.0%}", "result": (view.result or "").upper(),
+                }
+                if view.job_id not in table.rows:
+                    table.add_row(*cells.values(), key=view.job_id)
+                    continue
+                for col, value in cells.items():
+                    if table.get_cell(view.job_id, col) != value:
+                        table.update_cell(view.job_id, col, value, update_width=True)
+        text = self.query_one("#verdict", Static)
+        if self.verdict is not None:
+            body = "\n".join(escape(line) for line in describe(self.verdict))
+            head = "VERDICT" if self.verdict.accepted else "NOT SENT"
+            text.update(f"[b]{head}[/b]\n{body}")
+        elif run.accepted:
+            text.update("Sent. Waiting for every job to end...")
+
+    # ------------------------------------------------------------------ editing
+
+    @on(ListView.Highlighted, "#actions")
+    async def _highlighted(self) -> None:
+        form = self.query_one("#form", ActionForm)
+        i = self.selected
+        if i is not None and form.action is not self.txn.actions[i]:
+            await self._show_form()
+
+    @on(ActionForm.Edited)
+    async def _edited(self, event: ActionForm.Edited) -> None:
+        i = self.selected
+        if i is None:
+            return
+        self.txn = self.txn.with_action(event.action, i)
+        lv = self.query_one("#actions", ListView)
+        item = lv.children[i] if i < len(lv.children) else None
+        if item is not None:
+            item.query_one(Label).update(f"{i + 1}. {escape(event.action.summary())}")
+        self._recheck()
+
+    def _editable(self) -> bool:
+        if self.run is not None and self.verdict is None:
+            self.notify("A transaction is running: wait for its verdict.", severity="warning")
+            return False
+        return True
+
+    async def action_add(self) -> None:
+        """Add a backup of the first drive (type, source and target are then edited)."""
+        if not self._editable():
+            return
+        model = self.model
+        # the first drive by name (QEMU lists nodes newest first)
+        names = sorted(n.device for n in model.nodes.values() if n.device)
+        dev = names[0] if names else next(iter(model.nodes), "")
+        node = model.find_node(dev)
+        bms = [b.name for b in node.named_bitmaps] if node else []
+        data: dict[str, Any] = {"device": dev, "sync": "incremental" if bms else "full"}
+        if bms:
+            data["bitmap"] = bms[0]
+        self.txn = self.txn.with_action(Action("blockdev-backup", data))
+        self._new_run()
+        await self._refresh_list(len(self.txn.actions) - 1)
+        self._recheck()
+
+    async def action_delete(self) -> None:
+        i = self.selected
+        if i is None or not self._editable():
+            return
+        self.txn = self.txn.without(i)
+        self._new_run()
+        await self._refresh_list(i)
+        self._recheck()
+
+    async def action_move(self, delta: int) -> None:
+        i = self.selected
+        if i is None or not self._editable():
+            return
+        self.txn = self.txn.moved(i, delta)
+        await self._refresh_list(max(0, min(len(self.txn.actions) - 1, i + delta)))
+        self._recheck()
+
+    def action_toggle_mode(self) -> None:
+        if not self._editable():
+            return
+        mode = GROUPED if self.txn.completion_mode == INDIVIDUAL else INDIVIDUAL
+        self.txn = self.txn.with_mode(mode)
+        self._new_run()
+        self._recheck()
+        self.notify(f"completion-mode {mode}")
+
+    def action_use_fix(self) -> None:
+        """Replace the selected drive-backup by its blockdev-backup equivalent, first offering
+        to open its target with ``blockdev-add`` (the equivalent needs the target node)."""
+        if self.read_only:
+            return
+        i = self.selected
+        if i is None or self.prepared is None or not self._editable():
+            return
+        fixes = [f for f in self.prepared.findings if f.index == i and f.fix is not None]
+        if not fixes:
+            self.notify("No fix offered for this action.")
+            return
+        finding = fixes[0]
+        lines = [f"{cmd} {json.dumps(args)}" for cmd, args in finding.fix_prepare]
+        lines.append(f"then action {i + 1} becomes: {finding.fix.summary() if finding.fix else ''}")
+
+        def answered(yes: bool | None) -> None:
+            self.run_worker(self._apply_fix(i, finding, bool(yes)), name="txn-fix",
+                            exclusive=True, exit_on_error=False, group="txn")
+
+        self.app.push_screen(ConfirmScreen("Open the target now (y), or only replace the action "
+                                           "(n)?", lines), answered)
+
+    async def _apply_fix(self, i: int, finding: Finding, run_prepare: bool) -> None:
+        if run_prepare:
+            conn = self.fleet[self.connection]
+            for cmd, args in finding.fix_prepare:
+                try:
+                    await conn.execute(cmd, args)
+                except BitmapTuiError as exc:
+                    self.notify(f"{cmd}: {exc}", severity="error")
+                    return
+        assert finding.fix is not None
+        self.txn = self.txn.with_action(finding.fix, i)
+        await self._refresh_list(i)
+        self._recheck()
+        self.notify(f"action {i + 1} is now a blockdev-backup")
+
+    def action_view(self, tab: str) -> None:
+        self.query_one("#right", TabbedContent).active = tab
+
+    def action_next_view(self) -> None:
+        tabs = self.query_one("#right", TabbedContent)
+        i = self.VIEWS.index(tabs.active) if tabs.active in self.VIEWS else -1
+        tabs.active = self.VIEWS[(i + 1) % len(self.VIEWS)]
+
+    def action_save(self) -> None:
+        """Save the transaction as YAML (asks for the file name)."""
+
+        def chosen(name: str | None) -> None:
+            if not name:
+                return
+            path = Path(name).expanduser()
+            try:
+                save(self.txn, path)
+            except OSError as exc:
+                self.notify(f"cannot save {path}: {exc.strerror or exc}", severity="error")
+                return
+            self.path = path
+            self.notify(f"saved {path}")
+
+        self.app.push_screen(AskDialog("Save transaction", "File (YAML):",
+                                       str(self.path or "transaction.yaml"), "Save"), chosen)
+
+    def action_back(self) -> None:
+        if self.run is not None and self.verdict is None:
+            self.notify("Jobs are still running; they are followed on the dashboard too.",
+                        severity="warning")
+        self.dismiss(None)
+
+    def _new_run(self) -> None:
+        """Edits after a verdict start a new transaction view."""
+        if self.verdict is not None:
+            self.run = None
+            self.verdict = None
+            self.query_one("#jobs", DataTable).clear()
+            self.query_one("#verdict", Static).update("Not sent yet: press s to send.")
+
+    # ------------------------------------------------------------------ sending
+
+    @property
+    def read_only(self) -> bool:
+        return bool(getattr(self.fleet, "read_only", False))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # read-only: the keys that would change QEMU are hidden (and refused if called)
+        if self.read_only and action in ("send", "use_fix"):
+            return False
+        return True
+
+    def action_send(self) -> None:
+        if self.read_only:
+            self.notify("read-only mode: nothing is sent", severity="error")
+            return
+        if not self._editable():
+            return
+        self._new_run()
+        self._recheck()
+        p = self.prepared
+        assert p is not None
+        tabs = self.query_one("#right", TabbedContent)
+        if not p.ok:
+            tabs.active = "tab-checks"
+            self.notify(f"{len(p.errors)} error(s): fix them before sending", severity="error")
+            return
+        if p.warnings:
+            lines = [str(w) for w in p.warnings]
+            self.app.push_screen(ConfirmScreen("Send despite these warnings?", lines),
+                                 self._confirmed)
+            return
+        self._start(p)
+
+    def _confirmed(self, yes: bool | None) -> None:
+        if yes and self.prepared is not None:
+            self._start(self.prepared)
+        else:
+            self.notify("not sent")
+
+    def _start(self, prepared: Prepared) -> None:
+        conn = self.fleet[self.connection]
+        self.run = TransactionRun(conn, prepared, on_change=self._store_changed)
+        self.query_one("#right", TabbedContent).active = "tab-run"
+        self._draw_run()
+        self.run_worker(self._follow(self.run), name="txn-send", exclusive=True,
+                        exit_on_error=False, group="txn")
+
+    async def _follow(self, run: TransactionRun) -> Verdict:
+        verdict = await run.run() if not run.accepted else await run.wait()
+        self.verdict = verdict
+        self._draw_run()
+        if verdict.accepted:
+            self.notify("every job completed" if verdict.all_succeeded
+                        else "a job failed or was cancelled: read the verdict",
+                        severity="information" if verdict.all_succeeded else "warning")
+        else:
+            self.notify(verdict.error or "refused", severity="error")
+        return verdict
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:
+            err = event.worker.error
+            msg = str(err) if isinstance(err, BitmapTuiError) else f"{type(err).__name__}: {err}"
+            self.notify(f"transaction: {msg}", severity="error")
