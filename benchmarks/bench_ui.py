@@ -147,6 +147,7 @@ async def ui_latency(sock: str, rate: float, seconds: float,
         elapsed = time.monotonic() - started
         end_render = time.monotonic()
         cpu_pct = cpu.percent()
+        waiting = cpu.waiting_percent()
         log_lines = app.dashboard.event_log.shown
         store.apply_event = original  # type: ignore[method-assign]
     await fleet.stop()
@@ -171,6 +172,8 @@ async def ui_latency(sock: str, rate: float, seconds: float,
         # The app process's CPU over the run (% of one core): above ~100 it cannot keep up at
         # any machine load; well below, latency is the machine's load and the frame pacing.
         "cpu_pct": r(cpu_pct, 1),
+        # Time the app was ready to run but the machine gave it no CPU (other processes).
+        "cpu_wait_pct": r(waiting, 1) if waiting is not None else None,
         "render_state_ms_p50": r(median(render_ms), 1) if render_ms else None,
         "render_state_ms_p90": r(percentile(render_ms, 90), 1) if render_ms else None,
         "compositor_ms_p50": r(median(compose_ms), 1) if compose_ms else None,
@@ -348,7 +351,7 @@ def main() -> None:
             result = asyncio.run(ui_latency(sock, a.rate, a.seconds))
             if a.variant:
                 keys = ("p50_ms", "p99_ms", "lost", "lost_in_log", "fps", "render_state_ms_p50",
-                        "cpu_pct", "layouts")
+                        "cpu_pct", "cpu_wait_pct", "layouts")
                 alt = asyncio.run(ui_latency(sock, a.rate, a.seconds, batched_log=True))
                 result["with_batched_log"] = {k: alt[k] for k in keys}
                 bound = asyncio.run(ui_latency(sock, a.rate, a.seconds, unrendered_log=True))

@@ -38,16 +38,36 @@ def rss_now_mb() -> float:
         return peak_rss_mb()
 
 
+def runqueue_wait_seconds() -> float | None:
+    """Time this process's main thread has spent runnable but waiting for a CPU (Linux
+    schedstat); None where the kernel does not report it."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass
 class CpuWindow:
     """CPU used by this process over a wall-clock window, in percent of one core."""
 
     wall0: float = 0.0
     cpu0: float = 0.0
+    wait0: float | None = None
 
     def start(self) -> CpuWindow:
         self.wall0, self.cpu0 = time.perf_counter(), cpu_seconds()
+        self.wait0 = runqueue_wait_seconds()
         return self
+
+    def waiting_percent(self) -> float | None:
+        """Share of the window the main thread was ready to run but had no CPU (machine load)."""
+        now = runqueue_wait_seconds()
+        wall = time.perf_counter() - self.wall0
+        if now is None or self.wait0 is None or wall <= 0:
+            return None
+        return 100.0 * (now - self.wait0) / wall
 
     def percent(self) -> float:
         wall = time.perf_counter() - self.wall0
