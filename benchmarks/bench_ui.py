@@ -91,20 +91,8 @@ def install_batched_log(log: Any) -> None:
     log.append = append
 
 
-def install_unrendered_log(log: Any) -> None:
-    """A bound, not a proposal: the event log keeps count but renders nothing, to show what the
-    rest of the dashboard costs (a log that renders only its visible lines, e.g. Textual's
-    line-API ``Log``, would be close to this)."""
-
-    def append(events: Any, seen: int) -> None:
-        log.shown += sum(1 for ev in events if log.filter.matches(ev))
-        log.seen = seen
-
-    log.append = append
-
-
 async def ui_latency(sock: str, rate: float, seconds: float,
-                     batched_log: bool = False, unrendered_log: bool = False) -> dict[str, Any]:
+                     batched_log: bool = False) -> dict[str, Any]:
     from tui.app import BitmapTuiApp
 
     fleet = Fleet(reconnect=False, connect_timeout=30)
@@ -118,8 +106,6 @@ async def ui_latency(sock: str, rate: float, seconds: float,
         await _until(lambda: conn.connected and store.connection("vm").synced, 60, "connect")
         if batched_log:
             install_batched_log(app.dashboard.event_log)
-        if unrendered_log:
-            install_unrendered_log(app.dashboard.event_log)
         original = store.apply_event
 
         def apply_event(name: str, event: Any) -> None:
@@ -354,8 +340,6 @@ def main() -> None:
                         "cpu_pct", "cpu_wait_pct", "layouts")
                 alt = asyncio.run(ui_latency(sock, a.rate, a.seconds, batched_log=True))
                 result["with_batched_log"] = {k: alt[k] for k in keys}
-                bound = asyncio.run(ui_latency(sock, a.rate, a.seconds, unrendered_log=True))
-                result["without_log_rendering"] = {k: bound[k] for k in keys}
             emit(result)
 
 

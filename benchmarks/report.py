@@ -107,22 +107,6 @@ def explanations(doc: dict[str, Any]) -> list[str]:
                 + ("; not enough: RichLog still renders every line when it is written."
                    if alt["p99_ms"] > 50 else ".")
             )
-        bound = ui.get("without_log_rendering")
-        if bound:
-            text += (
-                " With the event log rendering nothing at all (the best a log that renders "
-                "only its visible lines could do): p50 "
-                f"{_fmt(bound['p50_ms'])} ms, p99 {_fmt(bound['p99_ms'])} ms, "
-                f"{_fmt(bound['fps'])} frames/s, CPU {_fmt(bound['cpu_pct'])} %, waiting for "
-                f"a CPU {_fmt(bound.get('cpu_wait_pct') if bound.get('cpu_wait_pct') is not None else '?')} %"
-                + (" — the rest of the dashboard keeps up, so such a log is what would meet "
-                   "the target." if bound["p99_ms"] <= 50 else
-                   " — still far above 50 ms although the app needs little CPU: in this run "
-                   "the wall-clock figures are dominated by the machine's load (see the "
-                   "waiting share), so this bound, and whether the target holds on an idle "
-                   "2-core machine, needs a run on a quiet machine; the frame budget itself "
-                   "(30 frames/s) costs up to 33 ms.")
-            )
         out.append(text)
     tu = doc.get("table_update") or {}
     if doc["targets"].get("table_update", {}).get("met") is False and "error" not in tu:
@@ -157,6 +141,29 @@ def explanations(doc: dict[str, Any]) -> list[str]:
             f"- **startup** ({_fmt(st['app_s'])} s vs {_fmt(st['baseline_s'])} s for `import "
             "textual`): import time of the app's modules beyond Textual; check the load "
             "average above, which inflates it."
+        )
+    return out
+
+
+def margin_notes(doc: dict[str, Any]) -> list[str]:
+    """Targets met, but with little margin on a loaded machine: say so, with the numbers."""
+    out: list[str] = []
+    tu = doc.get("table_update") or {}
+    if doc["targets"].get("table_update", {}).get("met") and "with_row_cache_ms" in tu:
+        out.append(
+            f"- **table_update** ({_fmt(tu['ratio'])}×): the diff path still formats and "
+            f"compares all {_fmt(tu.get('table_rows', 0))} rows on every update "
+            f"({_fmt(tu.get('op_ms', 0))} ms of table work), so on a busier machine the ratio "
+            "falls below 10× (earlier runs on this shared machine did). Reusing the rows of "
+            "unchanged nodes (`install_row_cache` in `bench_ui.py`, measured, not shipped) "
+            f"gives {_fmt(tu['with_row_cache_ms'])} ms, {_fmt(tu['with_row_cache_ratio'])}×."
+        )
+    st = doc.get("startup") or {}
+    if doc["targets"].get("startup", {}).get("met") and "error" not in st:
+        out.append(
+            f"- **startup** ({_fmt(st['app_s'])} s): {_fmt(st['ratio'])}× the time of "
+            "`import textual` alone; on this machine under load (several test suites at "
+            "once) it has measured above 1 s, so the margin depends on the machine."
         )
     return out
 
@@ -221,12 +228,6 @@ def write_report(doc: dict[str, Any]) -> str:
         ("with a batched event log: frames/s", "with_batched_log.fps", ""),
         ("with a batched event log: CPU (%)", "with_batched_log.cpu_pct", ""),
         ("with a batched event log: waiting for a CPU (%)", "with_batched_log.cpu_wait_pct", ""),
-        ("with no event-log rendering: p50 (ms)", "without_log_rendering.p50_ms",
-         "a bound (full run only)"),
-        ("with no event-log rendering: p99 (ms)", "without_log_rendering.p99_ms", ""),
-        ("with no event-log rendering: frames/s", "without_log_rendering.fps", ""),
-        ("with no event-log rendering: CPU (%)", "without_log_rendering.cpu_pct", ""),
-        ("with no event-log rendering: waiting for a CPU (%)", "without_log_rendering.cpu_wait_pct", ""),
     ])
     lines += _section(doc, "fleet", "connections × nodes × bitmaps: refresh, idle, memory", [
         ("connections", "connections", "fake QMP servers + real QEMUs"),
@@ -269,6 +270,9 @@ def write_report(doc: dict[str, Any]) -> str:
     why = explanations(doc)
     if why:
         lines += ["## Targets not met: measurements, reasons, what would meet them", ""] + why + [""]
+    notes = margin_notes(doc)
+    if notes:
+        lines += ["## Notes on targets that were met", ""] + notes + [""]
     lines += [
         "## Optimisations made in the core",
         "",
