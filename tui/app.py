@@ -123,8 +123,9 @@ class BitmapTuiApp(App[int]):
         # A screen pushed over the dashboard (the composer, ...) shows its own keys first.
         screen = self.screen
         own: list[tuple[str, list[tuple[str, str]]]] = []
-        if not isinstance(screen, DashboardScreen) and getattr(screen, "HELP_TITLE", None):
-            own = [(str(getattr(screen, "HELP_TITLE")), rows(type(screen).BINDINGS))]
+        title = getattr(screen, "HELP_TITLE", None)
+        if not isinstance(screen, DashboardScreen) and title:
+            own = [(str(title), rows(type(screen).BINDINGS))]
         return own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
