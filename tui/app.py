@@ -125,7 +125,10 @@ class BitmapTuiApp(App[int]):
         own: list[tuple[str, list[tuple[str, str]]]] = []
         title = getattr(screen, "HELP_TITLE", None)
         if not isinstance(screen, DashboardScreen) and title:
-            own = [(str(title), rows(type(screen).BINDINGS))]
+            # only the keys the screen allows now (read-only hides its mutating ones)
+            allowed = [b for b in type(screen).BINDINGS if isinstance(b, Binding)
+                       and screen.check_action(b.action.split("(")[0], ()) is not False]
+            own = [(str(title), rows(allowed))]
         return own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
