@@ -18,7 +18,7 @@ from tui.chains.ledger import ImageState, JobState, Ledger
 from tui.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.chains.policy import Policy, render_name
 from tui.chains.reconcile import finish_job, reconcile
-from tui.chains.send import send_transaction, wait_jobs
+from tui.chains.send import Sender, TransactionRefused, send_transaction
 from tui.chains.targets import QMPConn, Target, TargetError, create_target, release_target
 from tui.errors import BitmapTuiError, ConfigError, QMPCommandError
 from tui.model.state import JobResult
@@ -246,9 +246,9 @@ async def _run(
         ledger.mark_sending(bt, fulls)
         try:
             await send_transaction(conn, bitmap_actions, "individual")
-        except QMPCommandError as exc:
-            ledger.mark_refused(bt, exc.desc)
-            return await refuse(f"bitmap step refused: {exc.desc}", keep_reset=already_reset)
+        except TransactionRefused as exc:
+            ledger.mark_refused(bt, str(exc))
+            return await refuse(f"bitmap step refused: {exc}", keep_reset=already_reset)
         except BitmapTuiError as exc:
             # Unknown whether the bitmaps changed: the fulls stay marked as resetting them.
             ledger.settle(bt)
@@ -259,10 +259,11 @@ async def _run(
 
     step(f"sending the transaction ({plan.mode})")
     ledger.mark_sending(txn_id, fulls)
+    sender = Sender(conn, actions, plan.mode)
     try:
-        await send_transaction(conn, actions, plan.mode, job_nodes)
-    except QMPCommandError as exc:
-        return await refuse(exc.desc, keep_reset=already_reset)
+        await sender.send()
+    except TransactionRefused as exc:
+        return await refuse(str(exc), keep_reset=already_reset)
     except BitmapTuiError as exc:
         # Lost or timed out: it may or may not have started. Leave it to reconcile.
         result.refused = None
@@ -273,24 +274,22 @@ async def _run(
     ledger.mark_sent(txn_id)
 
     step("waiting for the jobs")
-    try:
-        jobs = await wait_jobs(conn, list(job_nodes), timeout)
-    except TimeoutError:
-        # The jobs keep running in QEMU; their outcome is read on the next start (reconcile).
-        for o in result.drives:
-            o.state = ImageState.PENDING
-        result.notes.append("stopped waiting; the jobs keep running and are resolved on the next start")
-        return result
+    jobs = await sender.wait(timeout)
     for job_id in job_nodes:
-        job = jobs.get(job_id)
-        if job is None or job.result is None or job.result is JobResult.LOST:
-            continue  # left PENDING: reconcile resolves it when QEMU can be asked again
+        res, error = jobs.get(job_id, (None, None))
+        if res is None or res is JobResult.LOST:
+            # Not seen to end (connection lost, timed out, vanished): left PENDING for
+            # reconcile, which asks QEMU (the job is kept until dismissed).
+            continue
         state = {
             JobResult.COMPLETED: JobState.COMPLETED,
             JobResult.FAILED: JobState.FAILED,
             JobResult.CANCELLED: JobState.CANCELLED,
-        }[job.result]
-        ledger.record_job(conn.name, job_id, state, job.error)
+        }[res]
+        ledger.record_job(conn.name, job_id, state, error)
+    if any(jobs.get(j, (None, None))[0] in (None, JobResult.LOST) for j in job_nodes):
+        result.notes.append("some jobs were not seen to end; they are resolved from QEMU "
+                            "(now if it answers, else on the next start)")
     if conn.model.state.value == "connected":
         for job_id in job_nodes:
             with contextlib.suppress(BitmapTuiError):
