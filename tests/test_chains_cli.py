@@ -67,7 +67,10 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
 
     await sb.write(0, 0, "1M")
     plan = await asyncio.to_thread(cli, ["backup", "nightly", "--plan", *conn], env)
-    assert plan.returncode == 0 and "incremental on top of" in plan.stdout
+    assert plan.returncode == 0, plan.stderr
+    assert "drive0: incremental on drive0-full-1.qcow2 → drive0-incr-2.qcow2" in plan.stdout
+    assert "if drive1's job (bt2-1) fails:" in plan.stdout
+    assert "image " + str(sb.dir) + "/drive1-incr-2.qcow2: INVALID (delete)" in plan.stdout
     text = await asyncio.to_thread(cli, ["backup", "nightly", *conn], env)
     assert text.returncode == 0, text.stderr
     assert "VALID" in text.stdout and "next incremental is based on drive0-" in text.stdout

@@ -35,7 +35,8 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         assert "no backups yet" in screen_text(app)
         await pilot.press("r")
         assert isinstance(app.screen, ConfirmDialog)
-        assert "drive0: full (new chain: no chain yet)" in app.screen.question
+        assert "drive0: full → drive0-full-1.qcow2 (new chain: no chain yet)" in app.screen.question
+        assert "if drive1's job (bt1-1) fails: valid drive0-full-1.qcow2" in app.screen.question
         await pilot.press("y")
         await wait_for(lambda: scr.runs == 1, timeout=60, what="policy run")
         await pilot.pause()

@@ -22,10 +22,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
 
 from tui.chains.ledger import Ledger
-from tui.chains.plan import make_plan
 from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile
-from tui.chains.run import RunResult, run_policy
+from tui.chains.run import RunResult, preview, run_policy
 from tui.chains.view import ChainsView, build_view
 from tui.errors import BitmapTuiError
 from tui.format import human_bytes
@@ -189,11 +188,10 @@ class ChainsScreen(Screen[None]):
         if conn is None:
             self.notify(f"policy {name}: connection '{pol.connection}' is not open", severity="error")
             return
-        plan = make_plan(self.ledger, conn.model, pol)
+        plan, lines = preview(self.ledger, conn.model, pol, compact=True)
         if plan.errors:
             self.notify("; ".join(plan.errors), title=f"policy {name} refused", severity="error")
             return
-        lines = [f"{d.drive}: {d.kind} ({d.reason})" for d in plan.drives] + list(plan.notes)
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self._run(pol)
