@@ -12,7 +12,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from textual.app import App
@@ -43,6 +43,9 @@ class BitmapTuiApp(App[int]):
     # Backup chains screen: a ledger and policies to use instead of the defaults (tests, embedding).
     chains_ledger: Any = None
     chains_policies: Any = None
+
+    # A coroutine run once the app is up (after the fleet started): ``startup(app)``.
+    startup: Callable[[Any], Awaitable[None]] | None = None
 
     def __init__(self, *, fleet: Any = None, store: Store | None = None, read_only: bool = False,
                  clock: Callable[[], float] = time.monotonic, theme_name: str | None = None,
@@ -85,6 +88,8 @@ class BitmapTuiApp(App[int]):
 
                 # Backup jobs that ended while the app was away are resolved on every connect.
                 self._chains_unwatch = watch_fleet(self.fleet, self.chains_ledger)
+        if self.startup is not None:  # e.g. `bitmap-tui compose` opens the composer
+            self.run_worker(self.startup(self), name="startup", exit_on_error=False)
 
     @property
     def dashboard(self) -> DashboardScreen:
@@ -133,13 +138,20 @@ class BitmapTuiApp(App[int]):
                 out.append((label, b.description or b.action))
             return out
 
-        return [
+        # A screen pushed over the dashboard (the composer, ...) shows its own keys first.
+        screen = self.screen
+        own: list[tuple[str, list[tuple[str, str]]]] = []
+        if not isinstance(screen, DashboardScreen) and getattr(screen, "HELP_TITLE", None):
+            own = [(str(screen.HELP_TITLE), rows(type(screen).BINDINGS))]  # type: ignore[attr-defined]
+        groups = own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
             ("Dashboard", rows(DashboardScreen.BINDINGS)
              + [("tab", "next table"), ("ctrl+p", "command palette")]),
             ("Everywhere", rows(self.BINDINGS)),
         ]
+        # Read-only leaves the bitmap and job groups empty: no heading without keys.
+        return [(title, keys) for title, keys in groups if keys]
 
 
 def known_binding_ids() -> set[str]:
@@ -204,6 +216,7 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
 
         # The chains screen runs the policies of the config this app was started with.
         app.chains_policies = {name: from_config(p) for name, p in cfg.policies.items()}
+        app.startup = getattr(args, "startup", None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
