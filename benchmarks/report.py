@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -49,6 +50,11 @@ def explanations(doc: dict[str, Any]) -> list[str]:
         interval = fleet.get("refresh_interval_s", 2.0)
         polls = conns / interval if interval else 0
         per_poll_ms = (fleet["idle_cpu_pct"] / 100 * 1000 / polls) if polls else 0
+        # Idle cost scales with the poll rate: extrapolate from the slowest interval measured.
+        base_pct, base_interval = fleet["idle_cpu_pct"], interval
+        if slow:
+            base_pct, base_interval = slow["idle_cpu_pct"], slow["interval_s"]
+        needed = math.ceil(base_interval * base_pct / 2)
         text = (
             f"- **fleet idle CPU** ({_fmt(fleet['idle_cpu_pct'])} % of a core). Idle is not "
             f"free: at the default refresh of {_fmt(interval)} s the app polls {conns} "
@@ -64,7 +70,7 @@ def explanations(doc: dict[str, Any]) -> list[str]:
         text += (": the target is below the cost of the queries themselves on this machine, "
                  "so no client-side tuning reaches it at this poll rate. What would meet it: "
                  "fewer idle queries, e.g. poll only the connection(s) on screen every "
-                 f"{_fmt(interval)} s and the rest every {max(8, round(interval * fleet['idle_cpu_pct'] / 2 + 0.5))} s "
+                 f"{_fmt(interval)} s and the rest every {needed} s "
                  "or more (the connections table needs counts, not live dirty bytes), or "
                  "re-read `query-block` (device names) only when the node set changes.")
         if slow:
@@ -88,7 +94,7 @@ def explanations(doc: dict[str, Any]) -> list[str]:
             "during the run and spent "
             f"{_fmt(ui.get('cpu_wait_pct') if ui.get('cpu_wait_pct') is not None else '?')} % "
             "of it ready to run but waiting for a CPU (schedstat) — this 2-core machine "
-            "was shared with several concurrent test suites (load average above), so every "
+            "was shared with other work (load average above), so every "
             "wall-clock figure here is inflated. The core is not the limit "
             "(`event_pipeline`: well over 2,000 events/s into the store, and nothing lost). "
             "What would meet it: an event log that renders only what is on screen, e.g. "
@@ -162,8 +168,8 @@ def margin_notes(doc: dict[str, Any]) -> list[str]:
     if doc["targets"].get("startup", {}).get("met") and "error" not in st:
         out.append(
             f"- **startup** ({_fmt(st['app_s'])} s): {_fmt(st['ratio'])}× the time of "
-            "`import textual` alone; on this machine under load (several test suites at "
-            "once) it has measured above 1 s, so the margin depends on the machine."
+            "`import textual` alone; on this machine under heavy load (other processes "
+            "busy on both cores) it has measured above 1 s, so the margin depends on the load."
         )
     return out
 
