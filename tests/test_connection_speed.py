@@ -1,4 +1,4 @@
-"""The app's QMP client skips qemu.qmp's eager message formatting unless debug logging is on."""
+"""Core changes made for speed (benchmarks/), and the poll/event race they made likelier."""
 
 from __future__ import annotations
 
@@ -60,3 +60,32 @@ async def test_connection_uses_quiet_client_and_hands_the_store_plain_dicts(fake
     await wait_for(lambda: "j1" in store.connection("vm0").jobs, what="event in the store")
     assert seen == [dict]
     assert store.connection("vm0").jobs["j1"].status == "running"
+
+
+async def test_poll_answer_older_than_events_does_not_undo_them() -> None:
+    """QEMU answered a job poll ("running"), then the job's final events were reduced before the
+    polling task resumed: the store must keep what the (newer) events said."""
+    from tui.model import reducer
+    from tui.model.state import Job, JobResult
+    from tui.model.store import Store
+    from tui.qmp.address import parse_address
+    from tui.qmp.connection import Connection
+
+    store = Store()
+    conn = Connection("vm", parse_address("unix:/nonexistent.sock"), store)
+    running = Job(id="j1", type="backup", status="running")
+    store.update("vm", lambda c: reducer.apply_jobs(c, {"j1": running}))
+
+    async def query(command: str) -> object:
+        assert command == "query-block-jobs"
+        conn._handle_event({"event": "BLOCK_JOB_COMPLETED", "data": {
+            "device": "j1", "type": "backup", "len": 10, "offset": 10, "speed": 0}})
+        conn._handle_event({"event": "JOB_STATUS_CHANGE", "data": {"id": "j1", "status": "null"}})
+        return [{"device": "j1", "type": "backup", "len": 10, "offset": 5, "busy": True,
+                 "paused": False, "speed": 0, "io-status": "ok"}]
+
+    conn._query = query  # type: ignore[method-assign]
+    await conn.refresh_jobs()
+    job = store.connection("vm").jobs["j1"]
+    assert job.result is JobResult.COMPLETED
+    assert job.finished
