@@ -383,3 +383,10 @@ def test_fuzz_raw_text_never_escapes(tmp_path, text):
         load_config(p)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_sample_files_follow_the_naming_convention():
+    # config-*.yaml are configs (tested above); txn-*.yaml are transaction files (tested by the
+    # transaction loader). Anything else there would be tested by nobody.
+    names = [p.name for p in (ROOT / "sample-configs").iterdir()]
+    assert names and all(n.startswith(("config-", "txn-")) and n.endswith(".yaml") for n in names)
