@@ -141,3 +141,29 @@ def test_sigterm_while_the_demo_starts_leaves_nothing(tmp_path):
     assert not qemu_running_in(workdir)
     assert list(scratch.iterdir()) == []
     assert "Traceback" not in (proc.stderr.read().decode() if proc.stderr else "")
+
+
+def test_demo_options_reach_the_demo(monkeypatch, capsys):
+    """`--write-interval` gets to the Demo; a demo that cannot start is one line, exit 2."""
+    import tui.demo
+    from tui.cli import main
+    from tui.sandbox import SandboxError
+
+    seen: list[float] = []
+
+    class FakeDemo:
+        def __init__(self, write_interval: float = 0.5) -> None:
+            seen.append(write_interval)
+
+        async def start(self):
+            raise SandboxError("QEMU exited at start: boom")
+
+        async def close(self) -> None:
+            seen.append(-1.0)
+
+    monkeypatch.setattr(tui.demo, "Demo", FakeDemo)
+    monkeypatch.setattr(tui.demo, "qemu_available", lambda: None)
+    assert main(["demo", "--write-interval", "0.05"]) == 2
+    assert seen == [0.05, -1.0]  # built with the option, and closed after the failed start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bitmap-tui: cannot start the demo QEMU: QEMU exited at start: boom"]

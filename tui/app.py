@@ -176,7 +176,7 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
             from tui.demo import Demo, palette_commands
             from tui.palette import register_commands
 
-            demo = Demo()
+            demo = Demo(write_interval=float(getattr(args, "write_interval", 0.5)))
             stack.push_async_callback(demo.close)
             await demo.start()
             register_commands(palette_commands)
