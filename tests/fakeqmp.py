@@ -63,6 +63,10 @@ class FakeQMP:
         self.received: list[dict[str, Any]] = []
         # Commands whose reply is withheld forever (a hang in the middle of a session).
         self.hang_on: set[str] = set()
+        # Commands answered with these bytes instead of a reply (half a reply, a huge line, junk).
+        self.raw_on: dict[str, bytes] = {}
+        # Connections accepted so far (a reconnect makes it grow).
+        self.accepted = 0
         self._server: asyncio.base_events.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -91,9 +95,13 @@ class FakeQMP:
         return [m.get("execute", "") for m in self.received]
 
     async def send_raw(self, data: bytes) -> None:
-        for w in self._writers:
-            w.write(data)
-            await w.drain()
+        """Send bytes to every client connected now (a client that hangs up is skipped)."""
+        for w in list(self._writers):
+            if w.is_closing():
+                continue
+            with contextlib.suppress(ConnectionError):
+                w.write(data)
+                await w.drain()
 
     async def emit(self, event: str, data: dict[str, Any] | None = None) -> None:
         msg = {"event": event, "data": data or {}, "timestamp": {"seconds": 1, "microseconds": 0}}
@@ -120,6 +128,7 @@ class FakeQMP:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
+        self.accepted += 1
         try:
             if self.mode == "silent":
                 await reader.read()
@@ -140,6 +149,10 @@ class FakeQMP:
                 self.received.append(msg)
                 cmd = msg.get("execute", "")
                 if cmd in self.hang_on:
+                    continue
+                if cmd in self.raw_on:
+                    writer.write(self.raw_on[cmd])
+                    await writer.drain()
                     continue
                 reply = self.replies.get(cmd, {"error": {"class": "CommandNotFound",
                                                           "desc": f"The command {cmd} has not been found"}})

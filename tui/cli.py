@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from tui import __version__
@@ -44,6 +45,39 @@ def _add_connect(p: argparse.ArgumentParser, top: bool = False) -> None:
         default=5.0 if top else argparse.SUPPRESS,
         help="connect timeout in seconds",
     )
+    _add_transport(p, top)
+
+
+# Remote-access options for the --connect addresses (config files set the same per connection).
+_TRANSPORT_FLAGS = {
+    "tls_ca": ("--tls-ca", "CA certificate (PEM) that signed the QEMU's TLS certificate"),
+    "tls_cert": ("--tls-cert", "client certificate (PEM) for QEMU's verify-peer=on"),
+    "tls_key": ("--tls-key", "private key (PEM) of --tls-cert"),
+    "ssh_config": ("--ssh-config", "ssh client config file for ssh:// addresses (ssh -F)"),
+}
+
+
+def _add_transport(p: argparse.ArgumentParser, top: bool) -> None:
+    g = p.add_argument_group("remote access (applies to every --connect address)")
+    for dest, (flag, text) in _TRANSPORT_FLAGS.items():
+        g.add_argument(flag, dest=dest, metavar="FILE", help=text,
+                       default=None if top else argparse.SUPPRESS)
+    g.add_argument(
+        "--allow-insecure-tcp",
+        dest="allow_insecure_tcp",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="allow plaintext TCP to a non-loopback host (QMP has no authentication)",
+    )
+
+
+def transport_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The remote-access options given on the command line, as Endpoint options."""
+    opts: dict[str, Any] = {k: getattr(args, k, None) for k in _TRANSPORT_FLAGS}
+    opts = {k: v for k, v in opts.items() if v}
+    if getattr(args, "allow_insecure_tcp", False):
+        opts["allow_insecure_tcp"] = True
+    return opts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +171,11 @@ def resolve_endpoints(args: argparse.Namespace) -> list[Any]:
     from tui.qmp.fleet import endpoints_from
 
     if args.connect:
-        return endpoints_from(args.connect)
+        extra = transport_options(args)
+        return [
+            replace(ep, options={**ep.options, **extra}) if extra else ep
+            for ep in endpoints_from(args.connect)
+        ]
     try:
         from tui.config import load_config
     except ModuleNotFoundError:

@@ -108,7 +108,9 @@ class Sandbox:
         reason = qemu_available()
         if reason:
             raise SandboxError(reason)
-        await self._close_control()  # a previous run's (e.g. after kill())
+        # After kill() the old control client is dead but not disconnected: its reader's EOFError
+        # would otherwise surface as "exception was never retrieved" when it is collected.
+        await self._close_control()
         self.dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.create_images)
         for s in (self.socket, self.control_socket):

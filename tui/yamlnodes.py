@@ -87,7 +87,10 @@ class Reader:
     def fail(self, node: Node | None, key: str, message: str) -> NoReturn:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
         where = f" {key}:" if key else ""
-        raise ConfigError(f"{self.path}{line}:{where} {message}")
+        text = f"{self.path}{line}:{where} {message}"
+        if not text.isprintable():  # a key or value with a newline/control character in it
+            text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        raise ConfigError(text)
 
     # ------------------------------------------------------------------ values
 

@@ -135,11 +135,14 @@ def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel
         if new is None:
             jobs[jid] = old if old.finished else replace(old, status="null")
             continue
+        # A job marked LOST by a dropped link that QEMU still lists after the reconnect is alive:
+        # QEMU's word replaces "connection lost" (missed completion events show in its status).
+        revived = old.result is JobResult.LOST
         merged = replace(
             new,
             node=old.node or new.node,
-            result=old.result or new.result,
-            error=old.error or new.error,
+            result=new.result if revived else old.result or new.result,
+            error=new.error if revived else old.error or new.error,
             io_errors=old.io_errors,
             last_io_error=old.last_io_error,
             type=new.type if new.type != "?" else old.type,

@@ -67,6 +67,10 @@ def parse_address(text: str) -> Address:
     raw = text.strip()
     if not raw:
         raise AddressError("empty address: use unix:/path, /path, tcp:HOST:PORT or HOST:PORT")
+    if not raw.isprintable():
+        # Quoted, so the message stays one line and shows what was really there.
+        raise AddressError(f"bad address {raw!r}: it contains control characters")
+    text = raw
     if raw.startswith("unix:"):
         path = raw[5:]
         if not path:

@@ -12,10 +12,12 @@ import logging
 import os
 import ssl as ssl_mod
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, Runstate
+from qemu.qmp.error import ProtocolError
+from qemu.qmp.message import DeserializationError, UnexpectedTypeError
 from qemu.qmp.protocol import ConnectError as QMPConnectError
 from qemu.qmp.qmp_client import GreetingError, NegotiationError, ServerParseError
 
@@ -34,8 +36,13 @@ from tui.model.parse import parse_jobs, parse_nodes, parse_version
 from tui.model.state import LinkState
 from tui.model.store import Store
 from tui.qmp.address import Address
+from tui.qmp.transport import TLSNudgingQMPClient, make_opener
 
 log = logging.getLogger(__name__)
+# qemu.qmp logs every failure it raises; we turn those into the connection's one-line state, so its
+# records must not reach stderr through logging's last-resort handler (they would draw over the
+# console and duplicate the message). An application may still attach its own handler.
+logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
 
 # Commands that only read state: everything else mutates (allow-list, so a new QEMU command is
 # refused in read-only mode until someone decides it is safe).
@@ -91,11 +98,18 @@ def describe_error(exc: BaseException) -> str:
         inner = exc.exc
         if isinstance(inner, (GreetingError, NegotiationError)):
             return _not_qmp(inner.exc)
+        if isinstance(inner, (ProtocolError, UnicodeDecodeError)):
+            return "not a QMP server (it sent bytes that are not QMP JSON)"
         return describe_error(inner)
     if isinstance(exc, (GreetingError, NegotiationError)):
         return _not_qmp(exc.exc)
-    if isinstance(exc, (UnicodeDecodeError, ServerParseError)):
-        return "not a QMP server (it sent bytes that are not QMP JSON)"
+    # Mid-session protocol errors (the session is dropped and made again).
+    if isinstance(exc, (DeserializationError, UnicodeDecodeError)):
+        return "the server sent something that is not JSON"
+    if isinstance(exc, UnexpectedTypeError):
+        return "the server sent JSON that is not a QMP message"
+    if isinstance(exc, ServerParseError):
+        return "QEMU could not parse what was sent (protocol out of step)"
     if isinstance(exc, FileNotFoundError):
         return f"no such socket: {exc.filename}" if exc.filename else "no such socket"
     if isinstance(exc, ConnectionRefusedError):
@@ -122,16 +136,18 @@ async def _nothing() -> None:
     return None
 
 
-async def _plain_opener(
-    address: Address,
-) -> tuple[Any, ssl_mod.SSLContext | None, Callable[[], Awaitable[None]]]:
-    if address.kind == "unix":
-        return address.path, None, _nothing
-    if address.kind == "tcp":
-        return (address.host, address.port), None, _nothing
-    if address.kind == "invalid":
-        raise AddressError(address.error)
-    raise NotConnectedError(f"{address.kind} addresses need a transport (not configured)")
+# A disconnect that cannot finish (a peer that stopped reading, a stuck TLS flush) must not hang
+# the app's quit or the reconnect loop.
+DISCONNECT_TIMEOUT = 5.0
+
+
+async def _disconnect(client: QMPClient) -> BaseException | None:
+    """Disconnect within DISCONNECT_TIMEOUT; return the error the session ended with, if any."""
+    try:
+        await asyncio.wait_for(client.disconnect(), DISCONNECT_TIMEOUT)
+    except Exception as exc:
+        return exc
+    return None
 
 
 class Connection:
@@ -167,13 +183,17 @@ class Connection:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.audit = audit
-        self._opener = opener or _plain_opener
-        self._client_factory = client_factory or QMPClient
+        # The default refuses plaintext TCP to non-loopback hosts and opens ssh:// tunnels.
+        self._opener = opener or make_opener()
+        # Sends nothing extra on plain sockets; needed for QEMU 7.2's TLS monitor (qmp.md §9).
+        self._client_factory = client_factory or TLSNudgingQMPClient
         self._client: QMPClient | None = None
         self._cleanup: Callable[[], Awaitable[None]] = _nothing
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._want_nodes = False
+        # > 0 while node queries must not be sent (see quiet_nodes).
+        self._quiet_nodes = 0
         self._stopping = False
         self._stopped = asyncio.Event()
         # Set after each attempt (success or failure) so callers can wait for a first answer.
@@ -203,8 +223,7 @@ class Connection:
         self._wake.set()
         client = self._client
         if client is not None:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            await _disconnect(client)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -247,8 +266,7 @@ class Connection:
             )
             raw_cmds = await asyncio.wait_for(client.execute("query-commands"), self.connect_timeout)
         except Exception as exc:  # every cause becomes one line in the connection's state
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            await _disconnect(client)
             if cleanup is not None:
                 with contextlib.suppress(Exception):
                     await cleanup()
@@ -265,10 +283,11 @@ class Connection:
         try:
             await self.refresh()
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            ended = await _disconnect(client)
             self._client = None
-            self._set_link(LinkState.FAILED, describe_error(exc))
+            # A reply cut short by the session ending: the session's own error is the cause.
+            cause = ended if ended is not None and isinstance(exc, ConnectionLostError) else exc
+            self._set_link(LinkState.FAILED, describe_error(cause))
             return False
         return True
 
@@ -291,26 +310,29 @@ class Connection:
         assert client is not None
         pump = asyncio.create_task(self._pump(client), name=f"qmp-pump:{self.name}")
         poller = asyncio.create_task(self._poll_loop(), name=f"qmp-poll:{self.name}")
-        error: str | None = None
+        cause: BaseException | None = None
         try:
-            while client.runstate == Runstate.RUNNING and not poller.done():
+            # The pump is watched too: if it died, events would pile up unread in qemu.qmp's queue.
+            while client.runstate == Runstate.RUNNING and not poller.done() and not pump.done():
                 waiter = asyncio.create_task(client.runstate_changed())
-                await asyncio.wait({waiter, poller}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiter, poller, pump}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
-            if poller.done() and not poller.cancelled() and poller.exception() is not None:
-                error = describe_error(poller.exception())  # type: ignore[arg-type]
+            for task in (poller, pump):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    cause = cause or task.exception()
         finally:
             pump.cancel()
             poller.cancel()
-            try:
-                await client.disconnect()
-            except Exception as exc:
-                error = error or describe_error(exc)
+            ended = await _disconnect(client)
+            # A query cut short by the session ending says less than the session's own error.
+            if ended is not None and (cause is None or isinstance(cause, ConnectionLostError)):
+                cause = ended
             with contextlib.suppress(Exception):
                 await self._cleanup()
             self._client = None
         if not self._stopping:
-            self._set_link(LinkState.DISCONNECTED, f"connection lost: {error or 'QEMU went away'}")
+            error = describe_error(cause) if cause is not None else "QEMU went away"
+            self._set_link(LinkState.DISCONNECTED, f"connection lost: {error}")
 
     async def _pump(self, client: QMPClient) -> None:
         """The only consumer of the client's event queue (it is unbounded)."""
@@ -352,7 +374,25 @@ class Connection:
             if busy or self.model.active_jobs:
                 await self.refresh_jobs()
 
+    @contextlib.contextmanager
+    def quiet_nodes(self) -> Iterator[None]:
+        """Hold node queries back (they run once afterwards).
+
+        QEMU 7.2 aborts (``qcow2_get_specific_info: Assertion `false' failed``) when
+        query-named-block-nodes or query-block runs while ``blockdev-create`` formats a qcow2 image.
+        """
+        self._quiet_nodes += 1
+        try:
+            yield
+        finally:
+            self._quiet_nodes -= 1
+            if not self._quiet_nodes:
+                self.request_refresh()
+
     async def refresh_nodes(self) -> None:
+        if self._quiet_nodes:
+            self._want_nodes = True
+            return
         cmds = self.model.commands
         # query-named-block-nodes is 2.0+; before that query-block is all there is.
         named = await self._query("query-named-block-nodes") if (
@@ -426,8 +466,7 @@ class Connection:
         return reply
 
     async def _drop(self, client: QMPClient) -> None:
-        with contextlib.suppress(Exception):
-            await client.disconnect()
+        await _disconnect(client)
 
     def note_job_node(self, job_id: str, node: str) -> None:
         self.store.update(self.name, lambda c: reducer.set_job_node(c, job_id, node))

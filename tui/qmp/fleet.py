@@ -12,6 +12,7 @@ from tui.errors import AddressError
 from tui.model.store import Store
 from tui.qmp.address import Address, parse_address_lenient
 from tui.qmp.connection import Connection, Opener
+from tui.qmp.transport import make_opener, split_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,11 @@ class Fleet:
             opener=self.opener,
         )
         opts.update(self.connection_options)
-        opts.update(endpoint.options)
+        # tls_*, allow_insecure_tcp and ssh_* choose the transport; the rest tune the Connection.
+        transport, rest = split_options(endpoint.options)
+        if self.opener is None or transport:
+            opts["opener"] = make_opener(transport)
+        opts.update(rest)
         conn = Connection(endpoint.name, endpoint.address, self.store, **opts)  # type: ignore[arg-type]
         self.connections[endpoint.name] = conn
         return conn

@@ -92,8 +92,17 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(_refused(mode, str(exc)), args.json)
     if len(endpoints) != 1:
         return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
+    from tui.audit import AuditLog
+    from tui.config import load_config
+
+    try:
+        cfg = load_config(getattr(args, "config", None))
+        audit = AuditLog(cfg.audit_path())
+    except (BitmapTuiError, OSError) as exc:
+        return _emit(_refused(mode, str(exc)), args.json)
     timeout = getattr(args, "timeout", 5.0)
-    fleet = Fleet(reconnect=False, connect_timeout=timeout, read_only=bool(getattr(args, "read_only", False)))
+    fleet = Fleet(reconnect=False, connect_timeout=timeout, audit=audit,
+                  read_only=bool(getattr(args, "read_only", False)) or cfg.defaults.read_only)
     conn = fleet.add(endpoints[0])
     fleet.start()
     try:
@@ -131,13 +140,14 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(verdict, args.json)
     finally:
         await fleet.stop()
+        audit.close()
 
 
 def compose(args: argparse.Namespace) -> int:
-    """The ``compose`` handler: the composer screen alone (Textual is imported only here)."""
+    """The ``compose`` handler: the console (config, theme, audit log as usual) opened on the
+    composer; esc leads to the dashboard. Textual is imported only here."""
+    from tui.app import run_app
     from tui.cli import resolve_endpoints
-    from tui.qmp.fleet import Fleet
-    from tui.screens.composer import StandaloneComposer
     from tui.txn.files import load
 
     txn = None
@@ -151,11 +161,20 @@ def compose(args: argparse.Namespace) -> int:
     if len(endpoints) != 1:
         print("bitmap-tui: compose needs exactly one --connect ADDR", file=sys.stderr)
         return 2
-    fleet = Fleet(read_only=bool(getattr(args, "read_only", False)),
-                  connect_timeout=getattr(args, "timeout", 5.0))
-    fleet.add(endpoints[0])
-    app = StandaloneComposer(fleet, endpoints[0].name, txn, path=args.file)
-    return app.run() or 0
+    name = endpoints[0].name
+
+    async def open_composer(app: Any) -> None:
+        from tui.screens.composer import ComposerScreen
+
+        # the forms offer what exists: wait for the first answer before building them
+        try:
+            await app.fleet.wait_first_answer(float(getattr(args, "timeout", 5.0)) * 3 + 5)
+        except TimeoutError:
+            pass
+        await app.push_screen(ComposerScreen(app.fleet, name, txn, path=args.file))
+
+    args.startup = open_composer
+    return run_app(args)
 
 
 def _print_fixes(prepared: Any) -> None:

@@ -105,7 +105,10 @@ class _Reader:
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
         line = _line(self.root, path)
         where = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{where}: {key + ': ' if key else ''}{message}")
+        text = f"{where}: {key + ': ' if key else ''}{message}"
+        if not text.isprintable():  # a key or value with a newline/control character in it
+            text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        return ConfigError(text)
 
 
 def parse_document(doc: Any, source: str = "<transaction>", root: yaml.Node | None = None) -> Transaction:
@@ -189,6 +192,12 @@ def parse_document(doc: Any, source: str = "<transaction>", root: yaml.Node | No
     return Transaction(tuple(actions), mode)
 
 
+def _first_line(exc: BaseException) -> str:
+    # PyYAML's messages span several lines (position, context); errors here are one line.
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def loads(text: str, source: str = "<transaction>") -> Transaction:
     """Parse YAML (or JSON) text into a :class:`Transaction`."""
     try:
@@ -197,9 +206,9 @@ def loads(text: str, source: str = "<transaction>") -> Transaction:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}{line}: not valid YAML: {exc.problem or exc}") from None
+        raise ConfigError(f"{source}{line}: not valid YAML: {exc.problem or _first_line(exc)}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {_first_line(exc)}") from None
     return parse_document(doc, source, root)
 
 
