@@ -96,3 +96,17 @@ def test_store_logs_events_with_severity_and_notifies():
     assert [e.severity for e in store.events] == ["error", "warning", "info"]
     assert store.events[0].time == 100.000005
     assert len(seen) == 3
+
+
+def test_stale_poll_does_not_undo_a_jobs_final_events():
+    conn = run([
+        ev("BLOCK_JOB_COMPLETED", device="j", type="backup", len=10, offset=10),
+        ev("JOB_STATUS_CHANGE", id="j", status="null"),
+    ])
+    stale = {"j": Job(id="j", type="backup", status="concluded", current=10, total=10,
+                      result=JobResult.COMPLETED)}
+    assert reducer.apply_jobs(conn, stale).jobs["j"].status == "null"
+    # the same id reused by a new job is a new job
+    reused = {"j": Job(id="j", type="backup", status="running", current=1, total=10)}
+    fresh = reducer.apply_jobs(conn, reused).jobs["j"]
+    assert fresh.status == "running" and fresh.result is None and not fresh.finished

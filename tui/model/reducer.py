@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from tui.model.state import (
+    ACTIVE_JOB_STATUSES,
     ConnectionModel,
     EventRecord,
     Job,
@@ -134,6 +135,14 @@ def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel
         new = polled.get(jid)
         if new is None:
             jobs[jid] = old if old.finished else replace(old, status="null")
+            continue
+        if old.status == "null" and old.result is not None and new.status == "concluded":
+            # A poll answered before the job's final events were reduced: the events are newer.
+            jobs[jid] = old
+            continue
+        if old.status == "null" and new.status in ACTIVE_JOB_STATUSES:
+            # QEMU forgot the old job; this one reuses its id.
+            jobs[jid] = new
             continue
         # A job marked LOST by a dropped link that QEMU still lists after the reconnect is alive:
         # QEMU's word replaces "connection lost" (missed completion events show in its status).
