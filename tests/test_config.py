@@ -246,6 +246,16 @@ ERRORS = {
         "    bitmap: b\n    target_dir: /srv\n",
         [":6: policies.p.drives: a drive is listed twice"],
     ),
+    "policy fractional speed": (
+        "connections:\n  vm1: /a.sock\npolicies:\n  p:\n    connection: vm1\n    drives: d0\n"
+        "    bitmap: b\n    target_dir: /srv\n    speed: 1.5\n",
+        [":9: policies.p.speed: expected a whole number, got a number 1.5"],
+    ),
+    "policy granularity not power of two": (
+        "connections:\n  vm1: /a.sock\npolicies:\n  p:\n    connection: vm1\n    drives: d0\n"
+        "    bitmap: b\n    target_dir: /srv\n    granularity: 5000\n",
+        [":9: policies.p.granularity: must be a power of two"],
+    ),
     "yaml syntax": (
         "connections:\n  a: unix:/a.qmp\n b: [\n",
         [":3: not valid YAML"],
