@@ -52,6 +52,19 @@ def test_sample_config_loads_and_is_documented(path: Path):
     assert text.lstrip().startswith("#") and text.count("#") >= 3
 
 
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+async def test_sample_config_endpoints_are_accepted_by_the_fleet(path: Path):
+    """Every option a sample sets (TLS files, ssh options, allow_insecure_tcp) is one the
+    transport takes: a Fleet is built from them without starting anything."""
+    from tui.qmp.fleet import Fleet
+
+    cfg = load_config(path)
+    fleet = Fleet()
+    for ep in cfg.endpoints():
+        fleet.add(ep)
+    assert list(fleet.connections) == [c.name for c in cfg.connections]
+
+
 def test_full_config_values(tmp_path):
     p = write(
         tmp_path,
