@@ -85,7 +85,7 @@ async def test_installed_console_in_tmux(make_sandbox):
     term.start()
     try:
         text = await term.wait_screen("disk0", "disk1", "bm-live", "bm-off", "bm-held",
-                                      "active", "disabled", "frozen", "connected")
+                                      "active", "disabled", "frozen", "connected", "running")
         lines = text.splitlines()
         assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
         assert any("bm-off" in line and "disabled" in line for line in lines)

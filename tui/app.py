@@ -141,8 +141,12 @@ class BitmapTuiApp(App[int]):
         # A screen pushed over the dashboard (the composer, ...) shows its own keys first.
         screen = self.screen
         own: list[tuple[str, list[tuple[str, str]]]] = []
-        if not isinstance(screen, DashboardScreen) and getattr(screen, "HELP_TITLE", None):
-            own = [(str(screen.HELP_TITLE), rows(type(screen).BINDINGS))]  # type: ignore[attr-defined]
+        help_title = getattr(screen, "HELP_TITLE", None)
+        if not isinstance(screen, DashboardScreen) and help_title:
+            # only the keys the screen allows now (read-only hides its mutating ones)
+            allowed = [b for b in type(screen).BINDINGS if isinstance(b, Binding)
+                       and screen.check_action(b.action.split("(")[0], ()) is not False]
+            own = [(str(help_title), rows(allowed))]
         groups = own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
