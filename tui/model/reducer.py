@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import Any
 
 from tui.model.state import (
-    ACTIVE_JOB_STATUSES,
     ConnectionModel,
     EventRecord,
     Job,
@@ -141,13 +140,11 @@ def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel
         if new is None:
             jobs[jid] = old if old.finished else replace(old, status="null")
             continue
-        if old.status == "null" and old.result is not None and new.status == "concluded":
-            # A poll answered before the job's final events were reduced: the events are newer.
+        if old.status == "null" and old.result is not None:
+            # The job's final events were reduced after QEMU answered this poll: the events are
+            # newer. (A new job reusing the id is seen once the old record is dismissed, which
+            # the dashboard and the transaction tracker do before reusing an id.)
             jobs[jid] = old
-            continue
-        if old.status == "null" and new.status in ACTIVE_JOB_STATUSES:
-            # QEMU forgot the old job; this one reuses its id.
-            jobs[jid] = new
             continue
         # A job marked LOST by a dropped link that QEMU still lists after the reconnect is alive:
         # QEMU's word replaces "connection lost" (missed completion events show in its status).
