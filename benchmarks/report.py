@@ -288,10 +288,10 @@ def write_report(doc: dict[str, Any]) -> str:
         "of qemu.qmp's per-message cost on an event flood, and most of its idle polling cost.",
         "- The event pump hands the store a plain `dict` instead of qemu.qmp's `Message` "
         "(whose `Mapping` lookups are several times slower than a dict's).",
-        "- A consequence fixed in the core: with faster event handling, a job poll answered "
-        "just before a job's final events could be applied after them and undo them (the job "
-        "then looked lost). `Connection.refresh_jobs` now keeps the events' state for jobs whose "
-        "events were reduced while the poll was in flight; the next poll reads them again.",
+        "- Faster event handling makes a race likelier: a job poll answered just before a "
+        "job's final events can be applied after them. The reducer's rule that such a poll "
+        "never overrides the final events (on main) covers it; "
+        "`tests/test_connection_speed.py` checks it through `Connection.refresh_jobs`.",
         "",
     ]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Core changes made for speed (benchmarks/), and the poll/event race they made likelier."""
+"""Core changes made for speed (benchmarks/), and the poll/event race a faster pump makes likelier."""
 
 from __future__ import annotations
 
@@ -78,9 +78,9 @@ async def test_poll_answer_older_than_events_does_not_undo_them() -> None:
 
     async def query(command: str) -> object:
         assert command == "query-block-jobs"
-        conn._handle_event({"event": "BLOCK_JOB_COMPLETED", "data": {
+        store.apply_event("vm", {"event": "BLOCK_JOB_COMPLETED", "data": {
             "device": "j1", "type": "backup", "len": 10, "offset": 10, "speed": 0}})
-        conn._handle_event({"event": "JOB_STATUS_CHANGE", "data": {"id": "j1", "status": "null"}})
+        store.apply_event("vm", {"event": "JOB_STATUS_CHANGE", "data": {"id": "j1", "status": "null"}})
         return [{"device": "j1", "type": "backup", "len": 10, "offset": 5, "busy": True,
                  "paused": False, "speed": 0, "io-status": "ok"}]
 

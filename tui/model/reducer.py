@@ -44,11 +44,6 @@ def _job_id(name: str, data: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def job_id_of(name: str, data: Mapping[str, Any]) -> str | None:
-    """The job a job event is about (None if it names none)."""
-    return _job_id(name, data)
-
-
 def _with_progress(job: Job, data: Mapping[str, Any]) -> Job:
     total = max(0, _int(data.get("len"), job.total))
     current = max(0, _int(data.get("offset"), job.current))

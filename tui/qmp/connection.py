@@ -211,9 +211,6 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._want_nodes = False
-        # Job events reduced so far, and the count at each job's latest one (see refresh_jobs).
-        self._job_events = 0
-        self._job_event_at: dict[str, int] = {}
         # > 0 while node queries must not be sent (see quiet_nodes).
         self._quiet_nodes = 0
         self._stopping = False
@@ -358,24 +355,17 @@ class Connection:
 
     async def _pump(self, client: QMPClient) -> None:
         """The only consumer of the client's event queue (it is unbounded)."""
-        handle = self._handle_event
+        store = self.store
+        name = self.name
+        job_events = reducer.JOB_EVENTS
         async for message in client.events:
             # A plain dict: the reducer's many lookups on qemu.qmp's Message go through the
             # generic Mapping machinery, several times slower than dict access.
-            handle(dict(message))
-
-    def _handle_event(self, event: dict[str, Any]) -> None:
-        """Reduce one event into the store; a job event also asks for a bitmap refresh."""
-        self.store.apply_event(self.name, event)
-        kind = event.get("event")
-        if kind in reducer.JOB_EVENTS:
-            data = event.get("data")
-            jid = reducer.job_id_of(kind, data) if isinstance(data, dict) else None
-            if jid is not None:
-                self._job_events += 1
-                self._job_event_at[jid] = self._job_events
-            self._want_nodes = True
-            self._wake.set()
+            event = dict(message)
+            store.apply_event(name, event)
+            if event.get("event") in job_events:
+                self._want_nodes = True
+                self._wake.set()
 
     # ---------------------------------------------------------------- polling
 
@@ -436,22 +426,9 @@ class Connection:
 
     async def refresh_jobs(self) -> None:
         cmds = self.model.commands
-        mark = self._job_events
         qjobs = await self._query("query-jobs") if "query-jobs" in cmds else None
         qblock = await self._query("query-block-jobs")
         jobs = parse_jobs(qjobs, qblock)
-        # QEMU answers in order, but this task resumes after the event pump: events reduced
-        # while the poll was in flight can be newer than its answer (e.g. a job's final events
-        # after a reply that still said "running"). For those jobs the store keeps what the
-        # events said; the next poll reads them again.
-        fresh = [jid for jid, at in self._job_event_at.items() if at > mark]
-        if fresh:
-            current = self.model.jobs
-            for jid in fresh:
-                if jid in current:
-                    jobs[jid] = current[jid]
-                else:
-                    jobs.pop(jid, None)
         self.store.update(self.name, lambda c: reducer.apply_jobs(c, jobs))
 
     async def refresh(self) -> None:
