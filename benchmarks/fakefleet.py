@@ -96,7 +96,8 @@ async def serve(workdir: Path, fakes: int, nodes: int, bitmaps: int, qemus: int)
             boxes.append(sb)
             for attempt in range(3):
                 try:
-                    await sb.start()
+                    # Bounded: a QEMU that never answers its control socket must not hang us.
+                    await asyncio.wait_for(sb.start(), 30)
                     break
                 except Exception:
                     # On a loaded machine QEMU's socket file can exist before it listens.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,8 +20,15 @@ class Server:
     payload: str
 
 
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The helper's first line, or '' if it says nothing within ``timeout`` (never hang)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
+
+
 @contextlib.contextmanager
-def server_process(module: str, *args: str) -> Iterator[Server]:
+def server_process(module: str, *args: str, timeout: float = 120.0) -> Iterator[Server]:
     """Run ``python -m benchmarks.<module> ARGS`` until the block ends (it stops when stdin closes)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", f"benchmarks.{module}", *args],
@@ -30,8 +38,7 @@ def server_process(module: str, *args: str) -> Iterator[Server]:
         text=True,
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+        line = _readline(proc, timeout)
         if not line.startswith("ready"):
             raise RuntimeError(f"benchmarks.{module} did not start (said {line!r})")
         yield Server(proc, line[len("ready"):].strip())
@@ -42,5 +49,9 @@ def server_process(module: str, *args: str) -> Iterator[Server]:
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
