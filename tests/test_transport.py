@@ -317,11 +317,19 @@ async def test_ssh_tunnel_killed_reconnects(sandbox, sshd) -> None:
     conn.start()
     try:
         await wait_for(lambda: store.connection("vm0").state is LinkState.CONNECTED, 40, "connect")
-        for pid in ssh_pids(opener.targets[0]):
+        seen: list[tuple[LinkState, str | None]] = []
+        store.subscribe(lambda: seen.append((store.connection("vm0").state,
+                                             store.connection("vm0").error)))
+        pids = ssh_pids(opener.targets[0])
+        assert pids, "the ssh process behind the tunnel"
+        for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        await wait_for(lambda: store.connection("vm0").state is LinkState.DISCONNECTED, 30, "loss")
-        assert one_line(store.connection("vm0").error).startswith("connection lost")
-        await wait_for(lambda: store.connection("vm0").state is LinkState.CONNECTED, 40, "reconnect")
+        # Recorded from the store, so a quick reconnect cannot hide the loss from the test.
+        await wait_for(lambda: any(s is LinkState.DISCONNECTED for s, _ in seen), 30, "loss")
+        lost = [e for s, e in seen if s is LinkState.DISCONNECTED][0]
+        assert one_line(lost).startswith("connection lost")
+        await wait_for(lambda: len(opener.targets) >= 2
+                       and store.connection("vm0").state is LinkState.CONNECTED, 40, "reconnect")
         assert len(opener.targets) >= 2 and opener.targets[0] != opener.targets[-1]
         assert gone(os.path.dirname(opener.targets[0]))
     finally:

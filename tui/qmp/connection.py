@@ -13,6 +13,7 @@ import os
 import ssl as ssl_mod
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, Runstate
@@ -263,30 +264,30 @@ class Connection:
                 await asyncio.wait_for(client.execute("query-version"), self.connect_timeout)
             )
             raw_cmds = await asyncio.wait_for(client.execute("query-commands"), self.connect_timeout)
-        except Exception as exc:  # every cause becomes one line in the connection's state
-            await _disconnect(client)
-            if cleanup is not None:
+            commands = frozenset(
+                c["name"] for c in (raw_cmds if isinstance(raw_cmds, list) else []) if isinstance(c, dict) and "name" in c
+            )
+            self._client = client
+            # Version and commands first (the job poll needs them); "connected" is only shown
+            # once the first full refresh worked, so a peer that fails it never flickers green.
+            self.store.update(self.name, lambda c: replace(c, version=version, commands=commands))
+            await self.refresh()
+        except BaseException as exc:  # every cause becomes one line in the connection's state
+            self._client = None
+            ended = await _disconnect(client)
+            if cleanup is not None:  # e.g. the ssh tunnel of this attempt
                 with contextlib.suppress(Exception):
                     await cleanup()
-            was = self.model.state
-            state = LinkState.DISCONNECTED if was is LinkState.DISCONNECTED else LinkState.FAILED
-            self._set_link(state, self._explain(exc))
-            return False
-        commands = frozenset(
-            c["name"] for c in (raw_cmds if isinstance(raw_cmds, list) else []) if isinstance(c, dict) and "name" in c
-        )
-        self._client = client
-        self._cleanup = cleanup or _nothing
-        self.store.update(self.name, lambda c: reducer.connected(c, version, commands))
-        try:
-            await self.refresh()
-        except Exception as exc:
-            ended = await _disconnect(client)
-            self._client = None
+            if not isinstance(exc, Exception):  # cancelled (stop()): cleaned up, nothing to show
+                raise
             # A reply cut short by the session ending: the session's own error is the cause.
             cause = ended if ended is not None and isinstance(exc, ConnectionLostError) else exc
-            self._set_link(LinkState.FAILED, describe_error(cause))
+            was = self.model.state
+            state = LinkState.DISCONNECTED if was is LinkState.DISCONNECTED else LinkState.FAILED
+            self._set_link(state, self._explain(cause))
             return False
+        self._cleanup = cleanup or _nothing
+        self.store.update(self.name, lambda c: reducer.connected(c, version, commands))
         return True
 
     def _explain(self, exc: BaseException) -> str:

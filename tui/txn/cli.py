@@ -79,9 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
-    from tui.cli import resolve_endpoints
+    from tui.cli import make_fleet, resolve_endpoints
     from tui.model.state import LinkState
-    from tui.qmp.fleet import Fleet
     from tui.txn.checks import prepare
     from tui.txn.tracker import TransactionRun
 
@@ -93,7 +92,8 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
     if len(endpoints) != 1:
         return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
     timeout = getattr(args, "timeout", 5.0)
-    fleet = Fleet(reconnect=False, connect_timeout=timeout, read_only=bool(getattr(args, "read_only", False)))
+    # make_fleet: --read-only enforced in the core, and what apply sends goes to the audit log.
+    fleet = make_fleet(args, reconnect=False, connect_timeout=timeout)
     conn = fleet.add(endpoints[0])
     fleet.start()
     try:
@@ -135,8 +135,7 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
 
 def compose(args: argparse.Namespace) -> int:
     """The ``compose`` handler: the composer screen alone (Textual is imported only here)."""
-    from tui.cli import resolve_endpoints
-    from tui.qmp.fleet import Fleet
+    from tui.cli import make_fleet, resolve_endpoints
     from tui.screens.composer import StandaloneComposer
     from tui.txn.files import load
 
@@ -151,8 +150,7 @@ def compose(args: argparse.Namespace) -> int:
     if len(endpoints) != 1:
         print("bitmap-tui: compose needs exactly one --connect ADDR", file=sys.stderr)
         return 2
-    fleet = Fleet(read_only=bool(getattr(args, "read_only", False)),
-                  connect_timeout=getattr(args, "timeout", 5.0))
+    fleet = make_fleet(args, connect_timeout=getattr(args, "timeout", 5.0))
     fleet.add(endpoints[0])
     app = StandaloneComposer(fleet, endpoints[0].name, txn, path=args.file)
     return app.run() or 0
