@@ -229,3 +229,41 @@ def test_the_scan_catches_a_shell():
     names = [_name(c) for c in _calls(bad)]
     assert "system" in names
     assert any(kw.arg == "shell" for c in _calls(bad) for kw in c.keywords)
+
+
+# ------------------------------------------------------------------ the headless apply is audited
+
+
+def _apply(*argv: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tui", "apply", *argv],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@requires_qemu
+async def test_headless_apply_is_audited_in_the_xdg_state_dir(sandbox, tmp_path):
+    import asyncio
+
+    txn = tmp_path / "t.yaml"
+    txn.write_text("actions:\n  - type: block-dirty-bitmap-add\n"
+                   "    data: {node: disk0, name: audited}\n")
+    res = await asyncio.to_thread(_apply, str(txn), "--yes", "--connect", sandbox.address)
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = entries(default_audit_path())  # XDG_STATE_HOME points into the test's tmp dir
+    assert [e["command"] for e in log] == ["transaction"]
+    assert log[0]["arguments"]["actions"][0]["data"] == {"node": "disk0", "name": "audited"}
+    assert log[0]["error"] is None
+
+
+def test_apply_refuses_to_start_without_a_writable_audit_log(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    txn = tmp_path / "t.yaml"
+    txn.write_text("actions:\n  - type: block-dirty-bitmap-add\n    data: {node: d, name: b}\n")
+    res = _apply(str(txn), "--yes", "--connect", str(tmp_path / "no.sock"),
+                 "--audit-log", str(blocker / "audit.jsonl"))
+    assert res.returncode == 2
+    assert f"audit log {blocker / 'audit.jsonl'}: " in res.stderr + res.stdout
+    assert "Traceback" not in res.stderr

@@ -195,6 +195,7 @@ class Connection:
         self._want_nodes = False
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         # Set after each attempt (success or failure) so callers can wait for a first answer.
         self.attempted = asyncio.Event()
         self.next_retry: float | None = None
@@ -433,7 +434,10 @@ class Connection:
             if mutating and self.audit:
                 self.audit.record(self.name, command, arguments, error="timeout")
             # A QMP monitor answers in order: one stuck reply means the link is unusable.
-            asyncio.get_running_loop().create_task(self._drop(client))
+            # Kept referenced until done: the loop holds only a weak reference to tasks.
+            task = asyncio.get_running_loop().create_task(self._drop(client))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             raise CommandTimeoutError(
                 f"{self.name}: QEMU did not answer '{command}' within "
                 f"{timeout or self.command_timeout:g} s"
