@@ -22,7 +22,7 @@ SHOTS = [  # file, theme, size
     ("dashboard-dark.svg", "dark", (100, 30)),
     ("dashboard-light.svg", "light", (100, 30)),
     ("dashboard-ansi-80x24.svg", "ansi", (80, 24)),
-    ("dashboard-wide.svg", "dark", (150, 36)),
+    ("dashboard-wide.svg", "dark", (170, 40)),  # side by side from 160 columns
 ]
 
 

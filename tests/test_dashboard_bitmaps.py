@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
+from tests.conftest import requires_qemu
 from tests.dashboard_kit import bitmap, outcome, running, sent_commands, settle
 from tui.audit import AuditLog
 from tui.model.state import BitmapState

@@ -55,8 +55,9 @@ class Tmux:
         self.run("kill-server", check=False)
 
 
-@pytest.mark.parametrize("how", ["q", "ctrl+c", "SIGTERM"])
+@pytest.mark.parametrize("how", ["q", "ctrl+c", "SIGTERM", "default-q"])
 def test_demo_in_tmux_shows_bitmaps_and_leaves_nothing(tmp_path, how):
+    """``default-q``: plain ``bitmap-tui`` with no connection and no config opens the same demo."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {
@@ -71,7 +72,7 @@ def test_demo_in_tmux_shows_bitmaps_and_leaves_nothing(tmp_path, how):
     tmux = Tmux()
     try:
         # `exec` so the pane's process is bitmap-tui itself (SIGTERM goes straight to it).
-        cmd = f"exec {BIN} demo"
+        cmd = f"exec {BIN}" if how.startswith("default") else f"exec {BIN} demo"
         subprocess.run(
             ["tmux", "-L", tmux.sock, "new-session", "-d", "-s", "demo", "-x", "80", "-y", "24", cmd],
             env=env, check=True, timeout=30,
@@ -84,7 +85,7 @@ def test_demo_in_tmux_shows_bitmaps_and_leaves_nothing(tmp_path, how):
             raise AssertionError("missing on screen:\n" + tmux.screen()) from None
         workdirs = list(scratch.iterdir())
         assert len(workdirs) == 1 and qemu_running_in(workdirs[0])
-        if how == "q":
+        if how in ("q", "default-q"):
             tmux.run("send-keys", "-t", "demo", "q")
         elif how == "ctrl+c":
             tmux.run("send-keys", "-t", "demo", "C-c")
@@ -95,5 +96,47 @@ def test_demo_in_tmux_shows_bitmaps_and_leaves_nothing(tmp_path, how):
         assert list(scratch.iterdir()) == []
         # nothing written to the user's config or state directories either
         assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*.qcow2"))
+    finally:
+        tmux.kill()
+
+
+async def test_config_file_drives_the_app_in_tmux(tmp_path, make_sandbox):
+    """Connections, read-only and the keymap come from --config FILE (a real QEMU)."""
+    import asyncio
+
+    sb = await make_sandbox(drives=1)
+    await sb.add_bitmap(0, "from-config")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "defaults:\n  read_only: true\n  theme: light\n"
+        f"connections:\n  cfgvm: unix:{sb.socket}\n"
+        "keymap:\n  app.quit: ctrl+q\n"
+    )
+    await asyncio.to_thread(_run_configured, tmp_path, cfg)
+
+
+def _run_configured(tmp_path: Path, cfg: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "TERM": "xterm-256color",
+           "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_STATE_HOME": str(tmp_path / "st")}
+    env.pop("TMUX", None)
+    tmux = Tmux()
+    try:
+        subprocess.run(
+            ["tmux", "-L", tmux.sock, "new-session", "-d", "-s", "demo", "-x", "80", "-y", "24",
+             f"exec {BIN} --config {cfg}"], env=env, check=True, timeout=30,
+        )
+        wanted = ("cfgvm", "connected", "disk0", "from-config")
+        try:
+            wait_until(lambda: all(w in tmux.screen() for w in wanted), 30, "the connection")
+        except AssertionError:
+            raise AssertionError("missing on screen:\n" + tmux.screen()) from None
+        screen = tmux.screen()
+        assert "Add" not in screen and "Remove" not in screen, "read-only offers no mutation"
+        assert "^q Quit" in screen, "the footer shows the remapped key"
+        tmux.run("send-keys", "-t", "demo", "q")  # remapped away: q no longer quits
+        time.sleep(0.5)
+        assert tmux.alive()
+        tmux.run("send-keys", "-t", "demo", "C-q")
+        wait_until(lambda: not tmux.alive(), 30, "ctrl+q to quit")
     finally:
         tmux.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -68,6 +69,10 @@ async def test_apply_exit_1_partial_failure_json(make_sandbox, tmp_path):
     assert [(b["node"], b["name"], b["outcome"]) for b in data["bitmaps"]] == [
         ("disk0", "bitmap0", "cleared"), ("disk1", "bitmap1", "restored")]
     assert any("drive0's next incremental must be based on" in n for n in data["next"])
+    # every command that changed QEMU is in the audit log (the refused run sent nothing)
+    audit = Path(os.environ["XDG_STATE_HOME"]) / "bitmap-tui" / "audit.jsonl"
+    sent = [json.loads(line)["command"] for line in audit.read_text().splitlines()]
+    assert sent == ["transaction"]
 
 
 @requires_qemu
@@ -128,7 +133,8 @@ async def test_apply_exit_2_refusals(make_sandbox, tmp_path):
 
 @requires_qemu
 async def test_compose_in_a_real_terminal(make_sandbox, tmp_path):
-    """The installed ``bitmap-tui compose`` in tmux at 80x24: shows the file, toggles, quits."""
+    """The installed ``bitmap-tui compose`` in tmux at 80x24: shows the file, toggles, goes
+    back to the dashboard, quits."""
     tmux = shutil.which("tmux")
     assert tmux, "tmux is needed (./dev installs it)"
     sb = await make_sandbox(drives=2)
@@ -160,12 +166,14 @@ async def test_compose_in_a_real_terminal(make_sandbox, tmp_path):
         await screen_shows("completion-mode: grouped")
         await tmux_do("send-keys", "-t", session, "4")
         await screen_shows("completion-mode grouped: what each outcome")
-        await tmux_do("send-keys", "-t", session, "Escape")
+        await tmux_do("send-keys", "-t", session, "Escape")  # back to the dashboard
+        await screen_shows("Nodes and bitmaps")
+        await tmux_do("send-keys", "-t", session, "q")
         for _ in range(200):
             if "compose" not in await tmux_do("list-sessions"):
                 break
             await asyncio.sleep(0.05)
         else:
-            raise AssertionError("the composer did not exit on esc")
+            raise AssertionError("the console did not quit on q")
     finally:
         await tmux_do("kill-server")

@@ -96,6 +96,8 @@ async def test_compose_toggle_send_and_read_the_grouped_verdict(make_sandbox, fl
         assert "bitmap disk1/bitmap1: restored" in shown
         table = screen.query_one("#jobs")
         assert table.row_count == 2
+        assert [table.get_cell(j, "result") for j in ("drive0", "drive1")] == ["CANCELLED", "FAILED"]
+        assert table.get_cell("drive0", "status") == "ended"
 
 
 async def test_reorder_delete_and_refusal_sends_nothing(sandbox, fleet_for):
@@ -182,3 +184,29 @@ async def test_palette_offers_transaction_commands(sandbox, fleet_for):
         await pilot.press("enter")
         await wait_for(lambda: len(screen.txn.actions) == 1, 10, "the new action")
         assert screen.txn.actions[0].data["device"] == "drive0"
+
+
+async def test_live_group_view_shows_progress(sandbox, fleet_for):
+    await sandbox.write(0, 0, "8M")
+    fleet = await fleet_for(sandbox, job_poll_interval=0.1)
+    await fleet["vm0"].execute("blockdev-add", {"driver": "null-co", "node-name": "t0",
+                                                "size": 64 * 2**20})
+    txn = Transaction((Action("blockdev-backup", {"device": "drive0", "sync": "full",
+                                                  "target": "t0", "speed": 1 << 20}),))
+    app = ComposerApp(fleet, txn)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        await pilot.press("s")
+        table = screen.query_one("#jobs")
+
+        def cell(col: str) -> str:
+            return str(table.get_cell("drive0", col)) if "drive0" in table.rows else ""
+
+        await wait_for(lambda: cell("status") == "running"
+                       and cell("progress").strip() not in ("", "0%"), 30, "progress shown")
+        assert cell("result") == "" and screen.verdict is None
+        await sandbox.qmp("block-job-set-speed", {"device": "drive0", "speed": 0})
+        await wait_for(lambda: screen.verdict is not None, 30, "the verdict")
+        await pilot.pause(0.3)
+        assert cell("result") == "COMPLETED" and cell("progress").strip() == "100%"

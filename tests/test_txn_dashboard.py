@@ -68,3 +68,17 @@ async def test_compose_and_backup_of_the_selected_drive(sandbox, fleet_for):
         await pilot.press("t")
         await pilot.pause()
         assert isinstance(app.screen, ComposerScreen) and not app.screen.txn.actions
+
+
+async def test_help_on_the_composer_lists_its_keys(sandbox, fleet_for):
+    fleet = await fleet_for(sandbox)
+    async with running(fleet) as (app, pilot, dash):
+        await pilot.press("t")
+        await pilot.pause()
+        assert isinstance(app.screen, ComposerScreen)
+        areas = dict(app.key_help())
+        assert ("m", "Mode") in areas["Transaction composer"]
+        assert ("s", "Send") in areas["Transaction composer"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is dash and "Transaction composer" not in dict(app.key_help())

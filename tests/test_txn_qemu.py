@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import requires_qemu
+from tui.errors import QMPCommandError
 from tui.sandbox import QEMU_IMG, Sandbox, run
 from tui.txn import GROUPED, INDIVIDUAL, Transaction, TransactionRun, load, prepare
 from tui.txn.model import Action
@@ -93,6 +96,11 @@ async def test_individual_partial_failure_matches_the_documentation(make_sandbox
     assert verdict.accepted and verdict.exit_code == 1
     jobs = {j.job_id: j for j in verdict.jobs}
     assert jobs["drive0"].result == "completed" and jobs["drive0"].error is None
+    # what a backup ledger reads per job
+    j0 = jobs["drive0"]
+    assert (j0.image, j0.sync, j0.bitmap, j0.bitmap_outcome, j0.image_valid) == (
+        str(sb.path("d0-incr-1.qcow2")), "incremental", "bitmap0", "cleared", True)
+    assert (jobs["drive1"].bitmap_outcome, jobs["drive1"].image_valid) == ("restored", False)
     assert jobs["drive1"].result == "failed" and jobs["drive1"].error == "Input/output error"
     images = {Path(i.path).name: i.verdict for i in verdict.images}
     assert images == {"d0-incr-1.qcow2": "valid", "d1-incr-1.qcow2": "invalid"}
@@ -207,8 +215,12 @@ async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
     await sb.write(0, 0, "8M")
     await conn.execute("blockdev-add", {"driver": "null-co", "node-name": "t0",
                                         "size": 64 * 2**20})
-    txn = Transaction((Action("blockdev-backup", {"device": "drive0", "sync": "full",
-                                                  "target": "t0", "speed": 65536}),))
+    await sb.add_bitmap(0, "bitmap0")
+    await sb.write(0, "8M", "8M")
+    await conn.refresh_nodes()
+    txn = Transaction((Action("blockdev-backup", {"device": "drive0", "sync": "incremental",
+                                                  "bitmap": "bitmap0", "target": "t0",
+                                                  "speed": 65536}),))
     run_ = TransactionRun(conn, prepare(txn, conn.model))
     assert await run_.send()
     assert run_.job_ids == ["drive0"]
@@ -218,3 +230,17 @@ async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
     assert verdict.exit_code == 1
     assert verdict.jobs[0].result == "lost" and verdict.to_dict()["jobs"][0]["result"] == "failed"
     assert verdict.images[0].verdict == "invalid"
+    assert [(b.outcome, b.verified) for b in verdict.bitmaps] == [("restored", None)]  # unmeasured
+
+
+async def test_qemu_itself_refuses_what_the_grouped_check_refuses(sandbox, fleet_for):
+    """The pre-flight check is not stricter than QEMU: sent anyway, QEMU refuses it too."""
+    await sandbox.add_bitmap(0, "bitmap0")
+    fleet = await fleet_for(sandbox)
+    conn = fleet["vm0"]
+    txn = Transaction((Action("block-dirty-bitmap-clear", {"node": "disk0", "name": "bitmap0"}),),
+                      GROUPED)
+    assert any("grouped" in f.message for f in prepare(txn, conn.model).errors)
+    with pytest.raises(QMPCommandError) as err:
+        await conn.execute("transaction", txn.to_qmp())
+    assert "does not support" in err.value.desc.lower() and "grouped" in err.value.desc

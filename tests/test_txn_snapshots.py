@@ -85,3 +85,27 @@ async def test_read_only_hides_and_refuses_send() -> None:
         await pilot.pause()
         assert app.screen is screen and screen.run is None  # no confirmation, nothing sent
         assert screen.check_action("toggle_mode", ()) is True
+
+
+async def test_save_asks_for_a_file_and_writes_loadable_yaml(tmp_path: Any) -> None:
+    from tui.screens.txn_dialogs import AskDialog
+    from tui.txn import load
+
+    target = tmp_path / "saved.yaml"
+    app = SnapApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        await pilot.press("m", "ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, AskDialog)
+        app.screen.query_one("#value").value = str(tmp_path / "no-such-dir" / "x.yaml")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.path is None and not (tmp_path / "no-such-dir").exists()  # one line, kept
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one("#value").value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert load(target) == screen.txn and screen.txn.completion_mode == "grouped"

@@ -128,3 +128,26 @@ async def test_on_change_is_called_while_following() -> None:
     verdict = await waiter
     assert [i.verdict for i in verdict.images] == ["invalid", "invalid"]
     assert [b.outcome for b in verdict.bitmaps] == ["restored", "restored"]
+
+
+async def test_apply_transaction_in_one_call() -> None:
+    from tui.txn import apply_transaction
+
+    conn = FakeConn()
+    drive = Transaction((Action("drive-backup", {"device": "drive0", "sync": "full",
+                                                 "target": "/b/x.qcow2"}),))
+    refused = await apply_transaction(conn, drive)  # deprecated: a warning, not accepted
+    assert refused.exit_code == 2 and "warning not accepted" in (refused.error or "")
+    assert conn.sent == [] and any("deprecated" in c for c in refused.checks)
+    bad = await apply_transaction(conn, txn().with_mode("grouped").with_action(
+        Action("block-dirty-bitmap-clear", {"node": "disk0", "name": "bitmap0"})))
+    assert bad.exit_code == 2 and "grouped" in (bad.error or "") and conn.sent == []
+    task = asyncio.ensure_future(apply_transaction(conn, txn(), timeout=30))
+    await wait_for(lambda: any(c == "transaction" for c, _ in conn.sent), 5, "the send")
+    for d in (0, 1):
+        conn.event("BLOCK_JOB_COMPLETED", device=f"drive{d}", type="backup", len=1, offset=1,
+                   speed=0)
+    verdict = await task
+    assert verdict.exit_code == 0
+    assert [(j.job_id, j.bitmap_outcome, j.image) for j in verdict.jobs] == [
+        ("drive0", "cleared", "/b/t0.qcow2"), ("drive1", "cleared", "/b/t1.qcow2")]

@@ -12,7 +12,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from textual.app import App
@@ -38,7 +38,14 @@ class BitmapTuiApp(App[int]):
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
         Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("l", "chains", "Chains", id="app.chains"),
     ]
+    # Backup chains screen: a ledger and policies to use instead of the defaults (tests, embedding).
+    chains_ledger: Any = None
+    chains_policies: Any = None
+
+    # A coroutine run once the app is up (after the fleet started): ``startup(app)``.
+    startup: Callable[[Any], Awaitable[None]] | None = None
 
     def __init__(self, *, fleet: Any = None, store: Store | None = None, read_only: bool = False,
                  clock: Callable[[], float] = time.monotonic, theme_name: str | None = None,
@@ -76,6 +83,13 @@ class BitmapTuiApp(App[int]):
             self.notify(problem, severity="warning", timeout=10)
         if self.fleet is not None:
             self.fleet.start()
+            if not self.read_only:
+                from tui.chains.reconcile import watch_fleet
+
+                # Backup jobs that ended while the app was away are resolved on every connect.
+                self._chains_unwatch = watch_fleet(self.fleet, self.chains_ledger)
+        if self.startup is not None:  # e.g. `bitmap-tui compose` opens the composer
+            self.run_worker(self.startup(self), name="startup", exit_on_error=False)
 
     @property
     def dashboard(self) -> DashboardScreen:
@@ -89,6 +103,15 @@ class BitmapTuiApp(App[int]):
     def rendered_generation(self) -> int:
         """Store generation last drawn by the dashboard (for the latency benchmark)."""
         return self.dashboard.rendered_generation
+
+    def action_chains(self) -> None:
+        """Open the backup chains screen (ledger, policies, run policy)."""
+        from tui.screens.chains import ChainsScreen
+
+        if isinstance(self.screen, ChainsScreen):
+            return
+        self.push_screen(ChainsScreen(self.store, fleet=self.fleet, read_only=self.read_only,
+                                      ledger=self.chains_ledger, policies=self.chains_policies))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
@@ -115,13 +138,20 @@ class BitmapTuiApp(App[int]):
                 out.append((label, b.description or b.action))
             return out
 
-        return [
+        # A screen pushed over the dashboard (the composer, ...) shows its own keys first.
+        screen = self.screen
+        own: list[tuple[str, list[tuple[str, str]]]] = []
+        if not isinstance(screen, DashboardScreen) and getattr(screen, "HELP_TITLE", None):
+            own = [(str(screen.HELP_TITLE), rows(type(screen).BINDINGS))]  # type: ignore[attr-defined]
+        groups = own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
             ("Dashboard", rows(DashboardScreen.BINDINGS)
              + [("tab", "next table"), ("ctrl+p", "command palette")]),
             ("Everywhere", rows(self.BINDINGS)),
         ]
+        # Read-only leaves the bitmap and job groups empty: no heading without keys.
+        return [(title, keys) for title, keys in groups if keys]
 
 
 def known_binding_ids() -> set[str]:
@@ -184,6 +214,11 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
         stack.push_async_callback(fleet.stop)
         app = BitmapTuiApp(fleet=fleet, theme_name=theme, themes=themes, keymap=cfg.keymap,
                            demo=demo)
+        from tui.chains.policy import from_config
+
+        # The chains screen runs the policies of the config this app was started with.
+        app.chains_policies = {name: from_config(p) for name, p in cfg.policies.items()}
+        app.startup = getattr(args, "startup", None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):

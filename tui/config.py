@@ -32,7 +32,7 @@ DEFAULT_PATTERN = "{drive}-{kind}-{n}.qcow2"
 COMPLETION_MODES = ("individual", "grouped")
 IMAGE_FORMATS = ("qcow2", "raw")
 # Placeholders a policy's file name pattern may use.
-PATTERN_FIELDS = ("drive", "kind", "n", "timestamp", "connection", "policy", "bitmap")
+PATTERN_FIELDS = ("drive", "kind", "n", "timestamp", "connection", "policy", "bitmap", "txn", "node")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _MODIFIERS = {"ctrl", "shift", "alt", "meta", "super", "hyper"}
 
@@ -106,6 +106,10 @@ class Policy:
     pattern: str = DEFAULT_PATTERN
     format: str = "qcow2"
     completion_mode: str = "individual"
+    # Backup chains options: bytes/s per job (0 = unlimited), persistent bitmaps, granularity.
+    speed: int = 0
+    persistent: bool = False
+    granularity: int | None = None
 
     def file_name(
         self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = ""
@@ -352,8 +356,10 @@ def check_pattern(pattern: str, drives: int) -> str:
         )
     if "/" in pattern or pattern in (".", ".."):
         raise ValueError("the pattern is a file name: put directories in target_dir")
-    if "n" not in fields and "timestamp" not in fields:
-        raise ValueError("the pattern needs {n} or {timestamp}, or every backup overwrites the last")
+    if "n" not in fields and "timestamp" not in fields and "txn" not in fields:
+        raise ValueError(
+            "the pattern needs {n}, {timestamp} or {txn}, or every backup overwrites the last"
+        )
     if drives > 1 and "drive" not in fields:
         raise ValueError("the pattern needs {drive}: the policy has several drives")
     return pattern
@@ -364,7 +370,8 @@ def _policies(
 ) -> dict[str, Policy]:
     out: dict[str, Policy] = {}
     names = {c.name for c in conns}
-    keys = {"connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode"}
+    keys = {"connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode",
+            "speed", "persistent", "granularity"}
     for pname, (knode, vnode) in r.mapping(node, "policies").items():
         key = f"policies.{pname}"
         if not _NAME.match(pname):
@@ -398,5 +405,14 @@ def _policies(
             if "completion_mode" in m
             else "individual"
         )
-        out[pname] = Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode)
+        speed = int(r.number(m["speed"][1], f"{key}.speed", minimum=0)) if "speed" in m else 0
+        persistent = r.boolean(m["persistent"][1], f"{key}.persistent") if "persistent" in m else False
+        gran: int | None = None
+        if "granularity" in m:
+            gnode = m["granularity"][1]
+            gran = int(r.number(gnode, f"{key}.granularity", minimum=512, maximum=2**26))
+            if gran & (gran - 1):
+                r.fail(gnode, f"{key}.granularity", "must be a power of two")
+        out[pname] = Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
+                            speed, persistent, gran)
     return out

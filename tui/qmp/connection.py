@@ -12,7 +12,7 @@ import logging
 import os
 import ssl as ssl_mod
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -193,6 +193,8 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._want_nodes = False
+        # > 0 while node queries must not be sent (see quiet_nodes).
+        self._quiet_nodes = 0
         self._stopping = False
         self._stopped = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -374,7 +376,25 @@ class Connection:
             if busy or self.model.active_jobs:
                 await self.refresh_jobs()
 
+    @contextlib.contextmanager
+    def quiet_nodes(self) -> Iterator[None]:
+        """Hold node queries back (they run once afterwards).
+
+        QEMU 7.2 aborts (``qcow2_get_specific_info: Assertion `false' failed``) when
+        query-named-block-nodes or query-block runs while ``blockdev-create`` formats a qcow2 image.
+        """
+        self._quiet_nodes += 1
+        try:
+            yield
+        finally:
+            self._quiet_nodes -= 1
+            if not self._quiet_nodes:
+                self.request_refresh()
+
     async def refresh_nodes(self) -> None:
+        if self._quiet_nodes:
+            self._want_nodes = True
+            return
         cmds = self.model.commands
         # query-named-block-nodes is 2.0+; before that query-block is all there is.
         named = await self._query("query-named-block-nodes") if (

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui.model.state import ConnectionModel, Node
+from tui.model.store import Store
 from tui.ops import bitmaps as bitmap_ops
 from tui.ops import jobs as job_ops
 from tui.ops.bitmaps import BitmapRef
@@ -22,9 +24,8 @@ from tui.ops.common import Outcome, refused
 from tui.palette import PaletteCommand
 from tui.screens.bitmap_dialogs import AddBitmapDialog, AddRequest, MergeDialog
 from tui.screens.dialogs import ConfirmDialog, SpeedDialog
-
-if TYPE_CHECKING:
-    from tui.screens.dashboard import DashboardScreen
+from tui.widgets.jobs import JobsTable
+from tui.widgets.nodes import NodesTable
 
 BITMAP_ACTIONS = ("bitmap_add", "bitmap_clear", "bitmap_enable", "bitmap_disable", "bitmap_merge",
                   "bitmap_remove")
@@ -33,21 +34,34 @@ MUTATING = frozenset(BITMAP_ACTIONS + JOB_ACTIONS)
 CONFIRM = {"clear": "Clear", "remove": "Remove"}
 
 
-class DashboardActions:
-    """Mixin for :class:`~tui.screens.dashboard.DashboardScreen` (kept apart to stay small)."""
+class DashboardActions(Screen[None]):
+    """Base of :class:`~tui.screens.dashboard.DashboardScreen`: its operations (kept apart to
+    stay small). The dashboard sets these attributes."""
+
+    store: Store
+    fleet: Any
+    read_only: bool
+
+    @property
+    def nodes_table(self) -> NodesTable:
+        return self.query_one(NodesTable)
+
+    @property
+    def jobs_table(self) -> JobsTable:
+        return self.query_one(JobsTable)
 
     # The outcome of the last operation (tests wait on it; the UI shows it as a notification).
     last_outcome: Outcome | None = None
     outcomes: int = 0
 
-    def check_action(self: DashboardScreen, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MUTATING and self.read_only:
             return False
         return True
 
     # ------------------------------------------------------------------ plumbing
 
-    def report(self: DashboardScreen, outcome: Outcome) -> None:
+    def report(self, outcome: Outcome) -> None:
         """Show an outcome: success, a warning, a refusal or QEMU's error as it is."""
         self.last_outcome = outcome
         self.outcomes += 1
@@ -60,12 +74,12 @@ class DashboardActions:
                      else "Not sent" if not outcome.sent else "Failed")
             self.notify(outcome.message, title=title, severity="error", timeout=10)
 
-    def _target(self: DashboardScreen, connection: str) -> Any:
+    def _target(self, connection: str) -> Any:
         if self.fleet is None or connection not in self.fleet.connections:
             return None
         return self.fleet.connections[connection]
 
-    def run_op(self: DashboardScreen, connection: str,
+    def run_op(self, connection: str,
                make: Callable[[Any], Awaitable[Outcome]], name: str) -> None:
         """Run an operation on a connection in a worker and report its outcome."""
         target = self._target(connection)
@@ -78,13 +92,13 @@ class DashboardActions:
 
         self.run_worker(work(), name=name, group="ops", exit_on_error=False)
 
-    def on_worker_state_changed(self: DashboardScreen, event: Worker.StateChanged) -> None:
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # Anything an operation did not expect still becomes one visible line.
         if event.state is WorkerState.ERROR and event.worker.group == "ops":
             err = event.worker.error
             self.report(Outcome(ok=False, message=f"{event.worker.name}: {err}", sent=False))
 
-    def _bitmap_context(self: DashboardScreen, need_bitmap: bool = True
+    def _bitmap_context(self, need_bitmap: bool = True
                         ) -> tuple[ConnectionModel, Node, str | None] | None:
         sel = self.nodes_table.selection
         if sel is None:
@@ -104,7 +118,7 @@ class DashboardActions:
 
     # ------------------------------------------------------------------ bitmap actions
 
-    def action_bitmap_add(self: DashboardScreen) -> None:
+    def action_bitmap_add(self) -> None:
         ctx = self._bitmap_context(need_bitmap=False)
         if ctx is None:
             return
@@ -118,7 +132,7 @@ class DashboardActions:
 
         self.app.push_screen(AddBitmapDialog(node), done)
 
-    def bitmap_action(self: DashboardScreen, action: str) -> None:
+    def bitmap_action(self, action: str) -> None:
         """clear / enable / disable / remove the selected bitmap (clear and remove confirmed)."""
         ctx = self._bitmap_context()
         if ctx is None:
@@ -145,19 +159,19 @@ class DashboardActions:
         else:
             go()
 
-    def action_bitmap_clear(self: DashboardScreen) -> None:
+    def action_bitmap_clear(self) -> None:
         self.bitmap_action("clear")
 
-    def action_bitmap_enable(self: DashboardScreen) -> None:
+    def action_bitmap_enable(self) -> None:
         self.bitmap_action("enable")
 
-    def action_bitmap_disable(self: DashboardScreen) -> None:
+    def action_bitmap_disable(self) -> None:
         self.bitmap_action("disable")
 
-    def action_bitmap_remove(self: DashboardScreen) -> None:
+    def action_bitmap_remove(self) -> None:
         self.bitmap_action("remove")
 
-    def action_bitmap_merge(self: DashboardScreen) -> None:
+    def action_bitmap_merge(self) -> None:
         ctx = self._bitmap_context()
         if ctx is None:
             return
@@ -188,14 +202,14 @@ class DashboardActions:
 
     # ------------------------------------------------------------------ job actions
 
-    def _job_context(self: DashboardScreen) -> tuple[str, str] | None:
+    def _job_context(self) -> tuple[str, str] | None:
         sel = self.jobs_table.selection
         if sel is None:
             self.report(refused("select a job first"))
             return None
         return sel
 
-    def job_action(self: DashboardScreen, action: str) -> None:
+    def job_action(self, action: str) -> None:
         """pause / resume / cancel (confirmed) / finalize / dismiss the selected job."""
         sel = self._job_context()
         if sel is None:
@@ -218,22 +232,22 @@ class DashboardActions:
         else:
             go()
 
-    def action_job_pause(self: DashboardScreen) -> None:
+    def action_job_pause(self) -> None:
         self.job_action("pause")
 
-    def action_job_resume(self: DashboardScreen) -> None:
+    def action_job_resume(self) -> None:
         self.job_action("resume")
 
-    def action_job_cancel(self: DashboardScreen) -> None:
+    def action_job_cancel(self) -> None:
         self.job_action("cancel")
 
-    def action_job_finalize(self: DashboardScreen) -> None:
+    def action_job_finalize(self) -> None:
         self.job_action("finalize")
 
-    def action_job_dismiss(self: DashboardScreen) -> None:
+    def action_job_dismiss(self) -> None:
         self.job_action("dismiss")
 
-    def action_job_speed(self: DashboardScreen) -> None:
+    def action_job_speed(self) -> None:
         sel = self._job_context()
         if sel is None:
             return
@@ -253,7 +267,7 @@ class DashboardActions:
 
     # ------------------------------------------------------------------ palette
 
-    def context_commands(self: DashboardScreen) -> list[PaletteCommand]:
+    def context_commands(self) -> list[PaletteCommand]:
         """Palette commands for the current selection (none that mutate in read-only mode)."""
         out: list[PaletteCommand] = []
         if not self.read_only:
@@ -280,13 +294,4 @@ class DashboardActions:
                     cb = self.action_job_speed if action == "set-speed" else partial(
                         self.job_action, action)
                     out.append(PaletteCommand(f"job: {verb}", f"{action} job '{job.id}'", cb))
-        out += [
-            PaletteCommand("events: Follow / pause", "stop or resume scrolling the event log",
-                           self.action_follow),
-            PaletteCommand("view: Internal bitmaps", "show or hide anonymous bitmaps",
-                           self.action_toggle_anonymous),
-            PaletteCommand("view: All connections", "show nodes and jobs of every connection",
-                           self.action_toggle_all),
-            PaletteCommand("view: Filter", "filter the focused table", self.action_filter),
-        ]
         return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.markup import escape
 from textual import on
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -33,7 +33,7 @@ from textual.worker import Worker, WorkerState
 
 from tui.errors import BitmapTuiError
 from tui.model.state import ConnectionModel
-from tui.screens.txn_dialogs import DEFAULT_PATTERN, ConfirmScreen
+from tui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog, ConfirmScreen
 from tui.txn import (
     GROUPED,
     INDIVIDUAL,
@@ -94,6 +94,7 @@ class ComposerScreen(Screen[None]):
     """Compose a transaction for one connection, check it, send it and read the verdict."""
 
     COMMANDS = {ComposerCommands}
+    HELP_TITLE = "Transaction composer"
 
     DEFAULT_CSS = """
     ComposerScreen #composer-title { height: 1; background: $primary; color: $text; padding: 0 1; }
@@ -270,7 +271,9 @@ class ComposerScreen(Screen[None]):
         with self.app.batch_update():
             for view in run.jobs():
                 cells = {
-                    "job": view.job_id, "drive": view.label, "status": view.status,
+                    # QEMU's "null" (the job is gone) means nothing to an operator
+                    "job": view.job_id, "drive": view.label,
+                    "status": "ended" if view.result else view.status,
                     "progress": f"{view.progress:4.0%}", "result": (view.result or "").upper(),
                 }
                 if view.job_id not in table.rows:
@@ -405,14 +408,22 @@ class ComposerScreen(Screen[None]):
         tabs.active = self.VIEWS[(i + 1) % len(self.VIEWS)]
 
     def action_save(self) -> None:
-        path = self.path or Path("transaction.yaml")
-        try:
-            save(self.txn, path)
-        except OSError as exc:
-            self.notify(f"cannot save {path}: {exc.strerror or exc}", severity="error")
-            return
-        self.path = path
-        self.notify(f"saved {path}")
+        """Save the transaction as YAML (asks for the file name)."""
+
+        def chosen(name: str | None) -> None:
+            if not name:
+                return
+            path = Path(name).expanduser()
+            try:
+                save(self.txn, path)
+            except OSError as exc:
+                self.notify(f"cannot save {path}: {exc.strerror or exc}", severity="error")
+                return
+            self.path = path
+            self.notify(f"saved {path}")
+
+        self.app.push_screen(AskDialog("Save transaction", "File (YAML):",
+                                       str(self.path or "transaction.yaml"), "Save"), chosen)
 
     def action_back(self) -> None:
         if self.run is not None and self.verdict is None:
@@ -494,30 +505,3 @@ class ComposerScreen(Screen[None]):
             err = event.worker.error
             msg = str(err) if isinstance(err, BitmapTuiError) else f"{type(err).__name__}: {err}"
             self.notify(f"transaction: {msg}", severity="error")
-
-
-class StandaloneComposer(App[int]):
-    """Hosts the composer alone (``bitmap-tui compose``): connects, shows it, exits with it."""
-
-    TITLE = "bitmap-tui composer"
-
-    def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
-                 path: str | Path | None = None, connect_timeout: float = 10.0) -> None:
-        super().__init__()
-        self.fleet = fleet
-        self.connection = connection
-        self.transaction = transaction
-        self.txn_path = path
-        self.connect_timeout = connect_timeout
-
-    async def on_mount(self) -> None:
-        self.fleet.start()
-        try:
-            await self.fleet.wait_first_answer(self.connect_timeout)
-        except TimeoutError:
-            pass
-        screen = ComposerScreen(self.fleet, self.connection, self.transaction, path=self.txn_path)
-        await self.push_screen(screen, callback=lambda _: self.exit(0))
-
-    async def on_unmount(self) -> None:
-        await self.fleet.stop()

@@ -18,11 +18,11 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from tui.model.state import ConnectionModel, JobResult
 from tui.model.store import Store
+from tui.palette import PaletteCommand
 from tui.screens.actions import DashboardActions
 from tui.screens.txn_actions import TransactionActions
 from tui.widgets.connections import ConnectionsTable
@@ -31,10 +31,10 @@ from tui.widgets.jobs import JobsTable, job_key
 from tui.widgets.nodes import NodesTable, bitmap_key, node_key
 
 FRAME = 1 / 30  # at most ~30 redraws a second
-WIDE = 140  # columns from which jobs and events move to the right of the nodes
+WIDE = 160  # columns from which jobs and events move to the right of the nodes
 
 
-class DashboardScreen(DashboardActions, TransactionActions, Screen[None]):
+class DashboardScreen(DashboardActions, TransactionActions):
     """The screen an operator lives in."""
 
     BINDINGS = [
@@ -84,14 +84,6 @@ class DashboardScreen(DashboardActions, TransactionActions, Screen[None]):
         return self.query_one(ConnectionsTable)
 
     @property
-    def nodes_table(self) -> NodesTable:
-        return self.query_one(NodesTable)
-
-    @property
-    def jobs_table(self) -> JobsTable:
-        return self.query_one(JobsTable)
-
-    @property
     def event_log(self) -> EventLog:
         return self.query_one(EventLog)
 
@@ -101,6 +93,7 @@ class DashboardScreen(DashboardActions, TransactionActions, Screen[None]):
         # (started before the app): renders are scheduled back into the app's context.
         self._app_context = contextvars.copy_context()
         self._unsubscribe = self.store.subscribe(self._store_changed)
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.render_state()
         self.nodes_table.focus()
 
@@ -110,6 +103,14 @@ class DashboardScreen(DashboardActions, TransactionActions, Screen[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         self.query_one("#main").set_class(event.size.width >= WIDE, "-wide")
+
+    def _theme_changed(self, _theme: object) -> None:
+        # Cells carry styles resolved from the theme when they were written: redraw them all.
+        for table in (self.connections_table, self.nodes_table, self.jobs_table):
+            table.reset()
+        log = self.event_log
+        log.set_filter(log.filter_text, list(self.store.events), self.store.events_seen)
+        self.render_state()
 
     # ------------------------------------------------------------------ live updates
 
@@ -126,13 +127,12 @@ class DashboardScreen(DashboardActions, TransactionActions, Screen[None]):
             self.render_state()
 
     def shown_connections(self) -> list[ConnectionModel]:
+        """The selected connection (the first one by default), or all with ``show_all``."""
         conns = self.store.state.connections
-        if self.show_all or not self.selected_connection or self.selected_connection not in conns:
-            if not self.show_all and conns:
-                self.selected_connection = self.selected_connection if (
-                    self.selected_connection in conns) else next(iter(conns))
-                return [conns[self.selected_connection]]
+        if self.show_all or not conns:
             return list(conns.values())
+        if self.selected_connection not in conns:
+            self.selected_connection = next(iter(conns))
         return [conns[self.selected_connection]]
 
     def render_state(self) -> None:
@@ -185,6 +185,19 @@ class DashboardScreen(DashboardActions, TransactionActions, Screen[None]):
         return self.jobs_table.select_key(job_key(connection, job_id))
 
     # ------------------------------------------------------------------ view actions
+
+    def context_commands(self) -> list[PaletteCommand]:
+        """Palette: the selection's bitmap/job commands, then the view commands."""
+        return super().context_commands() + [
+            PaletteCommand("events: Follow / pause", "stop or resume scrolling the event log",
+                           self.action_follow),
+            PaletteCommand("view: Internal bitmaps", "show or hide anonymous bitmaps",
+                           self.action_toggle_anonymous),
+            PaletteCommand("view: All connections", "show nodes and jobs of every connection",
+                           self.action_toggle_all),
+            PaletteCommand("view: Filter", "filter the focused table", self.action_filter),
+            PaletteCommand("help: Keys", "every key of the dashboard", self.app.action_help),  # type: ignore[attr-defined]
+        ]
 
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all

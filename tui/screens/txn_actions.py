@@ -32,7 +32,9 @@ class TransactionActions:
         store: Store
         selected_connection: str | None
         app: App[Any]
-        nodes_table: NodesTable
+
+        @property
+        def nodes_table(self) -> NodesTable: ...
 
         def report(self, outcome: Outcome) -> None: ...
 

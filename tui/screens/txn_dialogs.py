@@ -53,34 +53,38 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
-class PatternDialog(ModalScreen[str | None]):
-    """Asks for the target name pattern of an incremental backup of some drives."""
+class AskDialog(ModalScreen[str | None]):
+    """Asks for one line of text (a file name, a pattern). Enter submits, Esc cancels."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
 
-    def __init__(self, drives: list[str], pattern: str = DEFAULT_PATTERN) -> None:
+    def __init__(self, title: str, label: str, value: str, ok_label: str, hint: str = "",
+                 input_id: str = "value") -> None:
         super().__init__(classes="dialog")
-        self.drives = drives
-        self.pattern = pattern
+        self.title_text = title
+        self.label = label
+        self.value = value
+        self.ok_label = ok_label
+        self.hint = hint
+        self.input_id = input_id
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog-box") as box:
-            box.border_title = f"Incremental backup of {', '.join(self.drives)}"
-            yield Label("Target images ({device} {node} {n} {dir}):")
-            yield Input(self.pattern, id="pattern", compact=True)
-            yield Static("Opens the composer: check, edit and send from there.", id="reason",
-                         classes="reason")
+            box.border_title = self.title_text
+            yield Label(escape(self.label))
+            yield Input(self.value, id=self.input_id, compact=True)
+            yield Static(escape(self.hint), id="reason", classes="reason")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
-                yield Button("Compose", id="ok", variant="primary", compact=True)
+                yield Button(self.ok_label, id="ok", variant="primary", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#pattern", Input).focus()
+        self.query_one(f"#{self.input_id}", Input).focus()
 
     def _submit(self) -> None:
-        text = self.query_one("#pattern", Input).value.strip()
+        text = self.query_one(f"#{self.input_id}", Input).value.strip()
         if not text:
-            self.query_one("#reason", Static).update("a pattern is needed")
+            self.query_one("#reason", Static).update("nothing given")
             return
         self.dismiss(text)
 
@@ -96,3 +100,13 @@ class PatternDialog(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class PatternDialog(AskDialog):
+    """The target name pattern of an incremental backup of some drives."""
+
+    def __init__(self, drives: list[str], pattern: str = DEFAULT_PATTERN) -> None:
+        super().__init__(f"Incremental backup of {', '.join(drives)}",
+                         "Target images ({device} {node} {n} {dir}):", pattern, "Compose",
+                         "Opens the composer: check, edit and send from there.", "pattern")
+        self.drives = drives

@@ -7,17 +7,33 @@ this code. The public API:
 - :func:`~tui.txn.files.load` / :func:`~tui.txn.files.save` (YAML);
 - :func:`~tui.txn.checks.prepare` → :class:`~tui.txn.checks.Prepared` (findings, resolved txn);
 - :func:`~tui.txn.verdict.what_if` (before sending), :func:`~tui.txn.verdict.decide`;
-- :class:`~tui.txn.tracker.TransactionRun` (send, follow, :class:`~tui.txn.verdict.Verdict`).
+- :class:`~tui.txn.tracker.TransactionRun` (send, follow, :class:`~tui.txn.verdict.Verdict`),
+  or :func:`~tui.txn.tracker.apply_transaction` (check + send + follow in one call).
+
+A :class:`Verdict` has ``jobs`` (:class:`JobVerdict`: job_id, device, node, target, result,
+error, image, sync, bitmap, bitmap_outcome, image_valid), ``images`` (:class:`ImageVerdict`),
+``bitmaps`` (:class:`BitmapVerdict`, with measured counts), ``next`` (sentences), ``checks``,
+``accepted``/``error``, ``exit_code`` and ``to_dict()`` (the ``apply --json`` shape).
 """
 
 from tui.txn.checks import ERROR, INFO, WARNING, Finding, Prepared, blockdev_equivalent, prepare
 from tui.txn.files import dumps, load, loads, save
 from tui.txn.model import GROUPED, INDIVIDUAL, Action, Transaction
-from tui.txn.tracker import JobView, TransactionRun
-from tui.txn.verdict import Scenario, Verdict, decide, describe, what_if
+from tui.txn.tracker import JobView, TransactionRun, apply_transaction
+from tui.txn.verdict import (
+    BitmapVerdict,
+    ImageVerdict,
+    JobVerdict,
+    Scenario,
+    Verdict,
+    decide,
+    describe,
+    what_if,
+)
 
 __all__ = [
-    "ERROR", "GROUPED", "INDIVIDUAL", "INFO", "WARNING", "Action", "Finding", "JobView",
-    "Prepared", "Scenario", "Transaction", "TransactionRun", "Verdict", "blockdev_equivalent",
-    "decide", "describe", "dumps", "load", "loads", "prepare", "save", "what_if",
+    "ERROR", "GROUPED", "INDIVIDUAL", "INFO", "WARNING", "Action", "BitmapVerdict", "Finding",
+    "ImageVerdict", "JobVerdict", "JobView", "Prepared", "Scenario", "Transaction",
+    "TransactionRun", "Verdict", "apply_transaction", "blockdev_equivalent", "decide", "describe",
+    "dumps", "load", "loads", "prepare", "save", "what_if",
 ]

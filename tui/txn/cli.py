@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
-    from tui.cli import make_fleet, resolve_endpoints
+    from tui.cli import resolve_endpoints
     from tui.model.state import LinkState
     from tui.txn.checks import prepare
     from tui.txn.tracker import TransactionRun
@@ -91,9 +91,17 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(_refused(mode, str(exc)), args.json)
     if len(endpoints) != 1:
         return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
+    from tui.cli import make_fleet
+    from tui.config import load_config
+
     timeout = getattr(args, "timeout", 5.0)
-    # make_fleet: --read-only enforced in the core, and what apply sends goes to the audit log.
-    fleet = make_fleet(args, reconnect=False, connect_timeout=timeout)
+    try:
+        cfg = load_config(getattr(args, "config", None))
+        # --read-only/config read_only enforced in the core; --audit-log or the config's log.
+        fleet = make_fleet(args, cfg, reconnect=False, connect_timeout=timeout)
+    except BitmapTuiError as exc:
+        return _emit(_refused(mode, str(exc)), args.json)
+    audit = fleet.audit
     conn = fleet.add(endpoints[0])
     fleet.start()
     try:
@@ -131,12 +139,15 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(verdict, args.json)
     finally:
         await fleet.stop()
+        if audit is not None:  # None when read-only: nothing is sent, nothing to record
+            audit.close()
 
 
 def compose(args: argparse.Namespace) -> int:
-    """The ``compose`` handler: the composer screen alone (Textual is imported only here)."""
-    from tui.cli import make_fleet, resolve_endpoints
-    from tui.screens.composer import StandaloneComposer
+    """The ``compose`` handler: the console (config, theme, audit log as usual) opened on the
+    composer; esc leads to the dashboard. Textual is imported only here."""
+    from tui.app import run_app
+    from tui.cli import resolve_endpoints
     from tui.txn.files import load
 
     txn = None
@@ -150,10 +161,20 @@ def compose(args: argparse.Namespace) -> int:
     if len(endpoints) != 1:
         print("bitmap-tui: compose needs exactly one --connect ADDR", file=sys.stderr)
         return 2
-    fleet = make_fleet(args, connect_timeout=getattr(args, "timeout", 5.0))
-    fleet.add(endpoints[0])
-    app = StandaloneComposer(fleet, endpoints[0].name, txn, path=args.file)
-    return app.run() or 0
+    name = endpoints[0].name
+
+    async def open_composer(app: Any) -> None:
+        from tui.screens.composer import ComposerScreen
+
+        # the forms offer what exists: wait for the first answer before building them
+        try:
+            await app.fleet.wait_first_answer(float(getattr(args, "timeout", 5.0)) * 3 + 5)
+        except TimeoutError:
+            pass
+        await app.push_screen(ComposerScreen(app.fleet, name, txn, path=args.file))
+
+    args.startup = open_composer
+    return run_app(args)
 
 
 def _print_fixes(prepared: Any) -> None:

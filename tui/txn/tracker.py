@@ -26,7 +26,8 @@ from tui.errors import BitmapTuiError, QMPCommandError
 from tui.model import reducer
 from tui.model.state import ConnectionModel, Job, JobResult
 from tui.model.store import Store
-from tui.txn.checks import Prepared
+from tui.txn.checks import Prepared, prepare
+from tui.txn.model import Transaction
 from tui.txn.verdict import (
     CLEARED,
     LOST,
@@ -117,8 +118,11 @@ class TransactionRun:
         return list(dict.fromkeys(keys))
 
     async def _sample(self) -> dict[tuple[str, str], Sample]:
-        with contextlib.suppress(BitmapTuiError):
+        try:
             await self.conn.refresh_nodes()
+        except BitmapTuiError:
+            # No fresh counts (connection gone): better unmeasured than measured on stale state.
+            return {}
         model = self.model
         have_sha = "x-debug-block-dirty-bitmap-sha256" in model.commands
         out: dict[tuple[str, str], Sample] = {}
@@ -277,3 +281,27 @@ class TransactionRun:
         partial = b.partial and now.count > 0
         return replace(b, count_before=before.count, count_after=now.count, verified=ok,
                        partial=partial)
+
+
+async def apply_transaction(
+    conn: ConnectionLike,
+    txn: Transaction,
+    *,
+    accept_warnings: bool = False,
+    timeout: float | None = None,
+    on_change: Callable[[], None] | None = None,
+) -> Verdict:
+    """Check, send and follow ``txn`` on ``conn``; the verdict. The one call a scheduler needs.
+
+    Refused before sending (``verdict.accepted`` False, exit code 2) on a pre-flight error, or a
+    warning unless ``accept_warnings``; the findings are in ``verdict.checks``.
+    """
+    prepared = prepare(txn, conn.store.connection(conn.name))
+    checks = tuple(str(f) for f in prepared.findings)
+    if prepared.errors:
+        return Verdict(txn.completion_mode, False,
+                       f"pre-flight check failed: {prepared.errors[0].message}", checks=checks)
+    if prepared.warnings and not accept_warnings:
+        return Verdict(txn.completion_mode, False,
+                       f"warning not accepted: {prepared.warnings[0].message}", checks=checks)
+    return await TransactionRun(conn, prepared, on_change=on_change).run(timeout)

@@ -89,12 +89,23 @@ def backups_of(txn: Transaction, model: ConnectionModel | None) -> list[BackupIn
 
 @dataclass(frozen=True, slots=True)
 class JobVerdict:
+    """How one backup job of the transaction ended, with what a backup ledger needs to link it
+    into a chain (its image, sync mode, bitmap and what happened to the bitmap)."""
+
     job_id: str
     device: str | None
     node: str | None
     target: str
     result: str  # completed | failed | cancelled | lost
     error: str | None = None
+    image: str = ""  # the target image's path
+    sync: str = ""
+    bitmap: str | None = None
+    bitmap_outcome: str | None = None  # cleared | restored | unchanged (None: no bitmap)
+
+    @property
+    def image_valid(self) -> bool:
+        return self.result == COMPLETED
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +202,14 @@ def decide(
     jobs, images, bitmaps = [], [], []
     for b in backups:
         result, error = results.get(b.job_id, (LOST, "no end of this job was seen"))
-        jobs.append(JobVerdict(b.job_id, b.device, b.node, b.target, result, error))
-        images.append(ImageVerdict(b.image, VALID if result == COMPLETED else INVALID, b.job_id,
-                                   b.device))
+        outcome: str | None = None
         if b.bitmap and b.node:
             outcome, partial = bitmap_outcome(b, result)
             bitmaps.append(BitmapVerdict(b.node, b.bitmap, outcome, partial, b.job_id))
+        jobs.append(JobVerdict(b.job_id, b.device, b.node, b.target, result, error, b.image,
+                               b.sync, b.bitmap, outcome))
+        images.append(ImageVerdict(b.image, VALID if result == COMPLETED else INVALID, b.job_id,
+                                   b.device))
     for i, a in enumerate(txn.actions):
         if a.type == "block-dirty-bitmap-clear":
             bitmaps.append(BitmapVerdict(str(a.data.get("node")), str(a.data.get("name")), CLEARED,

@@ -28,6 +28,7 @@ class DiffTable(DataTable[Any]):
         self._order: list[str] = []
         # Cell writes done by the last sync (tests and the benchmark check diffs stay small).
         self.last_changes = 0
+        self._reselect: str | None = None
 
     @property
     def selected_key(self) -> str | None:
@@ -49,7 +50,8 @@ class DiffTable(DataTable[Any]):
 
     def sync_rows(self, rows: Sequence[Row]) -> int:
         """Make the table show exactly ``rows`` (key, cells) in this order. Returns cells written."""
-        keep = self.selected_key
+        keep = self._reselect or self.selected_key
+        self._reselect = None
         wanted = dict(rows)
         changes = 0
         columns = list(self.columns)
@@ -65,7 +67,9 @@ class DiffTable(DataTable[Any]):
             elif old != cells:
                 for col, (a, b) in enumerate(zip(old, cells, strict=True)):
                     if a != b:
-                        self.update_cell(key, columns[col], b)
+                        # Auto-width columns (the last, free-text one) may need to grow.
+                        auto = self.columns[columns[col]].auto_width
+                        self.update_cell(key, columns[col], b, update_width=auto)
                         changes += 1
             self._shown[key] = cells
         order = [k for k, _ in rows]
@@ -76,6 +80,14 @@ class DiffTable(DataTable[Any]):
             self.select_key(keep)
         self.last_changes = changes
         return changes
+
+    def reset(self) -> None:
+        """Forget every row (the next sync writes all cells again, e.g. after a theme change)."""
+        keep = self.selected_key
+        self.clear()
+        self._shown.clear()
+        self._order = []
+        self._reselect = keep
 
     def _current_order(self) -> list[str]:
         return [str(row.key.value) for row in self.ordered_rows]

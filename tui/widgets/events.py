@@ -15,7 +15,7 @@ from textual.widgets import RichLog
 
 from tui.model.state import EventRecord
 
-SEVERITY_CLASSES = frozenset({"event--error", "event--warning", "event--info", "event--time"})
+SEVERITY_CLASSES = set({"event--error", "event--warning", "event--info", "event--time"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +106,14 @@ class EventLog(RichLog):
 
     def append(self, events: Iterable[EventRecord], seen: int) -> None:
         """Write the events that pass the filter (``seen`` is the store's events_seen)."""
-        for ev in events:
-            if self.filter.matches(ev):
-                self.write(self.line(ev), scroll_end=self.following)
-                self.shown += 1
+        matching = [ev for ev in events if self.filter.matches(ev)]
+        if self.max_lines and len(matching) > self.max_lines:
+            # A flood: only what the log can hold is worth rendering.
+            self.shown += len(matching) - self.max_lines
+            matching = matching[-self.max_lines:]
+        for ev in matching:
+            self.write(self.line(ev), scroll_end=self.following)
+            self.shown += 1
         self.seen = seen
 
     def set_filter(self, text: str, history: Iterable[EventRecord], seen: int) -> None:

@@ -88,6 +88,8 @@ class NodesTable(DiffTable):
         super().__init__(*args, **kwargs)
         self.show_anonymous = True
         self.name_filter = ""
+        # Full image paths only where they fit; narrow terminals get the file name.
+        self.full_paths = False
 
     def on_mount(self) -> None:
         self.border_title = "Nodes and bitmaps"
@@ -97,6 +99,14 @@ class NodesTable(DiffTable):
         ):
             self.add_column(label, key=key, width=width)
 
+    def on_resize(self) -> None:
+        full = self.size.width >= 110
+        if full != self.full_paths:
+            self.full_paths = full
+            render = getattr(self.screen, "render_state", None)
+            if callable(render):
+                self.call_later(render)
+
     @property
     def selection(self) -> Selection | None:
         key = self.selected_key
@@ -104,7 +114,10 @@ class NodesTable(DiffTable):
 
     def node_row(self, node: Node, prefix: str) -> tuple[Any, ...]:
         name = styled(self, prefix + node.node_name, "row--node")
-        detail = f"{node.driver} · {node.file}" + (" (read-only)" if node.read_only else "")
+        # json: pseudo-filenames (blkdebug, null-co, ...) have no meaningful last component.
+        keep = self.full_paths or node.file.startswith("json:")
+        file = node.file if keep else node.file.rsplit("/", 1)[-1]
+        detail = f"{node.driver} · {file}" + (" (read-only)" if node.read_only else "")
         return (name, node.device or "-", human_bytes(node.size), "", "", "", detail)
 
     def bitmap_row(self, node: Node, bm: Bitmap, last: bool) -> tuple[Any, ...]:

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 # Component classes shared by the tables (each maps to a theme variable in app.tcss).
-STATE_CLASSES = frozenset(
+STATE_CLASSES = set(
     {
         "state--active", "state--disabled", "state--frozen", "state--inconsistent",
         "link--connected", "link--connecting", "link--disconnected", "link--failed",

@@ -1,0 +1,233 @@
+"""Headless ``backup`` / ``chains`` / ``verify`` against a real QEMU, including a SIGKILLed run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import requires_qemu, wait_for
+from tests.test_chains_qemu import reference
+from tui.chains.ledger import ImageState, JobState, Ledger, TxnState
+from tui.chains.plan import make_plan
+from tui.chains.policy import Policy
+from tui.chains.reconcile import reconcile, reconcile_on_connect
+from tui.chains.verify import verify_chain
+
+pytestmark = requires_qemu
+
+
+@pytest.fixture
+def setup(tmp_path):
+    def make(sb, **extra):
+        cfg = tmp_path / "config.yaml"
+        base = {"connection": "vm0", "drives": ["drive0", "drive1"], "bitmap": "bm",
+                "target_dir": str(sb.dir), **extra}
+        cfg.write_text(yaml.safe_dump({"connections": {"vm0": sb.address}, "policies": {
+            "nightly": base,
+            "slow": {**base, "speed": 256 * 1024},
+        }}))
+        env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
+               "XDG_CONFIG_HOME": str(tmp_path / "nocfg")}
+        return cfg, env
+    return make
+
+
+def cli(args, env, **kw):
+    return subprocess.run([sys.executable, "-m", "tui", *args], env=env, capture_output=True,
+                          text=True, timeout=120, **kw)
+
+
+async def names_on(sb, node):
+    nodes = await sb.qmp("query-named-block-nodes")
+    entry = next(n for n in nodes if n["node-name"] == node)
+    return [b.get("name") for b in entry.get("dirty-bitmaps", [])]
+
+
+def ledger_of(env) -> Ledger:
+    return Ledger(os.path.join(env["XDG_STATE_HOME"], "bitmap-tui", "ledger.sqlite"))
+
+
+async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
+    sb = await make_sandbox(drives=2)
+    cfg, env = setup(sb)
+    conn = ["--connect", f"vm0={sb.address}", "--config", str(cfg)]
+    res = await asyncio.to_thread(cli, ["backup", "nightly", "--json", *conn], env)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["refused"] is None and [d["kind"] for d in out["drives"]] == ["full", "full"]
+    assert [d["state"] for d in out["drives"]] == ["valid", "valid"]
+    assert all([await asyncio.to_thread(os.path.exists, d["path"]) for d in out["drives"]])
+
+    await sb.write(0, 0, "1M")
+    plan = await asyncio.to_thread(cli, ["backup", "nightly", "--plan", *conn], env)
+    assert plan.returncode == 0 and "incremental on top of" in plan.stdout
+    text = await asyncio.to_thread(cli, ["backup", "nightly", *conn], env)
+    assert text.returncode == 0, text.stderr
+    assert "VALID" in text.stdout and "next incremental is based on drive0-" in text.stdout
+
+    unknown = await asyncio.to_thread(cli, ["backup", "weekly", *conn], env)
+    assert unknown.returncode == 2 and "no policy named 'weekly' (known: nightly, slow)" in unknown.stderr
+    # --connect replaces the configured connections: the policy's one is then missing.
+    noaddr = await asyncio.to_thread(cli, ["backup", "nightly", "--config", str(cfg),
+                                           "--connect", f"other={sb.address}"], env)
+    assert noaddr.returncode == 2 and "--connect vm0=ADDR" in noaddr.stderr
+    bad = cfg.parent / "bad.yaml"
+    bad.write_text(f"connections: {{vm0: {sb.address}}}\n"
+                   "policies:\n  p: {connection: vm0, drives: [drive0], bitmap: b, target_dir: /x,"
+                   " colour: red}\n")
+    badres = await asyncio.to_thread(cli, ["backup", "p", "--config", str(bad)], env)
+    assert badres.returncode == 2 and "policies.p.colour" in badres.stderr
+    assert "bad.yaml:3" in badres.stderr and "Traceback" not in badres.stderr
+
+    chains = await asyncio.to_thread(cli, ["chains", "--json", *conn], env)
+    assert chains.returncode == 0, chains.stderr
+    view = json.loads(chains.stdout)
+    d0 = next(d for d in view["drives"] if d["drive"] == "drive0")
+    assert [i["kind"] for i in d0["chain"]] == ["full", "incremental"]
+    assert d0["next_base"] == d0["chain"][-1]["path"] and d0["bitmap_state"] == "active"
+    assert all(i["size"] and i["size"] > 0 for i in d0["chain"])
+    assert view["consistent_points"][0]["txn_id"] == 2
+
+    # An orphan bitmap is flagged; its fix is sent only with --yes.
+    await sb.add_bitmap(1, "stray")
+    text = await asyncio.to_thread(cli, ["chains", *conn], env)
+    assert "problem 1 [orphan] vm0: bitmap 'stray' on disk1 is unknown to the ledger" in text.stdout
+    assert "next: incremental on drive0-incr-2.qcow2" in text.stdout
+    ask = await asyncio.to_thread(cli, ["chains", "--fix", "1", *conn], env)
+    assert ask.returncode == 2 and "add --yes" in ask.stdout
+    assert await names_on(sb, "disk1") == ["stray", "bm"]  # nothing sent without --yes
+    fixed = await asyncio.to_thread(cli, ["chains", "--fix", "1", "--yes", *conn], env)
+    assert fixed.returncode == 0 and "applied: block-dirty-bitmap-remove" in fixed.stdout
+    assert await names_on(sb, "disk1") == ["bm"]
+
+    ver = await asyncio.to_thread(cli, ["verify", "--json"], env)
+    assert ver.returncode == 0, ver.stdout
+    assert json.loads(ver.stdout)["ok"] is True
+
+
+async def test_killed_app_mid_job_is_resolved_on_next_start(make_sandbox, fleet_for, setup):
+    sb = await make_sandbox(drives=2)
+    cfg, env = setup(sb)
+    conn_args = ["--connect", f"vm0={sb.address}", "--config", str(cfg)]
+    assert (await asyncio.to_thread(cli, ["backup", "nightly", *conn_args], env)).returncode == 0
+    await sb.write(0, 0, "4M", 0x71)
+    await sb.write(1, "8M", "4M", 0x72)
+
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "backup", "slow", *conn_args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        probe = ledger_of(env)
+
+        async def sent_and_running() -> bool:
+            txns = probe.txns()
+            if not txns or txns[-1].state is not TxnState.SENT:
+                return False
+            jobs = await sb.qmp("query-jobs")
+            return any(j["type"] == "backup" and j["status"] == "running"
+                       and j["current-progress"] > 0 for j in jobs)
+
+        for _ in range(600):
+            if await sent_and_running():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the slow run never got its jobs running")
+        proc.send_signal(signal.SIGKILL)  # the app dies mid-job
+        await asyncio.to_thread(proc.wait, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    txn = probe.txns()[-1]
+    assert txn.state is TxnState.SENT
+    assert {i.state for i in probe.images(txn_id=txn.id)} == {ImageState.PENDING}
+    probe.close()
+
+    # The app starts again: reconcile finds the jobs still running, then their outcome.
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    ledger = ledger_of(env)
+    first = await reconcile(conn, ledger)
+    assert sorted(first.running) == [f"bt{txn.id}-0", f"bt{txn.id}-1"]
+    for job in first.running:
+        await sb.qmp("block-job-set-speed", {"device": job, "speed": 0})
+    done = await reconcile(conn, ledger, wait=True, timeout=60)
+    assert set(done.resolved.values()) == {JobState.COMPLETED}
+    imgs = ledger.images(txn_id=txn.id)
+    assert {i.state for i in imgs} == {ImageState.VALID}
+    assert ledger.txn(txn.id).state is TxnState.DONE
+    assert not [n for n in conn.model.nodes if n.startswith("bt")]
+    assert not [j for j in await conn.execute("query-jobs") if j["id"].startswith("bt")]
+    for i, im in enumerate(sorted(imgs, key=lambda im: im.drive)):
+        ref = await reference(sb, i, f"k-ref-{i}.qcow2")
+        assert all(c.ok for c in verify_chain(ledger, im, reference=ref))
+    ledger.close()
+
+
+async def test_killed_app_and_restarted_qemu_leave_unknown_then_full(make_sandbox, fleet_for, setup):
+    sb = await make_sandbox(drives=2)
+    cfg, env = setup(sb, persistent=True)
+    conn_args = ["--connect", f"vm0={sb.address}", "--config", str(cfg)]
+    # Persistent bitmaps survive the restart, so only the unknown outcome forces the full.
+    first = await asyncio.to_thread(cli, ["backup", "nightly", *conn_args], env)
+    assert first.returncode == 0, first.stderr
+    await sb.write(0, 0, "4M", 0x81)
+    await sb.write(1, 0, "4M", 0x82)
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "backup", "slow", *conn_args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = ledger_of(env)
+    try:
+        await wait_for(lambda: len(probe.txns()) == 2 and probe.txns()[-1].state is TxnState.SENT,
+                       timeout=60, what="second run sent")
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    await sb.restart()  # clean quit: the running jobs are cancelled and forgotten
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    rep = await reconcile(conn, probe)
+    assert set(rep.resolved.values()) == {JobState.UNKNOWN}
+    last = probe.txns()[-1]
+    assert {i.state for i in probe.images(txn_id=last.id)} == {ImageState.UNKNOWN}
+    assert conn.model.nodes["disk0"].bitmap("bm") is not None
+    pol = Policy.from_dict("slow", {"connection": "vm0", "drives": ["drive0", "drive1"],
+                                    "bitmap": "bm", "target_dir": str(sb.dir)})
+    plan = make_plan(probe, conn.model, pol)
+    assert [d.kind for d in plan.drives] == ["full", "full"]
+    assert all("unknown" in d.reason for d in plan.drives)
+    probe.close()
+
+
+async def test_reconcile_on_reconnect_marks_lost_jobs_unknown(make_sandbox, fleet_for, tmp_path):
+    from tui.chains.run import run_policy
+
+    sb = await make_sandbox(drives=1)
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    ledger = Ledger(tmp_path / "l.sqlite")
+    resolved: list[object] = []
+    unsubscribe = reconcile_on_connect(conn, ledger, on_done=resolved.append)
+    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+                                 "target_dir": str(sb.dir), "speed": 64 * 1024})
+    task = asyncio.create_task(run_policy(conn, ledger, pol, timeout=60))
+    await wait_for(lambda: any(j.status == "running" for j in conn.model.jobs.values()
+                               if j.type == "backup"), timeout=30, what="backup job running")
+    sb.kill()  # QEMU dies mid-job: the run ends with the job lost
+    result = await task
+    assert result.drives[0].state is ImageState.PENDING
+    await sb.start()
+    await wait_for(lambda: any(r.resolved for r in resolved), timeout=30, what="reconcile on reconnect")
+    assert ledger.images()[0].state is ImageState.UNKNOWN
+    assert ledger.txns()[0].state is TxnState.DONE
+    unsubscribe()
+    ledger.close()

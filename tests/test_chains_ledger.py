@@ -1,0 +1,206 @@
+"""Ledger rules, planner chain logic and policy validation (no QEMU needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tui.chains.ledger import ImageState, JobState, Ledger, TxnState, default_path
+from tui.chains.plan import chain_state
+from tui.chains.policy import Policy, policies_from, render_name
+from tui.errors import ConfigError
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    led = Ledger(tmp_path / "l.sqlite")
+    yield led
+    led.close()
+
+
+def add(led, txn, drive, kind, parent=None, job=None):
+    return led.add_image(
+        txn_id=txn, connection="vm", policy="p", drive=drive, node=f"n-{drive}", bitmap="bm",
+        path=f"/b/{drive}-{txn}.qcow2", kind=kind, parent_id=parent, job_id=job or f"j{txn}-{drive}",
+        source_file=f"/d/{drive}.qcow2", source_size=1 << 20,
+    )
+
+
+def run(led, mode, drives, outcomes, parents=None, kinds=None):
+    """One sent transaction with given job outcomes; returns {drive: image id}."""
+    txn = led.new_txn("vm", "p", mode)
+    ids = {d: add(led, txn, d, (kinds or {}).get(d, "incremental" if parents else "full"),
+                  (parents or {}).get(d)) for d in drives}
+    fulls = [i for d, i in ids.items() if led.image(i).kind == "full"]
+    led.mark_sending(txn, fulls)
+    led.mark_sent(txn)
+    for d, state in outcomes.items():
+        led.record_job("vm", f"j{txn}-{d}", state, None if state is JobState.COMPLETED else "boom")
+    led.settle(txn)
+    return txn, ids
+
+
+def test_default_path_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "st"))
+    assert default_path() == tmp_path / "st" / "bitmap-tui" / "ledger.sqlite"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/not/allowed")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_path() == tmp_path / "home" / ".local" / "state" / "bitmap-tui" / "ledger.sqlite"
+
+
+def test_wal_and_full_sync(ledger):
+    assert ledger._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_individual_each_image_follows_its_job(ledger):
+    C, F, U = JobState.COMPLETED, JobState.FAILED, JobState.UNKNOWN
+    txn, ids = run(ledger, "individual", ["a", "b", "c"], {"a": C, "b": F, "c": U})
+    states = {d: ledger.image(i).state for d, i in ids.items()}
+    assert states == {"a": ImageState.VALID, "b": ImageState.INVALID, "c": ImageState.UNKNOWN}
+    assert ledger.image(ids["b"]).error == "boom"
+    assert ledger.txn(txn).state is TxnState.DONE
+
+
+def test_grouped_one_failure_invalidates_all(ledger):
+    txn, ids = run(ledger, "grouped", ["a", "b"], {"a": JobState.CANCELLED, "b": JobState.FAILED})
+    assert {ledger.image(i).state for i in ids.values()} == {ImageState.INVALID}
+    txn2, ids2 = run(ledger, "grouped", ["a", "b"], {"a": JobState.COMPLETED, "b": JobState.UNKNOWN})
+    assert {ledger.image(i).state for i in ids2.values()} == {ImageState.UNKNOWN}
+    txn3, ids3 = run(ledger, "grouped", ["a", "b"], {"a": JobState.COMPLETED})
+    assert {ledger.image(i).state for i in ids3.values()} == {ImageState.PENDING}
+    assert ledger.txn(txn3).state is TxnState.SENT
+    ledger.record_job("vm", f"j{txn3}-b", JobState.COMPLETED)
+    ledger.settle(txn3)
+    assert {ledger.image(i).state for i in ids3.values()} == {ImageState.VALID}
+
+
+def test_chain_state_rules(ledger):
+    C = JobState.COMPLETED
+    _, full = run(ledger, "individual", ["a"], {"a": C})
+    assert chain_state(ledger, "vm", "a").base.id == full["a"]
+    _, inc1 = run(ledger, "individual", ["a"], {"a": C}, parents={"a": full["a"]})
+    assert ledger.image(inc1["a"]).chain_id == full["a"]
+    # A failed incremental: its bitmap was restored, the base stays incremental 1.
+    _, bad = run(ledger, "individual", ["a"], {"a": JobState.FAILED}, parents={"a": inc1["a"]})
+    cs = chain_state(ledger, "vm", "a")
+    assert cs.base.id == inc1["a"] and [i.id for i in cs.images] == [full["a"], inc1["a"], bad["a"]]
+    # An unknown incremental may have cleared the bitmap: no base any more.
+    run(ledger, "individual", ["a"], {"a": JobState.UNKNOWN}, parents={"a": inc1["a"]})
+    assert chain_state(ledger, "vm", "a").base is None
+    assert "unknown" in chain_state(ledger, "vm", "a").reason
+    # A new chain whose full failed: its bitmap was reset, so the old chain is over too.
+    run(ledger, "individual", ["a"], {"a": JobState.FAILED}, kinds={"a": "full"})
+    cs = chain_state(ledger, "vm", "a")
+    assert cs.base is None and "is invalid" in cs.reason
+
+
+def test_refused_transaction_keeps_old_chain(ledger):
+    _, full = run(ledger, "individual", ["a"], {"a": JobState.COMPLETED})
+    txn = ledger.new_txn("vm", "p", "individual")
+    img = add(ledger, txn, "a", "full")
+    ledger.mark_sending(txn, [img])
+    assert chain_state(ledger, "vm", "a").busy is not None
+    ledger.mark_refused(txn, "Bitmap already exists: bm")
+    im = ledger.image(img)
+    assert im.state is ImageState.INVALID and not im.resets_bitmap
+    assert chain_state(ledger, "vm", "a").base.id == full["a"]
+    # ...unless an earlier step of the run already reset the bitmap.
+    txn = ledger.new_txn("vm", "p", "grouped")
+    img = add(ledger, txn, "a", "full")
+    ledger.mark_bitmap_reset([img])
+    ledger.mark_refused(txn, "no", keep_reset=[img])
+    assert ledger.image(img).resets_bitmap and chain_state(ledger, "vm", "a").base is None
+
+
+def test_every_change_is_committed_at_once(tmp_path):
+    """Another process sees each state change as soon as the call returns (no open transaction)."""
+    path = tmp_path / "l.sqlite"
+    led = Ledger(path)
+    txn = led.new_txn("vm", "p", "individual")
+    add(led, txn, "a", "full")
+    led.mark_sending(txn, [])
+    code = (
+        "import sys; from tui.chains.ledger import Ledger\n"
+        f"l = Ledger({str(path)!r}); t = l.txns()[0]\n"
+        "print(t.state, [i.state.value for i in l.images()], [j.state.value for j in l.jobs(t.id)])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["sending", "['pending']", "['pending']"]
+    led.close()
+
+
+def test_policy_validation():
+    ok = Policy.from_dict("nightly", {"connection": "vm0", "drives": "drive0", "target_dir": "/b"})
+    assert ok.drives == ("drive0",) and ok.completion_mode == "individual" and ok.bitmap == "bitmap-tui"
+    bad = [
+        ({"drives": ["d"], "target_dir": "/b"}, "'connection' must be a non-empty string"),
+        ({"connection": "v", "drives": [], "target_dir": "/b"}, "'drives' must be a non-empty list"),
+        ({"connection": "v", "drives": ["d", "d"], "target_dir": "/b"}, "names a drive twice"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "completion_mode": "all"},
+         "individual or grouped"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "format": "raw"}, "must be qcow2"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "{drive}.qcow2"},
+         "needs {n}, {timestamp} or {txn}"),
+        ({"connection": "v", "drives": ["d", "e"], "target_dir": "/b", "pattern": "x-{n}"},
+         "needs {drive}"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "{x}-{txn}"}, "unknown {x}"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "a/{txn}"}, "file name"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "speed": -1}, "'speed'"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "granularity": 1000}, "power of two"),
+        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "colour": 1}, "unknown key 'colour'"),
+    ]
+    for data, msg in bad:
+        with pytest.raises(ConfigError, match=None) as err:
+            Policy.from_dict("p", data)
+        assert msg in str(err.value) and "policy 'p'" in str(err.value)
+    with pytest.raises(ConfigError, match="two policies"):
+        policies_from([{"name": "a", **ok_dict()}, {"name": "a", **ok_dict()}])
+    assert list(policies_from({"a": ok_dict(), "b": ok_dict()})) == ["a", "b"]
+    assert render_name("{drive}-{txn}-{kind}{n}.qcow2", drive="d0", txn=3, kind="incr", n=2) == "d0-3-incr2.qcow2"
+    assert render_name("{drive}-{timestamp}", drive="d").startswith("d-20")
+
+
+def ok_dict():
+    return {"connection": "vm0", "drives": ["drive0"], "target_dir": "/b"}
+
+
+def test_chains_modules_never_import_textual():
+    mods = ["tui.chains.ledger", "tui.chains.policy", "tui.chains.plan", "tui.chains.targets",
+            "tui.chains.send", "tui.chains.reconcile", "tui.chains.run", "tui.chains.view",
+            "tui.chains.verify", "tui.chains.cli"]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'textual']\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reset_under_another_drive_name_ends_the_chain(ledger):
+    """Policy A names the disk 'drive0', policy B its node 'n-a': a full by B resets the bitmap."""
+    _, full = run(ledger, "individual", ["a"], {"a": JobState.COMPLETED})
+    assert chain_state(ledger, "vm", "a", "n-a", "bm").base.id == full["a"]
+    txn = ledger.new_txn("vm", "q", "individual")
+    other = ledger.add_image(txn_id=txn, connection="vm", policy="q", drive="alias", node="n-a",
+                             bitmap="bm", path="/b/alias.qcow2", kind="full", parent_id=None,
+                             job_id="jx", source_file=None, source_size=None)
+    ledger.mark_sending(txn, [other])
+    cs = chain_state(ledger, "vm", "a", "n-a", "bm")
+    assert cs.base is None and "reset by a backup of alias" in cs.reason
+    # A different bitmap on the same node does not matter.
+    assert chain_state(ledger, "vm", "a", "n-a", "other").base.id == full["a"]
+
+
+def test_owner_liveness(tmp_path):
+    from tui.chains.ledger import OWNER, owner_alive
+
+    assert owner_alive(OWNER)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = OWNER.rpartition(":")[0]
+    assert not owner_alive(f"{host}:{dead.pid}")
+    assert not owner_alive(None)
+    assert owner_alive("some-other-host:1")  # cannot tell: leave it alone

@@ -1,0 +1,105 @@
+"""The backup chains screen, driven by Pilot against a real QEMU: run a policy, fix a problem."""
+
+from __future__ import annotations
+
+from tests.conftest import requires_qemu, wait_for
+from tests.dashboard_kit import screen_text
+from tui.app import BitmapTuiApp
+from tui.chains.ledger import ImageState, Ledger
+from tui.chains.policy import Policy
+from tui.screens.chains import ChainsScreen
+from tui.screens.dialogs import ConfirmDialog
+
+pytestmark = requires_qemu
+
+
+def make_app(fleet, ledger, pol, **kw):
+    app = BitmapTuiApp(fleet=fleet, **kw)
+    app.chains_ledger = ledger
+    app.chains_policies = {pol.name: pol}
+    return app
+
+
+async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for, tmp_path):
+    sb = await make_sandbox(drives=2)
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
+                                       "bitmap": "bm", "target_dir": str(sb.dir)})
+    app = make_app(fleet, ledger, pol)
+    async with app.run_test(size=(110, 30)) as pilot:
+        await pilot.press("l")
+        scr = app.screen
+        assert isinstance(scr, ChainsScreen)
+        assert "no backups yet" in screen_text(app)
+        await pilot.press("r")
+        assert isinstance(app.screen, ConfirmDialog)
+        assert "drive0: full (new chain: no chain yet)" in app.screen.question
+        await pilot.press("y")
+        await wait_for(lambda: scr.runs == 1, timeout=60, what="policy run")
+        await pilot.pause()
+        assert {d.state for d in scr.last_result.drives} == {ImageState.VALID}
+        assert scr.query_one("#chains").row_count == 2
+        text = screen_text(app)
+        assert "VALID" in text and "drive0: next incremental on drive0-full-1.qcow2" in text
+
+        await sb.write(0, 0, "1M")
+        await pilot.press("r", "y")
+        await wait_for(lambda: scr.runs == 2, timeout=60, what="second run")
+        assert [d.kind for d in scr.last_result.drives] == ["incremental", "incremental"]
+
+        await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "stray"})
+        await wait_for(lambda: any(p.kind == "orphan" for p in scr.view_data.problems), what="orphan")
+        await pilot.pause()
+        assert "[orphan] bitmap 'stray' on disk1" in screen_text(app)
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        await wait_for(lambda: conn.model.nodes["disk1"].bitmap("stray") is None, what="removed")
+        await wait_for(lambda: not scr.view_data.problems, what="problem gone")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ChainsScreen)
+    ledger.close()
+
+
+async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, tmp_path):
+    sb = await make_sandbox(drives=1)
+    fleet = await fleet_for(sb, read_only=True)
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+                                 "target_dir": str(sb.dir)})
+    app = make_app(fleet, ledger, pol, read_only=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("l")
+        scr = app.screen
+        assert isinstance(scr, ChainsScreen)
+        await pilot.press("r")
+        await pilot.pause()
+        assert app.screen is scr and scr.runs == 0
+        assert "Run policy" not in screen_text(app)
+    assert ledger.txns() == []
+    ledger.close()
+
+
+async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path):
+    """A transaction left open by a run that died is resolved when the app connects."""
+    from tui.chains.ledger import JobState, TxnState
+
+    sb = await make_sandbox(drives=1)
+    ledger = Ledger(tmp_path / "l.sqlite")
+    txn = ledger.new_txn("vm0", "p", "individual")
+    ledger.add_image(txn_id=txn, connection="vm0", policy="p", drive="drive0", node="disk0",
+                     bitmap="bm", path=str(sb.path("x.qcow2")), kind="full", parent_id=None,
+                     job_id="bt-gone", source_file=None, source_size=None)
+    ledger.mark_sending(txn)
+    ledger.mark_sent(txn)
+    ledger.release([txn])  # the run that owned it is over
+    fleet = await fleet_for(sb)
+    app = BitmapTuiApp(fleet=fleet)
+    app.chains_ledger = ledger
+    async with app.run_test(size=(100, 30)):
+        await wait_for(lambda: ledger.txn(txn).state is TxnState.DONE, what="reconciled at start")
+    assert ledger.jobs(txn)[0].state is JobState.UNKNOWN
+    assert ledger.images()[0].state is ImageState.UNKNOWN
+    ledger.close()

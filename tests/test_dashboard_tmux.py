@@ -1,0 +1,108 @@
+"""The installed ``bitmap-tui`` in a real terminal (tmux, 80x24) against a real QEMU: the screen
+shows node names, bitmap names and state words; a bitmap added from the keyboard appears."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_qemu
+
+pytestmark = [
+    requires_qemu,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed"),
+]
+
+EXE = Path(sys.executable).parent / "bitmap-tui"
+
+
+class Tmux:
+    """A private tmux server (its own socket name) running one program at 80x24."""
+
+    def __init__(self, argv: list[str], width: int = 80, height: int = 24) -> None:
+        self.server = f"bitmap-tui-test-{uuid.uuid4().hex[:8]}"
+        self.argv = argv
+        self.size = (width, height)
+
+    def tmux(self, *args: str) -> str:
+        res = subprocess.run(["tmux", "-L", self.server, *args], capture_output=True, text=True,
+                             timeout=30, check=False)
+        return res.stdout
+
+    def start(self) -> None:
+        w, h = self.size
+        # A list argv: tmux runs it without a shell when given as separate arguments.
+        # remain-on-exit keeps a crashed program's last words on screen for the failure message.
+        subprocess.run(["tmux", "-L", self.server, "-f", "/dev/null", "new-session", "-d",
+                        "-x", str(w), "-y", str(h), "-s", "t", *self.argv, ";",
+                        "set-option", "-t", "t", "remain-on-exit", "on"], check=True, timeout=30)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "t")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "t", *keys)
+
+    def literal(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "t", "-l", text)
+
+    async def wait_screen(self, *needles: str, timeout: float = 30.0, line: bool = False) -> str:
+        """Wait until every needle is on screen (``line``: all on one line)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            text = self.screen()
+            places = text.splitlines() if line else [text]
+            if any(all(n in place for n in needles) for place in places):
+                return text
+            if loop.time() > end:
+                raise AssertionError(f"{needles} not on screen:\n{text}")
+            await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        self.tmux("kill-server")
+
+
+async def test_installed_console_in_tmux(make_sandbox):
+    assert EXE.exists(), "the console script is installed in the test environment"
+    sb = await make_sandbox(drives=2)
+    await sb.add_bitmap(0, "bm-live")
+    await sb.add_bitmap(0, "bm-off", disabled=True)
+    await sb.add_bitmap(1, "bm-held")
+    await sb.write(0, 0, "2M")
+    await sb.write(1, 0, "4M")
+    # A slow backup holds bm-held: frozen while it runs.
+    await sb.qmp("blockdev-add", {"driver": "null-co", "node-name": "tgt", "size": 64 << 20})
+    await sb.qmp("blockdev-backup", {"job-id": "hold", "device": "disk1", "target": "tgt",
+                                     "sync": "incremental", "bitmap": "bm-held", "speed": 4096})
+    term = Tmux([str(EXE), "--connect", f"vm={sb.address}"])
+    term.start()
+    try:
+        text = await term.wait_screen("disk0", "disk1", "bm-live", "bm-off", "bm-held",
+                                      "active", "disabled", "frozen", "connected")
+        lines = text.splitlines()
+        assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
+        assert any("bm-off" in line and "disabled" in line for line in lines)
+        assert any("bm-held" in line and "frozen" in line for line in lines)
+        assert any("hold" in line and "running" in line for line in lines)
+        # Add a bitmap from the keyboard: the cursor starts on the first node (disk0).
+        term.keys("n")
+        await term.wait_screen("New bitmap on disk0")
+        term.literal("kbd-made")
+        term.keys("Enter")
+        # The new row, with its state word (the dialog's input also shows the name until then).
+        await term.wait_screen("kbd-made", "active", "64 KiB", line=True)
+        nodes = await sb.qmp("query-named-block-nodes")
+        names = {b.get("name") for n in nodes if n["node-name"] == "disk0"
+                 for b in n.get("dirty-bitmaps", [])}
+        assert "kbd-made" in names
+        term.keys("q")
+    finally:
+        term.stop()
+

@@ -1,0 +1,304 @@
+"""Dashboard behaviour that needs no QEMU: read-only against a recording fake QMP server,
+palette, help, filters, follow/pause, coalesced and diffed redraws."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from textual.command import CommandList, CommandPalette
+
+from tests.conftest import wait_for
+from tests.dashboard_kit import running, settle
+from tests.fake_state import build_store
+from tests.fakeqmp import commands_reply
+from tui.app import BitmapTuiApp
+from tui.errors import ReadOnlyError
+from tui.model import reducer
+from tui.ops import bitmaps as bitmap_ops
+from tui.ops import jobs as job_ops
+from tui.qmp.connection import is_mutating
+from tui.screens.dialogs import ConfirmDialog
+from tui.screens.help import HelpScreen
+
+MiB = 1 << 20
+
+FAKE_REPLIES = {
+    "query-commands": commands_reply(
+        "query-jobs", "job-pause", "job-cancel", "block-dirty-bitmap-merge", "query-named-block-nodes"),
+    "query-named-block-nodes": [{
+        "node-name": "disk0", "drv": "qcow2", "file": "/img/d0.qcow2", "ro": False,
+        "image": {"virtual-size": 64 * MiB},
+        "dirty-bitmaps": [{"name": "bm0", "granularity": 65536, "count": MiB, "recording": True,
+                           "busy": False, "persistent": False}],
+    }],
+    "query-block": [{"device": "drive0", "inserted": {"node-name": "disk0", "drv": "qcow2"}}],
+    "query-jobs": [{"id": "j0", "type": "backup", "status": "running",
+                    "current-progress": MiB, "total-progress": 8 * MiB}],
+    "query-block-jobs": [{"device": "j0", "type": "backup", "len": 8 * MiB, "offset": MiB,
+                          "busy": True, "paused": False, "speed": 0, "io-status": "ok",
+                          "ready": False, "status": "running"}],
+}
+
+MUTATING_KEYS_NODES = ["n", "x", "e", "d", "m", "r"]
+MUTATING_KEYS_JOBS = ["p", "u", "c", "s", "F", "D"]
+
+
+@pytest.fixture
+async def fake_fleet(fake_qmp, fleet_for):
+    async def make(read_only: bool):
+        srv = await fake_qmp(replies=FAKE_REPLIES)
+        fleet = await fleet_for(srv.address, read_only=read_only)
+        await wait_for(lambda: "disk0" in fleet.store.connection("vm0").nodes, what="nodes")
+        return srv, fleet
+    return make
+
+
+async def test_read_only_offers_nothing_mutating_and_sends_nothing(fake_fleet):
+    srv, fleet = await fake_fleet(read_only=True)
+    async with running(fleet) as (app, pilot, dash):
+        assert app.read_only
+        dash.select_bitmap("vm0", "disk0", "bm0")
+        shown = {b.binding.action for b in dash.active_bindings.values()}
+        assert not shown & {"bitmap_add", "bitmap_clear", "bitmap_remove", "bitmap_merge"}
+        for key in MUTATING_KEYS_NODES:
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is dash, key
+        dash.select_job("vm0", "j0")
+        dash.jobs_table.focus()
+        shown = {b.binding.action for b in dash.active_bindings.values()}
+        assert not shown & {"job_cancel", "job_pause", "job_speed"}
+        for key in MUTATING_KEYS_JOBS:
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is dash, key
+        titles = [c.title for c in dash.context_commands()]
+        assert not [t for t in titles if t.startswith(("bitmap:", "job:"))]
+        help_text = str(app.key_help())
+        assert "Clear" not in help_text and "Cancel" not in help_text and "Filter" in help_text
+        # Even when asked directly, the ops and the core refuse.
+        conn = fleet["vm0"]
+        out = await bitmap_ops.act(conn, "disk0", "bm0", "clear")
+        assert not out.ok and not out.sent and "read-only" in out.message
+        out = await job_ops.act(conn, "j0", "cancel")
+        assert not out.ok and not out.sent
+        with pytest.raises(ReadOnlyError):
+            await conn.execute("block-dirty-bitmap-clear", {"node": "disk0", "name": "bm0"})
+    assert srv.commands, "the fake server saw the queries"
+    assert [c for c in srv.commands if is_mutating(c) and c != "qmp_capabilities"] == []
+
+
+async def test_palette_offers_context_commands_and_confirms(fake_fleet):
+    srv, fleet = await fake_fleet(read_only=False)
+    async with running(fleet) as (app, pilot, dash):
+        dash.select_bitmap("vm0", "disk0", "bm0")
+        dash.select_job("vm0", "j0")
+        titles = [c.title for c in dash.context_commands()]
+        for t in ("bitmap: Add", "bitmap: Clear", "bitmap: Disable", "bitmap: Merge into",
+                  "bitmap: Remove", "job: Cancel", "job: Pause", "job: Set speed"):
+            assert t in titles
+        assert "bitmap: Enable" not in titles and "job: Resume" not in titles
+        dash.nodes_table.focus()
+        await pilot.press("ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"bitmap: Clear")
+        await wait_for(lambda: app.screen.query_one(CommandList).option_count > 0,
+                       what="palette hits")
+        first = app.screen.query_one(CommandList).get_option_at_index(0)
+        assert "bitmap: Clear" in str(first.prompt)
+        await pilot.press("down", "enter")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), what="confirmation")
+        assert "'bm0' on node disk0" in app.screen.question
+        await pilot.press("escape")
+    assert "block-dirty-bitmap-clear" not in srv.commands
+
+
+async def test_help_screen_lists_keys():
+    app = BitmapTuiApp(store=build_store())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        flat = [row for _, rows in app.screen.groups for row in rows]
+        assert ("x", "Clear…") in flat and ("/", "Filter") in flat and ("q", "Quit") in flat
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_keymap_remaps_by_binding_id():
+    app = BitmapTuiApp(store=build_store())
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        app.set_keymap({"bitmap.clear": "k"})
+        dash.select_bitmap("web", "disk0", "nightly")
+        await pilot.press("k")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("escape")
+        assert ("k", "Clear…") in [r for _, rows in app.key_help() for r in rows]
+
+
+async def test_event_filter_and_follow():
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        log = dash.event_log
+        assert log.shown == 5
+        log.focus()
+        await pilot.press("slash")
+        await pilot.press(*"conn:web type:ERROR")
+        await pilot.press("enter")
+        await pilot.pause()
+        lines = [s.text for s in log.lines]
+        assert len(lines) == 1 and "BLOCK_JOB_ERROR" in lines[0]
+        assert "filter" in str(log.border_title)
+        await pilot.press("slash")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert log.shown == 5
+        log.set_filter("type:COMPLETED type:CANCELLED", list(store.events), store.events_seen)
+        assert [s.text.split()[2] for s in log.lines] == ["BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"]
+        log.set_filter("conn:db", list(store.events), store.events_seen)
+        assert log.shown == 1
+        log.set_filter("", list(store.events), store.events_seen)
+        await pilot.press("f")
+        assert not log.following and "(paused)" in str(log.border_title)
+        store.apply_event("web", {"event": "BLOCK_JOB_READY", "data": {"device": "inc-0"}})
+        await settle(pilot, dash)
+        assert log.shown == 6 and log.auto_scroll is False
+        await pilot.press("f")
+        assert log.following
+
+
+async def test_node_filter_keeps_matching_bitmaps():
+    app = BitmapTuiApp(store=build_store())
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        await pilot.press("slash", *"week")
+        await pilot.pause()
+        keys = [str(r.key.value) for r in dash.nodes_table.ordered_rows]
+        assert keys == ["web\x1fdisk1\x1f", "web\x1fdisk1\x1fb:weekly"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(dash.nodes_table.rows) > 2
+
+
+async def test_bursts_are_coalesced_and_tables_diffed():
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        await settle(pilot, dash)
+        renders = dash.render_count
+        node = store.connection("web").nodes["disk0"]
+        for i in range(1, 501):  # 500 changes in one go, as a flood of events would make
+            bms = (replace(node.bitmaps[0], count=i * 65536),) + node.bitmaps[1:]
+            new = {**store.connection("web").nodes, "disk0": replace(node, bitmaps=bms)}
+            store.update("web", lambda c, new=new: replace(c, nodes=new))
+        for _ in range(300):
+            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
+                                      "data": {"id": "inc-0", "status": "running"}})
+        await settle(pilot, dash)
+        assert dash.render_count - renders <= 3
+        assert dash.rendered_generation == store.generation
+        row = dash.nodes_table.get_row("web\x1fdisk0\x1fb:nightly")
+        assert str(row[2]) == "31.2 MiB"
+        assert dash.event_log.shown == 5 + 300
+        # One bitmap's count changes: only its dirty and % cells are written.
+        bms = (replace(node.bitmaps[0], count=MiB),) + node.bitmaps[1:]
+        new = {**store.connection("web").nodes, "disk0": replace(node, bitmaps=bms)}
+        store.update("web", lambda c: replace(c, nodes=new))
+        await settle(pilot, dash)
+        assert dash.nodes_table.last_changes == 2
+        assert dash.connections_table.last_changes == 0
+
+
+async def test_dismiss_forgets_a_lost_job_and_reducer_does_not_resurrect_it():
+    store = build_store()
+    conn = store.connection("web")
+    store.update("web", lambda c: reducer.dismiss_job(c, "full-2"))
+    store.apply_event("web", {"event": "JOB_STATUS_CHANGE", "data": {"id": "full-2", "status": "null"}})
+    assert "full-2" not in store.connection("web").jobs
+    assert conn.jobs["full-2"].result is not None
+
+
+def test_every_binding_has_an_id():
+    from tui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
+    from tui.screens.dashboard import DashboardScreen
+    from tui.screens.dialogs import SpeedDialog
+    from tui.widgets.jobs import JobsTable
+    from tui.widgets.nodes import NodesTable
+
+    ids = []
+    for cls in (BitmapTuiApp, DashboardScreen, NodesTable, JobsTable, HelpScreen, ConfirmDialog,
+                SpeedDialog, AddBitmapDialog, MergeDialog):
+        for binding in cls.BINDINGS:
+            assert binding.id, f"{cls.__name__}: {binding.key} has no id"
+            ids.append(binding.id)
+    screen_ids = [b.id for cls in (BitmapTuiApp, DashboardScreen, NodesTable, JobsTable)
+                  for b in cls.BINDINGS]
+    assert len(screen_ids) == len(set(screen_ids)), "ids on the dashboard must be unique"
+
+
+async def test_event_flood_renders_only_what_the_log_holds():
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        for i in range(4000):
+            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
+                                      "data": {"id": f"j{i}", "status": "running"}})
+        await settle(pilot, dash)
+        log = dash.event_log
+        assert len(log.lines) <= log.max_lines
+        assert "id=j3999" in log.lines[-1].text
+        await pilot.press("question_mark")  # the keyboard still answers
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_theme_change_recolours_existing_cells():
+    app = BitmapTuiApp(store=build_store())
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        table = dash.nodes_table
+        before = table.get_row("web\x1fdisk0\x1fb:nightly")[1].style
+        assert app.theme != "gruvbox"
+        app.theme = "gruvbox"
+        await settle(pilot, dash)
+        await pilot.pause()
+        after = table.get_row("web\x1fdisk0\x1fb:nightly")[1]
+        assert str(after) == "active"
+        assert after.style != before
+        assert after.style == table.get_component_rich_style("state--active", partial=True)
+
+
+def test_job_type_is_filled_from_block_job_events():
+    store = build_store()
+    store.apply_event("web", {"event": "JOB_STATUS_CHANGE", "data": {"id": "z", "status": "created"}})
+    assert store.connection("web").jobs["z"].type == "?"
+    store.apply_event("web", {"event": "BLOCK_JOB_COMPLETED",
+                              "data": {"type": "backup", "device": "z", "len": 1, "offset": 1,
+                                       "speed": 0}})
+    assert store.connection("web").jobs["z"].type == "backup"
+
+
+async def test_connection_selection_and_all_connections():
+    store = build_store()
+    web = store.connection("web")
+    store.update("db", lambda c: replace(web, name="db", address=c.address))
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.dashboard
+        conns_of = lambda: {str(k.value).split("\x1f")[0] for k in dash.nodes_table.rows}  # noqa: E731
+        assert conns_of() == {"web"}
+        dash.connections_table.focus()
+        await pilot.press("down")
+        await settle(pilot, dash)
+        assert dash.selected_connection == "db" and conns_of() == {"db"}
+        assert {k.value.split("\x1f")[0] for k in dash.jobs_table.rows} == {"db"}
+        await pilot.press("a")
+        await settle(pilot, dash)
+        assert conns_of() == {"web", "db"}
+        # with several connections each node row names its connection
+        assert str(dash.nodes_table.get_row("db\x1fdisk0\x1f")[0]) == "db:disk0"

@@ -1,0 +1,489 @@
+"""The backup ledger: every transaction sent, every job, every target image and its parent.
+
+SQLite in WAL mode. Every state change is its own SQLite transaction, written *before* the QMP
+command it describes is sent, so killing the app at any moment leaves a ledger that errs on the
+side of distrust: an image is VALID only after its job was seen to complete; anything the app
+could not see end stays PENDING until reconciled, and becomes UNKNOWN (never trusted) when QEMU
+can no longer tell.
+
+``synchronous=FULL``: with WAL, NORMAL may lose the last commits on power loss (not on an app
+crash). The commit that matters most is "this drive's bitmap may have been reset" (written before
+the transaction is sent); losing it could let the planner base an incremental on a chain whose
+bitmap was cleared, i.e. a silently incomplete backup. A policy run writes a handful of rows, so
+the extra fsyncs cost nothing noticeable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class ImageState(StrEnum):
+    PENDING = "pending"
+    VALID = "valid"
+    INVALID = "invalid"
+    # The outcome could not be resolved (QEMU restarted, job vanished): never trusted.
+    UNKNOWN = "unknown"
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+    # The transaction was refused before the job started.
+    NOT_STARTED = "not-started"
+
+
+class TxnState(StrEnum):
+    PLANNED = "planned"  # targets being created, nothing sent yet
+    SENDING = "sending"  # the transaction command is (maybe) on the wire
+    SENT = "sent"  # QEMU accepted it; jobs run
+    REFUSED = "refused"  # QEMU (or target creation) refused it; nothing changed in QEMU
+    DONE = "done"  # every job's outcome is recorded
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS txns (
+    id INTEGER PRIMARY KEY,
+    connection TEXT NOT NULL,
+    policy TEXT,
+    mode TEXT NOT NULL,
+    state TEXT NOT NULL,
+    actions TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    created REAL NOT NULL,
+    ended REAL,
+    -- "host:pid" of the process running it, NULL once that process let go (see release)
+    owner TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    txn_id INTEGER NOT NULL REFERENCES txns(id),
+    connection TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    node TEXT,
+    state TEXT NOT NULL,
+    error TEXT,
+    ended REAL,
+    UNIQUE (connection, job_id)
+);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    txn_id INTEGER NOT NULL REFERENCES txns(id),
+    connection TEXT NOT NULL,
+    policy TEXT,
+    drive TEXT NOT NULL,
+    node TEXT NOT NULL,
+    bitmap TEXT NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('full', 'incremental')),
+    parent_id INTEGER REFERENCES images(id),
+    chain_id INTEGER,
+    state TEXT NOT NULL,
+    job_id TEXT,
+    source_file TEXT,
+    source_size INTEGER,
+    size INTEGER,
+    resets_bitmap INTEGER NOT NULL DEFAULT 0,
+    target_node TEXT,
+    file_node TEXT,
+    error TEXT,
+    created REAL NOT NULL,
+    ended REAL
+);
+CREATE INDEX IF NOT EXISTS images_drive ON images (connection, drive);
+"""
+
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Is the process that owns a transaction still running? (Another host's: assume so.)"""
+    if not owner:
+        return False
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def default_path() -> Path:
+    """``$XDG_STATE_HOME/bitmap-tui/ledger.sqlite`` (``~/.local/state`` when unset)."""
+    base = os.environ.get("XDG_STATE_HOME") or ""
+    root = Path(base) if base.strip() and os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "bitmap-tui" / "ledger.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRow:
+    id: int
+    connection: str
+    policy: str | None
+    mode: str
+    state: TxnState
+    actions: list[dict[str, Any]]
+    error: str | None
+    created: float
+    ended: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    txn_id: int
+    connection: str
+    job_id: str
+    node: str | None
+    state: JobState
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    id: int
+    txn_id: int
+    connection: str
+    policy: str | None
+    drive: str
+    node: str
+    bitmap: str
+    path: str
+    kind: str
+    parent_id: int | None
+    chain_id: int | None
+    state: ImageState
+    job_id: str | None
+    source_file: str | None
+    source_size: int | None
+    size: int | None
+    resets_bitmap: bool
+    target_node: str | None
+    file_node: str | None
+    error: str | None
+    created: float
+    ended: float | None
+
+    @property
+    def trusted(self) -> bool:
+        return self.state is ImageState.VALID
+
+
+class Ledger:
+    """The ledger database. One instance per process; methods are synchronous and short."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, one per state change.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        for stmt in _SCHEMA.strip().split(";"):
+            if stmt.strip():
+                self._db.execute(stmt)
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable state change."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ writes
+
+    def new_txn(
+        self, connection: str, policy: str | None, mode: str, actions: list[dict[str, Any]] | None = None
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO txns (connection, policy, mode, state, actions, created, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (connection, policy, mode, TxnState.PLANNED, json.dumps(actions or []), time.time(),
+                 OWNER),
+            )
+            return int(cur.lastrowid or 0)
+
+    def release(self, txn_ids: list[int]) -> None:
+        """The run that owns these transactions is over: reconcile may resolve what is open."""
+        with self._tx() as db:
+            db.executemany("UPDATE txns SET owner = NULL WHERE id = ?", [(t,) for t in txn_ids])
+
+    def set_actions(self, txn_id: int, actions: list[dict[str, Any]]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE txns SET actions = ? WHERE id = ?", (json.dumps(actions), txn_id))
+
+    def add_image(
+        self,
+        *,
+        txn_id: int,
+        connection: str,
+        policy: str | None,
+        drive: str,
+        node: str,
+        bitmap: str,
+        path: str,
+        kind: str,
+        parent_id: int | None,
+        job_id: str,
+        source_file: str | None,
+        source_size: int | None,
+    ) -> int:
+        """A planned target image (PENDING) and its job (pending), in one transaction."""
+        with self._tx() as db:
+            chain = None
+            if parent_id is not None:
+                row = db.execute("SELECT chain_id FROM images WHERE id = ?", (parent_id,)).fetchone()
+                chain = row["chain_id"] if row else None
+            cur = db.execute(
+                "INSERT INTO images (txn_id, connection, policy, drive, node, bitmap, path, kind, "
+                "parent_id, chain_id, state, job_id, source_file, source_size, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (txn_id, connection, policy, drive, node, bitmap, path, kind, parent_id, chain,
+                 ImageState.PENDING, job_id, source_file, source_size, time.time()),
+            )
+            image_id = int(cur.lastrowid or 0)
+            if kind == "full":
+                db.execute("UPDATE images SET chain_id = id WHERE id = ?", (image_id,))
+            db.execute(
+                "INSERT INTO jobs (txn_id, connection, job_id, node, state) VALUES (?, ?, ?, ?, ?)",
+                (txn_id, connection, job_id, node, JobState.PENDING),
+            )
+            return image_id
+
+    def set_image_nodes(self, image_id: int, file_node: str | None, target_node: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE images SET file_node = ?, target_node = ? WHERE id = ?",
+                (file_node, target_node, image_id),
+            )
+
+    def set_image_size(self, image_id: int, size: int | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE images SET size = ? WHERE id = ?", (size, image_id))
+
+    def mark_bitmap_reset(self, image_ids: list[int]) -> None:
+        """These full images' bitmaps may be (re)created or cleared from now on (before sending)."""
+        if not image_ids:
+            return
+        with self._tx() as db:
+            db.executemany("UPDATE images SET resets_bitmap = 1 WHERE id = ?", [(i,) for i in image_ids])
+
+    def mark_sending(self, txn_id: int, reset_image_ids: list[int] | None = None) -> None:
+        """Written just before the transaction goes on the wire: from here on its effect may exist."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE images SET resets_bitmap = 1 WHERE id = ?", [(i,) for i in reset_image_ids or []]
+            )
+            db.execute("UPDATE txns SET state = ? WHERE id = ?", (TxnState.SENDING, txn_id))
+
+    def mark_sent(self, txn_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE txns SET state = ? WHERE id = ?", (TxnState.SENT, txn_id))
+
+    def mark_refused(self, txn_id: int, error: str, *, keep_reset: list[int] | None = None) -> None:
+        """Nothing of the transaction happened in QEMU (prepare failed, or it was never sent):
+        its images are INVALID and their bitmaps untouched by it, except for the images in
+        ``keep_reset`` (their bitmap was reset by an earlier step of the same run)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE txns SET state = ?, error = ?, ended = ? WHERE id = ?",
+                (TxnState.REFUSED, error, now, txn_id),
+            )
+            db.execute(
+                "UPDATE jobs SET state = ?, error = ?, ended = ? WHERE txn_id = ? AND state = ?",
+                (JobState.NOT_STARTED, error, now, txn_id, JobState.PENDING),
+            )
+            keep = set(keep_reset or [])
+            rows = db.execute(
+                "SELECT id FROM images WHERE txn_id = ? AND state = ?", (txn_id, ImageState.PENDING)
+            ).fetchall()
+            for r in rows:
+                db.execute(
+                    "UPDATE images SET state = ?, error = ?, ended = ?, resets_bitmap = "
+                    "CASE WHEN ? THEN resets_bitmap ELSE 0 END WHERE id = ?",
+                    (ImageState.INVALID, error, now, r["id"] in keep, r["id"]),
+                )
+
+    def record_job(self, connection: str, job_id: str, state: JobState, error: str | None = None) -> None:
+        """One job's outcome; its images follow when the transaction is settled."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, error = ?, ended = ? WHERE connection = ? AND job_id = ?",
+                (state, error, time.time(), connection, job_id),
+            )
+
+    def settle(self, txn_id: int) -> None:
+        """Apply the completion-mode rules to the recorded job outcomes (one transaction).
+
+        individual: each image follows its own job. grouped: one failed or cancelled job makes
+        every image of the group INVALID; an unknown outcome makes every image UNKNOWN.
+        Jobs still pending leave the transaction (and, in grouped mode, all its images) open.
+        """
+        with self._tx() as db:
+            txn = db.execute("SELECT * FROM txns WHERE id = ?", (txn_id,)).fetchone()
+            if txn is None or txn["state"] in (TxnState.REFUSED, TxnState.DONE):
+                return
+            jobs = {r["job_id"]: r for r in db.execute("SELECT * FROM jobs WHERE txn_id = ?", (txn_id,))}
+            states = {j: JobState(r["state"]) for j, r in jobs.items()}
+            images = list(db.execute(
+                "SELECT * FROM images WHERE txn_id = ? AND state = ?", (txn_id, ImageState.PENDING)
+            ))
+            now = time.time()
+
+            def put(image: sqlite3.Row, state: ImageState, error: str | None) -> None:
+                db.execute(
+                    "UPDATE images SET state = ?, error = ?, ended = ? WHERE id = ?",
+                    (state, error, now, image["id"]),
+                )
+
+            bad = [j for j, s in states.items() if s in (JobState.FAILED, JobState.CANCELLED)]
+            if txn["mode"] == "grouped":
+                if bad:
+                    first = jobs[bad[0]]
+                    why = f"group failed: job {first['job_id']} {first['state']}"
+                    for im in images:
+                        put(im, ImageState.INVALID, why)
+                elif any(s is JobState.PENDING for s in states.values()):
+                    return
+                elif any(s is JobState.UNKNOWN for s in states.values()):
+                    for im in images:
+                        put(im, ImageState.UNKNOWN, "the group's outcome could not be resolved")
+                else:
+                    for im in images:
+                        put(im, ImageState.VALID, None)
+            else:
+                for im in images:
+                    s = states.get(im["job_id"], JobState.UNKNOWN)
+                    err = jobs[im["job_id"]]["error"] if im["job_id"] in jobs else "no job recorded"
+                    if s is JobState.COMPLETED:
+                        put(im, ImageState.VALID, None)
+                    elif s in (JobState.FAILED, JobState.CANCELLED, JobState.NOT_STARTED):
+                        put(im, ImageState.INVALID, err or str(s))
+                    elif s is JobState.UNKNOWN:
+                        put(im, ImageState.UNKNOWN, err or "outcome unknown")
+            if all(s is not JobState.PENDING for s in states.values()):
+                db.execute(
+                    "UPDATE txns SET state = ?, ended = ? WHERE id = ?", (TxnState.DONE, now, txn_id)
+                )
+
+    # ------------------------------------------------------------------ reads
+
+    def txn(self, txn_id: int) -> TxnRow | None:
+        row = self._db.execute("SELECT * FROM txns WHERE id = ?", (txn_id,)).fetchone()
+        return _txn(row) if row else None
+
+    def txns(self, connection: str | None = None) -> list[TxnRow]:
+        if connection is None:
+            rows = self._db.execute("SELECT * FROM txns ORDER BY id")
+        else:
+            rows = self._db.execute("SELECT * FROM txns WHERE connection = ? ORDER BY id", (connection,))
+        return [_txn(r) for r in rows]
+
+    def open_txns(self, connection: str) -> list[TxnRow]:
+        """Transactions whose outcome is not fully recorded yet and whose run is over (the
+        reconciler's work list): a transaction a live process is still running is left alone."""
+        rows = self._db.execute(
+            "SELECT * FROM txns WHERE connection = ? AND state IN (?, ?, ?) ORDER BY id",
+            (connection, TxnState.PLANNED, TxnState.SENDING, TxnState.SENT),
+        )
+        return [_txn(r) for r in rows if not owner_alive(r["owner"])]
+
+    def jobs(self, txn_id: int) -> list[JobRow]:
+        rows = self._db.execute("SELECT * FROM jobs WHERE txn_id = ? ORDER BY id", (txn_id,))
+        return [
+            JobRow(r["id"], r["txn_id"], r["connection"], r["job_id"], r["node"], JobState(r["state"]), r["error"])
+            for r in rows
+        ]
+
+    def images(
+        self, connection: str | None = None, drive: str | None = None, txn_id: int | None = None
+    ) -> list[ImageRow]:
+        where, args = [], []
+        for col, val in (("connection", connection), ("drive", drive), ("txn_id", txn_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM images" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [_image(r) for r in self._db.execute(sql, args)]
+
+    def image(self, image_id: int) -> ImageRow | None:
+        row = self._db.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        return _image(row) if row else None
+
+    def drives(self, connection: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT drive FROM images WHERE connection = ? ORDER BY drive", (connection,)
+        )
+        return [r["drive"] for r in rows]
+
+    def connections(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT connection FROM txns ORDER BY connection")]
+
+    def path_known(self, path: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM images WHERE path = ? LIMIT 1", (path,)).fetchone()
+        return row is not None
+
+    def next_txn_id(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM txns").fetchone()
+        return int(row[0])
+
+
+def _txn(r: sqlite3.Row) -> TxnRow:
+    return TxnRow(
+        r["id"], r["connection"], r["policy"], r["mode"], TxnState(r["state"]),
+        json.loads(r["actions"]), r["error"], r["created"], r["ended"],
+    )
+
+
+def _image(r: sqlite3.Row) -> ImageRow:
+    return ImageRow(
+        id=r["id"], txn_id=r["txn_id"], connection=r["connection"], policy=r["policy"],
+        drive=r["drive"], node=r["node"], bitmap=r["bitmap"], path=r["path"], kind=r["kind"],
+        parent_id=r["parent_id"], chain_id=r["chain_id"], state=ImageState(r["state"]),
+        job_id=r["job_id"], source_file=r["source_file"], source_size=r["source_size"],
+        size=r["size"], resets_bitmap=bool(r["resets_bitmap"]), target_node=r["target_node"],
+        file_node=r["file_node"], error=r["error"], created=r["created"], ended=r["ended"],
+    )

@@ -1,0 +1,306 @@
+"""Run a policy: reconcile, plan, create targets, send, wait, record.
+
+Every step is written to the ledger before it is done in QEMU, so a run killed at any point is
+resolved by :func:`tui.chains.reconcile.reconcile` on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.chains.ledger import ImageState, JobState, Ledger
+from tui.chains.plan import DrivePlan, Plan, chain_state, make_plan
+from tui.chains.policy import Policy, render_name
+from tui.chains.reconcile import finish_job, reconcile
+from tui.chains.send import send_transaction, wait_jobs
+from tui.chains.targets import QMPConn, Target, TargetError, create_target, release_target
+from tui.errors import BitmapTuiError, ConfigError, QMPCommandError
+from tui.model.state import JobResult
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+@dataclass
+class DriveOutcome:
+    drive: str
+    node: str | None
+    kind: str
+    reason: str
+    path: str | None = None
+    base: str | None = None
+    job_id: str | None = None
+    state: str = "planned"  # an ImageState value once known
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    policy: str
+    connection: str
+    mode: str
+    txn_ids: list[int] = field(default_factory=list)
+    refused: str | None = None
+    drives: list[DriveOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    next: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.refused:
+            return EXIT_REFUSED
+        return EXIT_OK if all(d.state == ImageState.VALID for d in self.drives) else EXIT_FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "connection": self.connection,
+            "completion_mode": self.mode,
+            "transactions": self.txn_ids,
+            "refused": self.refused,
+            "drives": [vars(d) for d in self.drives],
+            "notes": self.notes,
+            "next": self.next,
+        }
+
+
+def _outcomes(plan: Plan) -> list[DriveOutcome]:
+    return [
+        DriveOutcome(d.drive, d.node, d.kind, d.reason, base=d.base.path if d.base else None, error=d.error)
+        for d in plan.drives
+    ]
+
+
+def next_steps(ledger: Ledger, policy: Policy) -> list[str]:
+    """One line per drive: what its next backup will be based on."""
+    lines = []
+    for drive in policy.drives:
+        cs = chain_state(ledger, policy.connection, drive)
+        if cs.base is not None:
+            lines.append(f"{drive}: next incremental is based on {os.path.basename(cs.base.path)}")
+        else:
+            lines.append(f"{drive}: next backup is a full one ({cs.reason})")
+    return lines
+
+
+def _backup_action(d: DrivePlan, policy: Policy, target: str, job_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "job-id": job_id,
+        "device": d.node,
+        "target": target,
+        "sync": "full" if d.kind == "full" else "incremental",
+        # Kept until the outcome is in the ledger, so a killed app can still read it (reconcile).
+        "auto-dismiss": False,
+    }
+    if d.kind == "incremental":
+        data["bitmap"] = policy.bitmap
+    if policy.speed:
+        data["speed"] = policy.speed
+    return {"type": "blockdev-backup", "data": data}
+
+
+async def run_policy(
+    conn: QMPConn,
+    ledger: Ledger,
+    policy: Policy,
+    *,
+    timeout: float | None = None,
+    on_step: Callable[[str], None] | None = None,
+    plan_only: bool = False,
+) -> RunResult:
+    """Run ``policy`` once on ``conn``; the result says per drive what happened and what is next.
+
+    While it runs, its transactions belong to this process (reconcile leaves them alone); when it
+    returns, whatever is still open is left to :func:`tui.chains.reconcile.reconcile`.
+    """
+    await reconcile(conn, ledger)
+    owned: list[int] = []
+    try:
+        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step,
+                            plan_only=plan_only)
+    finally:
+        ledger.release(owned)
+    if any(d.state == ImageState.PENDING for d in result.drives) and conn.model.state.value == "connected":
+        # A job vanished without an outcome (someone dismissed it): resolve what QEMU can tell.
+        await reconcile(conn, ledger)
+        for txn_id in result.txn_ids:
+            by_job = {im.job_id: im for im in ledger.images(txn_id=txn_id)}
+            for d in result.drives:
+                im = by_job.get(d.job_id)
+                if im is not None:
+                    d.state, d.error = im.state, im.error or d.error
+        result.next = next_steps(ledger, policy)
+    return result
+
+
+async def _run(
+    conn: QMPConn,
+    ledger: Ledger,
+    policy: Policy,
+    owned: list[int],
+    *,
+    timeout: float | None,
+    on_step: Callable[[str], None] | None,
+    plan_only: bool,
+) -> RunResult:
+    step = on_step or (lambda _text: None)
+    plan = make_plan(ledger, conn.model, policy)
+    result = RunResult(policy.name, conn.name, plan.mode, drives=_outcomes(plan), notes=list(plan.notes))
+    if plan.errors:
+        result.refused = "; ".join(plan.errors)
+        return result
+    if plan_only:
+        result.next = next_steps(ledger, policy)
+        return result
+
+    txn_id = ledger.new_txn(conn.name, policy.name, plan.mode)
+    owned.append(txn_id)
+    result.txn_ids.append(txn_id)
+    image_ids: dict[str, int] = {}
+    targets: dict[str, Target] = {}
+    actions: list[dict[str, Any]] = []
+    bitmap_actions: list[dict[str, Any]] = []
+    job_nodes: dict[str, str] = {}
+    fulls: list[int] = []
+
+    async def refuse(error: str, keep_reset: list[int] | None = None) -> RunResult:
+        for t in targets.values():
+            with contextlib.suppress(BitmapTuiError):
+                await release_target(conn, t.node, t.file_node)
+        ledger.mark_refused(txn_id, error, keep_reset=keep_reset)
+        result.refused = error
+        for o in result.drives:
+            o.state = ImageState.INVALID
+        result.next = next_steps(ledger, policy)
+        return result
+
+    try:
+        for i, (d, out) in enumerate(zip(plan.drives, result.drives, strict=True)):
+            # {n}: this drive's image number in the ledger (1, 2, ...), unique per drive.
+            n = len(ledger.images(connection=conn.name, drive=d.drive)) + 1
+            name = render_name(
+                policy.pattern, drive=_UNSAFE.sub("_", d.drive), node=d.node, n=n,
+                kind="full" if d.kind == "full" else "incr", txn=txn_id, bitmap=policy.bitmap,
+                policy=policy.name, connection=_UNSAFE.sub("_", conn.name),
+            )
+            path = os.path.join(policy.target_dir, name)
+            if ledger.path_known(path):
+                return await refuse(f"{path} is already in the ledger; change the policy's pattern")
+            local = getattr(getattr(conn, "address", None), "kind", "") == "unix"
+            if local and await asyncio.to_thread(os.path.lexists, path):
+                # A local QEMU: blockdev-create would overwrite an existing file. (A remote
+                # QEMU's file system cannot be checked from here; the ledger check above holds.)
+                return await refuse(f"{path} already exists and is not overwritten; move it away "
+                                    "or change the policy's pattern")
+            job_id = f"bt{txn_id}-{i}"
+            out.path, out.job_id = path, job_id
+            image_ids[d.drive] = ledger.add_image(
+                txn_id=txn_id, connection=conn.name, policy=policy.name, drive=d.drive,
+                node=d.node or "", bitmap=policy.bitmap, path=path, kind=d.kind,
+                parent_id=d.base.id if d.base else None, job_id=job_id,
+                source_file=d.source_file, source_size=d.size,
+            )
+            if d.kind == "full":
+                fulls.append(image_ids[d.drive])
+        for i, (d, out) in enumerate(zip(plan.drives, result.drives, strict=True)):
+            step(f"creating {out.path}")
+            node = f"bt{txn_id}n{i}"
+            ledger.set_image_nodes(image_ids[d.drive], f"{node}-f", node)
+            targets[d.drive] = await create_target(
+                conn, out.path or "", d.size, node=node, backing=d.base.path if d.base else None
+            )
+            actions.extend(d.bitmap_actions if not plan.split else ())
+            bitmap_actions.extend(d.bitmap_actions if plan.split else ())
+            actions.append(_backup_action(d, policy, node, out.job_id or ""))
+            job_nodes[out.job_id or ""] = d.node or ""
+    except QMPCommandError as exc:
+        return await refuse(exc.desc)
+    except (TargetError, ConfigError, BitmapTuiError) as exc:
+        # Nothing was sent yet (also when the connection dropped): the run is refused.
+        return await refuse(str(exc))
+    ledger.set_actions(txn_id, actions)
+
+    # Inconsistent bitmaps can only be removed, and not in the same transaction as their re-add.
+    removes = [d for d in plan.drives if d.pre_remove]
+    if removes:
+        ledger.mark_bitmap_reset([image_ids[d.drive] for d in removes])
+        for d in removes:
+            try:
+                await conn.execute("block-dirty-bitmap-remove", {"node": d.node, "name": policy.bitmap})
+            except QMPCommandError as exc:
+                return await refuse(f"removing inconsistent bitmap of {d.drive}: {exc.desc}",
+                                    keep_reset=[image_ids[x.drive] for x in removes])
+    already_reset = [image_ids[d.drive] for d in removes]
+
+    if plan.split:
+        step("starting the new chains' bitmaps (individual transaction)")
+        bt = ledger.new_txn(conn.name, policy.name, "individual", bitmap_actions)
+        owned.append(bt)
+        result.txn_ids.insert(0, bt)
+        ledger.mark_sending(bt, fulls)
+        try:
+            await send_transaction(conn, bitmap_actions, "individual")
+        except QMPCommandError as exc:
+            ledger.mark_refused(bt, exc.desc)
+            return await refuse(f"bitmap step refused: {exc.desc}", keep_reset=already_reset)
+        except BitmapTuiError as exc:
+            # Unknown whether the bitmaps changed: the fulls stay marked as resetting them.
+            ledger.settle(bt)
+            return await refuse(f"bitmap step: {exc}", keep_reset=fulls)
+        ledger.mark_sent(bt)
+        ledger.settle(bt)
+        already_reset = sorted(set(already_reset) | set(fulls))
+
+    step(f"sending the transaction ({plan.mode})")
+    ledger.mark_sending(txn_id, fulls)
+    try:
+        await send_transaction(conn, actions, plan.mode, job_nodes)
+    except QMPCommandError as exc:
+        return await refuse(exc.desc, keep_reset=already_reset)
+    except BitmapTuiError as exc:
+        # Lost or timed out: it may or may not have started. Leave it to reconcile.
+        result.refused = None
+        for o in result.drives:
+            o.state, o.error = ImageState.PENDING, str(exc)
+        result.notes.append(f"outcome not known yet ({exc}); it is resolved on the next start")
+        return result
+    ledger.mark_sent(txn_id)
+
+    step("waiting for the jobs")
+    try:
+        jobs = await wait_jobs(conn, list(job_nodes), timeout)
+    except TimeoutError:
+        # The jobs keep running in QEMU; their outcome is read on the next start (reconcile).
+        for o in result.drives:
+            o.state = ImageState.PENDING
+        result.notes.append("stopped waiting; the jobs keep running and are resolved on the next start")
+        return result
+    for job_id in job_nodes:
+        job = jobs.get(job_id)
+        if job is None or job.result is None or job.result is JobResult.LOST:
+            continue  # left PENDING: reconcile resolves it when QEMU can be asked again
+        state = {
+            JobResult.COMPLETED: JobState.COMPLETED,
+            JobResult.FAILED: JobState.FAILED,
+            JobResult.CANCELLED: JobState.CANCELLED,
+        }[job.result]
+        ledger.record_job(conn.name, job_id, state, job.error)
+    if conn.model.state.value == "connected":
+        for job_id in job_nodes:
+            with contextlib.suppress(BitmapTuiError):
+                await finish_job(conn, ledger, txn_id, job_id)
+    ledger.settle(txn_id)
+
+    by_job = {im.job_id: im for im in ledger.images(txn_id=txn_id)}
+    for o in result.drives:
+        im = by_job.get(o.job_id)
+        if im is not None:
+            o.state, o.error = im.state, im.error
+    result.next = next_steps(ledger, policy)
+    return result

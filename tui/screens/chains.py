@@ -1,0 +1,270 @@
+"""Backup chains: per drive its images and states, the next base, VM-wide points and problems.
+
+Keys: ``r`` runs a policy (preview, confirm, send), ``x`` applies the selected problem's fix
+(after confirmation), ``g`` re-reads, ``escape`` goes back. The data comes from
+:mod:`tui.chains.view`; running goes through :mod:`tui.chains.run` (the same code as headless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, OptionList, Static
+
+from tui.chains.ledger import Ledger
+from tui.chains.plan import make_plan
+from tui.chains.policy import Policy
+from tui.chains.reconcile import reconcile
+from tui.chains.run import RunResult, run_policy
+from tui.chains.view import ChainsView, build_view
+from tui.errors import BitmapTuiError
+from tui.format import human_bytes
+from tui.model.store import Store
+from tui.screens.dialogs import ConfirmDialog
+
+MUTATING_CHAINS = frozenset({"run_policy", "fix"})
+RELOAD_DELAY = 0.2  # coalesce bursts of store changes into one reload
+
+
+class PolicyPicker(ModalScreen[str | None]):
+    """Choose one of several policies."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(classes="dialog")
+        self.names = names
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box") as box:
+            box.border_title = "Run which policy?"
+            yield OptionList(*self.names, id="policies")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.names[event.option_index])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChainsScreen(Screen[None]):
+    """The chain view of every drive the ledger knows, live against the fleet."""
+
+    DEFAULT_CSS = """
+    ChainsScreen #chains { height: 1fr; }
+    ChainsScreen #next { height: auto; max-height: 8; padding: 0 1; }
+    ChainsScreen #problems { height: auto; max-height: 8; }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="chains.back"),
+        Binding("r", "run_policy", "Run policy", id="chains.run"),
+        Binding("x", "fix", "Fix problem", id="chains.fix"),
+        Binding("g", "reload", "Reload", id="chains.reload"),
+    ]
+
+    def __init__(self, store: Store, *, fleet: Any = None, ledger: Ledger | None = None,
+                 policies: dict[str, Policy] | None = None, read_only: bool = False) -> None:
+        super().__init__()
+        self.store = store
+        self.fleet = fleet
+        self.read_only = read_only
+        self.policies = policies if policies is not None else _config_policies()
+        self._own_ledger = ledger is None
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.view_data = ChainsView()
+        self.last_result: RunResult | None = None
+        self.runs = 0
+        self._unsubs: list[Callable[[], None]] = []
+        self._pending = False
+        self._app_context: contextvars.Context | None = None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="chains-main"):
+            yield DataTable(id="chains", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="next")
+            yield DataTable(id="problems", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._app_context = contextvars.copy_context()
+        chains = self.query_one("#chains", DataTable)
+        chains.add_columns("Drive", "Image", "Kind", "State", "Size")
+        problems = self.query_one("#problems", DataTable)
+        problems.add_columns("#", "Problem", "Suggested fix")
+        self._unsubs.append(self.store.subscribe(self._maybe_reload))
+        self.reload()
+
+    def on_unmount(self) -> None:
+        for unsub in self._unsubs:
+            unsub()
+        if self._own_ledger:
+            self.ledger.close()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MUTATING_CHAINS and self.read_only:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ rendering
+
+    def _maybe_reload(self) -> None:
+        # Bitmap changes (lost/orphan) come from the store, maybe from tasks outside Textual's
+        # context: coalesce into one reload, scheduled back into the app's context.
+        if not self._pending:
+            self._pending = True
+            asyncio.get_running_loop().call_later(RELOAD_DELAY, self._timer_reload,
+                                                  context=self._app_context)
+
+    def _timer_reload(self) -> None:
+        self._pending = False
+        if self.is_attached:
+            self.reload()
+
+    def reload(self) -> None:
+        """Rebuild the view from the ledger and the live state and redraw the tables."""
+        self.view_data = build_view(self.ledger, self.store.state)
+        chains = self.query_one("#chains", DataTable)
+        chains.clear()
+        for d in self.view_data.drives:
+            for i, im in enumerate(d.chain):
+                label = f"{d.connection}/{d.drive}" if i == 0 else ""
+                size = human_bytes(im.size) if im.size is not None else "?"
+                chains.add_row(*(Text(c) for c in (label, os.path.basename(im.path), im.kind,
+                                                   im.state.upper(), size)))
+        lines = []
+        for d in self.view_data.drives:
+            nxt = f"incremental on {os.path.basename(d.next_base)}" if d.next_base else "full backup"
+            lines.append(f"{d.drive}: next {nxt} ({d.next_reason}); bitmap {d.bitmap_state}")
+        for p in self.view_data.points:
+            lines.append(f"VM-wide point ({p.connection}, {p.policy}): transaction {p.txn_id}")
+        if not self.view_data.drives:
+            lines.append("no backups yet: press r to run a policy")
+        self.query_one("#next", Static).update(Text("\n".join(lines)))
+        problems = self.query_one("#problems", DataTable)
+        problems.clear()
+        for n, pr in enumerate(self.view_data.problems, 1):
+            # Text, not markup: "[orphan]" and bitmap names must show as they are.
+            problems.add_row(Text(str(n)), Text(f"[{pr.kind}] {pr.text}"), Text(pr.fix))
+
+    def action_reload(self) -> None:
+        self._reconcile_and_reload()
+
+    @work(exclusive=True, group="chains-reload", exit_on_error=False)
+    async def _reconcile_and_reload(self) -> None:
+        try:
+            await self.reconcile_now()
+        except BitmapTuiError as exc:
+            self.notify(str(exc), title="reconcile", severity="error")
+        self.reload()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    # ------------------------------------------------------------------ run a policy
+
+    def action_run_policy(self) -> None:
+        if not self.policies:
+            self.notify("no policies in the config file (key 'policies')", severity="error")
+            return
+        names = sorted(self.policies)
+        if len(names) == 1:
+            self._confirm_run(names[0])
+        else:
+            self.app.push_screen(PolicyPicker(names), lambda name: self._confirm_run(name) if name else None)
+
+    def _confirm_run(self, name: str) -> None:
+        pol = self.policies[name]
+        conn = self.fleet.connections.get(pol.connection) if self.fleet is not None else None
+        if conn is None:
+            self.notify(f"policy {name}: connection '{pol.connection}' is not open", severity="error")
+            return
+        plan = make_plan(self.ledger, conn.model, pol)
+        if plan.errors:
+            self.notify("; ".join(plan.errors), title=f"policy {name} refused", severity="error")
+            return
+        lines = [f"{d.drive}: {d.kind} ({d.reason})" for d in plan.drives] + list(plan.notes)
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._run(pol)
+
+        self.app.push_screen(
+            ConfirmDialog(f"Run policy {name} ({plan.mode})", "\n".join(lines), "Run"), confirmed
+        )
+
+    @work(exclusive=True, group="chains-run", exit_on_error=False)
+    async def _run(self, pol: Policy) -> None:
+        conn = self.fleet.connections[pol.connection]
+        try:
+            result = await run_policy(conn, self.ledger, pol)
+        except BitmapTuiError as exc:
+            self.notify(str(exc), title=f"policy {pol.name}", severity="error")
+            return
+        finally:
+            self.reload()
+        self.last_result = result
+        self.runs += 1
+        states = ", ".join(f"{d.drive} {str(d.state).upper()}" for d in result.drives)
+        if result.refused:
+            self.notify(result.refused, title=f"policy {pol.name} refused", severity="error", timeout=10)
+        else:
+            self.notify(f"{states}\n" + "\n".join(result.next), title=f"policy {pol.name}",
+                        severity="information" if result.exit_code == 0 else "warning", timeout=10)
+
+    # ------------------------------------------------------------------ fixes
+
+    def action_fix(self) -> None:
+        problems = self.query_one("#problems", DataTable)
+        if not self.view_data.problems:
+            self.notify("no problems to fix")
+            return
+        row = problems.cursor_row if 0 <= problems.cursor_row < len(self.view_data.problems) else 0
+        pr = self.view_data.problems[row]
+        if pr.command is None:
+            self.notify(pr.fix, title=f"{pr.kind}: nothing to send")
+            return
+        cmd, args = pr.command
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._apply(pr.connection, cmd, args)
+
+        self.app.push_screen(
+            ConfirmDialog(f"Fix: {pr.kind}", f"{pr.text}\nSend {cmd} {args}?", "Send"), confirmed
+        )
+
+    @work(exclusive=True, group="chains-fix", exit_on_error=False)
+    async def _apply(self, connection: str, cmd: str, args: dict[str, Any]) -> None:
+        try:
+            await self.fleet.connections[connection].execute(cmd, args)
+            self.notify(f"sent {cmd}")
+        except BitmapTuiError as exc:
+            self.notify(str(exc), title=cmd, severity="error")
+        self.reload()
+
+    async def reconcile_now(self) -> None:
+        """Resolve open transactions of every connected connection (also run on reconnects)."""
+        if self.fleet is None or self.read_only:
+            return
+        for conn in self.fleet.connections.values():
+            if conn.connected:
+                await reconcile(conn, self.ledger)
+        self.reload()
+
+
+def _config_policies() -> dict[str, Policy]:
+    from tui.chains.cli import load_policies
+
+    try:
+        return load_policies(None)
+    except BitmapTuiError:
+        return {}
