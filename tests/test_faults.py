@@ -358,3 +358,21 @@ def test_status_json_shows_inconsistent(tmp_path) -> None:
     assert bitmaps == [
         {**bitmaps[0], "name": "keep", "state": "inconsistent", "inconsistent": True, "persistent": True}
     ]
+
+
+async def test_poll_reply_older_than_a_completion_event_does_not_undo_it(fake_qmp, fleets) -> None:
+    """query-jobs answers "running" and then the completion event arrives before the poll's
+    second query returns: the event is newer, so the job stays completed at 100%."""
+    srv = await fake_qmp()
+    fleet = await fleets(srv.address)
+    srv.replies["query-jobs"] = [{"id": "j0", "type": "backup", "status": "running",
+                                  "current-progress": 50, "total-progress": 100}]
+    srv.replies["query-block-jobs"] = []
+    srv.events_before["query-block-jobs"] = [
+        {"event": "BLOCK_JOB_COMPLETED",
+         "data": {"device": "j0", "type": "backup", "len": 100, "offset": 100, "speed": 0}},
+    ]
+    await fleet["vm0"].refresh_jobs()
+    job = fleet.store.connection("vm0").jobs["j0"]
+    assert job.result is JobResult.COMPLETED
+    assert job.status == "concluded" and job.current == job.total == 100

@@ -198,6 +198,9 @@ class Connection:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        # Job events counted, and the count at each job's last event (see refresh_jobs).
+        self._event_serial = 0
+        self._job_event_at: dict[str, int] = {}
         # Set after each attempt (success or failure) so callers can wait for a first answer.
         self.attempted = asyncio.Event()
         self.next_retry: float | None = None
@@ -344,6 +347,12 @@ class Connection:
         async for event in client.events:
             store.apply_event(name, event)
             if event.get("event") in job_events:
+                self._event_serial += 1
+                data = event.get("data")
+                if isinstance(data, dict):
+                    for key in ("id", "device"):
+                        if isinstance(data.get(key), str):
+                            self._job_event_at[data[key]] = self._event_serial
                 self._want_nodes = True
                 self._wake.set()
 
@@ -406,10 +415,13 @@ class Connection:
 
     async def refresh_jobs(self) -> None:
         cmds = self.model.commands
+        started = self._event_serial
         qjobs = await self._query("query-jobs") if "query-jobs" in cmds else None
         qblock = await self._query("query-block-jobs")
         jobs = parse_jobs(qjobs, qblock)
-        self.store.update(self.name, lambda c: reducer.apply_jobs(c, jobs))
+        # A job event that arrived between the queries and now is newer than their replies.
+        keep = frozenset(j for j, at in self._job_event_at.items() if at > started)
+        self.store.update(self.name, lambda c: reducer.apply_jobs(c, jobs, keep))
 
     async def refresh(self) -> None:
         await self.refresh_nodes()
