@@ -376,3 +376,28 @@ async def test_poll_reply_older_than_a_completion_event_does_not_undo_it(fake_qm
     job = fleet.store.connection("vm0").jobs["j0"]
     assert job.result is JobResult.COMPLETED
     assert job.status == "concluded" and job.current == job.total == 100
+
+
+async def test_stop_during_a_connect_attempt_closes_its_transport(fake_qmp) -> None:
+    """Quitting while a server keeps the greeting back: the attempt's tunnel is still closed."""
+    from tui.model.store import Store
+    from tui.qmp.connection import Connection
+    from tui.qmp.transport import make_opener
+
+    srv = await fake_qmp(mode="silent")
+    closed: list[bool] = []
+    inner = make_opener()
+
+    async def opener(address: Any) -> Any:
+        target, ssl, _cleanup = await inner(address)
+
+        async def cleanup() -> None:
+            closed.append(True)
+
+        return target, ssl, cleanup
+
+    conn = Connection("vm0", parse_address(srv.address), Store(), connect_timeout=60, opener=opener)
+    conn.start()
+    await wait_for(lambda: srv.accepted >= 1, what="the attempt to reach the server")
+    await asyncio.wait_for(conn.stop(), 10)
+    assert closed == [True]
