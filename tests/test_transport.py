@@ -69,6 +69,11 @@ def test_ssh_argv_is_an_argument_list_with_safe_defaults() -> None:
     assert argv[argv.index("-L") + 1] == "/tmp/x/qmp.sock:/run/vm1.qmp"
     assert argv[argv.index("-p") + 1] == "2200" and argv[argv.index("-l") + 1] == "alice"
     assert argv[argv.index("ConnectTimeout=5") - 1] == "-o"
+    # No port in the URL: none on the command line, so ~/.ssh/config's Port still applies.
+    plain = ssh_argv(parse_address("ssh://build7/run/q.sock"), "/l.sock", {})
+    assert "-p" not in plain and "-l" not in plain
+    v6 = ssh_argv(parse_address("ssh://[::1]:2222/run/q.sock"), "/l.sock", {})
+    assert v6[v6.index("-p") + 1] == "2222" and v6[-1] == "::1"
 
 
 async def test_plaintext_tcp_to_remote_host_is_refused_without_touching_the_network() -> None:
