@@ -67,7 +67,10 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
 
     await sb.write(0, 0, "1M")
     plan = await asyncio.to_thread(cli, ["backup", "nightly", "--plan", *conn], env)
-    assert plan.returncode == 0 and "incremental on top of" in plan.stdout
+    assert plan.returncode == 0, plan.stderr
+    assert "drive0: incremental on drive0-full-1.qcow2 → drive0-incr-2.qcow2" in plan.stdout
+    assert "if drive1's job (bt2-1) fails:" in plan.stdout
+    assert "image " + str(sb.dir) + "/drive1-incr-2.qcow2: INVALID (delete)" in plan.stdout
     text = await asyncio.to_thread(cli, ["backup", "nightly", *conn], env)
     assert text.returncode == 0, text.stderr
     assert "VALID" in text.stdout and "next incremental is based on drive0-" in text.stdout
@@ -110,6 +113,20 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
     ver = await asyncio.to_thread(cli, ["verify", "--json"], env)
     assert ver.returncode == 0, ver.stdout
     assert json.loads(ver.stdout)["ok"] is True
+    # Against the live disks (flushed, the VM is stopped): equal now...
+    for i in (0, 1):
+        await sb.hmp(f'qemu-io drive{i} "flush"')
+    live = await asyncio.to_thread(cli, ["verify", "--live", "--json"], env)
+    assert live.returncode == 0, live.stdout
+    checks = [c for d in json.loads(live.stdout)["drives"] for c in d["checks"]]
+    assert [c["what"] for c in checks].count("compare") == 2 and all(c["ok"] for c in checks)
+    # ...and not after a guest write that no backup has: drive0 fails, drive1 passes.
+    await sb.write(0, "40M", "64k", 0x99)
+    await sb.hmp('qemu-io drive0 "flush"')
+    stale = await asyncio.to_thread(cli, ["verify", "--live"], env)
+    assert stale.returncode == 1
+    assert "FAIL compare" in stale.stdout and "drive0-incr-2.qcow2" in stale.stdout
+    assert "PASS compare" in stale.stdout
 
 
 async def test_killed_app_mid_job_is_resolved_on_next_start(make_sandbox, fleet_for, setup):

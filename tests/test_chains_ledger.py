@@ -204,3 +204,27 @@ def test_owner_liveness(tmp_path):
     assert not owner_alive(f"{host}:{dead.pid}")
     assert not owner_alive(None)
     assert owner_alive("some-other-host:1")  # cannot tell: leave it alone
+
+
+async def test_reconcile_on_qemu_without_query_jobs(fake_qmp, fleet_for, tmp_path):
+    """QEMU < 3.0: a job still listed by query-block-jobs is running, not unknown."""
+    from tui.chains.reconcile import reconcile
+
+    srv = await fake_qmp(version=(2, 12, 0), replies={
+        "query-block-jobs": [{"device": "bt1-0", "type": "backup", "len": 100, "offset": 10,
+                              "busy": True, "paused": False, "speed": 0, "io-status": "ok",
+                              "ready": False, "status": "running"}],
+    })
+    srv.replies["query-commands"] = [c for c in srv.replies["query-commands"] if c["name"] != "query-jobs"]
+    srv.replies["query-jobs"] = {"error": {"class": "CommandNotFound", "desc": "no query-jobs"}}
+    fleet = await fleet_for(srv.path)
+    led = Ledger(tmp_path / "l.sqlite")
+    txn = led.new_txn("vm0", "p", "individual")
+    add(led, txn, "a", "full", job="bt1-0")
+    led.mark_sending(txn)
+    led.mark_sent(txn)
+    led.release([txn])
+    rep = await reconcile(fleet["vm0"], led)
+    assert rep.running == ["bt1-0"] and rep.resolved == {}
+    assert led.images()[0].state is ImageState.PENDING
+    led.close()

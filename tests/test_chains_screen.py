@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import screen_text
+from tests.test_chains_qemu import damage
 from tui.app import BitmapTuiApp
 from tui.chains.ledger import ImageState, Ledger
 from tui.chains.policy import Policy
@@ -35,7 +36,8 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         assert "no backups yet" in screen_text(app)
         await pilot.press("r")
         assert isinstance(app.screen, ConfirmDialog)
-        assert "drive0: full (new chain: no chain yet)" in app.screen.question
+        assert "drive0: full → drive0-full-1.qcow2 (new chain: no chain yet)" in app.screen.question
+        assert "if drive1's job (bt1-1) fails: valid drive0-full-1.qcow2" in app.screen.question
         await pilot.press("y")
         await wait_for(lambda: scr.runs == 1, timeout=60, what="policy run")
         await pilot.pause()
@@ -58,6 +60,15 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         await pilot.press("y")
         await wait_for(lambda: conn.model.nodes["disk1"].bitmap("stray") is None, what="removed")
         await wait_for(lambda: not scr.view_data.problems, what="problem gone")
+        await pilot.press("v")
+        await wait_for(lambda: scr.verifications == 1, timeout=30, what="verify")
+        assert [line.split()[0] for line in scr.verify_lines] == ["PASS"] * 4
+        # A damaged image fails.
+        damage(scr.last_result.drives[1].path)
+        await pilot.press("v")
+        await wait_for(lambda: scr.verifications == 2, timeout=30, what="second verify")
+        await pilot.pause()
+        assert "FAIL check drive1-incr-2.qcow2" in "\n".join(scr.verify_lines)
         await pilot.press("escape")
         assert not isinstance(app.screen, ChainsScreen)
     ledger.close()

@@ -85,7 +85,7 @@ async def test_installed_console_in_tmux(make_sandbox):
     term.start()
     try:
         text = await term.wait_screen("disk0", "disk1", "bm-live", "bm-off", "bm-held",
-                                      "active", "disabled", "frozen", "connected")
+                                      "active", "disabled", "frozen", "connected", "running")
         lines = text.splitlines()
         assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
         assert any("bm-off" in line and "disabled" in line for line in lines)
@@ -106,3 +106,29 @@ async def test_installed_console_in_tmux(make_sandbox):
     finally:
         term.stop()
 
+
+
+async def test_installed_console_read_only_offers_and_sends_nothing(make_sandbox, tmp_path):
+    sb = await make_sandbox(drives=1)
+    await sb.add_bitmap(0, "keepme")
+    await sb.write(0, 0, "1M")
+    term = Tmux(["env", f"XDG_CONFIG_HOME={tmp_path}", str(EXE), "--read-only",
+                 "--connect", f"vm={sb.address}"])
+    term.start()
+    try:
+        text = await term.wait_screen("keepme", "active", "1 MiB", line=True)
+        footer = text.rstrip().splitlines()[-1]
+        assert "Filter" in footer and "Clear" not in footer and "Add" not in footer
+        term.keys("Down")  # onto the bitmap row
+        for key in ("x", "r", "n", "d"):
+            term.keys(key)
+        term.keys("?")
+        help_text = await term.wait_screen("Keys (esc to close)")
+        assert "Clear" not in help_text and "Remove" not in help_text
+        term.keys("Escape")
+        nodes = await sb.qmp("query-named-block-nodes")
+        bms = [b for n in nodes if n["node-name"] == "disk0" for b in n.get("dirty-bitmaps", [])]
+        assert [(b["name"], b["count"], b["recording"]) for b in bms] == [("keepme", 1 << 20, True)]
+        term.keys("q")
+    finally:
+        term.stop()

@@ -96,3 +96,20 @@ def test_store_logs_events_with_severity_and_notifies():
     assert [e.severity for e in store.events] == ["error", "warning", "info"]
     assert store.events[0].time == 100.000005
     assert len(seen) == 3
+
+
+def test_stale_poll_does_not_undo_a_jobs_final_events():
+    conn = run([
+        ev("BLOCK_JOB_COMPLETED", device="j", type="backup", len=10, offset=10),
+        ev("JOB_STATUS_CHANGE", id="j", status="null"),
+    ])
+    stale = {"j": Job(id="j", type="backup", status="concluded", current=10, total=10,
+                      result=JobResult.COMPLETED)}
+    assert reducer.apply_jobs(conn, stale).jobs["j"].status == "null"
+    # nor does a poll answered while the job still ran
+    running = {"j": Job(id="j", type="backup", status="running", current=1, total=10)}
+    kept = reducer.apply_jobs(conn, running).jobs["j"]
+    assert kept.result is JobResult.COMPLETED and kept.finished
+    # once dismissed, the id is free for a new job
+    fresh = reducer.apply_jobs(reducer.dismiss_job(conn, "j"), running).jobs["j"]
+    assert fresh.status == "running" and fresh.result is None

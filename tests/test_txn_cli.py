@@ -76,7 +76,7 @@ async def test_apply_exit_1_partial_failure_json(make_sandbox, tmp_path):
 
 
 @requires_qemu
-async def test_apply_exit_0_and_text_output(make_sandbox, tmp_path):
+async def test_apply_exit_0_text_and_json(make_sandbox, tmp_path):
     sb = await make_sandbox(drives=1)
     await sb.add_bitmap(0, "bitmap0")
     await sb.write(0, 0, "1M")
@@ -92,6 +92,17 @@ async def test_apply_exit_0_and_text_output(make_sandbox, tmp_path):
     assert "job drive0 (drive0) COMPLETED" in out
     assert f"image {img}: VALID (keep)" in out
     assert "bitmap disk0/bitmap0: cleared, dirty 1048576 → 0 bytes" in out
+    # the same again with --json: an empty incremental, still exit 0
+    await sb.write(0, "4M", "64k")
+    code, out, _ = await apply(str(path), "--connect", sb.address, "--json")
+    data = json.loads(out)
+    assert code == 0 and KEYS <= set(data) and data["accepted"] and data["error"] is None
+    assert data["completion_mode"] == "individual"
+    assert data["jobs"] == [{"job_id": "drive0", "device": "drive0", "node": "disk0",
+                             "target": "t0", "result": "completed", "error": None}]
+    assert data["images"] == [{"path": str(img), "verdict": "valid"}]
+    assert [(b["node"], b["name"], b["outcome"], b["count_before"], b["count_after"])
+            for b in data["bitmaps"]] == [("disk0", "bitmap0", "cleared", 65536, 0)]
 
 
 @requires_qemu

@@ -40,6 +40,9 @@ class StoreOnly:
     def __getitem__(self, name: str) -> Any:
         raise KeyError(name)
 
+    def start(self) -> None:
+        """Nothing to connect (the console starts its fleet on mount)."""
+
 
 class SnapApp(App[None]):
     def on_mount(self) -> None:
@@ -85,6 +88,16 @@ async def test_read_only_hides_and_refuses_send() -> None:
         await pilot.pause()
         assert app.screen is screen and screen.run is None  # no confirmation, nothing sent
         assert screen.check_action("toggle_mode", ()) is True
+
+    # the console's help on the composer hides the keys that would send
+    from tui.app import BitmapTuiApp
+
+    app2 = BitmapTuiApp(fleet=fleet)
+    async with app2.run_test(size=(80, 24)) as pilot:
+        await app2.push_screen(ComposerScreen(fleet, "vm0", loads(DOC)))
+        await pilot.pause()
+        keys = dict(dict(app2.key_help())["Transaction composer"])
+        assert "m" in keys and "s" not in keys and "f" not in keys
 
 
 async def test_save_asks_for_a_file_and_writes_loadable_yaml(tmp_path: Any) -> None:

@@ -141,8 +141,12 @@ class BitmapTuiApp(App[int]):
         # A screen pushed over the dashboard (the composer, ...) shows its own keys first.
         screen = self.screen
         own: list[tuple[str, list[tuple[str, str]]]] = []
-        if not isinstance(screen, DashboardScreen) and getattr(screen, "HELP_TITLE", None):
-            own = [(str(screen.HELP_TITLE), rows(type(screen).BINDINGS))]  # type: ignore[attr-defined]
+        help_title = getattr(screen, "HELP_TITLE", None)
+        if not isinstance(screen, DashboardScreen) and help_title:
+            # only the keys the screen allows now (read-only hides its mutating ones)
+            allowed = [b for b in type(screen).BINDINGS if isinstance(b, Binding)
+                       and screen.check_action(b.action.split("(")[0], ()) is not False]
+            own = [(str(help_title), rows(allowed))]
         groups = own + [
             ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
             ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
@@ -184,6 +188,21 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
     from tui.qmp.address import parse_address
     from tui.qmp.fleet import Endpoint, Fleet
 
+    app: BitmapTuiApp | None = None
+    main = asyncio.current_task()
+
+    def stop() -> None:
+        # A plain `kill` or a closed terminal must also stop the demo QEMU: leave through the
+        # cleanup path, whether the app is up yet or the demo is still starting.
+        if app is not None and app.is_running:
+            app.exit()
+        elif main is not None:
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
     async with contextlib.AsyncExitStack() as stack:
         demo = None
         if not endpoints or getattr(args, "demo", False):
@@ -191,7 +210,7 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
             from tui.demo import Demo, palette_commands
             from tui.palette import register_commands
 
-            demo = Demo()
+            demo = Demo(write_interval=float(getattr(args, "write_interval", 0.5)))
             stack.push_async_callback(demo.close)
             await demo.start()
             register_commands(palette_commands)
@@ -219,14 +238,15 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
         # The chains screen runs the policies of the config this app was started with.
         app.chains_policies = {name: from_config(p) for name, p in cfg.policies.items()}
         app.startup = getattr(args, "startup", None)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                # A plain `kill` or a closed terminal must also stop the demo QEMU: leave
-                # through the cleanup path.
-                loop.add_signal_handler(sig, app.exit)
         await app.run_async()
         return app.return_code or 0
+
+
+def _run(coro: Any) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except asyncio.CancelledError:  # SIGTERM/SIGHUP before the app was up: cleaned up already
+        return 143
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -246,7 +266,7 @@ def run_app(args: argparse.Namespace) -> int:
     themes.get(theme)  # an unknown name: ConfigError listing the available ones
     cfg.check_keymap(known_binding_ids())
     try:
-        return asyncio.run(_serve(args, endpoints, cfg, themes, theme))
+        return _run(_serve(args, endpoints, cfg, themes, theme))
     except SandboxError as exc:
         print(f"bitmap-tui: cannot start the demo QEMU: {exc}", file=sys.stderr)
         return 2

@@ -113,19 +113,31 @@ async def _backup(args: argparse.Namespace) -> int:
             _err(f"{pol.connection}: {conn.model.error or 'not connected'}")
             return EXIT_REFUSED
         with Ledger(args.ledger) as ledger:
+            if args.plan:
+                from tui.chains.reconcile import reconcile
+                from tui.chains.run import preview
+
+                await reconcile(conn, ledger)
+                plan, lines = preview(ledger, conn.model, pol)
+                if args.json:
+                    print(json.dumps({"policy": pol.name, "errors": plan.errors, "preview": lines},
+                                     indent=2))
+                else:
+                    print(f"policy {pol.name} on {pol.connection} ({plan.mode}), not sent:")
+                    print("\n".join(f"  {line}" for line in lines))
+                return EXIT_REFUSED if plan.errors else EXIT_OK
             step = None if args.json else (lambda text: print(f"· {text}", file=sys.stderr))
-            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step,
-                                      plan_only=args.plan)
+            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step)
     finally:
         await fleet.stop()
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        _print_result(result, args.plan)
-    return EXIT_OK if args.plan and not result.refused else result.exit_code
+        _print_result(result)
+    return result.exit_code
 
 
-def _print_result(result: Any, plan: bool) -> None:
+def _print_result(result: Any) -> None:
     head = f"policy {result.policy} on {result.connection} ({result.mode})"
     if result.txn_ids:
         head += ": transaction " + ", ".join(str(t) for t in result.txn_ids)
@@ -134,7 +146,7 @@ def _print_result(result: Any, plan: bool) -> None:
         print(f"  note: {note}")
     for d in result.drives:
         what = f"{d.kind} {d.reason}".strip()
-        tail = "" if plan else f"  {str(d.state).upper()}"
+        tail = f"  {str(d.state).upper()}"
         if d.error:
             tail += f": {d.error}"
         target = f" → {d.path}" if d.path else ""

@@ -41,6 +41,17 @@ def job_state_of(job: Job) -> JobState | None:
     return JobState.COMPLETED
 
 
+async def query_jobs(conn: QMPConn) -> dict[str, Job]:
+    """Every job QEMU still has, fresh (not the Store's, which may hold a stale LOST result).
+
+    QEMU < 3.0 has no query-jobs: its block jobs come from query-block-jobs.
+    """
+    cmds = conn.model.commands
+    if not cmds or "query-jobs" in cmds:
+        return parse_jobs(await conn.execute("query-jobs"), None)
+    return parse_jobs(None, await conn.execute("query-block-jobs"))
+
+
 async def finish_job(conn: QMPConn, ledger: Ledger, txn_id: int, job_id: str) -> None:
     """After a job's outcome is recorded: note image sizes, dismiss the job, detach targets."""
     for im in ledger.images(txn_id=txn_id):
@@ -75,7 +86,7 @@ async def reconcile(
         pending = [j for j in ledger.jobs(txn.id) if j.state is JobState.PENDING]
         async with asyncio.timeout(timeout if wait else None):
             while pending:
-                qjobs = parse_jobs(await conn.execute("query-jobs"), None)
+                qjobs = await query_jobs(conn)
                 still: list[str] = []
                 for job in pending:
                     q = qjobs.get(job.job_id)

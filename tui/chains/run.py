@@ -18,7 +18,7 @@ from tui.chains.ledger import ImageState, JobState, Ledger
 from tui.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.chains.policy import Policy, render_name
 from tui.chains.reconcile import finish_job, reconcile
-from tui.chains.send import send_transaction, wait_jobs
+from tui.chains.send import Sender, TransactionRefused, send_transaction
 from tui.chains.targets import QMPConn, Target, TargetError, create_target, release_target
 from tui.errors import BitmapTuiError, ConfigError, QMPCommandError
 from tui.model.state import JobResult
@@ -89,6 +89,49 @@ def next_steps(ledger: Ledger, policy: Policy) -> list[str]:
     return lines
 
 
+def image_path(ledger: Ledger, connection: str, policy: Policy, d: DrivePlan, txn_id: int) -> str:
+    """Where a drive's new image goes. ``{n}`` is the drive's image number in the ledger
+    (1, 2, ...), so names stay unique per drive."""
+    n = len(ledger.images(connection=connection, drive=d.drive)) + 1
+    name = render_name(
+        policy.pattern, drive=_UNSAFE.sub("_", d.drive), node=d.node, n=n,
+        kind="full" if d.kind == "full" else "incr", txn=txn_id, bitmap=policy.bitmap,
+        policy=policy.name, connection=_UNSAFE.sub("_", connection),
+    )
+    return os.path.join(policy.target_dir, name)
+
+
+def preview(ledger: Ledger, model: Any, policy: Policy, *, compact: bool = False) -> tuple[Plan, list[str]]:
+    """The plan and, for the transaction it would send, the what-if of each job failing
+    (:func:`tui.txn.verdict.what_if`): lines for a confirmation dialog or ``backup --plan``."""
+    from tui.txn.model import Action, Transaction
+    from tui.txn.verdict import describe, what_if
+
+    plan = make_plan(ledger, model, policy)
+    if plan.errors:
+        return plan, [f"refused: {e}" for e in plan.errors]
+    txn_id = ledger.next_txn_id()
+    actions: list[Action] = []
+    lines: list[str] = []
+    for i, d in enumerate(plan.drives):
+        path = image_path(ledger, model.name, policy, d, txn_id)
+        base = f" on {os.path.basename(d.base.path)}" if d.base else ""
+        lines.append(f"{d.drive}: {d.kind}{base} → {os.path.basename(path)} ({d.reason})")
+        if not plan.split:
+            actions += [Action(a["type"], a["data"]) for a in d.bitmap_actions]
+        actions.append(Action(**_backup_action(d, policy, path, f"bt{txn_id}-{i}")))
+    lines += plan.notes
+    txn = Transaction(tuple(actions), plan.mode)
+    for sc in what_if(txn, model)[1:]:
+        if compact:  # one line per assumed failure (for a dialog)
+            keep = [os.path.basename(i.path) for i in sc.verdict.images if i.verdict == "valid"]
+            lines.append(f"if {sc.title}: valid {', '.join(keep) or 'none'}")
+            continue
+        lines.append(f"if {sc.title}:")
+        lines += [f"  {text}" for text in describe(sc.verdict) if text.startswith(("image", "next"))]
+    return plan, lines
+
+
 def _backup_action(d: DrivePlan, policy: Policy, target: str, job_id: str) -> dict[str, Any]:
     data: dict[str, Any] = {
         "job-id": job_id,
@@ -112,7 +155,6 @@ async def run_policy(
     *,
     timeout: float | None = None,
     on_step: Callable[[str], None] | None = None,
-    plan_only: bool = False,
 ) -> RunResult:
     """Run ``policy`` once on ``conn``; the result says per drive what happened and what is next.
 
@@ -122,8 +164,7 @@ async def run_policy(
     await reconcile(conn, ledger)
     owned: list[int] = []
     try:
-        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step,
-                            plan_only=plan_only)
+        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step)
     finally:
         ledger.release(owned)
     if any(d.state == ImageState.PENDING for d in result.drives) and conn.model.state.value == "connected":
@@ -147,7 +188,6 @@ async def _run(
     *,
     timeout: float | None,
     on_step: Callable[[str], None] | None,
-    plan_only: bool,
 ) -> RunResult:
     step = on_step or (lambda _text: None)
     plan = make_plan(ledger, conn.model, policy)
@@ -155,10 +195,6 @@ async def _run(
     if plan.errors:
         result.refused = "; ".join(plan.errors)
         return result
-    if plan_only:
-        result.next = next_steps(ledger, policy)
-        return result
-
     txn_id = ledger.new_txn(conn.name, policy.name, plan.mode)
     owned.append(txn_id)
     result.txn_ids.append(txn_id)
@@ -182,14 +218,7 @@ async def _run(
 
     try:
         for i, (d, out) in enumerate(zip(plan.drives, result.drives, strict=True)):
-            # {n}: this drive's image number in the ledger (1, 2, ...), unique per drive.
-            n = len(ledger.images(connection=conn.name, drive=d.drive)) + 1
-            name = render_name(
-                policy.pattern, drive=_UNSAFE.sub("_", d.drive), node=d.node, n=n,
-                kind="full" if d.kind == "full" else "incr", txn=txn_id, bitmap=policy.bitmap,
-                policy=policy.name, connection=_UNSAFE.sub("_", conn.name),
-            )
-            path = os.path.join(policy.target_dir, name)
+            path = image_path(ledger, conn.name, policy, d, txn_id)
             if ledger.path_known(path):
                 return await refuse(f"{path} is already in the ledger; change the policy's pattern")
             local = getattr(getattr(conn, "address", None), "kind", "") == "unix"
@@ -246,9 +275,9 @@ async def _run(
         ledger.mark_sending(bt, fulls)
         try:
             await send_transaction(conn, bitmap_actions, "individual")
-        except QMPCommandError as exc:
-            ledger.mark_refused(bt, exc.desc)
-            return await refuse(f"bitmap step refused: {exc.desc}", keep_reset=already_reset)
+        except TransactionRefused as exc:
+            ledger.mark_refused(bt, str(exc))
+            return await refuse(f"bitmap step refused: {exc}", keep_reset=already_reset)
         except BitmapTuiError as exc:
             # Unknown whether the bitmaps changed: the fulls stay marked as resetting them.
             ledger.settle(bt)
@@ -259,10 +288,11 @@ async def _run(
 
     step(f"sending the transaction ({plan.mode})")
     ledger.mark_sending(txn_id, fulls)
+    sender = Sender(conn, actions, plan.mode)
     try:
-        await send_transaction(conn, actions, plan.mode, job_nodes)
-    except QMPCommandError as exc:
-        return await refuse(exc.desc, keep_reset=already_reset)
+        await sender.send()
+    except TransactionRefused as exc:
+        return await refuse(str(exc), keep_reset=already_reset)
     except BitmapTuiError as exc:
         # Lost or timed out: it may or may not have started. Leave it to reconcile.
         result.refused = None
@@ -273,24 +303,22 @@ async def _run(
     ledger.mark_sent(txn_id)
 
     step("waiting for the jobs")
-    try:
-        jobs = await wait_jobs(conn, list(job_nodes), timeout)
-    except TimeoutError:
-        # The jobs keep running in QEMU; their outcome is read on the next start (reconcile).
-        for o in result.drives:
-            o.state = ImageState.PENDING
-        result.notes.append("stopped waiting; the jobs keep running and are resolved on the next start")
-        return result
+    jobs = await sender.wait(timeout)
     for job_id in job_nodes:
-        job = jobs.get(job_id)
-        if job is None or job.result is None or job.result is JobResult.LOST:
-            continue  # left PENDING: reconcile resolves it when QEMU can be asked again
+        res, error = jobs.get(job_id, (None, None))
+        if res is None or res is JobResult.LOST:
+            # Not seen to end (connection lost, timed out, vanished): left PENDING for
+            # reconcile, which asks QEMU (the job is kept until dismissed).
+            continue
         state = {
             JobResult.COMPLETED: JobState.COMPLETED,
             JobResult.FAILED: JobState.FAILED,
             JobResult.CANCELLED: JobState.CANCELLED,
-        }[job.result]
-        ledger.record_job(conn.name, job_id, state, job.error)
+        }[res]
+        ledger.record_job(conn.name, job_id, state, error)
+    if any(jobs.get(j, (None, None))[0] in (None, JobResult.LOST) for j in job_nodes):
+        result.notes.append("some jobs were not seen to end; they are resolved from QEMU "
+                            "(now if it answers, else on the next start)")
     if conn.model.state.value == "connected":
         for job_id in job_nodes:
             with contextlib.suppress(BitmapTuiError):

@@ -1,58 +1,57 @@
-"""The small transaction-sending boundary the chains code uses.
+"""Sending a policy run's transaction through the transaction engine (:mod:`tui.txn`).
 
-Kept minimal on purpose: when the transaction engine (``tui/txn``) is available on main, these two
-functions are the only place to switch over to it.
+The chains code needs one distinction the engine folds into "refused": whether the transaction
+certainly did nothing (QEMU's prepare refused it, or a pre-flight check did) or whether its fate
+is unknown (the connection dropped or timed out around the command). The first raises
+:class:`TransactionRefused`; the second :class:`tui.errors.ConnectionLostError`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from tui.chains.targets import QMPConn
-from tui.model.state import Job, LinkState
+from tui.errors import BitmapTuiError, ConnectionLostError
+from tui.model.state import JobResult
+from tui.txn.checks import prepare
+from tui.txn.model import Action, Transaction
+from tui.txn.tracker import TransactionRun
+from tui.txn.verdict import LOST
+
+# The engine's error prefixes for refusals where nothing was started.
+_REFUSED_PREFIXES = ("QEMU refused the transaction", "pre-flight checks failed")
 
 
-async def send_transaction(
-    conn: QMPConn, actions: list[dict[str, Any]], mode: str, job_nodes: dict[str, str] | None = None
-) -> None:
-    """Send one ``transaction``; raise QEMU's error (typed) if it is refused in prepare."""
-    args: dict[str, Any] = {"actions": actions}
-    if mode != "individual":
-        args["properties"] = {"completion-mode": mode}
-    await conn.execute("transaction", args)
-    note = getattr(conn, "note_job_node", None)
-    if note is not None:
-        for job_id, node in (job_nodes or {}).items():
-            note(job_id, node)
+class TransactionRefused(BitmapTuiError):
+    """Nothing of the transaction happened in QEMU."""
 
 
-async def wait_jobs(conn: QMPConn, job_ids: list[str], timeout: float | None = None) -> dict[str, Job]:
-    """Wait until every job has a result in the Store (completed, failed, cancelled, or lost when
-    the connection dropped); returns the jobs as last seen. Raises TimeoutError."""
-    store = conn.store  # type: ignore[attr-defined]
-    changed = asyncio.Event()
-    unsubscribe = store.subscribe(changed.set)
+class Sender:
+    """One transaction: :meth:`send` it, then :meth:`wait` for every job's result."""
 
-    def done() -> dict[str, Job] | None:
-        model = conn.model
-        jobs = {j: model.jobs.get(j) for j in job_ids}
-        if model.state is not LinkState.CONNECTED:
-            return {j: job for j, job in jobs.items() if job is not None}
-        # A job gone from QEMU without an event (dismissed by someone else) is finished too.
-        if all(job is not None and (job.result is not None or job.finished) for job in jobs.values()):
-            return {j: job for j, job in jobs.items() if job is not None}
-        return None
+    def __init__(self, conn: QMPConn, actions: list[dict[str, Any]], mode: str) -> None:
+        self.conn = conn
+        txn = Transaction(tuple(Action(a["type"], dict(a["data"])) for a in actions), mode)
+        self.run = TransactionRun(conn, prepare(txn, conn.model, fill_job_ids=False))  # type: ignore[arg-type]
 
-    try:
-        async with asyncio.timeout(timeout):
-            while (result := done()) is None:
-                changed.clear()
-                # The poller also refreshes while jobs run; the timeout guards a missed event.
-                try:
-                    await asyncio.wait_for(changed.wait(), 1.0)
-                except TimeoutError:
-                    pass
-            return result
-    finally:
-        unsubscribe()
+    async def send(self) -> None:
+        if await self.run.send():
+            return
+        error = self.run.error or "the transaction was not sent"
+        if error.startswith(_REFUSED_PREFIXES):
+            raise TransactionRefused(error.split(": ", 1)[-1])
+        raise ConnectionLostError(error)
+
+    async def wait(self, timeout: float | None = None) -> dict[str, tuple[JobResult | None, str | None]]:
+        """Each job's result (None when its end was not seen: lost or timed out) and error."""
+        verdict = await self.run.wait(timeout)
+        out: dict[str, tuple[JobResult | None, str | None]] = {}
+        for job in verdict.jobs:
+            result = None if job.result == LOST else JobResult(job.result)
+            out[job.job_id] = (result, job.error)
+        return out
+
+
+async def send_transaction(conn: QMPConn, actions: list[dict[str, Any]], mode: str) -> None:
+    """Send a transaction that starts no jobs (the bitmap step of a grouped run)."""
+    await Sender(conn, actions, mode).send()

@@ -11,7 +11,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from tui.chains.ledger import ImageRow, ImageState, Ledger
+from tui.chains.ledger import ImageRow, Ledger
 
 QEMU_IMG = "qemu-img"
 
@@ -83,8 +83,3 @@ def verify_chain(
     if reference is not None:
         checks.append(compare_images(top.path, reference, force_share=live))
     return checks
-
-
-def latest_valid(ledger: Ledger, connection: str, drive: str) -> ImageRow | None:
-    valid = [i for i in ledger.images(connection=connection, drive=drive) if i.state is ImageState.VALID]
-    return valid[-1] if valid else None

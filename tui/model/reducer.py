@@ -143,6 +143,12 @@ def apply_jobs(
         if new is None:
             jobs[jid] = old if old.finished else replace(old, status="null")
             continue
+        if old.status == "null" and old.result is not None:
+            # The job's final events were reduced after QEMU answered this poll: the events are
+            # newer. (A new job reusing the id is seen once the old record is dismissed, which
+            # the dashboard and the transaction tracker do before reusing an id.)
+            jobs[jid] = old
+            continue
         # A job marked LOST by a dropped link that QEMU still lists after the reconnect is alive:
         # QEMU's word replaces "connection lost" (missed completion events show in its status).
         revived = old.result is JobResult.LOST

@@ -1,7 +1,8 @@
 """Backup chains: per drive its images and states, the next base, VM-wide points and problems.
 
 Keys: ``r`` runs a policy (preview, confirm, send), ``x`` applies the selected problem's fix
-(after confirmation), ``g`` re-reads, ``escape`` goes back. The data comes from
+(after confirmation), ``v`` verifies the chains (``qemu-img check``), ``g`` re-reads, ``escape``
+goes back. The data comes from
 :mod:`tui.chains.view`; running goes through :mod:`tui.chains.run` (the same code as headless).
 """
 
@@ -22,10 +23,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
 
 from tui.chains.ledger import Ledger
-from tui.chains.plan import make_plan
 from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile
-from tui.chains.run import RunResult, run_policy
+from tui.chains.run import RunResult, preview, run_policy
 from tui.chains.view import ChainsView, build_view
 from tui.errors import BitmapTuiError
 from tui.format import human_bytes
@@ -71,6 +71,7 @@ class ChainsScreen(Screen[None]):
         Binding("r", "run_policy", "Run policy", id="chains.run"),
         Binding("x", "fix", "Fix problem", id="chains.fix"),
         Binding("g", "reload", "Reload", id="chains.reload"),
+        Binding("v", "verify", "Verify", id="chains.verify"),
     ]
 
     def __init__(self, store: Store, *, fleet: Any = None, ledger: Ledger | None = None,
@@ -83,6 +84,9 @@ class ChainsScreen(Screen[None]):
         self._own_ledger = ledger is None
         self.ledger = ledger if ledger is not None else Ledger()
         self.view_data = ChainsView()
+        # Last verification: one line per check ("PASS check /path: no errors"), and its count.
+        self.verify_lines: list[str] = []
+        self.verifications = 0
         self.last_result: RunResult | None = None
         self.runs = 0
         self._unsubs: list[Callable[[], None]] = []
@@ -150,6 +154,7 @@ class ChainsScreen(Screen[None]):
             lines.append(f"VM-wide point ({p.connection}, {p.policy}): transaction {p.txn_id}")
         if not self.view_data.drives:
             lines.append("no backups yet: press r to run a policy")
+        lines += self.verify_lines
         self.query_one("#next", Static).update(Text("\n".join(lines)))
         problems = self.query_one("#problems", DataTable)
         problems.clear()
@@ -189,11 +194,10 @@ class ChainsScreen(Screen[None]):
         if conn is None:
             self.notify(f"policy {name}: connection '{pol.connection}' is not open", severity="error")
             return
-        plan = make_plan(self.ledger, conn.model, pol)
+        plan, lines = preview(self.ledger, conn.model, pol, compact=True)
         if plan.errors:
             self.notify("; ".join(plan.errors), title=f"policy {name} refused", severity="error")
             return
-        lines = [f"{d.drive}: {d.kind} ({d.reason})" for d in plan.drives] + list(plan.notes)
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self._run(pol)
@@ -220,6 +224,38 @@ class ChainsScreen(Screen[None]):
         else:
             self.notify(f"{states}\n" + "\n".join(result.next), title=f"policy {pol.name}",
                         severity="information" if result.exit_code == 0 else "warning", timeout=10)
+
+    # ------------------------------------------------------------------ verify
+
+    def action_verify(self) -> None:
+        self.notify("verifying every drive's chain (qemu-img check)…")
+        self._verify()
+
+    @work(exclusive=True, group="chains-verify", exit_on_error=False)
+    async def _verify(self) -> None:
+        """``qemu-img check`` of every image of each drive's current chain, off the UI thread."""
+        from tui.chains.plan import chain_state
+        from tui.chains.verify import chain_paths, check_image
+
+        def check_all(paths: list[str]) -> list[Any]:
+            return [check_image(p) for p in paths]
+
+        lines: list[str] = []
+        failed = 0
+        for d in self.view_data.drives:
+            top = chain_state(self.ledger, d.connection, d.drive).base
+            if top is None:
+                lines.append(f"{d.drive}: no valid chain to verify")
+                continue
+            # The ledger is read here (SQLite objects stay in their thread); qemu-img runs off it.
+            for c in await asyncio.to_thread(check_all, chain_paths(self.ledger, top)):
+                failed += not c.ok
+                lines.append(f"{'PASS' if c.ok else 'FAIL'} {c.what} {os.path.basename(c.path)}: {c.detail}")
+        self.verify_lines = lines
+        self.verifications += 1
+        self.reload()
+        self.notify(f"verify: {failed} failed" if failed else "verify: every image passed",
+                    severity="error" if failed else "information")
 
     # ------------------------------------------------------------------ fixes
 

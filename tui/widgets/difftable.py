@@ -12,7 +12,6 @@ from typing import Any
 
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
 
 Row = tuple[str, tuple[Any, ...]]
 
@@ -99,8 +98,3 @@ class DiffTable(DataTable[Any]):
         self._update_count += 1
         self.refresh()
 
-    def row_key_at(self, index: int) -> RowKey | None:
-        try:
-            return self.ordered_rows[index].key
-        except IndexError:
-            return None

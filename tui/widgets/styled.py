@@ -25,6 +25,6 @@ def styled(widget: Widget, text: str, component: str) -> Text:
     """``text`` in the colour of ``component`` (a component class of ``widget``)."""
     try:
         style = widget.get_component_rich_style(component, partial=True)
-    except (KeyError, Exception):  # not mounted yet (no styles): plain text is still correct
+    except Exception:  # not mounted yet (no styles): plain text is still correct
         return Text(text)
     return Text(text, style=style)
