@@ -110,6 +110,16 @@ async def test_bad_transport_option_fails_that_connection_only(sandbox) -> None:
         await fleet.stop()
 
 
+@requires_sshd
+def test_ssh_that_cannot_reach_the_host_is_one_line() -> None:
+    res = cli("status", "--timeout", "20", "--connect", "vm=ssh://nobody@127.0.0.1:1/run/x.qmp")
+    assert res.returncode == 2 and res.stderr == ""
+    assert res.stdout.strip() == (
+        "vm (ssh://nobody@127.0.0.1:1/run/x.qmp): failed - "
+        "ssh: connect to host 127.0.0.1 port 1: Connection refused"
+    )
+
+
 def test_cli_refuses_plaintext_remote_tcp_in_one_line() -> None:
     res = cli("status", "--connect", "tcp:192.0.2.1:4444", "--timeout", "20")
     assert res.returncode == 2

@@ -167,7 +167,7 @@ def _ssh_error(lines: deque[str], returncode: int | None, host: str) -> str:
         )
     useful = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("@")]
     last = useful[-1] if useful else f"ssh exited with status {returncode}"
-    return f"ssh: {last}"
+    return last if last.startswith("ssh: ") else f"ssh: {last}"
 
 
 async def _drain(stream: asyncio.StreamReader | None, sink: deque[str]) -> None:
