@@ -184,7 +184,7 @@ def known_binding_ids() -> set[str]:
 
 async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, themes: ThemeSet,
                  theme: str) -> int:
-    from tui.audit import AuditLog
+    from tui.audit import open_audit
     from tui.qmp.address import parse_address
     from tui.qmp.fleet import Endpoint, Fleet
 
@@ -216,7 +216,9 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
             register_commands(palette_commands)
             endpoints = [Endpoint("demo", parse_address(demo.address))]
         # The demo's audit log lives (and goes) with its scratch directory.
-        audit = AuditLog(demo.sandbox.path("audit.jsonl") if demo else cfg.audit_path())
+        # --audit-log wins over the config; an unwritable log is one line, not a traceback.
+        audit = open_audit(demo.sandbox.path("audit.jsonl") if demo
+                           else getattr(args, "audit_log", None) or cfg.audit_path())
         stack.callback(audit.close)
         timeout = float(getattr(args, "timeout", 5.0))
         fleet = Fleet(

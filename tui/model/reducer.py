@@ -126,11 +126,19 @@ def apply_nodes(conn: ConnectionModel, nodes: dict[str, Node]) -> ConnectionMode
     return replace(conn, nodes=merged, synced=True)
 
 
-def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel:
+def apply_jobs(
+    conn: ConnectionModel, polled: dict[str, Job], keep: frozenset[str] = frozenset()
+) -> ConnectionModel:
     """Merge a job poll: keep what only events tell (result, I/O errors, node); a job that was
-    running and is gone from QEMU is marked ``null`` (its completion event tells the result)."""
+    running and is gone from QEMU is marked ``null`` (its completion event tells the result).
+
+    ``keep``: jobs that had an event while the poll was in flight. The poll's view of them may be
+    older than the event (QEMU answered before the event was sent), so they keep their state."""
     jobs: dict[str, Job] = {}
     for jid, old in conn.jobs.items():
+        if jid in keep:
+            jobs[jid] = old
+            continue
         new = polled.get(jid)
         if new is None:
             jobs[jid] = old if old.finished else replace(old, status="null")
@@ -155,7 +163,7 @@ def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel
         )
         jobs[jid] = old if merged == old else merged
     for jid, new in polled.items():
-        if jid not in jobs:
+        if jid not in jobs and jid not in keep:
             jobs[jid] = new
     if jobs == conn.jobs:
         return conn
