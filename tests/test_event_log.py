@@ -1,0 +1,86 @@
+"""The event log formats only the lines it draws: a flood costs list work, not a render per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import wait_for
+from tests.dashboard_kit import settle
+from tests.fake_state import build_store
+from tui.app import BitmapTuiApp
+from tui.widgets.events import EventLog
+
+
+def count_calls(log: EventLog, method: str) -> list[int]:
+    """Count calls of ``log.method`` (an instance attribute shadows the class's)."""
+    calls = [0]
+    original = getattr(log, method)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(log, method, counted)
+    return calls
+
+
+def visible_text(log: EventLog) -> list[str]:
+    return [log.render_line(y).text.rstrip() for y in range(log.scrollable_content_region.height)]
+
+
+async def test_flood_formats_only_visible_lines():
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        log = dash.event_log
+        await settle(pilot, dash)
+        formatted = count_calls(log, "line")
+        drawn = count_calls(log, "render_line")
+        for i in range(5000):
+            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
+                                      "data": {"id": f"j{i}", "status": "running"}})
+        await settle(pilot, dash)
+        await wait_for(lambda: drawn[0] > 0, what="a redraw of the log")
+        await pilot.pause()
+        height = log.scrollable_content_region.height
+        assert 0 < height < 24
+        # Only the lines on screen were formatted: a screenful per redraw, not 5,000 ...
+        assert formatted[0] <= 3 * height, formatted[0]
+        assert drawn[0] <= 10 * height, drawn[0]
+        # ... though every event was taken in (the oldest pruned beyond max_lines).
+        assert log.shown == 5 + 5000 and log.seen == store.events_seen
+        assert len(log.lines) == log.max_lines == 5000
+        # Following: the newest event is the last visible line, drawn from the formatted strip.
+        assert log.scroll_offset.y == log.max_scroll_y > 0
+        assert "id=j4999" in [t for t in visible_text(log) if t][-1]
+        # Redrawing an unchanged screen reuses the formatted lines.
+        before = formatted[0]
+        visible_text(log)
+        assert formatted[0] == before
+
+
+async def test_paused_log_keeps_its_place_and_filter_reapplies():
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        log = dash.event_log
+        for i in range(200):
+            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
+                                      "data": {"id": f"a{i}", "status": "running"}})
+        await settle(pilot, dash)
+        assert log.toggle_follow() is False
+        log.scroll_to(y=0, animate=False, immediate=True)
+        first = visible_text(log)[0]
+        for i in range(50):
+            store.apply_event("db", {"event": "JOB_STATUS_CHANGE",
+                                     "data": {"id": f"b{i}", "status": "running"}})
+        await settle(pilot, dash)
+        assert log.scroll_offset.y == 0 and visible_text(log)[0] == first
+        assert log.virtual_size.height == 5 + 250
+        log.set_filter("conn:db", list(store.events), store.events_seen)
+        assert log.shown == 51 and "id=b49" in log.lines[-1].text
+        assert log.toggle_follow() is True
+        await pilot.pause()
+        assert "id=b49" in [t for t in visible_text(log) if t][-1]
