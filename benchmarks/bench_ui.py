@@ -58,41 +58,7 @@ def _time_calls(obj: Any, method: str) -> list[float]:
     return times
 
 
-def install_batched_log(log: Any) -> None:
-    """What would meet the target (measured, not shipped): the event log looks its styles up once
-    per frame and writes the frame's new lines in one ``RichLog.write``, instead of two style
-    lookups and one write (one render) per event."""
-    from rich.text import Text
-
-    from tui.widgets.events import summary
-
-    def append(events: Any, seen: int) -> None:
-        styles = {s: log.get_component_rich_style(f"event--{s}", partial=True)
-                  for s in ("error", "warning", "info", "time")}
-        batch = Text()
-        count = 0
-        for ev in events:
-            if not log.filter.matches(ev):
-                continue
-            if count:
-                batch.append("\n")
-            style = styles.get(ev.severity, styles["info"])
-            batch.append(time.strftime("%H:%M:%S ", time.localtime(ev.time)), style=styles["time"])
-            batch.append(f"{ev.connection} {ev.name}", style=style)
-            detail = summary(ev.data)
-            if detail:
-                batch.append(" " + detail, style=style if ev.severity != "info" else "")
-            count += 1
-        if count:
-            log.write(batch, scroll_end=log.following)
-            log.shown += count
-        log.seen = seen
-
-    log.append = append
-
-
-async def ui_latency(sock: str, rate: float, seconds: float,
-                     batched_log: bool = False) -> dict[str, Any]:
+async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
     from tui.app import BitmapTuiApp
 
     fleet = Fleet(reconnect=False, connect_timeout=30)
@@ -104,8 +70,6 @@ async def ui_latency(sock: str, rate: float, seconds: float,
     frames: list[tuple[float, int]] = []  # (produced at, generation drawn)
     async with app.run_test(size=SIZE):
         await _until(lambda: conn.connected and store.connection("vm").synced, 60, "connect")
-        if batched_log:
-            install_batched_log(app.dashboard.event_log)
         original = store.apply_event
 
         def apply_event(name: str, event: Any) -> None:
@@ -323,10 +287,8 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=1250)
     p.add_argument("--bitmaps", type=int, default=4)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--variant", action="store_true",
-                   help="also measure what would meet the target (ui_latency: a batched event "
-                   "log; table_update: a row cache, always on unless --no-variant)")
-    p.add_argument("--no-variant", action="store_true")
+    p.add_argument("--no-variant", action="store_true",
+                   help="table_update: skip measuring the row cache (what would meet the target)")
     a = p.parse_args()
     if a.which == "table_update":
         emit(asyncio.run(table_update(a.nodes, a.bitmaps, a.rounds, variant=not a.no_variant)))
@@ -334,13 +296,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
         sock = str(Path(tmp) / "flood.sock")
         with server_process("floodserver", sock):
-            result = asyncio.run(ui_latency(sock, a.rate, a.seconds))
-            if a.variant:
-                keys = ("p50_ms", "p99_ms", "lost", "lost_in_log", "fps", "render_state_ms_p50",
-                        "cpu_pct", "cpu_wait_pct", "layouts")
-                alt = asyncio.run(ui_latency(sock, a.rate, a.seconds, batched_log=True))
-                result["with_batched_log"] = {k: alt[k] for k in keys}
-            emit(result)
+            emit(asyncio.run(ui_latency(sock, a.rate, a.seconds)))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ RESULT_PREFIX = "BENCH-RESULT "
 PLANS: dict[str, dict[str, list[str]]] = {
     "full": {
         "event_pipeline": ["bench_events", "--events", "50000", "--rounds", "5"],
-        "ui_latency": ["bench_ui", "ui_latency", "--rate", "2000", "--seconds", "10",
-                       "--variant"],
+        "ui_latency": ["bench_ui", "ui_latency", "--rate", "2000", "--seconds", "10"],
         "fleet": ["bench_fleet", "--idle", "30", "--rounds", "3", "--extra"],
         "startup": ["bench_startup", "--runs", "5"],
         "table_update": ["bench_ui", "table_update", "--rounds", "5"],

@@ -186,7 +186,7 @@ class EventLog(ScrollView, can_focus=True):
             return
         self.shown += added
         self._width = width
-        self.virtual_size = Size(width, len(records))
+        self._resize_content(Size(width, len(records)))
         if self.following:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         # Lines moved up (pruned) or new ones came into view: redraw what is visible (cached
@@ -199,8 +199,25 @@ class EventLog(ScrollView, can_focus=True):
         self._strips.clear()
         self._width = 0
         self.shown = 0
-        self.virtual_size = Size(0, 0)
+        self._resize_content(Size(0, 0))
         self.refresh()
+
+    def _resize_content(self, size: Size) -> None:
+        """Set the scrollable size without a re-layout of the whole screen when possible.
+
+        ``virtual_size`` is a layout reactive: every change re-lays out every widget, which at
+        one change per frame (a log filling up) costs more than drawing the frame. The log's box
+        does not depend on its content when its width and height are set in CSS, so then only
+        the scrollbars need to know.
+        """
+        if size == self.virtual_size:
+            return
+        width, height = self.styles.width, self.styles.height
+        if width is None or height is None or width.is_auto or height.is_auto:
+            self.virtual_size = size
+            return
+        self.set_reactive(EventLog.virtual_size, size)
+        self._scroll_update(size)
 
     def set_filter(self, text: str, history: Iterable[EventRecord], seen: int) -> None:
         """Apply a new filter to the store's log (``history``) from scratch."""
