@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import random
 import tempfile
 import time
@@ -86,6 +87,20 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
         render_ms = _time_calls(app.dashboard, "render_state")
         compose_ms = _time_calls(app.dashboard, "_compositor_refresh")
         layout_ms = _time_calls(app.dashboard, "_refresh_layout")
+        # Full (generation 2) garbage collections stop the app while they walk every tracked
+        # object, and the retained event history grows during the run: time each one.
+        gc_full_ms: list[float] = []
+        gc_start: list[float] = []
+
+        def gc_watch(phase: str, info: dict[str, int]) -> None:
+            if info.get("generation") != 2:
+                return
+            if phase == "start":
+                gc_start[:] = [time.perf_counter()]
+            elif gc_start:
+                gc_full_ms.append((time.perf_counter() - gc_start[0]) * 1000)
+
+        gc.callbacks.append(gc_watch)
         started = time.monotonic()
         cpu = CpuWindow().start()
         await conn.execute("query-flood", {"count": count, "rate": rate})
@@ -95,6 +110,7 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
         with contextlib.suppress(TimeoutError):
             await _until(lambda: bool(frames) and frames[-1][1] >= arrivals[-1][0], 1, "frame")
         elapsed = time.monotonic() - started
+        gc.callbacks.remove(gc_watch)
         end_render = time.monotonic()
         cpu_pct = cpu.percent()
         waiting = cpu.waiting_percent()
@@ -124,6 +140,8 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
         "lost": count - len(arrivals),
         "lost_in_log": count - log_lines,
         "frames": len(frames),
+        "gc_full": len(gc_full_ms),
+        "gc_full_ms_max": r(max(gc_full_ms), 1) if gc_full_ms else None,
         # The app process's CPU over the run (% of one core): above ~100 it cannot keep up at
         # any machine load; well below, latency is the machine's load and the frame pacing.
         "cpu_pct": r(cpu_pct, 1),
