@@ -128,7 +128,7 @@ class Sandbox:
         args += self.extra_args
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         for _ in range(500):
             if self.socket.exists() and self.control_socket.exists():
@@ -234,6 +234,18 @@ class Sandbox:
 
     async def add_bitmap(self, drive: int, name: str, **options: Any) -> None:
         await self.qmp("block-dirty-bitmap-add", {"node": f"disk{drive}", "name": name, **options})
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: a sandbox QEMU must not outlive the app that started it, even
+    when the app is SIGKILLed and its cleanup never runs (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the normal cleanup paths still apply
+        pass
 
 
 def run(argv: list[str], *, timeout: float = 120) -> str:
