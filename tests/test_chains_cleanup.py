@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from tui.chains.cleanup import delete_images, deletable_images
+from tui.chains.cleanup import deletable_images, delete_images
 from tui.chains.ledger import ImageState, JobState, Ledger
 from tui.chains.view import build_view
 from tui.model.state import ConnectionModel, FleetState, LinkState, Node

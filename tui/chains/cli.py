@@ -197,7 +197,8 @@ async def _chains(args: argparse.Namespace) -> int:
         for im in d.chain:
             size = human_bytes(im.size) if im.size is not None else "?"
             err = f" ({im.error})" if im.error else ""
-            print(f"  {im.kind:<11} {im.state.upper():<8} {size:>9}  {im.path}{err}")
+            gone = " (deleted)" if im.deleted else ""
+            print(f"  {im.kind:<11} {im.state.upper():<8} {size:>9}  {im.path}{err}{gone}")
         nxt = f"incremental on {os.path.basename(d.next_base)}" if d.next_base else "full"
         print(f"  next: {nxt} ({d.next_reason})")
     for p in view.points:

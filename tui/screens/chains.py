@@ -106,7 +106,11 @@ class ChainsScreen(Screen[None]):
     def on_mount(self) -> None:
         self._app_context = contextvars.copy_context()
         chains = self.query_one("#chains", DataTable)
-        chains.add_columns("Drive", "Image", "Kind", "State", "Size")
+        chains.add_columns("Drive", "Image", "Kind")
+        # Fixed: wide enough for "UNKNOWN (deleted)". A rebuilt table does not redraw rows
+        # already drawn when an auto-width column later grows (Textual's row cache).
+        chains.add_column("State", width=len("UNKNOWN (deleted)"))
+        chains.add_column("Size")
         problems = self.query_one("#problems", DataTable)
         problems.add_columns("#", "Problem", "Suggested fix")
         self._unsubs.append(self.store.subscribe(self._maybe_reload))
