@@ -241,6 +241,9 @@ def _delete_images(args: argparse.Namespace, pr: Any, fleet: Any) -> int:
               "delete these on the QEMU host:")
         print("\n".join(f"  {p}" for p in pr.paths))
         return EXIT_REFUSED
+    if getattr(args, "read_only", False):
+        _err("--read-only: not deleting anything")
+        return EXIT_REFUSED
     if not args.yes:
         print(f"would delete {len(pr.paths)} invalid image(s) of {pr.connection}:")
         print("\n".join(f"  {p}" for p in pr.paths))
