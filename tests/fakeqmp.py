@@ -63,6 +63,8 @@ class FakeQMP:
         self.received: list[dict[str, Any]] = []
         # Commands whose reply is withheld forever (a hang in the middle of a session).
         self.hang_on: set[str] = set()
+        # Events sent just before the next reply to a command (once): a race on the wire.
+        self.events_before: dict[str, list[dict[str, Any]]] = {}
         # Commands answered with these bytes instead of a reply (half a reply, a huge line, junk).
         self.raw_on: dict[str, bytes] = {}
         # Connections accepted so far (a reconnect makes it grow).
@@ -150,6 +152,9 @@ class FakeQMP:
                 cmd = msg.get("execute", "")
                 if cmd in self.hang_on:
                     continue
+                for ev in self.events_before.pop(cmd, []):
+                    ev = {"timestamp": {"seconds": 1, "microseconds": 0}, **ev}
+                    writer.write(json.dumps(ev).encode() + b"\r\n")
                 if cmd in self.raw_on:
                     writer.write(self.raw_on[cmd])
                     await writer.drain()

@@ -52,6 +52,19 @@ def test_sample_config_loads_and_is_documented(path: Path):
     assert text.lstrip().startswith("#") and text.count("#") >= 3
 
 
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+async def test_sample_config_endpoints_are_accepted_by_the_fleet(path: Path):
+    """Every option a sample sets (TLS files, ssh options, allow_insecure_tcp) is one the
+    transport takes: a Fleet is built from them without starting anything."""
+    from tui.qmp.fleet import Fleet
+
+    cfg = load_config(path)
+    fleet = Fleet()
+    for ep in cfg.endpoints():
+        fleet.add(ep)
+    assert list(fleet.connections) == [c.name for c in cfg.connections]
+
+
 def test_full_config_values(tmp_path):
     p = write(
         tmp_path,
@@ -261,6 +274,16 @@ ERRORS = {
         "    bitmap: b\n    target_dir: /srv\n",
         [":6: policies.p.drives: a drive is listed twice"],
     ),
+    "policy fractional speed": (
+        "connections:\n  vm1: /a.sock\npolicies:\n  p:\n    connection: vm1\n    drives: d0\n"
+        "    bitmap: b\n    target_dir: /srv\n    speed: 1.5\n",
+        [":9: policies.p.speed: expected a whole number, got a number 1.5"],
+    ),
+    "policy granularity not power of two": (
+        "connections:\n  vm1: /a.sock\npolicies:\n  p:\n    connection: vm1\n    drives: d0\n"
+        "    bitmap: b\n    target_dir: /srv\n    granularity: 5000\n",
+        [":9: policies.p.granularity: must be a power of two"],
+    ),
     "yaml syntax": (
         "connections:\n  a: unix:/a.qmp\n b: [\n",
         [":3: not valid YAML"],
@@ -398,3 +421,10 @@ def test_fuzz_raw_text_never_escapes(tmp_path, text):
         load_config(p)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_sample_files_follow_the_naming_convention():
+    # config-*.yaml are configs (tested above); txn-*.yaml are transaction files (tested by the
+    # transaction loader). Anything else there would be tested by nobody.
+    names = [p.name for p in (ROOT / "sample-configs").iterdir()]
+    assert names and all(n.startswith(("config-", "txn-")) and n.endswith(".yaml") for n in names)

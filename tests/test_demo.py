@@ -107,3 +107,63 @@ def test_demo_without_qemu_says_so_in_one_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert "qemu-system-x86_64" in lines[0] and "apt-get install" in lines[0]
+
+
+@requires_qemu
+def test_sigterm_while_the_demo_starts_leaves_nothing(tmp_path):
+    """SIGTERM as soon as the demo's scratch directory exists (QEMU starting, app not up yet)."""
+    import os
+    import signal
+    import time
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "HOME": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path / "c"), "XDG_STATE_HOME": str(tmp_path / "s")}
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "demo"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 30
+        while not any(scratch.iterdir()):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < end, "the demo never created its scratch directory"
+            time.sleep(0.005)
+        workdir = next(scratch.iterdir())
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    end = time.monotonic() + 10
+    while qemu_running_in(workdir) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not qemu_running_in(workdir)
+    assert list(scratch.iterdir()) == []
+    assert "Traceback" not in (proc.stderr.read().decode() if proc.stderr else "")
+
+
+def test_demo_options_reach_the_demo(monkeypatch, capsys):
+    """`--write-interval` gets to the Demo; a demo that cannot start is one line, exit 2."""
+    import tui.demo
+    from tui.cli import main
+    from tui.sandbox import SandboxError
+
+    seen: list[float] = []
+
+    class FakeDemo:
+        def __init__(self, write_interval: float = 0.5) -> None:
+            seen.append(write_interval)
+
+        async def start(self):
+            raise SandboxError("QEMU exited at start: boom")
+
+        async def close(self) -> None:
+            seen.append(-1.0)
+
+    monkeypatch.setattr(tui.demo, "Demo", FakeDemo)
+    monkeypatch.setattr(tui.demo, "qemu_available", lambda: None)
+    assert main(["demo", "--write-interval", "0.05"]) == 2
+    assert seen == [0.05, -1.0]  # built with the option, and closed after the failed start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bitmap-tui: cannot start the demo QEMU: QEMU exited at start: boom"]

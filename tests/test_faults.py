@@ -124,6 +124,46 @@ async def test_command_that_never_gets_a_reply_times_out_and_the_link_is_renewed
     assert connected(fleet, "vm1") and other.accepted == 1
 
 
+async def test_peer_failing_the_first_refresh_never_shows_connected(fake_qmp) -> None:
+    """Connected means synced: a peer that greets but never answers query-block stays failed,
+    and each attempt's transport is cleaned up (an ssh tunnel would otherwise leak per retry)."""
+    from tui.model.store import Store
+    from tui.qmp.connection import Connection
+    from tui.qmp.transport import make_opener
+
+    srv = await fake_qmp()
+    srv.hang_on.add("query-block")
+    opened: list[str] = []
+    closed: list[str] = []
+    inner = make_opener()
+
+    async def opener(address: Any) -> Any:
+        target, ssl, _cleanup = await inner(address)
+        tag = f"attempt{len(opened)}"
+        opened.append(tag)
+
+        async def cleanup() -> None:
+            closed.append(tag)
+
+        return target, ssl, cleanup
+
+    store = Store()
+    states: list[LinkState] = []
+    store.subscribe(lambda: states.append(store.connection("vm0").state))
+    conn = Connection("vm0", parse_address(srv.address), store, command_timeout=0.3,
+                      backoff_initial=0.05, backoff_max=0.1, opener=opener)
+    conn.start()
+    try:
+        await wait_for(lambda: len(closed) >= 3, what="three failed attempts")
+        assert LinkState.CONNECTED not in states
+        m = store.connection("vm0")
+        assert m.state is LinkState.FAILED
+        assert m.error == "vm0: QEMU did not answer 'query-block' within 0.3 s"
+    finally:
+        await conn.stop()
+    assert sorted(closed) == sorted(opened), "every attempt's transport closed"
+
+
 async def test_reply_cut_off_in_the_middle(fake_qmp, fleets) -> None:
     srv = await fake_qmp()
     fleet = await fleets(srv.address, command_timeout=0.5)
@@ -318,3 +358,46 @@ def test_status_json_shows_inconsistent(tmp_path) -> None:
     assert bitmaps == [
         {**bitmaps[0], "name": "keep", "state": "inconsistent", "inconsistent": True, "persistent": True}
     ]
+
+
+async def test_poll_reply_older_than_a_completion_event_does_not_undo_it(fake_qmp, fleets) -> None:
+    """query-jobs answers "running" and then the completion event arrives before the poll's
+    second query returns: the event is newer, so the job stays completed at 100%."""
+    srv = await fake_qmp()
+    fleet = await fleets(srv.address)
+    srv.replies["query-jobs"] = [{"id": "j0", "type": "backup", "status": "running",
+                                  "current-progress": 50, "total-progress": 100}]
+    srv.replies["query-block-jobs"] = []
+    srv.events_before["query-block-jobs"] = [
+        {"event": "BLOCK_JOB_COMPLETED",
+         "data": {"device": "j0", "type": "backup", "len": 100, "offset": 100, "speed": 0}},
+    ]
+    await fleet["vm0"].refresh_jobs()
+    job = fleet.store.connection("vm0").jobs["j0"]
+    assert job.result is JobResult.COMPLETED
+    assert job.status == "concluded" and job.current == job.total == 100
+
+
+async def test_stop_during_a_connect_attempt_closes_its_transport(fake_qmp) -> None:
+    """Quitting while a server keeps the greeting back: the attempt's tunnel is still closed."""
+    from tui.model.store import Store
+    from tui.qmp.connection import Connection
+    from tui.qmp.transport import make_opener
+
+    srv = await fake_qmp(mode="silent")
+    closed: list[bool] = []
+    inner = make_opener()
+
+    async def opener(address: Any) -> Any:
+        target, ssl, _cleanup = await inner(address)
+
+        async def cleanup() -> None:
+            closed.append(True)
+
+        return target, ssl, cleanup
+
+    conn = Connection("vm0", parse_address(srv.address), Store(), connect_timeout=60, opener=opener)
+    conn.start()
+    await wait_for(lambda: srv.accepted >= 1, what="the attempt to reach the server")
+    await asyncio.wait_for(conn.stop(), 10)
+    assert closed == [True]

@@ -369,3 +369,36 @@ def test_config_loader_on_mutated_samples_down_to_the_fleet(sample: Path, tmp_pa
             assert "\n" not in str(exc), str(exc)
 
     check()
+
+
+# ------------------------------------------------------------------ the ledger file
+
+
+@FUZZ_FILES
+@given(data=st.one_of(st.binary(max_size=3000),
+                      st.binary(max_size=3000).map(lambda b: b"SQLite format 3\x00" + b)))
+def test_ledger_file_of_random_bytes_is_one_line(tmp_path: Path, data: bytes) -> None:
+    """A corrupt or foreign ledger file: one ConfigError line, the file left untouched."""
+    from tui.chains.ledger import Ledger
+
+    path = tmp_path / "ledger.db"
+    for leftover in tmp_path.glob("ledger.db*"):
+        leftover.unlink()
+    path.write_bytes(data)
+    try:
+        Ledger(path).close()
+    except ConfigError as exc:
+        assert str(exc).startswith(f"ledger {path}: ") and "\n" not in str(exc)
+        assert path.read_bytes() == data
+
+
+def test_cli_with_a_corrupt_ledger_says_so_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "ledger.db"
+    bad.write_bytes(b"\x00\xffnot a database at all" * 100)
+    res = subprocess.run([sys.executable, "-m", "tui", "chains", "--ledger", str(bad)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"bitmap-tui: ledger {bad}: file is not a database"

@@ -106,7 +106,10 @@ def test_stale_poll_does_not_undo_a_jobs_final_events():
     stale = {"j": Job(id="j", type="backup", status="concluded", current=10, total=10,
                       result=JobResult.COMPLETED)}
     assert reducer.apply_jobs(conn, stale).jobs["j"].status == "null"
-    # the same id reused by a new job is a new job
-    reused = {"j": Job(id="j", type="backup", status="running", current=1, total=10)}
-    fresh = reducer.apply_jobs(conn, reused).jobs["j"]
-    assert fresh.status == "running" and fresh.result is None and not fresh.finished
+    # nor does a poll answered while the job still ran
+    running = {"j": Job(id="j", type="backup", status="running", current=1, total=10)}
+    kept = reducer.apply_jobs(conn, running).jobs["j"]
+    assert kept.result is JobResult.COMPLETED and kept.finished
+    # once dismissed, the id is free for a new job
+    fresh = reducer.apply_jobs(reducer.dismiss_job(conn, "j"), running).jobs["j"]
+    assert fresh.status == "running" and fresh.result is None

@@ -69,6 +69,11 @@ def test_ssh_argv_is_an_argument_list_with_safe_defaults() -> None:
     assert argv[argv.index("-L") + 1] == "/tmp/x/qmp.sock:/run/vm1.qmp"
     assert argv[argv.index("-p") + 1] == "2200" and argv[argv.index("-l") + 1] == "alice"
     assert argv[argv.index("ConnectTimeout=5") - 1] == "-o"
+    # No port in the URL: none on the command line, so ~/.ssh/config's Port still applies.
+    plain = ssh_argv(parse_address("ssh://build7/run/q.sock"), "/l.sock", {})
+    assert "-p" not in plain and "-l" not in plain
+    v6 = ssh_argv(parse_address("ssh://[::1]:2222/run/q.sock"), "/l.sock", {})
+    assert v6[v6.index("-p") + 1] == "2222" and v6[-1] == "::1"
 
 
 async def test_plaintext_tcp_to_remote_host_is_refused_without_touching_the_network() -> None:
@@ -103,6 +108,16 @@ async def test_bad_transport_option_fails_that_connection_only(sandbox) -> None:
         assert model(fleet, "good").state is LinkState.CONNECTED
     finally:
         await fleet.stop()
+
+
+@requires_sshd
+def test_ssh_that_cannot_reach_the_host_is_one_line() -> None:
+    res = cli("status", "--timeout", "20", "--connect", "vm=ssh://nobody@127.0.0.1:1/run/x.qmp")
+    assert res.returncode == 2 and res.stderr == ""
+    assert res.stdout.strip() == (
+        "vm (ssh://nobody@127.0.0.1:1/run/x.qmp): failed - "
+        "ssh: connect to host 127.0.0.1 port 1: Connection refused"
+    )
 
 
 def test_cli_refuses_plaintext_remote_tcp_in_one_line() -> None:
@@ -317,11 +332,19 @@ async def test_ssh_tunnel_killed_reconnects(sandbox, sshd) -> None:
     conn.start()
     try:
         await wait_for(lambda: store.connection("vm0").state is LinkState.CONNECTED, 40, "connect")
-        for pid in ssh_pids(opener.targets[0]):
+        seen: list[tuple[LinkState, str | None]] = []
+        store.subscribe(lambda: seen.append((store.connection("vm0").state,
+                                             store.connection("vm0").error)))
+        pids = ssh_pids(opener.targets[0])
+        assert pids, "the ssh process behind the tunnel"
+        for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        await wait_for(lambda: store.connection("vm0").state is LinkState.DISCONNECTED, 30, "loss")
-        assert one_line(store.connection("vm0").error).startswith("connection lost")
-        await wait_for(lambda: store.connection("vm0").state is LinkState.CONNECTED, 40, "reconnect")
+        # Recorded from the store, so a quick reconnect cannot hide the loss from the test.
+        await wait_for(lambda: any(s is LinkState.DISCONNECTED for s, _ in seen), 30, "loss")
+        lost = [e for s, e in seen if s is LinkState.DISCONNECTED][0]
+        assert one_line(lost).startswith("connection lost")
+        await wait_for(lambda: len(opener.targets) >= 2
+                       and store.connection("vm0").state is LinkState.CONNECTED, 40, "reconnect")
         assert len(opener.targets) >= 2 and opener.targets[0] != opener.targets[-1]
         assert gone(os.path.dirname(opener.targets[0]))
     finally:

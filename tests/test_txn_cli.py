@@ -161,7 +161,8 @@ async def test_compose_in_a_real_terminal(make_sandbox, tmp_path):
         return out.decode()
 
     async def screen_shows(needle: str) -> str:
-        for _ in range(300):
+        # generous: a loaded 2-core CI machine can take many seconds to start the app
+        for _ in range(1200):
             text = await tmux_do("capture-pane", "-p", "-t", session)
             if needle in text:
                 return text

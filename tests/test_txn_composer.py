@@ -11,7 +11,7 @@ from textual.widgets import Input, ListView, Select, Static, TabbedContent
 from tests.conftest import requires_qemu, wait_for
 from tui.sandbox import QEMU_IMG, run
 from tui.screens.composer import ComposerScreen
-from tui.screens.txn_dialogs import ConfirmScreen
+from tui.screens.dialogs import ConfirmDialog
 from tui.txn import Transaction
 from tui.txn.model import Action
 
@@ -83,7 +83,7 @@ async def test_compose_toggle_send_and_read_the_grouped_verdict(make_sandbox, fl
 
         await pilot.press("s")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)  # drive-backup is deprecated: confirm
+        assert isinstance(app.screen, ConfirmDialog)  # drive-backup is deprecated: confirm
         await pilot.press("y")
         await wait_for(lambda: screen.verdict is not None, 60, "the verdict")
         await pilot.pause(0.3)
@@ -153,7 +153,7 @@ async def test_fix_replaces_drive_backup_by_blockdev_backup(sandbox, fleet_for):
         screen.query_one("#actions", ListView).focus()
         await pilot.press("f")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+        assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("y")  # open the target with blockdev-add, then replace
         await wait_for(lambda: screen.txn.actions[0].type == "blockdev-backup", 20, "the fix")
         assert "d0-incr-1" in fleet.store.connection("vm0").nodes

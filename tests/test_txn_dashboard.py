@@ -7,7 +7,8 @@ from tests.dashboard_kit import running
 from tui.palette import commands_for
 from tui.sandbox import QEMU_IMG, run
 from tui.screens.composer import ComposerScreen
-from tui.screens.txn_dialogs import ConfirmScreen, PatternDialog
+from tui.screens.dialogs import ConfirmDialog
+from tui.screens.txn_dialogs import PatternDialog
 
 pytestmark = requires_qemu
 
@@ -34,7 +35,7 @@ async def test_backup_every_drive_from_the_dashboard(make_sandbox, fleet_for):
             str(sb.path(f"drive{d}-incr-1.qcow2")) for d in (0, 1)]
         await pilot.press("s")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)  # drive-backup is deprecated
+        assert isinstance(app.screen, ConfirmDialog)  # drive-backup is deprecated
         await pilot.press("y")
         await wait_for(lambda: composer.verdict is not None, 60, "the verdict")
         assert composer.verdict is not None and composer.verdict.all_succeeded

@@ -184,10 +184,25 @@ def known_binding_ids() -> set[str]:
 
 async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, themes: ThemeSet,
                  theme: str) -> int:
-    from tui.audit import AuditLog
+    from tui.audit import open_audit
     from tui.qmp.address import parse_address
     from tui.qmp.fleet import Endpoint, Fleet
 
+    app: BitmapTuiApp | None = None
+    main = asyncio.current_task()
+
+    def stop() -> None:
+        # A plain `kill` or a closed terminal must also stop the demo QEMU: leave through the
+        # cleanup path, whether the app is up yet or the demo is still starting.
+        if app is not None and app.is_running:
+            app.exit()
+        elif main is not None:
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
     async with contextlib.AsyncExitStack() as stack:
         demo = None
         if not endpoints or getattr(args, "demo", False):
@@ -195,13 +210,15 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
             from tui.demo import Demo, palette_commands
             from tui.palette import register_commands
 
-            demo = Demo()
+            demo = Demo(write_interval=float(getattr(args, "write_interval", 0.5)))
             stack.push_async_callback(demo.close)
             await demo.start()
             register_commands(palette_commands)
             endpoints = [Endpoint("demo", parse_address(demo.address))]
         # The demo's audit log lives (and goes) with its scratch directory.
-        audit = AuditLog(demo.sandbox.path("audit.jsonl") if demo else cfg.audit_path())
+        # --audit-log wins over the config; an unwritable log is one line, not a traceback.
+        audit = open_audit(demo.sandbox.path("audit.jsonl") if demo
+                           else getattr(args, "audit_log", None) or cfg.audit_path())
         stack.callback(audit.close)
         timeout = float(getattr(args, "timeout", 5.0))
         fleet = Fleet(
@@ -221,14 +238,15 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
         # The chains screen runs the policies of the config this app was started with.
         app.chains_policies = {name: from_config(p) for name, p in cfg.policies.items()}
         app.startup = getattr(args, "startup", None)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                # A plain `kill` or a closed terminal must also stop the demo QEMU: leave
-                # through the cleanup path.
-                loop.add_signal_handler(sig, app.exit)
         await app.run_async()
         return app.return_code or 0
+
+
+def _run(coro: Any) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except asyncio.CancelledError:  # SIGTERM/SIGHUP before the app was up: cleaned up already
+        return 143
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -248,7 +266,7 @@ def run_app(args: argparse.Namespace) -> int:
     themes.get(theme)  # an unknown name: ConfigError listing the available ones
     cfg.check_keymap(known_binding_ids())
     try:
-        return asyncio.run(_serve(args, endpoints, cfg, themes, theme))
+        return _run(_serve(args, endpoints, cfg, themes, theme))
     except SandboxError as exc:
         print(f"bitmap-tui: cannot start the demo QEMU: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tui.errors import ConfigError
+
+
+def default_audit_path() -> Path:
+    """``$XDG_STATE_HOME/bitmap-tui/audit.jsonl`` (``~/.local/state/...`` when unset or relative)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "bitmap-tui" / "audit.jsonl"
+
+
+def open_audit(path: str | os.PathLike[str] | None = None) -> AuditLog:
+    """Open (create) the audit log, or raise one ConfigError line: a session that may change a VM
+    does not start if what it sends cannot be recorded."""
+    target = Path(os.path.expanduser(os.fspath(path))) if path else default_audit_path()
+    try:
+        return AuditLog(target)
+    except OSError as exc:
+        raise ConfigError(f"audit log {target}: {exc.strerror or exc}") from None
+
 
 class AuditLog:
     """One JSON object per line: time, connection, command, arguments, reply or error."""

@@ -45,6 +45,13 @@ def _add_connect(p: argparse.ArgumentParser, top: bool = False) -> None:
         default=5.0 if top else argparse.SUPPRESS,
         help="connect timeout in seconds",
     )
+    p.add_argument(
+        "--audit-log",
+        metavar="FILE",
+        default=None if top else argparse.SUPPRESS,
+        help="where every mutating command sent is recorded "
+        "(default: the config's audit_log, else $XDG_STATE_HOME/bitmap-tui/audit.jsonl)",
+    )
     _add_transport(p, top)
 
 
@@ -145,10 +152,9 @@ def _print_status(data: dict[str, Any]) -> None:
 async def _status(args: argparse.Namespace) -> int:
     from tui.model.serialize import fleet_dict
     from tui.model.state import LinkState
-    from tui.qmp.fleet import Fleet
 
     endpoints = resolve_endpoints(args)
-    fleet = Fleet(reconnect=False, read_only=True, connect_timeout=args.timeout)
+    fleet = make_fleet(args, reconnect=False, read_only=True, connect_timeout=args.timeout)
     for ep in endpoints:
         fleet.add(ep)
     fleet.start()
@@ -164,6 +170,25 @@ async def _status(args: argparse.Namespace) -> int:
     else:
         _print_status(data)
     return EXIT_OK if ok else EXIT_REFUSED
+
+
+def make_fleet(args: argparse.Namespace, cfg: Any = None, **options: Any) -> Any:
+    """The Fleet every command uses: ``--read-only`` (or the config's) enforced in the core, and
+    every session that may mutate audited (``--audit-log``, the config's, or the XDG default).
+    A read-only session opens no audit log: it can send nothing to record."""
+    from tui.audit import open_audit
+    from tui.qmp.fleet import Fleet
+
+    read_only = bool(getattr(args, "read_only", False) or options.pop("read_only", False))
+    if cfg is not None and cfg.defaults.read_only:
+        read_only = True
+    audit = None
+    if not read_only:
+        path = getattr(args, "audit_log", None)
+        if path is None and cfg is not None:
+            path = cfg.audit_path()
+        audit = open_audit(path)
+    return Fleet(read_only=read_only, audit=audit, **options)
 
 
 def resolve_endpoints(args: argparse.Namespace) -> list[Any]:

@@ -367,6 +367,14 @@ def check_pattern(pattern: str, drives: int) -> str:
     return pattern
 
 
+def _whole(r: Reader, node: Node, key: str, lo: int, hi: int) -> int:
+    """A whole number in [lo, hi] (1.5 bytes/s or a granularity of 4096.5 is a mistake)."""
+    v = int(r.typed(node, key, int))
+    if not lo <= v <= hi:
+        r.fail(node, key, f"must be between {lo} and {hi}, got {v}")
+    return v
+
+
 def _policies(
     r: Reader, node: Node, conns: tuple[ConnectionConfig, ...]
 ) -> dict[str, Policy]:
@@ -413,12 +421,12 @@ def _policies(
             if "completion_mode" in m
             else "individual"
         )
-        speed = int(r.number(m["speed"][1], f"{key}.speed", minimum=0)) if "speed" in m else 0
+        speed = _whole(r, m["speed"][1], f"{key}.speed", 0, 2**63) if "speed" in m else 0
         persistent = r.boolean(m["persistent"][1], f"{key}.persistent") if "persistent" in m else False
         gran: int | None = None
         if "granularity" in m:
             gnode = m["granularity"][1]
-            gran = int(r.number(gnode, f"{key}.granularity", minimum=512, maximum=2**26))
+            gran = _whole(r, gnode, f"{key}.granularity", 512, 2**26)
             if gran & (gran - 1):
                 r.fail(gnode, f"{key}.granularity", "must be a power of two")
         out[pname] = Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,

@@ -193,10 +193,20 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--theme", default=argparse.SUPPRESS, help="theme name")
     p.add_argument(
-        "--write-interval", type=float, default=0.5, metavar="SECONDS",
+        "--write-interval", type=_interval, default=0.5, metavar="SECONDS",
         help="seconds between background guest writes (default 0.5)",
     )
     p.set_defaults(handler=run_demo)
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.01 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0.01 and 3600 seconds")
+    return value
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ from qemu.qmp import QMPClient
 
 QEMU = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
+# Upper bound for one control-monitor command (guest writes of a few MiB take milliseconds).
+CONTROL_TIMEOUT = 60.0
 INSTALL_HINT = "sudo apt-get install -y qemu-system-x86 qemu-utils"
 
 
@@ -141,8 +143,12 @@ class Sandbox:
         for attempt in range(100):
             self._ctl = QMPClient("sandbox-control")
             try:
-                await self._ctl.connect(str(self.control_socket))
+                # Bounded: a QEMU that accepts but never greets must not hang the caller.
+                await asyncio.wait_for(self._ctl.connect(str(self.control_socket)), CONTROL_TIMEOUT)
                 break
+            except TimeoutError:
+                raise SandboxError("QEMU's control monitor did not greet within "
+                                   f"{CONTROL_TIMEOUT:g} s") from None
             except Exception:
                 if attempt == 99 or self.proc.poll() is not None:
                     raise
@@ -201,7 +207,13 @@ class Sandbox:
         """Run a command on the control monitor (not the app's)."""
         if self._ctl is None:
             raise SandboxError("sandbox QEMU is not running")
-        return await self._ctl.execute(command, arguments)
+        try:
+            # Bounded: a wedged QEMU must fail the caller (a test, the demo), not hang it.
+            return await asyncio.wait_for(self._ctl.execute(command, arguments), CONTROL_TIMEOUT)
+        except TimeoutError:
+            raise SandboxError(
+                f"QEMU did not answer '{command}' on its control monitor within {CONTROL_TIMEOUT:g} s"
+            ) from None
 
     async def hmp(self, command_line: str) -> str:
         out = await self.qmp("human-monitor-command", {"command-line": command_line})

@@ -1,8 +1,9 @@
 """Themes: YAML files validated and turned into :class:`textual.theme.Theme`.
 
-The built-in themes ship inside the package (``tui/builtin_themes/*.yaml``, package data; the
-repository's top-level ``themes/`` is a link to that directory), so they are found the same way
-from a source checkout, an editable install and an installed wheel. User themes come from
+The built-in themes are the repository's top-level ``themes/*.yaml``; the package reaches them
+through the ``tui/builtin_themes`` symlink, which setuptools follows when it copies package data
+into a wheel, so they are found the same way from a source checkout, an editable install and an
+installed wheel. User themes come from
 ``$XDG_CONFIG_HOME/bitmap-tui/themes/*.yaml``; a broken user theme is reported once and skipped.
 
 Every state the app colours (bitmap, job, link, image, event states) is an app variable that

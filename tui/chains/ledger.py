@@ -27,6 +27,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from tui.errors import ConfigError
+
 SCHEMA_VERSION = 1
 
 
@@ -198,24 +200,30 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, one per state change.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        for stmt in _SCHEMA.strip().split(";"):
-            if stmt.strip():
-                self._db.execute(stmt)
-        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(images)")}
-        if "deleted" not in columns:  # a ledger written before images could be deleted
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, one per state change.
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(images)")}
+            if "deleted" not in columns:  # a ledger written before images could be deleted
+                with self._tx() as db:
+                    db.execute("ALTER TABLE images ADD COLUMN deleted REAL")
             with self._tx() as db:
-                db.execute("ALTER TABLE images ADD COLUMN deleted REAL")
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-            )
+                db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except (sqlite3.Error, OSError) as exc:
+            # A corrupt, foreign or unreachable file: one line, and the file is left as it is.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"ledger {self.path}: {reason}") from None
 
     def close(self) -> None:
         self._db.close()

@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import Any
 
 from tui.model.state import (
-    ACTIVE_JOB_STATUSES,
     ConnectionModel,
     EventRecord,
     Job,
@@ -127,22 +126,28 @@ def apply_nodes(conn: ConnectionModel, nodes: dict[str, Node]) -> ConnectionMode
     return replace(conn, nodes=merged, synced=True)
 
 
-def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel:
+def apply_jobs(
+    conn: ConnectionModel, polled: dict[str, Job], keep: frozenset[str] = frozenset()
+) -> ConnectionModel:
     """Merge a job poll: keep what only events tell (result, I/O errors, node); a job that was
-    running and is gone from QEMU is marked ``null`` (its completion event tells the result)."""
+    running and is gone from QEMU is marked ``null`` (its completion event tells the result).
+
+    ``keep``: jobs that had an event while the poll was in flight. The poll's view of them may be
+    older than the event (QEMU answered before the event was sent), so they keep their state."""
     jobs: dict[str, Job] = {}
     for jid, old in conn.jobs.items():
+        if jid in keep:
+            jobs[jid] = old
+            continue
         new = polled.get(jid)
         if new is None:
             jobs[jid] = old if old.finished else replace(old, status="null")
             continue
-        if old.status == "null" and old.result is not None and new.status == "concluded":
-            # A poll answered before the job's final events were reduced: the events are newer.
+        if old.status == "null" and old.result is not None:
+            # The job's final events were reduced after QEMU answered this poll: the events are
+            # newer. (A new job reusing the id is seen once the old record is dismissed, which
+            # the dashboard and the transaction tracker do before reusing an id.)
             jobs[jid] = old
-            continue
-        if old.status == "null" and new.status in ACTIVE_JOB_STATUSES:
-            # QEMU forgot the old job; this one reuses its id.
-            jobs[jid] = new
             continue
         # A job marked LOST by a dropped link that QEMU still lists after the reconnect is alive:
         # QEMU's word replaces "connection lost" (missed completion events show in its status).
@@ -158,7 +163,7 @@ def apply_jobs(conn: ConnectionModel, polled: dict[str, Job]) -> ConnectionModel
         )
         jobs[jid] = old if merged == old else merged
     for jid, new in polled.items():
-        if jid not in jobs:
+        if jid not in jobs and jid not in keep:
             jobs[jid] = new
     if jobs == conn.jobs:
         return conn

@@ -13,6 +13,7 @@ import os
 import ssl as ssl_mod
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, Runstate
@@ -196,6 +197,10 @@ class Connection:
         self._quiet_nodes = 0
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        # Job events counted, and the count at each job's last event (see refresh_jobs).
+        self._event_serial = 0
+        self._job_event_at: dict[str, int] = {}
         # Set after each attempt (success or failure) so callers can wait for a first answer.
         self.attempted = asyncio.Event()
         self.next_retry: float | None = None
@@ -265,30 +270,30 @@ class Connection:
                 await asyncio.wait_for(client.execute("query-version"), self.connect_timeout)
             )
             raw_cmds = await asyncio.wait_for(client.execute("query-commands"), self.connect_timeout)
-        except Exception as exc:  # every cause becomes one line in the connection's state
-            await _disconnect(client)
-            if cleanup is not None:
+            commands = frozenset(
+                c["name"] for c in (raw_cmds if isinstance(raw_cmds, list) else []) if isinstance(c, dict) and "name" in c
+            )
+            self._client = client
+            # Version and commands first (the job poll needs them); "connected" is only shown
+            # once the first full refresh worked, so a peer that fails it never flickers green.
+            self.store.update(self.name, lambda c: replace(c, version=version, commands=commands))
+            await self.refresh()
+        except BaseException as exc:  # every cause becomes one line in the connection's state
+            self._client = None
+            ended = await _disconnect(client)
+            if cleanup is not None:  # e.g. the ssh tunnel of this attempt
                 with contextlib.suppress(Exception):
                     await cleanup()
-            was = self.model.state
-            state = LinkState.DISCONNECTED if was is LinkState.DISCONNECTED else LinkState.FAILED
-            self._set_link(state, self._explain(exc))
-            return False
-        commands = frozenset(
-            c["name"] for c in (raw_cmds if isinstance(raw_cmds, list) else []) if isinstance(c, dict) and "name" in c
-        )
-        self._client = client
-        self._cleanup = cleanup or _nothing
-        self.store.update(self.name, lambda c: reducer.connected(c, version, commands))
-        try:
-            await self.refresh()
-        except Exception as exc:
-            ended = await _disconnect(client)
-            self._client = None
+            if not isinstance(exc, Exception):  # cancelled (stop()): cleaned up, nothing to show
+                raise
             # A reply cut short by the session ending: the session's own error is the cause.
             cause = ended if ended is not None and isinstance(exc, ConnectionLostError) else exc
-            self._set_link(LinkState.FAILED, describe_error(cause))
+            was = self.model.state
+            state = LinkState.DISCONNECTED if was is LinkState.DISCONNECTED else LinkState.FAILED
+            self._set_link(state, self._explain(cause))
             return False
+        self._cleanup = cleanup or _nothing
+        self.store.update(self.name, lambda c: reducer.connected(c, version, commands))
         return True
 
     def _explain(self, exc: BaseException) -> str:
@@ -342,6 +347,12 @@ class Connection:
         async for event in client.events:
             store.apply_event(name, event)
             if event.get("event") in job_events:
+                self._event_serial += 1
+                data = event.get("data")
+                if isinstance(data, dict):
+                    for key in ("id", "device"):
+                        if isinstance(data.get(key), str):
+                            self._job_event_at[data[key]] = self._event_serial
                 self._want_nodes = True
                 self._wake.set()
 
@@ -404,10 +415,13 @@ class Connection:
 
     async def refresh_jobs(self) -> None:
         cmds = self.model.commands
+        started = self._event_serial
         qjobs = await self._query("query-jobs") if "query-jobs" in cmds else None
         qblock = await self._query("query-block-jobs")
         jobs = parse_jobs(qjobs, qblock)
-        self.store.update(self.name, lambda c: reducer.apply_jobs(c, jobs))
+        # A job event that arrived between the queries and now is newer than their replies.
+        keep = frozenset(j for j, at in self._job_event_at.items() if at > started)
+        self.store.update(self.name, lambda c: reducer.apply_jobs(c, jobs, keep))
 
     async def refresh(self) -> None:
         await self.refresh_nodes()
@@ -452,7 +466,10 @@ class Connection:
             if mutating and self.audit:
                 self.audit.record(self.name, command, arguments, error="timeout")
             # A QMP monitor answers in order: one stuck reply means the link is unusable.
-            asyncio.get_running_loop().create_task(self._drop(client))
+            # Kept referenced until done: the loop holds only a weak reference to tasks.
+            task = asyncio.get_running_loop().create_task(self._drop(client))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             raise CommandTimeoutError(
                 f"{self.name}: QEMU did not answer '{command}' within "
                 f"{timeout or self.command_timeout:g} s"

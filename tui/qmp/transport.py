@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import ssl as ssl_mod
@@ -37,6 +38,7 @@ TRANSPORT_OPTIONS = frozenset(
 )
 
 SSH = "ssh"
+_EXPLICIT_PORT = re.compile(r"^ssh://(?:[^@/]*@)?(?:\[[^\]]*\]|[^:/\[]*):\d+/")
 
 
 class TLSNudgingQMPClient(QMPClient):
@@ -147,7 +149,8 @@ def ssh_argv(address: Address, local: str, options: Mapping[str, Any]) -> list[s
         raise ConfigError("option ssh_options must be a list of 'Key=Value' strings")
     for opt in extra:
         argv += ["-o", opt]
-    if address.port:
+    # Only a port written in the URL: otherwise ~/.ssh/config's Port for that host applies.
+    if address.port and _EXPLICIT_PORT.match(address.text):
         argv += ["-p", str(address.port)]
     if address.user:
         argv += ["-l", address.user]
@@ -164,7 +167,7 @@ def _ssh_error(lines: deque[str], returncode: int | None, host: str) -> str:
         )
     useful = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("@")]
     last = useful[-1] if useful else f"ssh exited with status {returncode}"
-    return f"ssh: {last}"
+    return last if last.startswith("ssh: ") else f"ssh: {last}"
 
 
 async def _drain(stream: asyncio.StreamReader | None, sink: deque[str]) -> None:

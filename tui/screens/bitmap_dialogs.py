@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
 from tui.format import human_bytes
 from tui.model.state import ConnectionModel, Node
 from tui.ops import bitmaps as ops
 from tui.ops.bitmaps import BitmapRef
+from tui.screens.dialogs import FormDialog
 
 CUSTOM = -1
 
@@ -28,7 +28,7 @@ class AddRequest:
     disabled: bool
 
 
-class AddBitmapDialog(ModalScreen[AddRequest | None]):
+class AddBitmapDialog(FormDialog[AddRequest]):
     """New bitmap on one node."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
@@ -108,21 +108,8 @@ class AddBitmapDialog(ModalScreen[AddRequest | None]):
             return
         self.dismiss(req)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class MergeDialog(ModalScreen[list[BitmapRef] | None]):
+class MergeDialog(FormDialog[list[BitmapRef]]):
     """Pick the source bitmaps (from any node of this connection) to merge into the target."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
@@ -169,12 +156,3 @@ class MergeDialog(ModalScreen[list[BitmapRef] | None]):
             reason.set_class(True, "-refusal")
             return
         self.dismiss(sources)
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

@@ -33,7 +33,8 @@ from textual.worker import Worker, WorkerState
 
 from tui.errors import BitmapTuiError
 from tui.model.state import ConnectionModel
-from tui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog, ConfirmScreen
+from tui.screens.dialogs import ConfirmDialog
+from tui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog
 from tui.txn import (
     GROUPED,
     INDIVIDUAL,
@@ -381,8 +382,9 @@ class ComposerScreen(Screen[None]):
             self.run_worker(self._apply_fix(i, finding, bool(yes)), name="txn-fix",
                             exclusive=True, exit_on_error=False, group="txn")
 
-        self.app.push_screen(ConfirmScreen("Open the target now (y), or only replace the action "
-                                           "(n)?", lines), answered)
+        self.app.push_screen(ConfirmDialog("Open the target now?",
+                                           "\n".join(lines) + "\n\ny: open it now; n: only "
+                                           "replace the action", "Open"), answered)
 
     async def _apply_fix(self, i: int, finding: Finding, run_prepare: bool) -> None:
         if run_prepare:
@@ -468,7 +470,8 @@ class ComposerScreen(Screen[None]):
             return
         if p.warnings:
             lines = [str(w) for w in p.warnings]
-            self.app.push_screen(ConfirmScreen("Send despite these warnings?", lines),
+            self.app.push_screen(ConfirmDialog("Send despite these warnings?",
+                                               "\n".join(lines), "Send anyway"),
                                  self._confirmed)
             return
         self._start(p)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -9,6 +12,30 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from tui.ops.jobs import parse_speed
+
+T = TypeVar("T")
+
+
+class FormDialog(ModalScreen[T | None]):
+    """A dialog with a form: Enter in an input or the ``ok`` button submits (the subclass's
+    ``_submit`` validates and dismisses with a value or shows why not); ``cancel``/Esc gives
+    None."""
+
+    def _submit(self) -> None:
+        raise NotImplementedError
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -30,7 +57,8 @@ class ConfirmDialog(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog-box") as box:
             box.border_title = self.title_text
-            yield Static(self.question, id="question")
+            # Names (bitmaps, files, QEMU's texts) may hold '[': never read them as markup.
+            yield Static(escape(self.question), id="question")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
                 yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error", compact=True)
@@ -48,7 +76,7 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(True)
 
 
-class SpeedDialog(ModalScreen[int | None]):
+class SpeedDialog(FormDialog[int]):
     """A new speed limit for a job (0 = unlimited)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
@@ -79,16 +107,3 @@ class SpeedDialog(ModalScreen[int | None]):
             self.query_one("#reason", Static).update(str(exc))
             return
         self.dismiss(speed)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

@@ -3,57 +3,17 @@
 from __future__ import annotations
 
 from rich.markup import escape
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+
+from tui.screens.dialogs import FormDialog
 
 DEFAULT_PATTERN = "{dir}/{device}-incr-{n}.qcow2"
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """Asks once, showing why (the warnings). Enter/y confirms, Esc/n cancels."""
-
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 76; height: auto; max-height: 90%; border: thick $warning;
-                               background: $surface; padding: 1 2; }
-    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
-    ConfirmScreen Button { margin-right: 2; }
-    """
-    BINDINGS = [
-        Binding("y", "answer(True)", "Send anyway", id="confirm.yes"),
-        Binding("n,escape", "answer(False)", "Cancel", id="confirm.no"),
-    ]
-
-    def __init__(self, title: str, lines: list[str]) -> None:
-        super().__init__()
-        self.title_text = title
-        self.lines = lines
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(f"[b]{escape(self.title_text)}[/b]")
-            yield Static("\n".join(escape(line) for line in self.lines), id="confirm-lines")
-            with Horizontal():
-                yield Button("Send anyway (y)", id="yes", variant="warning")
-                yield Button("Cancel (n)", id="no")
-
-    def on_mount(self) -> None:
-        # a stray Enter never confirms: Cancel has the focus
-        self.query_one("#no", Button).focus()
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-
-class AskDialog(ModalScreen[str | None]):
+class AskDialog(FormDialog[str]):
     """Asks for one line of text (a file name, a pattern). Enter submits, Esc cancels."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
@@ -87,19 +47,6 @@ class AskDialog(ModalScreen[str | None]):
             self.query_one("#reason", Static).update("nothing given")
             return
         self.dismiss(text)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class PatternDialog(AskDialog):

@@ -81,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
 async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
     from tui.cli import resolve_endpoints
     from tui.model.state import LinkState
-    from tui.qmp.fleet import Fleet
     from tui.txn.checks import prepare
     from tui.txn.tracker import TransactionRun
 
@@ -92,17 +91,17 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(_refused(mode, str(exc)), args.json)
     if len(endpoints) != 1:
         return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
-    from tui.audit import AuditLog
+    from tui.cli import make_fleet
     from tui.config import load_config
 
+    timeout = getattr(args, "timeout", 5.0)
     try:
         cfg = load_config(getattr(args, "config", None))
-        audit = AuditLog(cfg.audit_path())
-    except (BitmapTuiError, OSError) as exc:
+        # --read-only/config read_only enforced in the core; --audit-log or the config's log.
+        fleet = make_fleet(args, cfg, reconnect=False, connect_timeout=timeout)
+    except BitmapTuiError as exc:
         return _emit(_refused(mode, str(exc)), args.json)
-    timeout = getattr(args, "timeout", 5.0)
-    fleet = Fleet(reconnect=False, connect_timeout=timeout, audit=audit,
-                  read_only=bool(getattr(args, "read_only", False)) or cfg.defaults.read_only)
+    audit = fleet.audit
     conn = fleet.add(endpoints[0])
     fleet.start()
     try:
@@ -140,7 +139,8 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(verdict, args.json)
     finally:
         await fleet.stop()
-        audit.close()
+        if audit is not None:  # None when read-only: nothing is sent, nothing to record
+            audit.close()
 
 
 def compose(args: argparse.Namespace) -> int:

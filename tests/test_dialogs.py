@@ -1,0 +1,22 @@
+"""Dialogs show names exactly as typed and never confirm by accident."""
+
+from __future__ import annotations
+
+from textual.app import App
+from textual.widgets import Static
+
+from tui.screens.dialogs import ConfirmDialog
+
+
+async def test_confirm_dialog_shows_markup_characters_literally_and_enter_cancels():
+    answers: list[bool | None] = []
+    app: App[None] = App()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ConfirmDialog("Clear bitmap", "Clear bitmap 'nightly[b]x[/b]' on disk0?",
+                                      "Clear"), answers.append)
+        await pilot.pause()
+        text = str(app.screen.query_one("#question", Static).render())
+        assert "nightly[b]x[/b]" in text
+        await pilot.press("enter")  # Cancel has the focus
+        await pilot.pause()
+    assert answers == [False]
