@@ -30,7 +30,9 @@ from tui.yamlnodes import Reader, load_nodes
 APP_DIR = "bitmap-tui"
 DEFAULT_PATTERN = "{drive}-{kind}-{n}.qcow2"
 COMPLETION_MODES = ("individual", "grouped")
-IMAGE_FORMATS = ("qcow2", "raw")
+# Only qcow2 records a backing file, so only qcow2 can hold a full → incremental chain; "raw" is
+# named here so that it gets its own explanation instead of "must be one of".
+IMAGE_FORMATS = ("qcow2",)
 # Placeholders a policy's file name pattern may use.
 PATTERN_FIELDS = ("drive", "kind", "n", "timestamp", "connection", "policy", "bitmap", "txn", "node")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -407,7 +409,13 @@ def _policies(
         pnode = m["pattern"][1] if "pattern" in m else vnode
         raw = r.string(pnode, f"{key}.pattern") if "pattern" in m else DEFAULT_PATTERN
         pattern = r.checked(pnode, f"{key}.pattern", partial(check_pattern, drives=len(drives)), raw)
-        fmt = r.choice(m["format"][1], f"{key}.format", IMAGE_FORMATS) if "format" in m else "qcow2"
+        fmt = "qcow2"
+        if "format" in m:
+            fnode = m["format"][1]
+            if r.string(fnode, f"{key}.format") == "raw":
+                r.fail(fnode, f"{key}.format", "raw cannot be used: only qcow2 can hold an incremental "
+                       "chain (an incremental image needs a backing file)")
+            fmt = r.choice(fnode, f"{key}.format", IMAGE_FORMATS)
         mode = (
             r.choice(m["completion_mode"][1], f"{key}.completion_mode", COMPLETION_MODES)
             if "completion_mode" in m
