@@ -163,8 +163,9 @@ class Sandbox:
 
     async def _close_control(self) -> None:
         if self._ctl is not None:
+            # Bounded: a dead QEMU's half-closed socket must not hang the caller.
             with contextlib.suppress(Exception):
-                await self._ctl.disconnect()
+                await asyncio.wait_for(self._ctl.disconnect(), 5)
             self._ctl = None
 
     def kill(self) -> None:
@@ -177,7 +178,7 @@ class Sandbox:
         """Quit QEMU cleanly (persistent bitmaps are stored)."""
         if self.proc and self.proc.poll() is None and self._ctl is not None:
             with contextlib.suppress(Exception):
-                await self._ctl.execute("quit")
+                await asyncio.wait_for(self._ctl.execute("quit"), 5)
             try:
                 await asyncio.to_thread(self.proc.wait, 5)
             except subprocess.TimeoutExpired:
