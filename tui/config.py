@@ -23,18 +23,19 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode
 
+from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, Policy
+from tui.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.errors import ConfigError
 from tui.qmp.address import Address, parse_address
 from tui.yamlnodes import Reader, load_nodes
 
 APP_DIR = "bitmap-tui"
-DEFAULT_PATTERN = "{drive}-{kind}-{n}.qcow2"
-COMPLETION_MODES = ("individual", "grouped")
+# The policy type and its pattern fields are the backup-chains feature's own: config only reads
+# and checks them (with file and line).
+PATTERN_FIELDS = tuple(sorted(POLICY_PATTERN_FIELDS))
 # Only qcow2 records a backing file, so only qcow2 can hold a full → incremental chain; "raw" is
 # named here so that it gets its own explanation instead of "must be one of".
 IMAGE_FORMATS = ("qcow2",)
-# Placeholders a policy's file name pattern may use.
-PATTERN_FIELDS = ("drive", "kind", "n", "timestamp", "connection", "policy", "bitmap", "txn", "node")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _MODIFIERS = {"ctrl", "shift", "alt", "meta", "super", "hyper"}
 
@@ -94,38 +95,6 @@ class Defaults:
     connect_timeout: float = 5.0
     # None: the app's default (the XDG state directory); see :meth:`Config.audit_path`.
     audit_log: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """A backup policy (run by the backup-chains feature): what to back up, where, and how."""
-
-    name: str
-    connection: str
-    drives: tuple[str, ...]
-    bitmap: str
-    target_dir: str
-    pattern: str = DEFAULT_PATTERN
-    format: str = "qcow2"
-    completion_mode: str = "individual"
-    # Backup chains options: bytes/s per job (0 = unlimited), persistent bitmaps, granularity.
-    speed: int = 0
-    persistent: bool = False
-    granularity: int | None = None
-
-    def file_name(
-        self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = ""
-    ) -> str:
-        """The target image's file name, e.g. ``drive0-incr-3.qcow2``."""
-        return self.pattern.format(
-            drive=drive,
-            kind=kind,
-            n=n,
-            timestamp=timestamp,
-            connection=connection or self.connection,
-            policy=self.name,
-            bitmap=self.bitmap,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from tui.chains.ledger import Ledger
-from tui.chains.policy import Policy, from_config
+from tui.chains.policy import Policy
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -59,7 +59,7 @@ def load_policies(given: str | None) -> dict[str, Policy]:
     """Policies from the config file (``policies:``), validated by :mod:`tui.config`."""
     from tui.config import load_config
 
-    return {name: from_config(p) for name, p in load_config(given).policies.items()}
+    return dict(load_config(given).policies)
 
 
 def _addresses(args: argparse.Namespace) -> dict[str, Any]:
