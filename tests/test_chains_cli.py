@@ -248,3 +248,83 @@ async def test_reconcile_on_reconnect_marks_lost_jobs_unknown(make_sandbox, flee
     assert ledger.txns()[0].state is TxnState.DONE
     unsubscribe()
     ledger.close()
+
+
+def on_disk(*paths: str) -> list[bool]:
+    """Do these files exist? (A plain function: quick, and not an os call inside a coroutine.)"""
+    return [os.path.exists(p) for p in paths]
+
+
+async def _forward_tcp_to(unix_path: str):
+    """A loopback TCP port relaying to the sandbox's QMP socket: QEMU as seen over the network."""
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader, writer):
+        ur, uw = await asyncio.open_unix_connection(unix_path)
+        await asyncio.gather(pipe(reader, uw), pipe(ur, writer))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_chains_fix_deletes_invalid_images_only_locally(make_sandbox, setup):
+    sb = await make_sandbox(drives=2, failing=[1])
+    cfg, env = setup(sb)
+    conn = ["--connect", f"vm0={sb.address}", "--config", str(cfg)]
+    first = await asyncio.to_thread(cli, ["backup", "nightly", *conn], env)
+    assert first.returncode == 0, first.stderr
+    await sb.write(1, 0, "1M")
+    await sb.arm_read_error(1)
+    failed = await asyncio.to_thread(cli, ["backup", "nightly", *conn], env)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    bad = os.path.join(str(sb.dir), "drive1-incr-2.qcow2")
+    keep = [os.path.join(str(sb.dir), n)
+            for n in ("drive0-full-1.qcow2", "drive1-full-1.qcow2", "drive0-incr-2.qcow2")]
+    assert on_disk(bad)[0]
+
+    listing = await asyncio.to_thread(cli, ["chains", *conn], env)
+    assert "problem 1 [invalid-images] vm0: drive1: 1 invalid/unknown image(s) left on disk: " \
+           "drive1-incr-2.qcow2" in listing.stdout
+    assert "fix: delete invalid image(s): drive1-incr-2.qcow2" in listing.stdout
+
+    # Over TCP the QEMU host is another machine: only the paths are printed.
+    server = await _forward_tcp_to(sb.address.removeprefix("unix:"))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        remote = await asyncio.to_thread(
+            cli, ["chains", "--connect", f"vm0=tcp:127.0.0.1:{port}", "--config", str(cfg),
+                  "--fix", "1", "--yes"], env)
+    finally:
+        server.close()
+    assert remote.returncode == 2, remote.stdout + remote.stderr
+    assert "remote QEMU: bitmap-tui cannot delete files there" in remote.stdout
+    assert f"  {bad}" in remote.stdout.splitlines()
+    assert on_disk(bad)[0]
+
+    dry = await asyncio.to_thread(cli, ["chains", *conn, "--fix", "1"], env)
+    assert dry.returncode == 2 and f"  {bad}" in dry.stdout.splitlines()
+    assert "add --yes to delete them" in dry.stdout and on_disk(bad)[0]
+
+    ro = await asyncio.to_thread(cli, ["--read-only", "chains", *conn, "--fix", "1", "--yes"], env)
+    assert ro.returncode == 2 and "--read-only: not deleting anything" in ro.stderr
+    assert on_disk(bad)[0]
+
+    done = await asyncio.to_thread(cli, ["chains", *conn, "--fix", "1", "--yes"], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [f"deleted {bad}"]
+    assert not on_disk(bad)[0] and all(on_disk(*keep))
+    with ledger_of(env) as led:
+        [row] = [i for i in led.images() if i.path == bad]
+        assert row.state is ImageState.INVALID and row.deleted is not None
+    after = await asyncio.to_thread(cli, ["chains", *conn], env)
+    assert "problem" not in after.stdout, after.stdout
+    [line] = [x for x in after.stdout.splitlines() if bad in x]
+    assert "INVALID" in line and line.endswith("(deleted)")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
+from textual.command import CommandList, CommandPalette
+
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import screen_text
 from tests.test_chains_qemu import damage
 from tui.app import BitmapTuiApp
 from tui.chains.ledger import ImageState, Ledger
 from tui.chains.policy import Policy
+from tui.chains.run import run_policy
 from tui.screens.chains import ChainsScreen
 from tui.screens.dialogs import ConfirmDialog
+from tui.screens.help import HelpScreen
 
 pytestmark = requires_qemu
 
@@ -89,6 +95,12 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
         await pilot.pause()
         assert app.screen is scr and scr.runs == 0
         assert "Run policy" not in screen_text(app)
+        titles = [c.title for c in scr.context_commands()]
+        assert "chains: Verify" in titles
+        assert not [t for t in titles if t.startswith(("chains: Run policy", "chains: Apply fix"))]
+        title, keys = app.key_help()[0]
+        assert title == "Backup chains" and ("v", "Verify") in keys
+        assert not [k for k in keys if k[1] in ("Run policy", "Fix problem")]
     assert ledger.txns() == []
     ledger.close()
 
@@ -113,4 +125,60 @@ async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path
         await wait_for(lambda: ledger.txn(txn).state is TxnState.DONE, what="reconciled at start")
     assert ledger.jobs(txn)[0].state is JobState.UNKNOWN
     assert ledger.images()[0].state is ImageState.UNKNOWN
+    ledger.close()
+
+
+def on_disk(*paths: str) -> list[bool]:
+    """Do these files exist? (A plain function: quick, and not an os call inside a coroutine.)"""
+    return [os.path.exists(p) for p in paths]
+
+
+async def test_help_palette_and_deleting_an_invalid_image(make_sandbox, fleet_for, tmp_path):
+    """? lists the screen's keys; ctrl+p offers its commands; the invalid image is deleted."""
+    sb = await make_sandbox(drives=2, failing=[1])
+    fleet = await fleet_for(sb)
+    conn = fleet["vm0"]
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
+                                       "bitmap": "bm", "target_dir": str(sb.dir)})
+    first = await run_policy(conn, ledger, pol, timeout=60)
+    await sb.write(1, 0, "1M")
+    await sb.arm_read_error(1)
+    second = await run_policy(conn, ledger, pol, timeout=60)
+    bad = next(d.path for d in second.drives if d.state is ImageState.INVALID)
+    keep = [d.path for d in first.drives + second.drives if d.state is ImageState.VALID]
+    app = make_app(fleet, ledger, pol)
+    async with app.run_test(size=(110, 30)) as pilot:
+        await pilot.press("l")
+        scr = app.screen
+        assert isinstance(scr, ChainsScreen)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        title, keys = app.screen.groups[0]
+        assert title == "Backup chains"
+        for row in (("r", "Run policy"), ("x", "Fix problem"), ("v", "Verify"), ("g", "Reload")):
+            assert row in keys
+        await pilot.press("escape")
+        assert app.screen is scr
+
+        await wait_for(lambda: any(p.kind == "invalid-images" for p in scr.view_data.problems),
+                       what="invalid image offered")
+        titles = [c.title for c in scr.context_commands()]
+        assert "chains: Run policy nightly" in titles and "chains: Verify" in titles
+        fix = "chains: Apply fix 1: delete invalid image(s): drive1-incr-2.qcow2"
+        assert fix in titles
+        await pilot.press("ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"Apply fix 1")
+        await wait_for(lambda: app.screen.query_one(CommandList).option_count > 0,
+                       what="palette hits")
+        assert fix in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
+        await pilot.press("down", "enter")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), what="confirmation")
+        assert bad in app.screen.question and "will be deleted" in app.screen.question
+        await pilot.press("y")
+        await wait_for(lambda: not scr.view_data.problems, what="problem gone")
+        assert not on_disk(bad)[0] and all(on_disk(*keep))
+        assert next(i for i in ledger.images() if i.path == bad).deleted is not None
+        await wait_for(lambda: "INVALID (deleted)" in screen_text(app), what="marked deleted")
     ledger.close()

@@ -101,7 +101,7 @@ def test_full_config_values(tmp_path):
             bitmap: hourly
             target_dir: /srv/c
             pattern: "{drive}-{timestamp}.img"
-            format: raw
+            format: qcow2
             completion_mode: grouped
         """,
     )
@@ -120,8 +120,23 @@ def test_full_config_values(tmp_path):
     p1, p2 = cfg.policies["p1"], cfg.policies["p2"]
     assert p1 == Policy("p1", "a", ("drive0", "drive1"), "nightly", "/srv/b")
     assert p1.file_name(drive="drive0", kind="incr", n=3) == "drive0-incr-3.qcow2"
-    assert (p2.format, p2.completion_mode, p2.drives) == ("raw", "grouped", ("drive0",))
+    assert (p2.format, p2.completion_mode, p2.drives) == ("qcow2", "grouped", ("drive0",))
     assert p2.file_name(drive="d", kind="full", n=1, timestamp="20260101T0000") == "d-20260101T0000.img"
+
+
+@pytest.mark.parametrize("fmt, why", [
+    ("raw", "raw cannot be used: only qcow2 can hold an incremental chain"),
+    ("vmdk", "must be one of qcow2; got 'vmdk'"),
+])
+def test_policy_format_must_be_qcow2(tmp_path, fmt, why):
+    # The planner refuses anything but qcow2 (no backing file, no chain): say so at load time.
+    p = write(tmp_path, "connections:\n  a: unix:/x.qmp\npolicies:\n  p:\n    connection: a\n"
+              "    drives: [drive0]\n    bitmap: b\n    target_dir: /srv\n"
+              f"    format: {fmt}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}:9: policies.p.format: ") and why in msg and "\n" not in msg
 
 
 def test_endpoints_interface(tmp_path):

@@ -302,3 +302,40 @@ async def test_connection_selection_and_all_connections():
         assert conns_of() == {"web", "db"}
         # with several connections each node row names its connection
         assert str(dash.nodes_table.get_row("db\x1fdisk0\x1f")[0]) == "db:disk0"
+
+
+def _cell(table, key, column) -> str:
+    return str(table.get_cell(key, column))
+
+
+async def test_narrow_layout_keeps_file_name_end_node_and_error_in_view():
+    """At 80 columns: the file name's end, the job's node and a shortened error are visible;
+    Enter on the job shows the full error. Wider, the full path and error come back."""
+    from tui.widgets.jobs import job_key
+    from tui.widgets.nodes import node_key
+
+    app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.dashboard
+        nodes, jobs = dash.nodes_table, dash.jobs_table
+        await wait_for(lambda: nodes.file_width and "…" in _cell(
+            nodes, node_key("web", "disk0"), "file"), what="narrow file cell")
+        cell = _cell(nodes, node_key("web", "disk0"), "file")
+        assert cell.endswith("disk0.qcow2") and len(cell) <= nodes.file_width
+        assert jobs.narrow and [c.key.value for c in jobs.ordered_columns][-2:] == ["node", "error"]
+        err = _cell(jobs, job_key("web", "inc-1"), "error")
+        assert err.endswith("…") and "Input/output error".startswith(err[:-1])
+        assert _cell(jobs, job_key("web", "inc-1"), "node") == "disk1"
+        screen = "\n".join(s.text for s in app.screen._compositor.render_strips())
+        assert "b-disk0.qcow2" in screen and err in screen and "disk1" in screen
+        dash.select_job("web", "inc-1")
+        jobs.focus()
+        await pilot.press("enter")
+        await wait_for(lambda: any("error: Input/output error" in n.message
+                                   for n in app._notifications), what="job details")
+        await pilot.resize_terminal(140, 40)
+        await wait_for(lambda: not jobs.narrow and nodes.full_paths, what="wide layout")
+        await wait_for(lambda: _cell(nodes, node_key("web", "disk0"), "file")
+                       == "qcow2 · /srv/vm/web-disk0.qcow2", what="full path")
+        assert _cell(jobs, job_key("web", "inc-1"), "error") == "Input/output error"
+        assert [c.key.value for c in jobs.ordered_columns][-3:] == ["eta", "error", "node"]

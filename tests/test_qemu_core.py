@@ -85,3 +85,36 @@ async def test_blkdebug_drive_shows_its_image_path(make_sandbox, fleet_for):
     fleet = await fleet_for(sb)
     d1 = fleet.store.connection("vm0").nodes["disk1"]
     assert d1.file == str(sb.image(1)) and d1.device == "drive1"
+
+
+@requires_qemu
+async def test_sandbox_qemu_dies_with_a_sigkilled_parent(tmp_path):
+    """A demo QEMU must not outlive an app killed with SIGKILL (no cleanup code runs then)."""
+    import asyncio
+    import signal
+    import sys
+
+    code = (
+        "import asyncio, sys\n"
+        "from tui.sandbox import Sandbox\n"
+        "async def main():\n"
+        f"    sb = await Sandbox(drives=1, workdir={str(tmp_path / 'sb')!r}).start()\n"
+        "    print(sb.proc.pid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    qemu_pid = int((await asyncio.wait_for(proc.stdout.readline(), 60)).decode())
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{qemu_pid}/stat") as f:
+                return f.read().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    await wait_for(lambda: not alive(), 10, "the orphaned QEMU to die")

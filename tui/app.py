@@ -233,10 +233,8 @@ async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, theme
         stack.push_async_callback(fleet.stop)
         app = BitmapTuiApp(fleet=fleet, theme_name=theme, themes=themes, keymap=cfg.keymap,
                            demo=demo)
-        from tui.chains.policy import from_config
-
         # The chains screen runs the policies of the config this app was started with.
-        app.chains_policies = {name: from_config(p) for name, p in cfg.policies.items()}
+        app.chains_policies = dict(cfg.policies)
         app.startup = getattr(args, "startup", None)
         await app.run_async()
         return app.return_code or 0

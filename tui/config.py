@@ -23,16 +23,19 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode
 
+from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, Policy
+from tui.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.errors import ConfigError
 from tui.qmp.address import Address, parse_address
 from tui.yamlnodes import Reader, load_nodes
 
 APP_DIR = "bitmap-tui"
-DEFAULT_PATTERN = "{drive}-{kind}-{n}.qcow2"
-COMPLETION_MODES = ("individual", "grouped")
-IMAGE_FORMATS = ("qcow2", "raw")
-# Placeholders a policy's file name pattern may use.
-PATTERN_FIELDS = ("drive", "kind", "n", "timestamp", "connection", "policy", "bitmap", "txn", "node")
+# The policy type and its pattern fields are the backup-chains feature's own: config only reads
+# and checks them (with file and line).
+PATTERN_FIELDS = tuple(sorted(POLICY_PATTERN_FIELDS))
+# Only qcow2 records a backing file, so only qcow2 can hold a full → incremental chain; "raw" is
+# named here so that it gets its own explanation instead of "must be one of".
+IMAGE_FORMATS = ("qcow2",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _MODIFIERS = {"ctrl", "shift", "alt", "meta", "super", "hyper"}
 
@@ -92,38 +95,6 @@ class Defaults:
     connect_timeout: float = 5.0
     # None: the app's default (the XDG state directory); see :meth:`Config.audit_path`.
     audit_log: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """A backup policy (run by the backup-chains feature): what to back up, where, and how."""
-
-    name: str
-    connection: str
-    drives: tuple[str, ...]
-    bitmap: str
-    target_dir: str
-    pattern: str = DEFAULT_PATTERN
-    format: str = "qcow2"
-    completion_mode: str = "individual"
-    # Backup chains options: bytes/s per job (0 = unlimited), persistent bitmaps, granularity.
-    speed: int = 0
-    persistent: bool = False
-    granularity: int | None = None
-
-    def file_name(
-        self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = ""
-    ) -> str:
-        """The target image's file name, e.g. ``drive0-incr-3.qcow2``."""
-        return self.pattern.format(
-            drive=drive,
-            kind=kind,
-            n=n,
-            timestamp=timestamp,
-            connection=connection or self.connection,
-            policy=self.name,
-            bitmap=self.bitmap,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +378,13 @@ def _policies(
         pnode = m["pattern"][1] if "pattern" in m else vnode
         raw = r.string(pnode, f"{key}.pattern") if "pattern" in m else DEFAULT_PATTERN
         pattern = r.checked(pnode, f"{key}.pattern", partial(check_pattern, drives=len(drives)), raw)
-        fmt = r.choice(m["format"][1], f"{key}.format", IMAGE_FORMATS) if "format" in m else "qcow2"
+        fmt = "qcow2"
+        if "format" in m:
+            fnode = m["format"][1]
+            if r.string(fnode, f"{key}.format") == "raw":
+                r.fail(fnode, f"{key}.format", "raw cannot be used: only qcow2 can hold an incremental "
+                       "chain (an incremental image needs a backing file)")
+            fmt = r.choice(fnode, f"{key}.format", IMAGE_FORMATS)
         mode = (
             r.choice(m["completion_mode"][1], f"{key}.completion_mode", COMPLETION_MODES)
             if "completion_mode" in m

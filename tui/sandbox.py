@@ -128,7 +128,7 @@ class Sandbox:
         args += self.extra_args
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         for _ in range(500):
             if self.socket.exists() and self.control_socket.exists():
@@ -163,8 +163,9 @@ class Sandbox:
 
     async def _close_control(self) -> None:
         if self._ctl is not None:
+            # Bounded: a dead QEMU's half-closed socket must not hang the caller.
             with contextlib.suppress(Exception):
-                await self._ctl.disconnect()
+                await asyncio.wait_for(self._ctl.disconnect(), 5)
             self._ctl = None
 
     def kill(self) -> None:
@@ -177,7 +178,7 @@ class Sandbox:
         """Quit QEMU cleanly (persistent bitmaps are stored)."""
         if self.proc and self.proc.poll() is None and self._ctl is not None:
             with contextlib.suppress(Exception):
-                await self._ctl.execute("quit")
+                await asyncio.wait_for(self._ctl.execute("quit"), 5)
             try:
                 await asyncio.to_thread(self.proc.wait, 5)
             except subprocess.TimeoutExpired:
@@ -234,6 +235,18 @@ class Sandbox:
 
     async def add_bitmap(self, drive: int, name: str, **options: Any) -> None:
         await self.qmp("block-dirty-bitmap-add", {"node": f"disk{drive}", "name": name, **options})
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: a sandbox QEMU must not outlive the app that started it, even
+    when the app is SIGKILLed and its cleanup never runs (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the normal cleanup paths still apply
+        pass
 
 
 def run(argv: list[str], *, timeout: float = 120) -> str:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from tui.chains.ledger import Ledger
-from tui.chains.policy import Policy, from_config
+from tui.chains.policy import Policy
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -59,7 +59,7 @@ def load_policies(given: str | None) -> dict[str, Policy]:
     """Policies from the config file (``policies:``), validated by :mod:`tui.config`."""
     from tui.config import load_config
 
-    return {name: from_config(p) for name, p in load_config(given).policies.items()}
+    return dict(load_config(given).policies)
 
 
 def _addresses(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,7 +197,8 @@ async def _chains(args: argparse.Namespace) -> int:
         for im in d.chain:
             size = human_bytes(im.size) if im.size is not None else "?"
             err = f" ({im.error})" if im.error else ""
-            print(f"  {im.kind:<11} {im.state.upper():<8} {size:>9}  {im.path}{err}")
+            gone = " (deleted)" if im.deleted else ""
+            print(f"  {im.kind:<11} {im.state.upper():<8} {size:>9}  {im.path}{err}{gone}")
         nxt = f"incremental on {os.path.basename(d.next_base)}" if d.next_base else "full"
         print(f"  next: {nxt} ({d.next_reason})")
     for p in view.points:
@@ -213,6 +214,8 @@ async def _apply_fix(args: argparse.Namespace, view: Any, fleet: Any) -> int:
         _err(f"there is no problem {args.fix} (the view lists {len(view.problems)})")
         return EXIT_REFUSED
     pr = view.problems[args.fix - 1]
+    if pr.image_ids:
+        return _delete_images(args, pr, fleet)
     if pr.command is None:
         print(f"problem {args.fix}: {pr.fix}")
         return EXIT_OK
@@ -227,6 +230,32 @@ async def _apply_fix(args: argparse.Namespace, view: Any, fleet: Any) -> int:
     await fleet[pr.connection].execute(cmd, arguments)
     print(f"applied: {cmd} {json.dumps(arguments)}")
     return EXIT_OK
+
+
+def _delete_images(args: argparse.Namespace, pr: Any, fleet: Any) -> int:
+    """The "invalid images" fix: delete the listed files (local QEMU only), after --yes."""
+    from tui.chains.cleanup import delete_images
+
+    if pr.remote:
+        print(f"{pr.connection} is a remote QEMU: bitmap-tui cannot delete files there; "
+              "delete these on the QEMU host:")
+        print("\n".join(f"  {p}" for p in pr.paths))
+        return EXIT_REFUSED
+    if getattr(args, "read_only", False):
+        _err("--read-only: not deleting anything")
+        return EXIT_REFUSED
+    if not args.yes:
+        print(f"would delete {len(pr.paths)} invalid image(s) of {pr.connection}:")
+        print("\n".join(f"  {p}" for p in pr.paths))
+        print("add --yes to delete them")
+        return EXIT_REFUSED
+    live = fleet.store.state.connections.get(pr.connection) if fleet is not None else None
+    open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
+    with Ledger(args.ledger) as ledger:
+        result = delete_images(ledger, pr.connection, pr.image_ids, open_files)
+    for line in result.lines():
+        print(line)
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 # ---------------------------------------------------------------------- verify

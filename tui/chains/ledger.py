@@ -106,7 +106,8 @@ CREATE TABLE IF NOT EXISTS images (
     file_node TEXT,
     error TEXT,
     created REAL NOT NULL,
-    ended REAL
+    ended REAL,
+    deleted REAL
 );
 CREATE INDEX IF NOT EXISTS images_drive ON images (connection, drive);
 """
@@ -187,6 +188,7 @@ class ImageRow:
     error: str | None
     created: float
     ended: float | None
+    deleted: float | None = None  # when its file was deleted (only INVALID/UNKNOWN images)
 
     @property
     def trusted(self) -> bool:
@@ -209,6 +211,10 @@ class Ledger:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(images)")}
+            if "deleted" not in columns:  # a ledger written before images could be deleted
+                with self._tx() as db:
+                    db.execute("ALTER TABLE images ADD COLUMN deleted REAL")
             with self._tx() as db:
                 db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
@@ -317,6 +323,14 @@ class Ledger:
             return
         with self._tx() as db:
             db.executemany("UPDATE images SET resets_bitmap = 1 WHERE id = ?", [(i,) for i in image_ids])
+
+    def mark_deleted(self, image_ids: list[int]) -> None:
+        """Record that these images' files were deleted. Only INVALID/UNKNOWN images qualify."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE images SET deleted = ? WHERE id = ? AND state IN (?, ?)",
+                [(time.time(), i, ImageState.INVALID, ImageState.UNKNOWN) for i in image_ids],
+            )
 
     def mark_sending(self, txn_id: int, reset_image_ids: list[int] | None = None) -> None:
         """Written just before the transaction goes on the wire: from here on its effect may exist."""
@@ -494,4 +508,5 @@ def _image(r: sqlite3.Row) -> ImageRow:
         job_id=r["job_id"], source_file=r["source_file"], source_size=r["source_size"],
         size=r["size"], resets_bitmap=bool(r["resets_bitmap"]), target_node=r["target_node"],
         file_node=r["file_node"], error=r["error"], created=r["created"], ended=r["ended"],
+        deleted=r["deleted"],
     )

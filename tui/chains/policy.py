@@ -48,6 +48,17 @@ class Policy:
     persistent: bool = False
     granularity: int | None = None
 
+    def file_name(
+        self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = "",
+        txn: int | str = "", node: str = "",
+    ) -> str:
+        """The target image's file name, e.g. ``drive0-incr-3.qcow2``."""
+        return render_name(
+            self.pattern, drive=drive, kind=kind, n=n, timestamp=timestamp,
+            connection=connection or self.connection, policy=self.name, bitmap=self.bitmap,
+            txn=txn, node=node or drive,
+        )
+
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, Any], where: str = "policy") -> Policy:
         """Validate a mapping (from YAML config); errors name the policy and the key."""
@@ -114,23 +125,6 @@ class Policy:
             persistent=persistent,
             granularity=gran,
         )
-
-
-def from_config(cp: Any) -> Policy:
-    """A :class:`Policy` from ``tui.config``'s validated policy (same fields; extras default)."""
-    return Policy(
-        name=cp.name,
-        connection=cp.connection,
-        drives=tuple(cp.drives),
-        bitmap=cp.bitmap,
-        target_dir=str(cp.target_dir),
-        pattern=cp.pattern,
-        format=cp.format,
-        completion_mode=cp.completion_mode,
-        speed=int(getattr(cp, "speed", 0) or 0),
-        persistent=bool(getattr(cp, "persistent", False)),
-        granularity=getattr(cp, "granularity", None),
-    )
 
 
 def check_pattern(pattern: str, ctx: str = "pattern") -> None:

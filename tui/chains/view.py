@@ -6,12 +6,15 @@ and the TUI screen both render this.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.chains.cleanup import deletable_images
 from tui.chains.ledger import ImageRow, ImageState, Ledger, TxnState
 from tui.chains.plan import chain_state
-from tui.model.state import BitmapState, FleetState, LinkState
+from tui.model.state import BitmapState, ConnectionModel, FleetState, LinkState
+from tui.qmp.address import parse_address_lenient
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,7 @@ class ImageView:
     txn_id: int
     created: float
     error: str | None = None
+    deleted: bool = False  # its file was deleted through the "invalid images" fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +43,29 @@ class DriveView:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A bitmap that does not match the ledger, with a suggested fix.
+    """A bitmap that does not match the ledger, or images to clean up, with a suggested fix.
 
     ``command`` is the QMP command that applies the fix (after confirmation), or None when the
-    fix is simply the next policy run.
+    fix is simply the next policy run. An "invalid-images" problem instead carries the images
+    (``image_ids``, ``paths``) whose files the fix deletes; ``remote`` when QEMU is on another
+    machine, where this app cannot delete files (the fix then only lists them).
     """
 
-    kind: str  # "orphan", "lost", "inconsistent", "disabled"
+    kind: str  # "orphan", "lost", "inconsistent", "disabled", "invalid-images"
     connection: str
     node: str
     bitmap: str
     text: str
     fix: str
     command: tuple[str, dict[str, Any]] | None = None
+    image_ids: tuple[int, ...] = ()
+    paths: tuple[str, ...] = ()
+    remote: bool = False
+
+    @property
+    def deletes_files(self) -> bool:
+        """Applying this fix deletes image files (on this machine)."""
+        return bool(self.image_ids) and not self.remote
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +110,8 @@ def vars_of(obj: Any) -> dict[str, Any]:
 
 
 def _image_view(im: ImageRow) -> ImageView:
-    return ImageView(im.path, im.kind, str(im.state), im.size, im.txn_id, im.created, im.error)
+    return ImageView(im.path, im.kind, str(im.state), im.size, im.txn_id, im.created, im.error,
+                     im.deleted is not None)
 
 
 def consistent_points(ledger: Ledger) -> list[ConsistentPoint]:
@@ -147,6 +162,10 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
                     bstate = str(bm.state) if bm is not None else "missing"
                     view.problems.extend(_drive_problems(conn_name, drive, node.node_name, last.bitmap,
                                                          bstate, cs.base is not None))
+            if online and live is not None:  # connected: its open files are known
+                cleanup = _invalid_images(ledger, live, drive, node_name, last.bitmap)
+                if cleanup is not None:
+                    view.problems.append(cleanup)
             base = cs.base
             next_reason = cs.reason
             if base is not None and bstate not in ("unknown", str(BitmapState.ACTIVE)):
@@ -174,6 +193,29 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
                         ("block-dirty-bitmap-remove", {"node": node.node_name, "name": bm.name}),
                     ))
     return view
+
+
+def is_remote(live: ConnectionModel) -> bool:
+    """Is this QEMU on another machine (its image files are not ours to delete)?"""
+    return parse_address_lenient(live.address).kind != "unix"
+
+
+def _invalid_images(ledger: Ledger, live: ConnectionModel, drive: str, node: str,
+                    bitmap: str) -> Problem | None:
+    """INVALID/UNKNOWN images of ``drive`` still on disk: offer to delete them."""
+    open_files = {n.file for n in live.nodes.values() if n.file}
+    imgs = deletable_images(ledger, live.name, drive, open_files)
+    if not imgs:
+        return None
+    remote = is_remote(live)
+    names = ", ".join(os.path.basename(i.path) for i in imgs)
+    fix = ("delete invalid image(s): " + names if not remote else
+           f"delete invalid image(s) on the QEMU host by hand ({live.address} is remote): " + names)
+    return Problem(
+        "invalid-images", live.name, node, bitmap,
+        f"{drive}: {len(imgs)} invalid/unknown image(s) left on disk: {names}",
+        fix, None, tuple(i.id for i in imgs), tuple(i.path for i in imgs), remote,
+    )
 
 
 def _drive_problems(conn: str, drive: str, node: str, bitmap: str, state: str, has_chain: bool) -> list[Problem]:

@@ -1,7 +1,7 @@
 """Backup chains: per drive its images and states, the next base, VM-wide points and problems.
 
 Keys: ``r`` runs a policy (preview, confirm, send), ``x`` applies the selected problem's fix
-(after confirmation), ``v`` verifies the chains (``qemu-img check``), ``g`` re-reads, ``escape``
+(after confirmation: a bitmap command, or deleting INVALID/UNKNOWN image files), ``v`` verifies the chains (``qemu-img check``), ``g`` re-reads, ``escape``
 goes back. The data comes from
 :mod:`tui.chains.view`; running goes through :mod:`tui.chains.run` (the same code as headless).
 """
@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from rich.text import Text
@@ -26,10 +27,11 @@ from tui.chains.ledger import Ledger
 from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile
 from tui.chains.run import RunResult, preview, run_policy
-from tui.chains.view import ChainsView, build_view
+from tui.chains.view import ChainsView, Problem, build_view
 from tui.errors import BitmapTuiError
 from tui.format import human_bytes
 from tui.model.store import Store
+from tui.palette import PaletteCommand
 from tui.screens.dialogs import ConfirmDialog
 
 MUTATING_CHAINS = frozenset({"run_policy", "fix"})
@@ -66,6 +68,7 @@ class ChainsScreen(Screen[None]):
     ChainsScreen #problems { height: auto; max-height: 8; }
     """
 
+    HELP_TITLE = "Backup chains"
     BINDINGS = [
         Binding("escape", "back", "Back", id="chains.back"),
         Binding("r", "run_policy", "Run policy", id="chains.run"),
@@ -103,7 +106,11 @@ class ChainsScreen(Screen[None]):
     def on_mount(self) -> None:
         self._app_context = contextvars.copy_context()
         chains = self.query_one("#chains", DataTable)
-        chains.add_columns("Drive", "Image", "Kind", "State", "Size")
+        chains.add_columns("Drive", "Image", "Kind")
+        # Fixed: wide enough for "UNKNOWN (deleted)". A rebuilt table does not redraw rows
+        # already drawn when an auto-width column later grows (Textual's row cache).
+        chains.add_column("State", width=len("UNKNOWN (deleted)"))
+        chains.add_column("Size")
         problems = self.query_one("#problems", DataTable)
         problems.add_columns("#", "Problem", "Suggested fix")
         self._unsubs.append(self.store.subscribe(self._maybe_reload))
@@ -144,8 +151,9 @@ class ChainsScreen(Screen[None]):
             for i, im in enumerate(d.chain):
                 label = f"{d.connection}/{d.drive}" if i == 0 else ""
                 size = human_bytes(im.size) if im.size is not None else "?"
+                state = im.state.upper() + (" (deleted)" if im.deleted else "")
                 chains.add_row(*(Text(c) for c in (label, os.path.basename(im.path), im.kind,
-                                                   im.state.upper(), size)))
+                                                   state, size)))
         lines = []
         for d in self.view_data.drives:
             nxt = f"incremental on {os.path.basename(d.next_base)}" if d.next_base else "full backup"
@@ -265,7 +273,16 @@ class ChainsScreen(Screen[None]):
             self.notify("no problems to fix")
             return
         row = problems.cursor_row if 0 <= problems.cursor_row < len(self.view_data.problems) else 0
-        pr = self.view_data.problems[row]
+        self.fix_problem(row)
+
+    def fix_problem(self, index: int) -> None:
+        """Apply problem ``index``'s fix after a confirmation (or just say what to do)."""
+        if self.read_only or not 0 <= index < len(self.view_data.problems):
+            return
+        pr = self.view_data.problems[index]
+        if pr.image_ids:
+            self._confirm_delete(pr)
+            return
         if pr.command is None:
             self.notify(pr.fix, title=f"{pr.kind}: nothing to send")
             return
@@ -286,6 +303,59 @@ class ChainsScreen(Screen[None]):
         except BitmapTuiError as exc:
             self.notify(str(exc), title=cmd, severity="error")
         self.reload()
+
+    def _confirm_delete(self, pr: Problem) -> None:
+        if pr.remote:
+            # Not our files: QEMU's host is another machine. Say which to delete there.
+            self.notify("cannot delete files on the remote QEMU host; delete these there:\n"
+                        + "\n".join(pr.paths), title="invalid images", severity="warning", timeout=20)
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._delete(pr)
+
+        files = "\n".join(f"  {p}" for p in pr.paths)
+        self.app.push_screen(ConfirmDialog(
+            f"Delete {len(pr.paths)} invalid image(s)?",
+            f"{pr.text}\nThese files will be deleted:\n{files}", "Delete"), confirmed)
+
+    @work(exclusive=True, group="chains-fix", exit_on_error=False)
+    async def _delete(self, pr: Problem) -> None:
+        from tui.chains.cleanup import delete_images
+
+        live = self.store.state.connections.get(pr.connection)
+        open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
+        result = delete_images(self.ledger, pr.connection, pr.image_ids, open_files)
+        self.notify("\n".join(result.lines()), title="invalid images",
+                    severity="information" if result.ok else "error", timeout=10)
+        self.reload()
+
+    # ------------------------------------------------------------------ palette
+
+    def context_commands(self) -> list[PaletteCommand]:
+        """Palette: run each policy, verify, apply each problem's fix (not in read-only)."""
+        out: list[PaletteCommand] = []
+        if not self.read_only:
+            for name in sorted(self.policies):
+                pol = self.policies[name]
+                out.append(PaletteCommand(f"chains: Run policy {name}",
+                                          f"back up {', '.join(pol.drives)} on {pol.connection}",
+                                          partial(self._confirm_run, name)))
+        out.append(PaletteCommand("chains: Verify", "qemu-img check every drive's chain",
+                                  self.action_verify))
+        out.append(PaletteCommand("chains: Reload", "re-read the ledger and the live state",
+                                  self.action_reload))
+        if not self.read_only:
+            for n, pr in enumerate(self.view_data.problems):
+                if pr.command is None and not pr.image_ids:
+                    continue  # "run the policy": the Run policy commands do that
+                out.append(PaletteCommand(f"chains: Apply fix {n + 1}: {pr.fix}", pr.text,
+                                          partial(self.fix_problem, n)))
+        out.append(PaletteCommand("chains: Back", "back to the dashboard", self.action_back))
+        out.append(PaletteCommand("help: Keys", "every key of this screen",
+                                  self.app.action_help))  # type: ignore[attr-defined]
+        return out
 
     async def reconcile_now(self) -> None:
         """Resolve open transactions of every connected connection (also run on reconnects)."""

@@ -27,7 +27,7 @@ from tui.screens.actions import DashboardActions
 from tui.screens.txn_actions import TransactionActions
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.events import EventLog
-from tui.widgets.jobs import JobsTable, job_key
+from tui.widgets.jobs import JobsTable, job_key, split_key
 from tui.widgets.nodes import NodesTable, bitmap_key, node_key
 
 FRAME = 1 / 30  # at most ~30 redraws a second
@@ -171,6 +171,20 @@ class DashboardScreen(DashboardActions, TransactionActions):
                 self.selected_connection = str(event.row_key.value)
                 self.render_state()
         self.refresh_bindings()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # Enter on a job: its full details (the narrow jobs table shortens the error).
+        if event.data_table is self.jobs_table and event.row_key.value:
+            self.show_job_details(str(event.row_key.value))
+
+    def show_job_details(self, key: str) -> None:
+        """Notify the job's node, status and full error text."""
+        conn, job_id = split_key(key)
+        model = self.store.state.connections.get(conn)
+        job = model.jobs.get(job_id) if model is not None else None
+        if job is not None:
+            self.notify(self.jobs_table.job_details(key, job), title=f"job {job_id}", timeout=15,
+                        severity="error" if job.error else "information")
 
     def select_bitmap(self, connection: str, node: str, name: str | None = None) -> bool:
         """Put the nodes cursor on a bitmap (or on the node when ``name`` is None)."""

@@ -19,6 +19,22 @@ from tui.widgets.styled import STATE_CLASSES, styled
 
 SEP = "\x1f"
 BAR_WIDTH = 8
+# Below this width (80-column terminals) the table drops Rate, puts Node before Error and
+# shortens the error to what fits; Enter on a job shows it in full.
+NARROW = 100
+WIDE_COLUMNS = (
+    ("id", "Job", 10), ("type", "Type", 7), ("status", "Status", 9), ("progress", "Progress", 13),
+    ("rate", "Rate", 10), ("eta", "ETA", 5), ("error", "Error", None), ("node", "Node", 10),
+)
+NARROW_COLUMNS = (
+    ("id", "Job", 10), ("type", "Type", 6), ("status", "Status", 9), ("progress", "Progress", 13),
+    ("eta", "ETA", 5), ("node", "Node", 10), ("error", "Error", None),
+)
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, with "…" when something was cut."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
 @dataclass(slots=True)
@@ -99,15 +115,45 @@ class JobsTable(DiffTable):
         self.clock = clock
         self._samples: dict[str, _Sample] = {}
         self.text_filter = ""
+        self.narrow = False
+        self.error_width = 0  # narrow: characters of the error that fit; 0 = no limit
 
     def on_mount(self) -> None:
         self.border_title = "Jobs"
-        for key, label, width in (
-            ("id", "Job", 10), ("type", "Type", 7), ("status", "Status", 9),
-            ("progress", "Progress", 13), ("rate", "Rate", 10), ("eta", "ETA", 5),
-            ("error", "Error", None), ("node", "Node", 10),
-        ):
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for key, label, width in NARROW_COLUMNS if self.narrow else WIDE_COLUMNS:
             self.add_column(label, key=key, width=width)
+
+    def on_resize(self) -> None:
+        narrow = self.size.width < NARROW
+        fixed = sum(w + 2 * self.cell_padding for _, _, w in NARROW_COLUMNS if w)
+        error_width = max(self.size.width - fixed - 2 * self.cell_padding, 8) if narrow else 0
+        if (narrow, error_width) == (self.narrow, self.error_width):
+            return
+        if narrow != self.narrow:
+            self.narrow = narrow
+            self.reset()
+            self.clear(columns=True)
+            self._add_columns()
+        else:
+            self.reset()  # rewrite the error cells at the new width
+        self.error_width = error_width
+        render = getattr(self.screen, "render_state", None)
+        if callable(render):
+            self.call_later(render)
+
+    def job_details(self, key: str, job: Job) -> str:
+        """Everything about a job in a few lines (the narrow table shortens some of it)."""
+        conn, _ = split_key(key)
+        word, _ = job_word(job)
+        lines = [f"{job.type} on {conn}, node {job.node or '-'}: {word}",
+                 f"progress {job.current} of {job.total} bytes"]
+        err = job.error or job.last_io_error
+        if err:
+            lines.append(f"error: {err}")
+        return "\n".join(lines)
 
     @property
     def selection(self) -> tuple[str, str] | None:
@@ -142,16 +188,16 @@ class JobsTable(DiffTable):
         rate = self._rate(key, job) if running else None
         eta = (job.total - job.current) / rate if rate and job.total else None
         err = job.error or job.last_io_error
-        return (
-            job.id,
-            job.type,
-            styled(self, word, cls),
-            self.progress_cell(job),
-            human_rate(rate) if rate else "-",
-            human_duration(eta) if eta is not None else "-",
-            styled(self, err, "text--error") if err else Text(""),
-            job.node or "-",
-        )
+        if err and self.narrow and self.error_width:
+            err = shorten(err, self.error_width)
+        error = styled(self, err, "text--error") if err else Text("")
+        eta_text = human_duration(eta) if eta is not None else "-"
+        progress = self.progress_cell(job)
+        if self.narrow:
+            return (job.id, job.type, styled(self, word, cls), progress, eta_text,
+                    job.node or "-", error)
+        return (job.id, job.type, styled(self, word, cls), progress,
+                human_rate(rate) if rate else "-", eta_text, error, job.node or "-")
 
     def rows_for(self, conns: Iterable[ConnectionModel]) -> list[Row]:
         rows: list[Row] = []

@@ -15,6 +15,10 @@ from tui.model.state import Bitmap, ConnectionModel, Node
 from tui.widgets.difftable import DiffTable, Row
 from tui.widgets.styled import STATE_CLASSES, styled
 
+FIXED_COLUMNS = (
+    ("name", "Node / bitmap", 16), ("state", "Dev/state", 12), ("dirty", "Size/dirty", 10),
+    ("pct", "%", 4), ("gran", "Gran", 6), ("pers", "Pers", 4),
+)  # "100%" and "64 KiB" are the widest percent and granularity
 SEP = "\x1f"  # row keys: connection, node and bitmap joined by a character no name contains
 
 
@@ -90,19 +94,21 @@ class NodesTable(DiffTable):
         self.name_filter = ""
         # Full image paths only where they fit; narrow terminals get the file name.
         self.full_paths = False
+        # Narrow: characters left for the file column (the file name is fitted into them).
+        self.file_width = 0
 
     def on_mount(self) -> None:
         self.border_title = "Nodes and bitmaps"
-        for key, label, width in (
-            ("name", "Node / bitmap", 16), ("state", "Dev/state", 12), ("dirty", "Size/dirty", 10),
-            ("pct", "%", 5), ("gran", "Gran", 7), ("pers", "Pers", 4), ("file", "Driver · file", None),
-        ):
+        for key, label, width in FIXED_COLUMNS:
             self.add_column(label, key=key, width=width)
+        self.add_column("Driver · file", key="file")
 
     def on_resize(self) -> None:
         full = self.size.width >= 110
-        if full != self.full_paths:
-            self.full_paths = full
+        fixed = sum(w + 2 * self.cell_padding for _, _, w in FIXED_COLUMNS)
+        file_width = 0 if full else max(self.size.width - fixed - 2 * self.cell_padding, 8)
+        if (full, file_width) != (self.full_paths, self.file_width):
+            self.full_paths, self.file_width = full, file_width
             render = getattr(self.screen, "render_state", None)
             if callable(render):
                 self.call_later(render)
@@ -118,6 +124,15 @@ class NodesTable(DiffTable):
         keep = self.full_paths or node.file.startswith("json:")
         file = node.file if keep else node.file.rsplit("/", 1)[-1]
         detail = f"{node.driver} · {file}" + (" (read-only)" if node.read_only else "")
+        if self.file_width and len(detail) > self.file_width and not keep:
+            # Too narrow for all of it: the file name matters most, and its end ("disk1.qcow2")
+            # tells images apart; the driver only if there is room left.
+            short = file + (" (ro)" if node.read_only else "")
+            if len(short) > self.file_width:
+                short = "…" + short[-(self.file_width - 1):]
+            elif len(short) + len(node.driver) + 3 <= self.file_width:
+                short = f"{node.driver} · {short}"
+            detail = short
         return (name, node.device or "-", human_bytes(node.size), "", "", "", detail)
 
     def bitmap_row(self, node: Node, bm: Bitmap, last: bool) -> tuple[Any, ...]:
