@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 import time
@@ -77,6 +78,11 @@ class BitmapTuiApp(App[int]):
                                clock=self.clock)
 
     def on_mount(self) -> None:
+        # Everything loaded so far (Textual, the widgets, the config) lives as long as the app:
+        # keep it out of the cyclic GC's full collections, whose pauses otherwise grow with
+        # the event history and showed as the latency tail under event floods (benchmarks/).
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         if self.theme_name and self.theme_name not in self.available_themes:
             self.notify(f"unknown theme '{self.theme_name}'", severity="error")
         for problem in self.themes.problems:  # each broken user theme, once

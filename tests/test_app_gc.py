@@ -1,0 +1,16 @@
+"""The app keeps its start-up objects out of the cyclic collector (latency under event floods)."""
+
+from __future__ import annotations
+
+import gc
+
+from tui.app import BitmapTuiApp
+from tui.model.store import Store
+
+
+async def test_app_freezes_startup_objects_and_collects_less_often():
+    gc.unfreeze()
+    app = BitmapTuiApp(store=Store())
+    async with app.run_test(size=(80, 24)):
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] >= 20_000
