@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.fake_state import build_store
 from tui.app import BitmapTuiApp
 
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.delenv("TZ")
-    time.tzset()
+# Snapshots show event timestamps: render them in UTC whatever the machine's zone.
+pytestmark = pytest.mark.usefixtures("utc")
 
 
 def make_app() -> BitmapTuiApp:

@@ -3,7 +3,6 @@ keymap), from the deterministic fake state."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "sample-configs").glob("config-*.yaml"))
 
 
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.delenv("TZ")
-    time.tzset()
+# Snapshots show event timestamps: render them in UTC whatever the machine's zone.
+pytestmark = pytest.mark.usefixtures("utc")
 
 
 @pytest.mark.parametrize("theme", BUILTIN_NAMES)
