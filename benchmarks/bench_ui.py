@@ -60,7 +60,7 @@ def _time_calls(obj: Any, method: str) -> list[float]:
 
 
 async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
-    from tui.app import BitmapTuiApp
+    from tui.ui.app import BitmapTuiApp
 
     fleet = Fleet(reconnect=False, connect_timeout=30)
     conn = fleet.add(Endpoint("vm", parse_address(f"unix:{sock}")))
@@ -210,7 +210,7 @@ def install_row_cache(table: Any) -> None:
 
 async def table_update(nodes: int, bitmaps: int, rounds: int,
                        variant: bool = True) -> dict[str, Any]:
-    from tui.app import BitmapTuiApp
+    from tui.ui.app import BitmapTuiApp
     from tui.model.store import Store
 
     app = BitmapTuiApp(store=Store())

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tui.app import BitmapTuiApp
+from tui.ui.app import BitmapTuiApp
 from tui.demo import BACKUP_JOB, Demo, palette_commands
 from tui.model.state import JobResult
-from tui.palette import register_commands
+from tui.ui.palette import register_commands
 from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint, Fleet
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
-from tui.app import BitmapTuiApp
-from tui.screens.dashboard import DashboardScreen
+from tui.ui.app import BitmapTuiApp
+from tui.ui.screens.dashboard import DashboardScreen
 
 
 def sent_commands(audit_path: Path) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 
-from tui.app import BitmapTuiApp
 from tui.model.store import Store
+from tui.ui.app import BitmapTuiApp
 
 
 async def test_app_freezes_startup_objects_and_collects_less_often():

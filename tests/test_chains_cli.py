@@ -314,7 +314,7 @@ async def test_chains_fix_deletes_invalid_images_only_locally(make_sandbox, setu
     assert "add --yes to delete them" in dry.stdout and on_disk(bad)[0]
 
     ro = await asyncio.to_thread(cli, ["--read-only", "chains", *conn, "--fix", "1", "--yes"], env)
-    assert ro.returncode == 2 and "--read-only: not deleting anything" in ro.stderr
+    assert ro.returncode == 2 and "read-only: not deleting anything" in ro.stderr
     assert on_disk(bad)[0]
 
     done = await asyncio.to_thread(cli, ["chains", *conn, "--fix", "1", "--yes"], env)

@@ -170,7 +170,7 @@ def ok_dict():
 def test_chains_modules_never_import_textual():
     mods = ["tui.chains.ledger", "tui.chains.policy", "tui.chains.plan", "tui.chains.targets",
             "tui.chains.send", "tui.chains.reconcile", "tui.chains.run", "tui.chains.view",
-            "tui.chains.verify", "tui.chains.cli"]
+            "tui.chains.verify", "tui.cli.chains"]
     code = (
         "import importlib, sys\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"

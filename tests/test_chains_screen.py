@@ -9,13 +9,13 @@ from textual.command import CommandList, CommandPalette
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import screen_text
 from tests.test_chains_qemu import damage
-from tui.app import BitmapTuiApp
 from tui.chains.ledger import ImageState, Ledger
 from tui.chains.policy import Policy
 from tui.chains.run import run_policy
-from tui.screens.chains import ChainsScreen
-from tui.screens.dialogs import ConfirmDialog
-from tui.screens.help import HelpScreen
+from tui.ui.app import BitmapTuiApp
+from tui.ui.screens.chains import ChainsScreen
+from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.screens.help import HelpScreen
 
 pytestmark = requires_qemu
 

@@ -13,11 +13,10 @@ from tui.config import (
     Config,
     Policy,
     check_pattern,
-    default_config_path,
     load_config,
-    user_themes_dir,
 )
 from tui.errors import ConfigError
+from tui.paths import default_config_path, user_themes_dir
 from tui.qmp.fleet import Endpoint
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ from tests.conftest import requires_qemu
 from tests.dashboard_kit import bitmap, outcome, running, sent_commands, settle
 from tui.audit import AuditLog
 from tui.model.state import BitmapState
-from tui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
-from tui.screens.dialogs import ConfirmDialog
+from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
+from tui.ui.screens.dialogs import ConfirmDialog
 
 pytestmark = requires_qemu
 

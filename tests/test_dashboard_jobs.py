@@ -8,7 +8,7 @@ from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import outcome, running, sent_commands, settle
 from tui.audit import AuditLog
 from tui.model.state import JobResult
-from tui.screens.dialogs import ConfirmDialog, SpeedDialog
+from tui.ui.screens.dialogs import ConfirmDialog, SpeedDialog
 
 pytestmark = requires_qemu
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fake_state import build_store
-from tui.app import BitmapTuiApp
+from tui.ui.app import BitmapTuiApp
 
 # Snapshots show event timestamps: render them in UTC whatever the machine's zone.
 pytestmark = pytest.mark.usefixtures("utc")

@@ -12,14 +12,14 @@ from tests.conftest import wait_for
 from tests.dashboard_kit import running, settle
 from tests.fake_state import build_store
 from tests.fakeqmp import commands_reply
-from tui.app import BitmapTuiApp
 from tui.errors import ReadOnlyError
 from tui.model import reducer
 from tui.ops import bitmaps as bitmap_ops
 from tui.ops import jobs as job_ops
 from tui.qmp.connection import is_mutating
-from tui.screens.dialogs import ConfirmDialog
-from tui.screens.help import HelpScreen
+from tui.ui.app import BitmapTuiApp
+from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.screens.help import HelpScreen
 
 MiB = 1 << 20
 
@@ -224,11 +224,11 @@ async def test_dismiss_forgets_a_lost_job_and_reducer_does_not_resurrect_it():
 
 
 def test_every_binding_has_an_id():
-    from tui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
-    from tui.screens.dashboard import DashboardScreen
-    from tui.screens.dialogs import SpeedDialog
-    from tui.widgets.jobs import JobsTable
-    from tui.widgets.nodes import NodesTable
+    from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
+    from tui.ui.screens.dashboard import DashboardScreen
+    from tui.ui.screens.dialogs import SpeedDialog
+    from tui.ui.widgets.jobs import JobsTable
+    from tui.ui.widgets.nodes import NodesTable
 
     ids = []
     for cls in (BitmapTuiApp, DashboardScreen, NodesTable, JobsTable, HelpScreen, ConfirmDialog,
@@ -311,8 +311,8 @@ def _cell(table, key, column) -> str:
 async def test_narrow_layout_keeps_file_name_end_node_and_error_in_view():
     """At 80 columns: the file name's end, the job's node and a shortened error are visible;
     Enter on the job shows the full error. Wider, the full path and error come back."""
-    from tui.widgets.jobs import job_key
-    from tui.widgets.nodes import node_key
+    from tui.ui.widgets.jobs import job_key
+    from tui.ui.widgets.nodes import node_key
 
     app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -145,8 +145,9 @@ def test_sigterm_while_the_demo_starts_leaves_nothing(tmp_path):
 
 def test_demo_options_reach_the_demo(monkeypatch, capsys):
     """`--write-interval` gets to the Demo; a demo that cannot start is one line, exit 2."""
-    import tui.demo
-    from tui.cli import main
+    import tui.cli.demo
+    import tui.ui.run
+    from tui.cli.main import main
     from tui.sandbox import SandboxError
 
     seen: list[float] = []
@@ -161,8 +162,8 @@ def test_demo_options_reach_the_demo(monkeypatch, capsys):
         async def close(self) -> None:
             seen.append(-1.0)
 
-    monkeypatch.setattr(tui.demo, "Demo", FakeDemo)
-    monkeypatch.setattr(tui.demo, "qemu_available", lambda: None)
+    monkeypatch.setattr(tui.ui.run, "Demo", FakeDemo)
+    monkeypatch.setattr(tui.cli.demo, "qemu_available", lambda: None)
     assert main(["demo", "--write-interval", "0.05"]) == 2
     assert seen == [0.05, -1.0]  # built with the option, and closed after the failed start
     err = capsys.readouterr().err.strip().splitlines()

@@ -7,12 +7,13 @@ import pytest
 
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import screen_text
-from tui.app import BitmapTuiApp
-from tui.demo import BACKUP_JOB, Demo, palette_commands
+from tui.demo import BACKUP_JOB, Demo
+from tui.ui.demo_commands import palette_commands
 from tui.model.state import BitmapState, JobResult
-from tui.palette import commands_for, register_commands
 from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint, Fleet
+from tui.ui.app import BitmapTuiApp
+from tui.ui.palette import commands_for, register_commands
 
 pytestmark = requires_qemu
 

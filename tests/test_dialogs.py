@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import App
 from textual.widgets import Static
 
-from tui.screens.dialogs import ConfirmDialog
+from tui.ui.screens.dialogs import ConfirmDialog
 
 
 async def test_confirm_dialog_shows_markup_characters_literally_and_enter_cancels():

@@ -7,8 +7,8 @@ from typing import Any
 from tests.conftest import wait_for
 from tests.dashboard_kit import settle
 from tests.fake_state import build_store
-from tui.app import BitmapTuiApp
-from tui.widgets.events import EventLog
+from tui.ui.app import BitmapTuiApp
+from tui.ui.widgets.events import EventLog
 
 
 def count_calls(log: EventLog, method: str) -> list[int]:

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires_qemu
-from tui.audit import AuditLog, default_audit_path, open_audit
-from tui.cli import build_parser, make_fleet
+from tui.audit import AuditLog, open_audit
+from tui.cli.main import build_parser
+from tui.cli.options import session_of
 from tui.errors import (
     CommandTimeoutError,
     ConfigError,
@@ -24,6 +25,7 @@ from tui.errors import (
     ReadOnlyError,
     ValidationError,
 )
+from tui.paths import default_audit_path
 from tui.qmp.connection import is_mutating
 
 TUI = Path(__file__).resolve().parent.parent / "tui"
@@ -112,28 +114,34 @@ def _args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(list(argv))
 
 
-async def test_make_fleet_audits_mutating_sessions_by_default(tmp_path, monkeypatch):
+def _fleet(*argv: str, **options):
+    return session_of(_args(*argv)).open_fleet(**options)
+
+
+async def test_sessions_that_may_mutate_are_audited_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    fleet = make_fleet(_args("--connect", "/x.sock"))
+    fleet = _fleet("--connect", "/x.sock")
     assert fleet.audit is not None and fleet.audit.path == tmp_path / "state/bitmap-tui/audit.jsonl"
     assert not fleet.read_only
-    own = make_fleet(_args("--audit-log", str(tmp_path / "mine.jsonl")))
+    own = _fleet("--audit-log", str(tmp_path / "mine.jsonl"))
     assert own.audit is not None and own.audit.path == tmp_path / "mine.jsonl"
-    ro = make_fleet(_args("--read-only"))
+    ro = _fleet("--read-only")
     assert ro.read_only and ro.audit is None  # nothing can be sent, nothing to record
-    status_args = _args("status", "--connect", "/x.sock")
-    assert make_fleet(status_args, read_only=True).audit is None
+    assert _fleet("status", "--connect", "/x.sock", read_only=True).audit is None
+    # a subcommand's own --read-only counts as much as the top-level one
+    assert _fleet("backup", "p", "--read-only").read_only
 
 
-async def test_make_fleet_uses_the_configs_audit_log_and_read_only(tmp_path):
-    from tui.config import load_config
-
+async def test_sessions_use_the_configs_audit_log_and_read_only(tmp_path):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(f"defaults:\n  audit_log: {tmp_path / 'cfg-audit.jsonl'}\n")
-    fleet = make_fleet(_args(), load_config(cfg_path))
+    fleet = _fleet("--config", str(cfg_path))
     assert fleet.audit is not None and fleet.audit.path == tmp_path / "cfg-audit.jsonl"
     cfg_path.write_text("defaults:\n  read_only: true\n")
-    assert make_fleet(_args(), load_config(cfg_path)).read_only
+    ro = _fleet("--config", str(cfg_path))
+    assert ro.read_only and ro.audit is None
+    # a read-only session can be narrowed, never widened
+    assert _fleet("--config", str(cfg_path), read_only=False).read_only
 
 
 # ------------------------------------------------------------------ read-only in the core

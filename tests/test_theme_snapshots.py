@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.fake_state import build_store
-from tui.app import BitmapTuiApp, known_binding_ids
 from tui.config import load_config
-from tui.themes import BUILTIN_NAMES
+from tui.ui.app import BitmapTuiApp, known_binding_ids
+from tui.ui.themes import BUILTIN_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "sample-configs").glob("config-*.yaml"))
@@ -44,7 +44,7 @@ async def test_theme_and_keymap_are_applied():
         # the remapped quit key works; the help key too
         await pilot.press("f1")
         await pilot.pause()
-        from tui.screens.help import HelpScreen
+        from tui.ui.screens.help import HelpScreen
 
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
@@ -75,7 +75,7 @@ async def test_palette_theme_switch_offers_our_themes():
 
 
 def test_unknown_theme_or_keymap_id_stops_before_start(tmp_path, capsys):
-    from tui.cli import main
+    from tui.cli.main import main
 
     assert main(["--theme", "neon", "--connect", "unix:/nonexistent.sock"]) == 2
     err = capsys.readouterr().err.strip()

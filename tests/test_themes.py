@@ -11,8 +11,8 @@ from textual.theme import Theme
 from textual.widgets import Static
 
 from tui.errors import ConfigError
-from tui.theme_vars import APP_VARIABLES, resolve_defaults
-from tui.themes import (
+from tui.ui.theme_vars import APP_VARIABLES, resolve_defaults
+from tui.ui.themes import (
     BUILTIN_DIR,
     BUILTIN_NAMES,
     STATE_VARIABLES,

@@ -227,7 +227,7 @@ def test_failed_anchor_full_backup_is_explained() -> None:
 
 
 def test_core_does_not_import_textual() -> None:
-    code = ("import sys, tui.txn, tui.txn.cli, tui.txn.tracker; "
+    code = ("import sys, tui.txn, tui.cli.apply, tui.txn.tracker; "
             "assert 'textual' not in sys.modules, 'textual imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -10,10 +10,10 @@ from textual.widgets import Input, ListView, Select, Static, TabbedContent
 
 from tests.conftest import requires_qemu, wait_for
 from tui.sandbox import QEMU_IMG, run
-from tui.screens.composer import ComposerScreen
-from tui.screens.dialogs import ConfirmDialog
 from tui.txn import Transaction
 from tui.txn.model import Action
+from tui.ui.screens.composer import ComposerScreen
+from tui.ui.screens.dialogs import ConfirmDialog
 
 pytestmark = requires_qemu
 

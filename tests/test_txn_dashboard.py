@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import running
-from tui.palette import commands_for
 from tui.sandbox import QEMU_IMG, run
-from tui.screens.composer import ComposerScreen
-from tui.screens.dialogs import ConfirmDialog
-from tui.screens.txn_dialogs import PatternDialog
+from tui.ui.palette import commands_for
+from tui.ui.screens.composer import ComposerScreen
+from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.screens.txn_dialogs import PatternDialog
 
 pytestmark = requires_qemu
 

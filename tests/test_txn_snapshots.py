@@ -9,8 +9,8 @@ from textual.app import App
 
 from tui.model.state import Bitmap, LinkState, Node
 from tui.model.store import Store
-from tui.screens.composer import ComposerScreen
 from tui.txn import loads
+from tui.ui.screens.composer import ComposerScreen
 
 DOC = """
 actions:
@@ -90,7 +90,7 @@ async def test_read_only_hides_and_refuses_send() -> None:
         assert screen.check_action("toggle_mode", ()) is True
 
     # the console's help on the composer hides the keys that would send
-    from tui.app import BitmapTuiApp
+    from tui.ui.app import BitmapTuiApp
 
     app2 = BitmapTuiApp(fleet=fleet)
     async with app2.run_test(size=(80, 24)) as pilot:
@@ -101,8 +101,8 @@ async def test_read_only_hides_and_refuses_send() -> None:
 
 
 async def test_save_asks_for_a_file_and_writes_loadable_yaml(tmp_path: Any) -> None:
-    from tui.screens.txn_dialogs import AskDialog
     from tui.txn import load
+    from tui.ui.screens.txn_dialogs import AskDialog
 
     target = tmp_path / "saved.yaml"
     app = SnapApp()

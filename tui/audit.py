@@ -9,13 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.errors import ConfigError
-
-
-def default_audit_path() -> Path:
-    """``$XDG_STATE_HOME/bitmap-tui/audit.jsonl`` (``~/.local/state/...`` when unset or relative)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
-    return root / "bitmap-tui" / "audit.jsonl"
+from tui.paths import default_audit_path
 
 
 def open_audit(path: str | os.PathLike[str] | None = None) -> AuditLog:

@@ -26,10 +26,10 @@ from yaml.nodes import Node, ScalarNode
 from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, Policy
 from tui.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.errors import ConfigError
+from tui.paths import default_audit_path, default_config_path
 from tui.qmp.address import Address, parse_address
 from tui.yamlnodes import Reader, load_nodes
 
-APP_DIR = "bitmap-tui"
 # The policy type and its pattern fields are the backup-chains feature's own: config only reads
 # and checks them (with file and line).
 PATTERN_FIELDS = tuple(sorted(POLICY_PATTERN_FIELDS))
@@ -38,28 +38,6 @@ PATTERN_FIELDS = tuple(sorted(POLICY_PATTERN_FIELDS))
 IMAGE_FORMATS = ("qcow2",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _MODIFIERS = {"ctrl", "shift", "alt", "meta", "super", "hyper"}
-
-
-def config_home() -> Path:
-    """``$XDG_CONFIG_HOME/bitmap-tui`` (``~/.config/bitmap-tui`` when unset or relative)."""
-    base = os.environ.get("XDG_CONFIG_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".config"
-    return root / APP_DIR
-
-
-def state_home() -> Path:
-    """``$XDG_STATE_HOME/bitmap-tui`` (``~/.local/state/bitmap-tui`` when unset or relative)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
-    return root / APP_DIR
-
-
-def default_config_path() -> Path:
-    return config_home() / "config.yaml"
-
-
-def user_themes_dir() -> Path:
-    return config_home() / "themes"
 
 
 # ---------------------------------------------------------------------------- models
@@ -125,7 +103,7 @@ class Config:
         raise KeyError(name)
 
     def audit_path(self) -> Path:
-        return self.defaults.audit_log or state_home() / "audit.jsonl"
+        return self.defaults.audit_log or default_audit_path()
 
     def endpoints(self) -> list[Any]:
         """The configured connections as :class:`tui.qmp.fleet.Endpoint`s (config order)."""

@@ -6,21 +6,19 @@ disabled, frozen by a slow backup, inconsistent after a simulated crash), and a 
 writer dirties random ranges so the dirty counts move. Everything is removed on exit, also on
 ctrl+c, SIGTERM and SIGHUP (a closed terminal).
 
-The QEMU side (:class:`Demo`) has no Textual import; only :func:`run_demo` opens the app.
+This module is the QEMU side and has no Textual import; ``bitmap-tui demo`` (:mod:`tui.cli.demo`)
+opens the console on it.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import random
-import sys
 from dataclasses import dataclass, field
-from typing import Any
 
-from tui.sandbox import Sandbox, SandboxError, qemu_available
+from tui.sandbox import Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -177,80 +175,3 @@ class Demo:
                 await self._writer
             self._writer = None
         await self.sandbox.close()
-
-
-# ---------------------------------------------------------------------------- the command
-
-
-def register(subparsers: Any) -> None:
-    """Add ``bitmap-tui demo`` to the CLI."""
-    p = subparsers.add_parser(
-        "demo",
-        help="open the console on a throw-away local QEMU (two drives, bitmaps, a guest writer)",
-        description="Start a local sandbox QEMU with two qcow2 drives (drive1 can be made to "
-        "fail reads), bitmaps in every state, a slow backup and a background guest writer; open "
-        "the console on it; remove everything on exit.",
-    )
-    p.add_argument("--theme", default=argparse.SUPPRESS, help="theme name")
-    p.add_argument(
-        "--write-interval", type=_interval, default=0.5, metavar="SECONDS",
-        help="seconds between background guest writes (default 0.5)",
-    )
-    p.set_defaults(handler=run_demo)
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.01 <= value <= 3600:
-        raise argparse.ArgumentTypeError("must be between 0.01 and 3600 seconds")
-    return value
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """The ``demo`` command: exit code 0, or 2 with one line when QEMU is missing or fails."""
-    reason = qemu_available()
-    if reason:
-        print(f"bitmap-tui demo: {reason}", file=sys.stderr)
-        return 2
-    from tui.app import run_app  # Textual only from here on
-
-    # The app starts and removes the Demo itself (also on ctrl+c, SIGTERM, SIGHUP).
-    args.demo = True
-    args.connect = []
-    return run_app(args)
-
-
-def palette_commands(app: Any) -> list[Any]:
-    """Palette commands while the app runs on a demo (``app.demo``): inject a read failure,
-    restart the slow backup."""
-    demo: Demo | None = getattr(app, "demo", None)
-    if demo is None:
-        return []
-    from tui.palette import PaletteCommand
-
-    async def fail() -> None:
-        await demo.fail_next_read()
-        app.notify("drive1's next read will fail once (EIO): watch the backup job")
-
-    async def backup() -> None:
-        await demo.restart_backup()
-        app.notify(f"backup {demo.backup_job} of drive1 started")
-
-    def run(coro: Any, name: str) -> Any:
-        return lambda: app.run_worker(coro(), name=name, group="demo", exit_on_error=False)
-
-    return [
-        PaletteCommand(
-            "demo: Fail next read on drive1",
-            "blkdebug: drive1's next read fails once with EIO (a partial failure)",
-            run(fail, "demo-fail-read"),
-        ),
-        PaletteCommand(
-            "demo: Restart the slow backup of drive1",
-            "dismiss the ended backup job and start a new one (its bitmap freezes)",
-            run(backup, "demo-backup"),
-        ),
-    ]

@@ -12,8 +12,8 @@ from textual.binding import Binding
 
 from tui.format import human_bytes, percent
 from tui.model.state import Bitmap, ConnectionModel, Node
-from tui.widgets.difftable import DiffTable, Row
-from tui.widgets.styled import STATE_CLASSES, styled
+from tui.ui.widgets.difftable import DiffTable, Row
+from tui.ui.widgets.styled import STATE_CLASSES, styled
 
 FIXED_COLUMNS = (
     ("name", "Node / bitmap", 16), ("state", "Dev/state", 12), ("dirty", "Size/dirty", 10),

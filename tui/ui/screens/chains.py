@@ -31,8 +31,8 @@ from tui.chains.view import ChainsView, Problem, build_view
 from tui.errors import BitmapTuiError
 from tui.format import human_bytes
 from tui.model.store import Store
-from tui.palette import PaletteCommand
-from tui.screens.dialogs import ConfirmDialog
+from tui.ui.palette import PaletteCommand
+from tui.ui.screens.dialogs import ConfirmDialog
 
 MUTATING_CHAINS = frozenset({"run_policy", "fix"})
 RELOAD_DELAY = 0.2  # coalesce bursts of store changes into one reload
@@ -83,7 +83,7 @@ class ChainsScreen(Screen[None]):
         self.store = store
         self.fleet = fleet
         self.read_only = read_only
-        self.policies = policies if policies is not None else _config_policies()
+        self.policies = policies if policies is not None else {}
         self._own_ledger = ledger is None
         self.ledger = ledger if ledger is not None else Ledger()
         self.view_data = ChainsView()
@@ -365,12 +365,3 @@ class ChainsScreen(Screen[None]):
             if conn.connected:
                 await reconcile(conn, self.ledger)
         self.reload()
-
-
-def _config_policies() -> dict[str, Policy]:
-    from tui.chains.cli import load_policies
-
-    try:
-        return load_policies(None)
-    except BitmapTuiError:
-        return {}

@@ -7,8 +7,8 @@ from typing import Any
 from rich.text import Text
 
 from tui.model.state import ConnectionModel, FleetState
-from tui.widgets.difftable import DiffTable
-from tui.widgets.styled import STATE_CLASSES, styled
+from tui.ui.widgets.difftable import DiffTable
+from tui.ui.widgets.styled import STATE_CLASSES, styled
 
 
 class ConnectionsTable(DiffTable):

@@ -2,7 +2,7 @@
 selected drive (or of every drive of the connection) with a target name pattern.
 
 A mixin for the dashboard screen plus palette commands (``transaction: ...``) registered with
-:mod:`tui.palette`. Composing is allowed in read-only mode (to prepare, check and save); the
+:mod:`tui.ui.palette`. Composing is allowed in read-only mode (to prepare, check and save); the
 composer refuses to send.
 """
 
@@ -11,16 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tui.ops.common import refused
-from tui.palette import PaletteCommand, register_commands
-from tui.screens.composer import ComposerScreen
-from tui.screens.txn_dialogs import PatternDialog
+from tui.ui.palette import PaletteCommand, register_commands
+from tui.ui.screens.composer import ComposerScreen
+from tui.ui.screens.txn_dialogs import PatternDialog
 
 if TYPE_CHECKING:
     from textual.app import App
 
     from tui.model.store import Store
     from tui.ops.common import Outcome
-    from tui.widgets.nodes import NodesTable
+    from tui.ui.widgets.nodes import NodesTable
 
 
 class TransactionActions:

@@ -15,7 +15,7 @@ from tui.format import human_bytes
 from tui.model.state import ConnectionModel, Node
 from tui.ops import bitmaps as ops
 from tui.ops.bitmaps import BitmapRef
-from tui.screens.dialogs import FormDialog
+from tui.ui.screens.dialogs import FormDialog
 
 CUSTOM = -1
 

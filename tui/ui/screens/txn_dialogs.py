@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from tui.screens.dialogs import FormDialog
+from tui.ui.screens.dialogs import FormDialog
 
 DEFAULT_PATTERN = "{dir}/{device}-incr-{n}.qcow2"
 

@@ -22,13 +22,13 @@ from textual.widgets import DataTable, Footer, Input
 
 from tui.model.state import ConnectionModel, JobResult
 from tui.model.store import Store
-from tui.palette import PaletteCommand
-from tui.screens.actions import DashboardActions
-from tui.screens.txn_actions import TransactionActions
-from tui.widgets.connections import ConnectionsTable
-from tui.widgets.events import EventLog
-from tui.widgets.jobs import JobsTable, job_key, split_key
-from tui.widgets.nodes import NodesTable, bitmap_key, node_key
+from tui.ui.palette import PaletteCommand
+from tui.ui.screens.actions import DashboardActions
+from tui.ui.screens.txn_actions import TransactionActions
+from tui.ui.widgets.connections import ConnectionsTable
+from tui.ui.widgets.events import EventLog
+from tui.ui.widgets.jobs import JobsTable, job_key, split_key
+from tui.ui.widgets.nodes import NodesTable, bitmap_key, node_key
 
 FRAME = 1 / 30  # at most ~30 redraws a second
 WIDE = 160  # columns from which jobs and events move to the right of the nodes

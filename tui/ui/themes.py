@@ -20,11 +20,11 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 from yaml.nodes import Node
 
-from tui.config import user_themes_dir
 from tui.errors import ConfigError
+from tui.paths import user_themes_dir
 from tui.yamlnodes import Reader, load_nodes
 
-BUILTIN_DIR = Path(__file__).with_name("builtin_themes")
+BUILTIN_DIR = Path(__file__).parent.parent / "builtin_themes"
 BUILTIN_NAMES = ("dark", "light", "high-contrast", "ansi")
 DEFAULT_THEME = "dark"
 

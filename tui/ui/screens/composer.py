@@ -33,8 +33,6 @@ from textual.worker import Worker, WorkerState
 
 from tui.errors import BitmapTuiError
 from tui.model.state import ConnectionModel
-from tui.screens.dialogs import ConfirmDialog
-from tui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog
 from tui.txn import (
     GROUPED,
     INDIVIDUAL,
@@ -50,7 +48,9 @@ from tui.txn import (
     what_if,
 )
 from tui.txn.model import incremental_of, target_for
-from tui.widgets.action_form import ActionForm
+from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog
+from tui.ui.widgets.action_form import ActionForm
 
 # At most this many redraws a second from store changes (a frame budget for the live view).
 REDRAW_INTERVAL = 0.1

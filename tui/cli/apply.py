@@ -14,15 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tui.cli.options import EXIT_REFUSED, add_session_options, error, session_of
 from tui.errors import BitmapTuiError
+from tui.model.state import LinkState
+from tui.session import Session
+from tui.txn.checks import prepare
+from tui.txn.files import load
 from tui.txn.model import COMPLETION_MODES, Transaction
+from tui.txn.tracker import TransactionRun
 from tui.txn.verdict import Verdict, describe
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``apply`` subcommand (called by :mod:`tui.cli`)."""
-    from tui.cli import _add_connect
-
+    """Add the ``apply`` and ``compose`` subcommands."""
     p = subparsers.add_parser(
         "apply",
         help="check and send a transaction file, wait for its jobs, print the verdict",
@@ -32,7 +36,7 @@ def register(subparsers: Any) -> None:
         "before any job started.",
     )
     p.add_argument("file", metavar="FILE.yaml", help="transaction file")
-    _add_connect(p)
+    add_session_options(p)
     p.add_argument("--completion-mode", choices=COMPLETION_MODES, default=None,
                    help="override the file's completion mode")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -47,7 +51,7 @@ def register(subparsers: Any) -> None:
         help="open the transaction composer (optionally on a file) for one connection",
     )
     c.add_argument("file", metavar="FILE.yaml", nargs="?", help="transaction file to start from")
-    _add_connect(c)
+    add_session_options(c)
     c.set_defaults(handler=compose)
 
 
@@ -66,49 +70,30 @@ def _emit(verdict: Verdict, as_json: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The ``apply`` handler."""
-    from tui.txn.files import load
-
     mode = args.completion_mode or "individual"
     try:
         txn = load(args.file)
+        session = session_of(args)
     except BitmapTuiError as exc:
         return _emit(_refused(mode, str(exc)), args.json)
     if args.completion_mode:
         txn = txn.with_mode(args.completion_mode)
-    return asyncio.run(_apply(args, txn))
+    with session:
+        return asyncio.run(_apply(session, args, txn))
 
 
-async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
-    from tui.cli import resolve_endpoints
-    from tui.model.state import LinkState
-    from tui.txn.checks import prepare
-    from tui.txn.tracker import TransactionRun
-
+async def _apply(session: Session, args: argparse.Namespace, txn: Transaction) -> int:
     mode = txn.completion_mode
     try:
-        endpoints = resolve_endpoints(args)
+        endpoints = session.endpoints()
+        if len(endpoints) != 1:
+            return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
+        # read-only (flag or config) is enforced in the core; the audit log opens first
+        fleet = await session.connect()
     except BitmapTuiError as exc:
         return _emit(_refused(mode, str(exc)), args.json)
-    if len(endpoints) != 1:
-        return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
-    from tui.cli import make_fleet
-    from tui.config import load_config
-
-    timeout = getattr(args, "timeout", 5.0)
+    conn = fleet[endpoints[0].name]
     try:
-        cfg = load_config(getattr(args, "config", None))
-        # --read-only/config read_only enforced in the core; --audit-log or the config's log.
-        fleet = make_fleet(args, cfg, reconnect=False, connect_timeout=timeout)
-    except BitmapTuiError as exc:
-        return _emit(_refused(mode, str(exc)), args.json)
-    audit = fleet.audit
-    conn = fleet.add(endpoints[0])
-    fleet.start()
-    try:
-        try:
-            await fleet.wait_first_answer(timeout * 3 + 5)
-        except TimeoutError:
-            pass
         model = conn.model
         if model.state is not LinkState.CONNECTED:
             return _emit(_refused(mode, f"{conn.name}: {model.error or model.state.value}"),
@@ -139,42 +124,26 @@ async def _apply(args: argparse.Namespace, txn: Transaction) -> int:
         return _emit(verdict, args.json)
     finally:
         await fleet.stop()
-        if audit is not None:  # None when read-only: nothing is sent, nothing to record
-            audit.close()
 
 
 def compose(args: argparse.Namespace) -> int:
     """The ``compose`` handler: the console (config, theme, audit log as usual) opened on the
     composer; esc leads to the dashboard. Textual is imported only here."""
-    from tui.app import run_app
-    from tui.cli import resolve_endpoints
-    from tui.txn.files import load
+    from tui.ui.run import open_composer_at_start, run_console
 
     txn = None
     if args.file and Path(args.file).exists():
         try:
             txn = load(args.file)
         except BitmapTuiError as exc:
-            print(f"bitmap-tui: {exc}", file=sys.stderr)
-            return 2
-    endpoints = resolve_endpoints(args)
+            error(str(exc))
+            return EXIT_REFUSED
+    session = session_of(args)
+    endpoints = session.endpoints()
     if len(endpoints) != 1:
-        print("bitmap-tui: compose needs exactly one --connect ADDR", file=sys.stderr)
-        return 2
-    name = endpoints[0].name
-
-    async def open_composer(app: Any) -> None:
-        from tui.screens.composer import ComposerScreen
-
-        # the forms offer what exists: wait for the first answer before building them
-        try:
-            await app.fleet.wait_first_answer(float(getattr(args, "timeout", 5.0)) * 3 + 5)
-        except TimeoutError:
-            pass
-        await app.push_screen(ComposerScreen(app.fleet, name, txn, path=args.file))
-
-    args.startup = open_composer
-    return run_app(args)
+        error("compose needs exactly one --connect ADDR")
+        return EXIT_REFUSED
+    return run_console(session, startup=open_composer_at_start(endpoints[0].name, txn, args.file))
 
 
 def _print_fixes(prepared: Any) -> None:

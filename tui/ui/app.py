@@ -1,17 +1,10 @@
-"""The Textual application: setup only. Screens live in ``tui/screens``, widgets in ``tui/widgets``.
-
-``run_app(args)`` (called by ``tui/cli.py``) builds a Fleet from ``--connect`` or the config,
-or starts a local demo QEMU when nothing is given, and opens the dashboard.
+"""The Textual application: setup only. Screens live in ``tui/ui/screens``, widgets in
+``tui/ui/widgets``; :mod:`tui.ui.run` starts it on a session's fleet.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import gc
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -21,12 +14,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from tui.model.store import Store
-from tui.palette import ContextCommands
-from tui.screens.actions import MUTATING
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.help import HelpScreen
-from tui.theme_vars import resolve_defaults
-from tui.themes import DEFAULT_THEME, ThemeSet, load_themes, register_themes
+from tui.ui.palette import ContextCommands
+from tui.ui.screens.actions import MUTATING
+from tui.ui.screens.dashboard import DashboardScreen
+from tui.ui.screens.help import HelpScreen
+from tui.ui.theme_vars import resolve_defaults
+from tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes, register_themes
 
 
 class BitmapTuiApp(App[int]):
@@ -41,18 +34,21 @@ class BitmapTuiApp(App[int]):
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("l", "chains", "Chains", id="app.chains"),
     ]
-    # Backup chains screen: a ledger and policies to use instead of the defaults (tests, embedding).
-    chains_ledger: Any = None
-    chains_policies: Any = None
-
-    # A coroutine run once the app is up (after the fleet started): ``startup(app)``.
-    startup: Callable[[Any], Awaitable[None]] | None = None
+    # How long a startup step waits for the fleet's first answer (the session sets it).
+    first_answer_timeout: float = 20.0
 
     def __init__(self, *, fleet: Any = None, store: Store | None = None, read_only: bool = False,
                  clock: Callable[[], float] = time.monotonic, theme_name: str | None = None,
                  themes: ThemeSet | None = None, keymap: dict[str, str] | None = None,
-                 demo: Any = None) -> None:
+                 demo: Any = None, policies: dict[str, Any] | None = None,
+                 chains_ledger: Any = None,
+                 startup: Callable[[Any], Awaitable[None]] | None = None) -> None:
         super().__init__()
+        # The backup chains screen runs these policies on this ledger (None: the default one).
+        self.chains_policies = policies or {}
+        self.chains_ledger = chains_ledger
+        # A coroutine run once the app is up (after the fleet started): ``startup(app)``.
+        self.startup = startup
         self.fleet = fleet
         self.store: Store = store or (fleet.store if fleet is not None else Store())
         self.read_only = read_only or bool(getattr(fleet, "read_only", False))
@@ -112,7 +108,7 @@ class BitmapTuiApp(App[int]):
 
     def action_chains(self) -> None:
         """Open the backup chains screen (ledger, policies, run policy)."""
-        from tui.screens.chains import ChainsScreen
+        from tui.ui.screens.chains import ChainsScreen
 
         if isinstance(self.screen, ChainsScreen):
             return
@@ -126,8 +122,8 @@ class BitmapTuiApp(App[int]):
 
     def key_help(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """Key bindings by area, as remapped by the keymap, without mutating ones if read-only."""
-        from tui.widgets.jobs import JobsTable
-        from tui.widgets.nodes import NodesTable
+        from tui.ui.widgets.jobs import JobsTable
+        from tui.ui.widgets.nodes import NodesTable
 
         keymap: dict[str, str] = dict(getattr(self, "_keymap", {}) or {})
 
@@ -171,10 +167,10 @@ def known_binding_ids() -> set[str]:
 
     from textual.dom import DOMNode
 
-    import tui.screens
-    import tui.widgets
+    import tui.ui.screens
+    import tui.ui.widgets
 
-    for pkg in (tui.screens, tui.widgets):
+    for pkg in (tui.ui.screens, tui.ui.widgets):
         for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
             importlib.import_module(mod.name)
     ids: set[str] = set()
@@ -186,91 +182,3 @@ def known_binding_ids() -> set[str]:
             if isinstance(b, Binding) and b.id:
                 ids.add(b.id)
     return ids
-
-
-async def _serve(args: argparse.Namespace, endpoints: list[Any], cfg: Any, themes: ThemeSet,
-                 theme: str) -> int:
-    from tui.audit import open_audit
-    from tui.qmp.address import parse_address
-    from tui.qmp.fleet import Endpoint, Fleet
-
-    app: BitmapTuiApp | None = None
-    main = asyncio.current_task()
-
-    def stop() -> None:
-        # A plain `kill` or a closed terminal must also stop the demo QEMU: leave through the
-        # cleanup path, whether the app is up yet or the demo is still starting.
-        if app is not None and app.is_running:
-            app.exit()
-        elif main is not None:
-            main.cancel()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop)
-    async with contextlib.AsyncExitStack() as stack:
-        demo = None
-        if not endpoints or getattr(args, "demo", False):
-            # No connection given: open on the demo sandbox, removed again on the way out.
-            from tui.demo import Demo, palette_commands
-            from tui.palette import register_commands
-
-            demo = Demo(write_interval=float(getattr(args, "write_interval", 0.5)))
-            stack.push_async_callback(demo.close)
-            await demo.start()
-            register_commands(palette_commands)
-            endpoints = [Endpoint("demo", parse_address(demo.address))]
-        # The demo's audit log lives (and goes) with its scratch directory.
-        # --audit-log wins over the config; an unwritable log is one line, not a traceback.
-        audit = open_audit(demo.sandbox.path("audit.jsonl") if demo
-                           else getattr(args, "audit_log", None) or cfg.audit_path())
-        stack.callback(audit.close)
-        timeout = float(getattr(args, "timeout", 5.0))
-        fleet = Fleet(
-            read_only=bool(getattr(args, "read_only", False)) or cfg.defaults.read_only,
-            refresh_interval=cfg.defaults.refresh_interval,
-            # --timeout has a default of 5 s: the config's value wins unless one was typed.
-            connect_timeout=cfg.defaults.connect_timeout if timeout == 5.0 else timeout,
-            audit=audit,
-        )
-        for ep in endpoints:
-            fleet.add(ep)
-        stack.push_async_callback(fleet.stop)
-        app = BitmapTuiApp(fleet=fleet, theme_name=theme, themes=themes, keymap=cfg.keymap,
-                           demo=demo)
-        # The chains screen runs the policies of the config this app was started with.
-        app.chains_policies = dict(cfg.policies)
-        app.startup = getattr(args, "startup", None)
-        await app.run_async()
-        return app.return_code or 0
-
-
-def _run(coro: Any) -> int:
-    try:
-        return int(asyncio.run(coro))
-    except asyncio.CancelledError:  # SIGTERM/SIGHUP before the app was up: cleaned up already
-        return 143
-
-
-def run_app(args: argparse.Namespace) -> int:
-    """Open the dashboard on ``--connect`` endpoints, the config's, or a local demo QEMU.
-
-    The config, the theme and the keymap are all checked before anything starts: a problem is
-    one ConfigError line, never a half-configured app.
-    """
-    from tui.cli import resolve_endpoints
-    from tui.config import load_config
-    from tui.sandbox import SandboxError
-
-    cfg = load_config(getattr(args, "config", None))
-    endpoints = [] if getattr(args, "demo", False) else resolve_endpoints(args)
-    themes = load_themes()
-    theme = getattr(args, "theme", None) or cfg.defaults.theme
-    themes.get(theme)  # an unknown name: ConfigError listing the available ones
-    cfg.check_keymap(known_binding_ids())
-    try:
-        return _run(_serve(args, endpoints, cfg, themes, theme))
-    except SandboxError as exc:
-        print(f"bitmap-tui: cannot start the demo QEMU: {exc}", file=sys.stderr)
-        return 2

@@ -14,8 +14,8 @@ from textual.binding import Binding
 
 from tui.format import human_duration, human_rate
 from tui.model.state import ConnectionModel, Job, JobResult
-from tui.widgets.difftable import DiffTable, Row
-from tui.widgets.styled import STATE_CLASSES, styled
+from tui.ui.widgets.difftable import DiffTable, Row
+from tui.ui.widgets.styled import STATE_CLASSES, styled
 
 SEP = "\x1f"
 BAR_WIDTH = 8

@@ -21,11 +21,11 @@ from tui.ops import bitmaps as bitmap_ops
 from tui.ops import jobs as job_ops
 from tui.ops.bitmaps import BitmapRef
 from tui.ops.common import Outcome, refused
-from tui.palette import PaletteCommand
-from tui.screens.bitmap_dialogs import AddBitmapDialog, AddRequest, MergeDialog
-from tui.screens.dialogs import ConfirmDialog, SpeedDialog
-from tui.widgets.jobs import JobsTable
-from tui.widgets.nodes import NodesTable
+from tui.ui.palette import PaletteCommand
+from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, AddRequest, MergeDialog
+from tui.ui.screens.dialogs import ConfirmDialog, SpeedDialog
+from tui.ui.widgets.jobs import JobsTable
+from tui.ui.widgets.nodes import NodesTable
 
 BITMAP_ACTIONS = ("bitmap_add", "bitmap_clear", "bitmap_enable", "bitmap_disable", "bitmap_merge",
                   "bitmap_remove")
@@ -35,7 +35,7 @@ CONFIRM = {"clear": "Clear", "remove": "Remove"}
 
 
 class DashboardActions(Screen[None]):
-    """Base of :class:`~tui.screens.dashboard.DashboardScreen`: its operations (kept apart to
+    """Base of :class:`~tui.ui.screens.dashboard.DashboardScreen`: its operations (kept apart to
     stay small). The dashboard sets these attributes."""
 
     store: Store

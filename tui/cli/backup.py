@@ -1,0 +1,111 @@
+"""``bitmap-tui backup POLICY``: run a backup policy once (full or incremental per drive).
+
+Exit codes: 0 all good, 1 a job failed, 2 refused before anything started (bad policy, no
+connection, read-only, a QMP error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from tui.chains.ledger import Ledger
+from tui.chains.reconcile import reconcile
+from tui.chains.run import preview, run_policy
+from tui.cli.options import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    add_ledger_option,
+    add_session_options,
+    error,
+    session_of,
+)
+from tui.model.state import LinkState
+from tui.session import Session
+
+
+def register(sub: Any) -> None:
+    """Add ``backup``."""
+    b = sub.add_parser("backup", help="run a backup policy once (full or incremental per drive)")
+    b.add_argument("policy", help="policy name from the config file")
+    add_session_options(b)
+    add_ledger_option(b)
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.add_argument("--plan", action="store_true", help="only show what would be done")
+    b.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up waiting for the jobs after this long (they keep running)")
+    b.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``backup`` handler."""
+    with session_of(args) as session:
+        return asyncio.run(_backup(session, args))
+
+
+async def _backup(session: Session, args: argparse.Namespace) -> int:
+    policies = session.config.policies
+    pol = policies.get(args.policy)
+    if pol is None:
+        known = ", ".join(sorted(policies)) or "none"
+        error(f"no policy named '{args.policy}' (known: {known})")
+        return EXIT_REFUSED
+    if pol.connection not in session.endpoint_names():
+        error(f"policy '{pol.name}' uses connection '{pol.connection}', which has no address "
+              f"(give --connect {pol.connection}=ADDR or add it to the config)")
+        return EXIT_REFUSED
+    if session.read_only and not args.plan:
+        error("read-only: backup would send commands; --plan shows what it would do")
+        return EXIT_REFUSED
+    fleet = await session.connect([pol.connection])
+    try:
+        conn = fleet[pol.connection]
+        if conn.model.state is not LinkState.CONNECTED:
+            error(f"{pol.connection}: {conn.model.error or 'not connected'}")
+            return EXIT_REFUSED
+        with Ledger(session.ledger_path) as ledger:
+            if args.plan:
+                if not session.read_only:  # finishing ended jobs dismisses them in QEMU
+                    await reconcile(conn, ledger)
+                plan, lines = preview(ledger, conn.model, pol)
+                if args.json:
+                    print(json.dumps({"policy": pol.name, "errors": plan.errors, "preview": lines},
+                                     indent=2))
+                else:
+                    print(f"policy {pol.name} on {pol.connection} ({plan.mode}), not sent:")
+                    print("\n".join(f"  {line}" for line in lines))
+                return EXIT_REFUSED if plan.errors else EXIT_OK
+            step = None if args.json else (lambda text: print(f"· {text}", file=sys.stderr))
+            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step)
+    finally:
+        await fleet.stop()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        _print_result(result)
+    return result.exit_code
+
+
+def _print_result(result: Any) -> None:
+    head = f"policy {result.policy} on {result.connection} ({result.mode})"
+    if result.txn_ids:
+        head += ": transaction " + ", ".join(str(t) for t in result.txn_ids)
+    print(head)
+    for note in result.notes:
+        print(f"  note: {note}")
+    for d in result.drives:
+        what = f"{d.kind} {d.reason}".strip()
+        tail = f"  {str(d.state).upper()}"
+        if d.error:
+            tail += f": {d.error}"
+        target = f" → {d.path}" if d.path else ""
+        print(f"  {d.drive:<10} {what}{target}{tail}")
+    if result.refused:
+        print(f"refused: {result.refused}")
+    if result.next:
+        print("next:")
+        for line in result.next:
+            print(f"  {line}")

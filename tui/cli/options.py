@@ -1,0 +1,81 @@
+"""Options shared by every command, and their translation into :class:`tui.session.LaunchOptions`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tui.session import LaunchOptions, Session
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+
+# Remote-access options for the --connect addresses (config files set the same per connection).
+TRANSPORT_FLAGS = {
+    "tls_ca": ("--tls-ca", "CA certificate (PEM) that signed the QEMU's TLS certificate"),
+    "tls_cert": ("--tls-cert", "client certificate (PEM) for QEMU's verify-peer=on"),
+    "tls_key": ("--tls-key", "private key (PEM) of --tls-cert"),
+    "ssh_config": ("--ssh-config", "ssh client config file for ssh:// addresses (ssh -F)"),
+}
+
+
+def add_session_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """The options every command takes. Subcommands repeat them with SUPPRESS defaults, so a
+    value given before the subcommand is kept."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument("-c", "--connect", action="append", default=default([]), metavar="[NAME=]ADDR",
+                   help="QMP address: unix:/path, /path, tcp:HOST:PORT, HOST:PORT or "
+                   "ssh://[user@]host/path (repeat for a fleet)")
+    p.add_argument("--config", metavar="FILE", default=default(None),
+                   help="config file (default: XDG config dir)")
+    p.add_argument("--timeout", type=float, default=default(None),
+                   help="connect timeout in seconds (default: the config's, else 5)")
+    p.add_argument("--audit-log", metavar="FILE", default=default(None),
+                   help="where every mutating command sent is recorded "
+                   "(default: the config's audit_log, else $XDG_STATE_HOME/bitmap-tui/audit.jsonl)")
+    p.add_argument("--read-only", action="store_true", default=default(False),
+                   help="never send a mutating command and never delete a file "
+                   "(the config's defaults.read_only does the same)")
+    g = p.add_argument_group("remote access (applies to every --connect address)")
+    for dest, (flag, text) in TRANSPORT_FLAGS.items():
+        g.add_argument(flag, dest=dest, metavar="FILE", help=text, default=default(None))
+    g.add_argument("--allow-insecure-tcp", dest="allow_insecure_tcp", action="store_true",
+                   default=default(False),
+                   help="allow plaintext TCP to a non-loopback host (QMP has no authentication)")
+
+
+def add_ledger_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ledger", metavar="FILE", help="ledger database (default: XDG state dir)")
+
+
+def launch_options(args: argparse.Namespace) -> LaunchOptions:
+    """The parsed command line as typed launch options."""
+    transport: dict[str, Any] = {k: getattr(args, k, None) for k in TRANSPORT_FLAGS}
+    transport = {k: v for k, v in transport.items() if v}
+    if getattr(args, "allow_insecure_tcp", False):
+        transport["allow_insecure_tcp"] = True
+    return LaunchOptions(
+        connect=tuple(getattr(args, "connect", None) or ()),
+        config=getattr(args, "config", None),
+        timeout=getattr(args, "timeout", None),
+        audit_log=getattr(args, "audit_log", None),
+        read_only=bool(getattr(args, "read_only", False)),
+        theme=getattr(args, "theme", None),
+        ledger=getattr(args, "ledger", None),
+        transport=transport,
+    )
+
+
+def session_of(args: argparse.Namespace) -> Session:
+    """The session for a parsed command line (loads and checks the config)."""
+    return Session(launch_options(args))
+
+
+def error(message: str) -> None:
+    """One line on stderr, prefixed with the program's name."""
+    print(f"bitmap-tui: {message}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The QMP layer: addresses, transports, connections and fleets (no Textual)."""

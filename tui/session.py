@@ -1,0 +1,184 @@
+"""The composition root: launch options → config → endpoints → one fleet, decided the same way
+for the console and every headless command.
+
+Read-only, the audit log, timeouts and the remote-access options (TLS, SSH) are decided here and
+nowhere else, so a guard that holds in one command holds in all of them:
+
+- read-only is on when ``--read-only`` was given *or* the config's ``defaults.read_only`` is true;
+  a read-only fleet refuses every mutating QMP command in the core, and :meth:`Session.may_change`
+  refuses file deletions and other local changes;
+- a session that may change a VM opens its audit log before anything is sent (``--audit-log``,
+  else the config's ``defaults.audit_log``, else the XDG state directory); a log that cannot be
+  opened stops the command with one line;
+- the connect timeout is ``--timeout`` when given, else the config's ``defaults.connect_timeout``.
+
+No Textual here: the console receives a :class:`Session` from the command line like every command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tui.audit import AuditLog, open_audit
+from tui.config import Config, load_config
+from tui.errors import ReadOnlyError
+from tui.paths import default_ledger_path
+from tui.qmp.fleet import Endpoint, Fleet, endpoints_from
+
+# How long a command waits for every connection's first answer, on top of the connect timeout
+# (a connect, the probe and the first node and job queries).
+FIRST_ANSWER_SLACK = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchOptions:
+    """What the user asked for on the command line (every field optional)."""
+
+    #: ``--connect`` addresses (``[NAME=]ADDR``); empty: the config's connections.
+    connect: tuple[str, ...] = ()
+    #: ``--config FILE``; None: the XDG default (a missing default file is an empty config).
+    config: str | None = None
+    #: ``--timeout`` seconds for a connect; None: the config's ``defaults.connect_timeout``.
+    timeout: float | None = None
+    #: ``--audit-log FILE``; None: the config's ``defaults.audit_log``, else the XDG state dir.
+    audit_log: str | None = None
+    #: ``--read-only``: never send a mutating command, never delete a file.
+    read_only: bool = False
+    #: ``--theme NAME``; None: the config's ``defaults.theme``.
+    theme: str | None = None
+    #: ``--ledger FILE``; None: the XDG state dir's ledger.
+    ledger: str | None = None
+    #: Remote-access options applied to every ``--connect`` address (``tls_ca``, ``tls_cert``,
+    #: ``tls_key``, ``ssh_config``, ``allow_insecure_tcp``).
+    transport: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """One run of bitmap-tui: its options, its config and the decisions made from them."""
+
+    def __init__(self, options: LaunchOptions, config: Config | None = None) -> None:
+        self.options = options
+        self.config = config if config is not None else load_config(options.config)
+        self._audit: AuditLog | None = None
+        self._endpoints: list[Endpoint] | None = None
+
+    def with_options(self, **changes: Any) -> Session:
+        """The same config with some options changed (e.g. the demo's own audit log)."""
+        return Session(replace(self.options, **changes), self.config)
+
+    # ------------------------------------------------------------------ decisions
+
+    @property
+    def read_only(self) -> bool:
+        """``--read-only`` or the config's ``defaults.read_only``: either is enough."""
+        return self.options.read_only or self.config.defaults.read_only
+
+    @property
+    def connect_timeout(self) -> float:
+        """``--timeout`` when given, else the config's ``defaults.connect_timeout``."""
+        if self.options.timeout is not None:
+            return self.options.timeout
+        return self.config.defaults.connect_timeout
+
+    @property
+    def first_answer_timeout(self) -> float:
+        """How long to wait for every connection's first answer."""
+        return self.connect_timeout * 3 + FIRST_ANSWER_SLACK
+
+    @property
+    def theme(self) -> str:
+        """``--theme`` when given, else the config's."""
+        return self.options.theme or self.config.defaults.theme
+
+    @property
+    def audit_path(self) -> Path:
+        """Where this session's mutating commands are recorded."""
+        if self.options.audit_log:
+            return Path(self.options.audit_log).expanduser()
+        return self.config.audit_path()
+
+    @property
+    def ledger_path(self) -> Path:
+        """The backup-chain ledger of this session."""
+        return Path(self.options.ledger).expanduser() if self.options.ledger \
+            else default_ledger_path()
+
+    def may_change(self, what: str) -> None:
+        """Refuse a local change (a file deletion, ...) in read-only mode with one line."""
+        if self.read_only:
+            raise ReadOnlyError(f"read-only: not {what}")
+
+    def audit(self) -> AuditLog | None:
+        """The audit log, opened once; None when read-only (nothing can be sent to record)."""
+        if self.read_only:
+            return None
+        if self._audit is None:
+            self._audit = open_audit(self.audit_path)
+        return self._audit
+
+    # ------------------------------------------------------------------ connections
+
+    def endpoints(self) -> list[Endpoint]:
+        """``--connect`` endpoints (with the remote-access options), else the config's."""
+        if self._endpoints is None:
+            if self.options.connect:
+                extra = dict(self.options.transport)
+                self._endpoints = [
+                    replace(ep, options={**ep.options, **extra}) if extra else ep
+                    for ep in endpoints_from(self.options.connect)
+                ]
+            else:
+                self._endpoints = self.config.endpoints()
+        return self._endpoints
+
+    def endpoint_names(self) -> list[str]:
+        return [ep.name for ep in self.endpoints()]
+
+    def open_fleet(self, endpoints: Iterable[Endpoint] | None = None, *,
+                   reconnect: bool = False, read_only: bool = False, **options: Any) -> Fleet:
+        """A fleet over ``endpoints`` (default: all of this session's), not started yet.
+
+        ``read_only=True`` narrows a session further (``status`` only ever queries); it can never
+        widen it. The audit log is opened first: when it cannot be, nothing is connected."""
+        narrowed = self.read_only or read_only
+        fleet = Fleet(
+            read_only=narrowed,
+            audit=None if narrowed else self.audit(),
+            reconnect=reconnect,
+            refresh_interval=self.config.defaults.refresh_interval,
+            connect_timeout=self.connect_timeout,
+            **options,
+        )
+        for ep in self.endpoints() if endpoints is None else endpoints:
+            fleet.add(ep)
+        return fleet
+
+    async def connect(self, names: Iterable[str] | None = None, *,
+                      read_only: bool = False) -> Fleet:
+        """Open, start and wait for the first answer of the named connections (default: all).
+
+        Connections that did not answer in time are left as they are (their model says why)."""
+        wanted = None if names is None else set(names)
+        eps = [ep for ep in self.endpoints() if wanted is None or ep.name in wanted]
+        fleet = self.open_fleet(eps, read_only=read_only)
+        fleet.start()
+        try:
+            await fleet.wait_first_answer(self.first_answer_timeout)
+        except TimeoutError:
+            pass
+        return fleet
+
+    def close(self) -> None:
+        """Close the audit log (idempotent)."""
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The Textual console: app, screens, widgets, palette and themes (the only Textual importers)."""

@@ -1,0 +1,114 @@
+"""Start the console on a :class:`tui.session.Session`: the fleet from the session (read-only and
+the audit log decided there), or a local demo QEMU when the session names no connection.
+
+The config, the theme and the keymap are all checked before anything starts: a problem is one
+ConfigError line, never a half-configured app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tui.demo import Demo
+from tui.qmp.address import parse_address
+from tui.qmp.fleet import Endpoint
+from tui.sandbox import SandboxError
+from tui.session import Session
+from tui.txn.model import Transaction
+from tui.ui.app import BitmapTuiApp, known_binding_ids
+from tui.ui.demo_commands import palette_commands
+from tui.ui.palette import register_commands
+from tui.ui.themes import ThemeSet, load_themes
+
+Startup = Callable[[Any], Awaitable[None]]
+EXIT_INTERRUPTED = 143
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """The demo sandbox's knobs (``bitmap-tui demo``)."""
+
+    write_interval: float = 0.5
+
+
+def run_console(session: Session, *, startup: Startup | None = None,
+                demo: DemoSettings | None = None) -> int:
+    """Open the dashboard; a demo QEMU when ``demo`` is given or the session has no connection."""
+    themes = load_themes()
+    themes.get(session.theme)  # an unknown name: ConfigError listing the available ones
+    session.config.check_keymap(known_binding_ids())
+    if demo is None and not session.endpoints():
+        demo = DemoSettings()
+    try:
+        return _run(_serve(session, themes, startup, demo))
+    except SandboxError as exc:
+        print(f"bitmap-tui: cannot start the demo QEMU: {exc}", file=sys.stderr)
+        return 2
+
+
+def open_composer_at_start(connection: str, txn: Transaction | None,
+                           path: str | None) -> Startup:
+    """A startup step that opens the composer on ``connection`` once it has answered."""
+
+    async def open_composer(app: Any) -> None:
+        from tui.ui.screens.composer import ComposerScreen
+
+        # the forms offer what exists: wait for the first answer before building them
+        with contextlib.suppress(TimeoutError):
+            await app.fleet.wait_first_answer(app.first_answer_timeout)
+        await app.push_screen(ComposerScreen(app.fleet, connection, txn, path=path))
+
+    return open_composer
+
+
+def _run(coro: Any) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except asyncio.CancelledError:  # SIGTERM/SIGHUP before the app was up: cleaned up already
+        return EXIT_INTERRUPTED
+
+
+async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
+                 demo_settings: DemoSettings | None) -> int:
+    app: BitmapTuiApp | None = None
+    main = asyncio.current_task()
+
+    def stop() -> None:
+        # A plain `kill` or a closed terminal must also stop the demo QEMU: leave through the
+        # cleanup path, whether the app is up yet or the demo is still starting.
+        if app is not None and app.is_running:
+            app.exit()
+        elif main is not None:
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    async with contextlib.AsyncExitStack() as stack:
+        demo = None
+        endpoints = None
+        if demo_settings is not None:
+            # The demo sandbox, removed again on the way out; its audit log lives (and goes)
+            # with its scratch directory.
+            demo = Demo(write_interval=demo_settings.write_interval)
+            stack.push_async_callback(demo.close)
+            await demo.start()
+            register_commands(palette_commands)
+            endpoints = [Endpoint("demo", parse_address(demo.address))]
+            session = session.with_options(audit_log=str(demo.sandbox.path("audit.jsonl")))
+        stack.callback(session.close)
+        fleet = session.open_fleet(endpoints, reconnect=True)
+        stack.push_async_callback(fleet.stop)
+        app = BitmapTuiApp(fleet=fleet, theme_name=session.theme, themes=themes,
+                           keymap=session.config.keymap, demo=demo,
+                           policies=dict(session.config.policies), startup=startup)
+        app.first_answer_timeout = session.first_answer_timeout
+        await app.run_async()
+        return app.return_code or 0
