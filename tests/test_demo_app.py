@@ -8,11 +8,11 @@ import pytest
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import screen_text
 from tui.demo import BACKUP_JOB, Demo
-from tui.ui.demo_commands import palette_commands
 from tui.model.state import BitmapState, JobResult
 from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint, Fleet
 from tui.ui.app import BitmapTuiApp
+from tui.ui.demo_commands import palette_commands
 from tui.ui.palette import commands_for, register_commands
 
 pytestmark = requires_qemu
