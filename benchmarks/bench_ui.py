@@ -61,6 +61,7 @@ def _time_calls(obj: Any, method: str) -> list[float]:
 
 async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
     from tui.ui.app import BitmapTuiApp
+    from tui.ui.messages import StateRendered
 
     fleet = Fleet(reconnect=False, connect_timeout=30)
     conn = fleet.add(Endpoint("vm", parse_address(f"unix:{sock}")))
@@ -69,7 +70,13 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
     count = int(rate * seconds)
     arrivals: list[tuple[int, float]] = []  # (store generation that includes it, sent at)
     frames: list[tuple[float, int]] = []  # (produced at, generation drawn)
-    async with app.run_test(size=SIZE):
+    rendered = [-1]  # the newest store generation the dashboard drew (its StateRendered)
+
+    def hook(message: Any) -> None:
+        if isinstance(message, StateRendered):
+            rendered[0] = max(rendered[0], message.generation)
+
+    async with app.run_test(size=SIZE, message_hook=hook):
         await _until(lambda: conn.connected and store.connection("vm").synced, 60, "connect")
         original = store.apply_event
 
@@ -81,7 +88,7 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
                 arrivals.append((store.generation, sent))
 
         store.apply_event = apply_event  # type: ignore[method-assign]
-        FrameRecorder(app, lambda t: frames.append((t, app.rendered_generation)))
+        FrameRecorder(app, lambda t: frames.append((t, rendered[0])))
         # Where a frame's time goes: the dashboard's state → widgets step, and the compositor
         # (widgets → screen update → terminal text).
         render_ms = _time_calls(app.dashboard, "render_state")
@@ -105,7 +112,7 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
         cpu = CpuWindow().start()
         await conn.execute("query-flood", {"count": count, "rate": rate})
         await _until(lambda: len(arrivals) >= count, seconds * 4 + 30, "all events")
-        await _until(lambda: app.rendered_generation >= arrivals[-1][0], 60, "last render")
+        await _until(lambda: rendered[0] >= arrivals[-1][0], 60, "last render")
         # A render that changed nothing visible produces no frame; give one a moment.
         with contextlib.suppress(TimeoutError):
             await _until(lambda: bool(frames) and frames[-1][1] >= arrivals[-1][0], 1, "frame")

@@ -10,7 +10,39 @@ from typing import Any
 
 from tests.conftest import wait_for
 from tui.ui.app import BitmapTuiApp
+from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.screens.dashboard import DashboardScreen
+
+
+class Messages:
+    """Every message posted in a test app (Textual's ``message_hook``)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def __call__(self, message: Any) -> None:
+        self.seen.append(message)
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for m in self.seen if isinstance(m, kind)]
+
+    def rendered(self) -> int:
+        """The newest store generation a screen put on screen (-1: none yet)."""
+        return max((m.generation for m in self.of(StateRendered)), default=-1)
+
+
+_MESSAGES: dict[int, Messages] = {}
+
+
+def watch(app: Any, **kw: Any) -> Any:
+    """``app.run_test(**kw)`` recording the app's messages (see :func:`messages`)."""
+    rec = Messages()
+    _MESSAGES[id(app)] = rec
+    return app.run_test(message_hook=rec, **kw)
+
+
+def messages(app: Any) -> Messages:
+    return _MESSAGES[id(app)]
 
 
 def sent_commands(audit_path: Path) -> list[str]:
@@ -24,23 +56,30 @@ def sent_commands(audit_path: Path) -> list[str]:
 async def running(fleet: Any, size: tuple[int, int] = (80, 24), **kw: Any) -> AsyncIterator[Any]:
     """``async with running(fleet) as (app, pilot, dash)``: the dashboard on a started fleet."""
     app = BitmapTuiApp(fleet=fleet, **kw)
-    async with app.run_test(size=size) as pilot:
+    async with watch(app, size=size) as pilot:
         dash = app.dashboard
-        await wait_for(lambda: dash.rendered_generation == fleet.store.generation, what="first render")
+        await settle(pilot, dash)
         yield app, pilot, dash
 
 
 async def settle(pilot: Any, dash: DashboardScreen) -> None:
     """Let pending renders reach the screen."""
-    await wait_for(lambda: dash.rendered_generation == dash.store.generation, what="render")
+    seen = messages(dash.app)
+    await wait_for(lambda: seen.rendered() == dash.store.generation, what="render")
     await pilot.pause()
+
+
+def outcomes_seen(dash: DashboardScreen) -> int:
+    """How many operation outcomes the dashboard has reported so far."""
+    return len(messages(dash.app).of(OperationFinished))
 
 
 async def outcome(pilot: Any, dash: DashboardScreen, before: int) -> Any:
     """Wait for the next reported outcome after ``before`` outcomes."""
-    await wait_for(lambda: dash.outcomes > before, timeout=15, what="an outcome")
+    seen = messages(dash.app)
+    await wait_for(lambda: len(seen.of(OperationFinished)) > before, timeout=15, what="an outcome")
     await pilot.pause()
-    return dash.last_outcome
+    return seen.of(OperationFinished)[-1].outcome
 
 
 def bitmap(fleet: Any, node: str, name: str, conn: str = "vm0") -> Any:

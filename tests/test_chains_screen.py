@@ -7,7 +7,7 @@ import os
 from textual.command import CommandList, CommandPalette
 
 from tests.conftest import requires_qemu, wait_for
-from tests.dashboard_kit import screen_text
+from tests.dashboard_kit import messages, screen_text, watch
 from tests.test_chains_qemu import damage
 from tui.chains.ledger import ImageState, Ledger
 from tui.chains.policy import Policy
@@ -15,6 +15,7 @@ from tui.chains.run import run_policy
 from tui.ui.app import BitmapTuiApp
 from tui.ui.screens.chains import ChainsScreen
 from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.screens.help import HelpScreen
 
 pytestmark = requires_qemu
@@ -35,7 +36,14 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
     pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
                                        "bitmap": "bm", "target_dir": str(sb.dir)})
     app = make_app(fleet, ledger, pol)
-    async with app.run_test(size=(110, 30)) as pilot:
+
+    def runs() -> list[PolicyRunFinished]:
+        return messages(app).of(PolicyRunFinished)
+
+    def verified() -> list[ChainsVerified]:
+        return messages(app).of(ChainsVerified)
+
+    async with watch(app, size=(110, 30)) as pilot:
         await pilot.press("l")
         scr = app.screen
         assert isinstance(scr, ChainsScreen)
@@ -45,17 +53,17 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         assert "drive0: full → drive0-full-1.qcow2 (new chain: no chain yet)" in app.screen.question
         assert "if drive1's job (bt1-1) fails: valid drive0-full-1.qcow2" in app.screen.question
         await pilot.press("y")
-        await wait_for(lambda: scr.runs == 1, timeout=60, what="policy run")
+        await wait_for(lambda: len(runs()) == 1, timeout=60, what="policy run")
         await pilot.pause()
-        assert {d.state for d in scr.last_result.drives} == {ImageState.VALID}
+        assert {d.state for d in runs()[-1].result.drives} == {ImageState.VALID}
         assert scr.query_one("#chains").row_count == 2
         text = screen_text(app)
         assert "VALID" in text and "drive0: next incremental on drive0-full-1.qcow2" in text
 
         await sb.write(0, 0, "1M")
         await pilot.press("r", "y")
-        await wait_for(lambda: scr.runs == 2, timeout=60, what="second run")
-        assert [d.kind for d in scr.last_result.drives] == ["incremental", "incremental"]
+        await wait_for(lambda: len(runs()) == 2, timeout=60, what="second run")
+        assert [d.kind for d in runs()[-1].result.drives] == ["incremental", "incremental"]
 
         await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "stray"})
         await wait_for(lambda: any(p.kind == "orphan" for p in scr.view_data.problems), what="orphan")
@@ -67,12 +75,12 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         await wait_for(lambda: conn.model.nodes["disk1"].bitmap("stray") is None, what="removed")
         await wait_for(lambda: not scr.view_data.problems, what="problem gone")
         await pilot.press("v")
-        await wait_for(lambda: scr.verifications == 1, timeout=30, what="verify")
+        await wait_for(lambda: len(verified()) == 1, timeout=30, what="verify")
         assert [line.split()[0] for line in scr.verify_lines] == ["PASS"] * 4
         # A damaged image fails.
-        damage(scr.last_result.drives[1].path)
+        damage(runs()[-1].result.drives[1].path)
         await pilot.press("v")
-        await wait_for(lambda: scr.verifications == 2, timeout=30, what="second verify")
+        await wait_for(lambda: len(verified()) == 2, timeout=30, what="second verify")
         await pilot.pause()
         assert "FAIL check drive1-incr-2.qcow2" in "\n".join(scr.verify_lines)
         await pilot.press("escape")
@@ -87,13 +95,13 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
     pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir)})
     app = make_app(fleet, ledger, pol, read_only=True)
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with watch(app, size=(100, 30)) as pilot:
         await pilot.press("l")
         scr = app.screen
         assert isinstance(scr, ChainsScreen)
         await pilot.press("r")
         await pilot.pause()
-        assert app.screen is scr and scr.runs == 0
+        assert app.screen is scr and not messages(app).of(PolicyRunFinished)
         assert "Run policy" not in screen_text(app)
         titles = [c.title for c in scr.context_commands()]
         assert "chains: Verify" in titles
@@ -121,7 +129,7 @@ async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path
     fleet = await fleet_for(sb)
     app = BitmapTuiApp(fleet=fleet)
     app.chains_ledger = ledger
-    async with app.run_test(size=(100, 30)):
+    async with watch(app, size=(100, 30)):
         await wait_for(lambda: ledger.txn(txn).state is TxnState.DONE, what="reconciled at start")
     assert ledger.jobs(txn)[0].state is JobState.UNKNOWN
     assert ledger.images()[0].state is ImageState.UNKNOWN
@@ -148,7 +156,7 @@ async def test_help_palette_and_deleting_an_invalid_image(make_sandbox, fleet_fo
     bad = next(d.path for d in second.drives if d.state is ImageState.INVALID)
     keep = [d.path for d in first.drives + second.drives if d.state is ImageState.VALID]
     app = make_app(fleet, ledger, pol)
-    async with app.run_test(size=(110, 30)) as pilot:
+    async with watch(app, size=(110, 30)) as pilot:
         await pilot.press("l")
         scr = app.screen
         assert isinstance(scr, ChainsScreen)

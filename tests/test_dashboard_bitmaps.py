@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import requires_qemu
-from tests.dashboard_kit import bitmap, outcome, running, sent_commands, settle
+from tests.dashboard_kit import bitmap, outcome, outcomes_seen, running, sent_commands, settle
 from tui.audit import AuditLog
 from tui.model.state import BitmapState
 from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
@@ -30,7 +30,7 @@ async def test_add_bitmap_through_dialog(vm):
     sb, fleet, audit = vm
     async with running(fleet) as (app, pilot, dash):
         assert dash.select_bitmap("vm0", "disk0")
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("n")
         assert isinstance(app.screen, AddBitmapDialog)
         await pilot.press(*"fresh")
@@ -86,7 +86,7 @@ async def test_persistent_on_raw_warns_and_shows_qemu_error(vm, tmp_path):
     await fleet["vm0"].refresh()
     async with running(fleet) as (app, pilot, dash):
         assert dash.select_bitmap("vm0", "rawnode")
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("n")
         dialog = app.screen
         await pilot.press(*"keep")
@@ -115,7 +115,7 @@ async def test_clear_asks_names_bitmap_and_node_then_count_is_zero(vm):
         assert not isinstance(app.screen, ConfirmDialog)
         assert sent_commands(audit) == []
         assert bitmap(fleet, "disk0", "bm0").count == 1 << 20
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("x")
         await pilot.press("y")
         out = await outcome(pilot, dash, n)
@@ -131,17 +131,17 @@ async def test_disable_enable_and_remove(vm):
     sb, fleet, audit = vm
     async with running(fleet) as (app, pilot, dash):
         dash.select_bitmap("vm0", "disk0", "bm0")
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("d")
         await outcome(pilot, dash, n)
         assert bitmap(fleet, "disk0", "bm0").state is BitmapState.DISABLED
         await settle(pilot, dash)
         assert str(dash.nodes_table.get_row("vm0\x1fdisk0\x1fb:bm0")[1]) == "disabled"
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("e")
         await outcome(pilot, dash, n)
         assert bitmap(fleet, "disk0", "bm0").state is BitmapState.ACTIVE
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("r")
         assert isinstance(app.screen, ConfirmDialog) and "Remove bitmap 'bm0'" in app.screen.question
         await pilot.click("#confirm")
@@ -165,7 +165,7 @@ async def test_merge_from_another_node_confirmed(vm):
         assert sent_commands(audit) == []
         sources = dialog.query_one("#sources")
         sources.select("disk1/other")
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         # (a second click within 0.2 s is swallowed by Button's press animation)
         dialog.query_one("#ok").press()
         await pilot.pause()
@@ -190,7 +190,7 @@ async def test_frozen_bitmap_refuses_everything_without_sending(vm):
     async with running(fleet) as (app, pilot, dash):
         dash.select_bitmap("vm0", "disk0", "bm0")
         for key in ("x", "e", "d", "m", "r"):
-            n = dash.outcomes
+            n = outcomes_seen(dash)
             await pilot.press(key)
             out = await outcome(pilot, dash, n)
             assert not out.ok and not out.sent and "frozen" in out.message, key
@@ -213,13 +213,13 @@ async def test_inconsistent_bitmap_only_remove(make_sandbox, fleet_for, tmp_path
     async with running(fleet) as (app, pilot, dash):
         dash.select_bitmap("vm0", "disk0", "saved")
         for key in ("x", "e", "d", "m"):
-            n = dash.outcomes
+            n = outcomes_seen(dash)
             await pilot.press(key)
             out = await outcome(pilot, dash, n)
             assert not out.ok and not out.sent and "only be removed" in out.message, key
         await settle(pilot, dash)
         assert str(dash.nodes_table.get_row("vm0\x1fdisk0\x1fb:saved")[1]) == "inconsistent"
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("r")
         await pilot.press("y")
         out = await outcome(pilot, dash, n)
@@ -240,7 +240,7 @@ async def test_anonymous_rows_refuse_and_can_be_hidden(vm):
         assert anon, "a backup adds anonymous bitmaps"
         assert "(anonymous)" in str(dash.nodes_table.get_row(anon[0])[0])
         dash.nodes_table.select_key(anon[0])
-        n = dash.outcomes
+        n = outcomes_seen(dash)
         await pilot.press("x")
         out = await outcome(pilot, dash, n)
         assert not out.ok and "anonymous" in out.message

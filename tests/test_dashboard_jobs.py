@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import requires_qemu, wait_for
-from tests.dashboard_kit import outcome, running, sent_commands, settle
+from tests.dashboard_kit import outcome, outcomes_seen, running, sent_commands, settle
 from tui.audit import AuditLog
 from tui.model.state import JobResult
 from tui.ui.screens.dialogs import ConfirmDialog, SpeedDialog
@@ -34,7 +34,7 @@ async def vm(sandbox, fleet_for, tmp_path):
 
 
 async def press_and_wait(pilot, dash, *keys):
-    n = dash.outcomes
+    n = outcomes_seen(dash)
     await pilot.press(*keys)
     return await outcome(pilot, dash, n)
 

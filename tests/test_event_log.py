@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import wait_for
-from tests.dashboard_kit import settle
+from tests.dashboard_kit import settle, watch
 from tests.fake_state import build_store
 from tui.ui.app import BitmapTuiApp
 from tui.ui.widgets.events import EventLog
@@ -31,7 +31,7 @@ def visible_text(log: EventLog) -> list[str]:
 async def test_flood_formats_only_visible_lines():
     store = build_store()
     app = BitmapTuiApp(store=store)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         log = dash.event_log
         await settle(pilot, dash)
@@ -63,7 +63,7 @@ async def test_flood_formats_only_visible_lines():
 async def test_paused_log_keeps_its_place_and_filter_reapplies():
     store = build_store()
     app = BitmapTuiApp(store=store)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         log = dash.event_log
         for i in range(200):

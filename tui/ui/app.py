@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from textual.app import App
@@ -14,8 +14,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from tui.model.store import Store
+from tui.ui.actions import APP, DASHBOARD, UiAction, bindings, help_groups, known_ids, refuses
+from tui.ui.actions import group as action_group
 from tui.ui.palette import ContextCommands
-from tui.ui.screens.actions import MUTATING
 from tui.ui.screens.dashboard import DashboardScreen
 from tui.ui.screens.help import HelpScreen
 from tui.ui.theme_vars import resolve_defaults
@@ -28,12 +29,7 @@ class BitmapTuiApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "bitmap-tui"
     COMMANDS = App.COMMANDS | {ContextCommands}
-    BINDINGS = [
-        Binding("q", "quit", "Quit", id="app.quit"),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
-        Binding("question_mark", "help", "Help", id="app.help"),
-        Binding("l", "chains", "Chains", id="app.chains"),
-    ]
+    BINDINGS = bindings(APP)
     # How long a startup step waits for the fleet's first answer (the session sets it).
     first_answer_timeout: float = 20.0
 
@@ -62,8 +58,15 @@ class BitmapTuiApp(App[int]):
         register_themes(self, self.themes)
         if (theme_name or DEFAULT_THEME) in self.available_themes:
             self.theme = theme_name or DEFAULT_THEME
+        # The remapped keys by binding id (the help screen shows these).
+        self.keymap_overrides: dict[str, str] = {}
         if keymap:
             self.set_keymap(keymap)
+
+    def set_keymap(self, keymap: Mapping[str, str]) -> None:
+        """Remap keys by binding id (the config's ``keymap``); the help screen follows."""
+        self.keymap_overrides = dict(keymap)
+        super().set_keymap(keymap)
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # $bitmap-frozen and friends default to the current theme's colours; themes may override.
@@ -101,10 +104,15 @@ class BitmapTuiApp(App[int]):
                 return screen
         raise LookupError("no dashboard screen")
 
-    @property
-    def rendered_generation(self) -> int:
-        """Store generation last drawn by the dashboard (for the latency benchmark)."""
-        return self.dashboard.rendered_generation
+    async def action_dashboard(self, action: str) -> None:
+        """Run a dashboard action (the nodes and jobs tables' keys are routed here)."""
+        await self.dashboard.run_action(action)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Routed table keys: hidden and refused in read-only mode, whatever screen is on top.
+        if action == "dashboard" and parameters:
+            return not refuses(str(parameters[0]).split("(", 1)[0], self.read_only)
+        return True
 
     def action_chains(self) -> None:
         """Open the backup chains screen (ledger, policies, run policy)."""
@@ -121,64 +129,40 @@ class BitmapTuiApp(App[int]):
         self.push_screen(HelpScreen(self.key_help()))
 
     def key_help(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """Key bindings by area, as remapped by the keymap, without mutating ones if read-only."""
-        from tui.ui.widgets.jobs import JobsTable
-        from tui.ui.widgets.nodes import NodesTable
+        """Keys by area from the registry, as remapped by the keymap, without the mutating ones
+        if read-only. A screen pushed over the dashboard (the composer, ...) shows its own first."""
 
-        keymap: dict[str, str] = dict(getattr(self, "_keymap", {}) or {})
+        def key_of(a: UiAction) -> str:
+            key = self.keymap_overrides.get(a.id, a.key)
+            return ", ".join(self.get_key_display(Binding(k.strip(), a.action))
+                             for k in key.split(","))
 
-        def rows(bindings: Iterable[Binding | Any]) -> list[tuple[str, str]]:
-            out = []
-            for b in bindings:
-                if not isinstance(b, Binding):
-                    continue
-                if self.read_only and b.action.removeprefix("screen.") in MUTATING:
-                    continue
-                key = keymap.get(b.id or "", b.key)
-                label = ", ".join(self.get_key_display(Binding(k.strip(), b.action))
-                                  for k in key.split(","))
-                out.append((label, b.description or b.action))
-            return out
-
-        # A screen pushed over the dashboard (the composer, ...) shows its own keys first.
         screen = self.screen
-        own: list[tuple[str, list[tuple[str, str]]]] = []
-        help_title = getattr(screen, "HELP_TITLE", None)
-        if not isinstance(screen, DashboardScreen) and help_title:
-            # only the keys the screen allows now (read-only hides its mutating ones)
-            allowed = [b for b in type(screen).BINDINGS if isinstance(b, Binding)
-                       and screen.check_action(b.action.split("(")[0], ()) is not False]
-            own = [(str(help_title), rows(allowed))]
-        groups = own + [
-            ("Bitmaps (nodes table)", rows(NodesTable.BINDINGS)),
-            ("Jobs (jobs table)", rows(JobsTable.BINDINGS)),
-            ("Dashboard", rows(DashboardScreen.BINDINGS)
-             + [("tab", "next table"), ("ctrl+p", "command palette")]),
-            ("Everywhere", rows(self.BINDINGS)),
-        ]
-        # Read-only leaves the bitmap and job groups empty: no heading without keys.
-        return [(title, keys) for title, keys in groups if keys]
+        own = tuple(getattr(screen, "ACTION_GROUPS", ()))
+        shown = own if isinstance(screen, DashboardScreen) else own + DashboardScreen.ACTION_GROUPS
+        groups = help_groups(shown, read_only=self.read_only, key_of=key_of,
+                             allowed=lambda a: a.id not in own_ids(screen)
+                             or screen.check_action(a.name, ()) is not False)
+        extra = [("tab", "next table"), ("ctrl+p", "command palette")]
+        groups = [(t, rows + extra if t == DASHBOARD.title else rows) for t, rows in groups]
+        return groups + help_groups(["app"], read_only=self.read_only, key_of=key_of)
+
+
+def own_ids(screen: Any) -> set[str]:
+    """Binding ids of the registry groups a screen declares (``ACTION_GROUPS``)."""
+    return {a.id for k in getattr(screen, "ACTION_GROUPS", ()) for a in action_group(k)}
 
 
 def known_binding_ids() -> set[str]:
-    """Every binding id of the app's screens and widgets (and Textual's), for checking a keymap."""
-    import importlib
-    import pkgutil
-
+    """Every binding id the config's keymap may name: the registry's and Textual's own."""
     from textual.dom import DOMNode
 
-    import tui.ui.screens
-    import tui.ui.widgets
-
-    for pkg in (tui.ui.screens, tui.ui.widgets):
-        for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
-            importlib.import_module(mod.name)
-    ids: set[str] = set()
+    ids = known_ids()
     todo: list[type] = [DOMNode]
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        for b in cls.__dict__.get("BINDINGS", []):
-            if isinstance(b, Binding) and b.id:
-                ids.add(b.id)
+        if cls.__module__.startswith("textual."):
+            ids |= {b.id for b in cls.__dict__.get("BINDINGS", [])
+                    if isinstance(b, Binding) and b.id}
     return ids

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
@@ -15,6 +14,7 @@ from tui.format import human_bytes
 from tui.model.state import ConnectionModel, Node
 from tui.ops import bitmaps as ops
 from tui.ops.bitmaps import BitmapRef
+from tui.ui.actions import DIALOG, bindings
 from tui.ui.screens.dialogs import FormDialog
 
 CUSTOM = -1
@@ -31,7 +31,7 @@ class AddRequest:
 class AddBitmapDialog(FormDialog[AddRequest]):
     """New bitmap on one node."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = bindings(DIALOG)
 
     def __init__(self, node: Node) -> None:
         super().__init__(classes="dialog")
@@ -112,7 +112,7 @@ class AddBitmapDialog(FormDialog[AddRequest]):
 class MergeDialog(FormDialog[list[BitmapRef]]):
     """Pick the source bitmaps (from any node of this connection) to merge into the target."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = bindings(DIALOG)
 
     def __init__(self, conn: ConnectionModel, target: BitmapRef) -> None:
         super().__init__(classes="dialog")

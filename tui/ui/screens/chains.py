@@ -9,16 +9,13 @@ goes back. The data comes from
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
@@ -26,22 +23,24 @@ from textual.widgets import DataTable, Footer, OptionList, Static
 from tui.chains.ledger import Ledger
 from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile
-from tui.chains.run import RunResult, preview, run_policy
+from tui.chains.run import preview, run_policy
 from tui.chains.view import ChainsView, Problem, build_view
 from tui.errors import BitmapTuiError
 from tui.format import human_bytes
 from tui.model.store import Store
+from tui.ui.actions import CHAINS, DIALOG, bindings, refuses
+from tui.ui.bridge import StoreBridge, StoreChanged
+from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.palette import PaletteCommand
 from tui.ui.screens.dialogs import ConfirmDialog
 
-MUTATING_CHAINS = frozenset({"run_policy", "fix"})
 RELOAD_DELAY = 0.2  # coalesce bursts of store changes into one reload
 
 
 class PolicyPicker(ModalScreen[str | None]):
     """Choose one of several policies."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = bindings(DIALOG)
 
     def __init__(self, names: list[str]) -> None:
         super().__init__(classes="dialog")
@@ -68,14 +67,8 @@ class ChainsScreen(Screen[None]):
     ChainsScreen #problems { height: auto; max-height: 8; }
     """
 
-    HELP_TITLE = "Backup chains"
-    BINDINGS = [
-        Binding("escape", "back", "Back", id="chains.back"),
-        Binding("r", "run_policy", "Run policy", id="chains.run"),
-        Binding("x", "fix", "Fix problem", id="chains.fix"),
-        Binding("g", "reload", "Reload", id="chains.reload"),
-        Binding("v", "verify", "Verify", id="chains.verify"),
-    ]
+    BINDINGS = bindings(CHAINS)
+    ACTION_GROUPS = ("chains",)
 
     def __init__(self, store: Store, *, fleet: Any = None, ledger: Ledger | None = None,
                  policies: dict[str, Policy] | None = None, read_only: bool = False) -> None:
@@ -87,14 +80,9 @@ class ChainsScreen(Screen[None]):
         self._own_ledger = ledger is None
         self.ledger = ledger if ledger is not None else Ledger()
         self.view_data = ChainsView()
-        # Last verification: one line per check ("PASS check /path: no errors"), and its count.
+        # Last verification: one line per check ("PASS check /path: no errors").
         self.verify_lines: list[str] = []
-        self.verifications = 0
-        self.last_result: RunResult | None = None
-        self.runs = 0
-        self._unsubs: list[Callable[[], None]] = []
-        self._pending = False
-        self._app_context: contextvars.Context | None = None
+        self._bridge: StoreBridge | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="chains-main"):
@@ -104,7 +92,6 @@ class ChainsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._app_context = contextvars.copy_context()
         chains = self.query_one("#chains", DataTable)
         chains.add_columns("Drive", "Image", "Kind")
         # Fixed: wide enough for "UNKNOWN (deleted)". A rebuilt table does not redraw rows
@@ -113,32 +100,22 @@ class ChainsScreen(Screen[None]):
         chains.add_column("Size")
         problems = self.query_one("#problems", DataTable)
         problems.add_columns("#", "Problem", "Suggested fix")
-        self._unsubs.append(self.store.subscribe(self._maybe_reload))
+        # Bitmap changes (lost/orphan) come from the store: at most one reload per RELOAD_DELAY.
+        self._bridge = StoreBridge(self.store, self, delay=RELOAD_DELAY)
         self.reload()
 
     def on_unmount(self) -> None:
-        for unsub in self._unsubs:
-            unsub()
+        if self._bridge is not None:
+            self._bridge.close()
         if self._own_ledger:
             self.ledger.close()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MUTATING_CHAINS and self.read_only:
-            return False
-        return True
+        return not refuses(action, self.read_only)
 
     # ------------------------------------------------------------------ rendering
 
-    def _maybe_reload(self) -> None:
-        # Bitmap changes (lost/orphan) come from the store, maybe from tasks outside Textual's
-        # context: coalesce into one reload, scheduled back into the app's context.
-        if not self._pending:
-            self._pending = True
-            asyncio.get_running_loop().call_later(RELOAD_DELAY, self._timer_reload,
-                                                  context=self._app_context)
-
-    def _timer_reload(self) -> None:
-        self._pending = False
+    def on_store_changed(self, _message: StoreChanged) -> None:
         if self.is_attached:
             self.reload()
 
@@ -221,11 +198,11 @@ class ChainsScreen(Screen[None]):
             result = await run_policy(conn, self.ledger, pol)
         except BitmapTuiError as exc:
             self.notify(str(exc), title=f"policy {pol.name}", severity="error")
+            self.post_message(PolicyRunFinished(None, str(exc)))
             return
         finally:
             self.reload()
-        self.last_result = result
-        self.runs += 1
+        self.post_message(PolicyRunFinished(result))
         states = ", ".join(f"{d.drive} {str(d.state).upper()}" for d in result.drives)
         if result.refused:
             self.notify(result.refused, title=f"policy {pol.name} refused", severity="error", timeout=10)
@@ -260,8 +237,8 @@ class ChainsScreen(Screen[None]):
                 failed += not c.ok
                 lines.append(f"{'PASS' if c.ok else 'FAIL'} {c.what} {os.path.basename(c.path)}: {c.detail}")
         self.verify_lines = lines
-        self.verifications += 1
         self.reload()
+        self.post_message(ChainsVerified(lines))
         self.notify(f"verify: {failed} failed" if failed else "verify: every image passed",
                     severity="error" if failed else "information")
 

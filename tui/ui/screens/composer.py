@@ -15,7 +15,6 @@ from typing import Any
 from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
@@ -48,6 +47,8 @@ from tui.txn import (
     what_if,
 )
 from tui.txn.model import incremental_of, target_for
+from tui.ui.actions import COMPOSER, bindings, refuses
+from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.screens.dialogs import ConfirmDialog
 from tui.ui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog
 from tui.ui.widgets.action_form import ActionForm
@@ -95,7 +96,6 @@ class ComposerScreen(Screen[None]):
     """Compose a transaction for one connection, check it, send it and read the verdict."""
 
     COMMANDS = {ComposerCommands}
-    HELP_TITLE = "Transaction composer"
 
     DEFAULT_CSS = """
     ComposerScreen #composer-title { height: 1; background: $primary; color: $text; padding: 0 1; }
@@ -106,23 +106,8 @@ class ComposerScreen(Screen[None]):
     ComposerScreen .panel { padding: 0 1; }
     ComposerScreen #jobs { height: auto; max-height: 8; }
     """
-    BINDINGS = [
-        Binding("a", "add", "Add", id="composer.add"),
-        Binding("x,delete", "delete", "Delete", id="composer.delete"),
-        Binding("shift+up", "move(-1)", "Move up", id="composer.up"),
-        Binding("shift+down", "move(1)", "Move down", id="composer.down"),
-        Binding("m", "toggle_mode", "Mode", id="composer.mode"),
-        Binding("f", "use_fix", "Use fix", id="composer.fix", show=False),
-        Binding("s", "send", "Send", id="composer.send"),
-        Binding("ctrl+s", "save", "Save", id="composer.save"),
-        Binding("v", "next_view", "View", id="composer.view"),
-        Binding("1", "view('tab-form')", "Form", id="composer.form", show=False),
-        Binding("2", "view('tab-json')", "JSON", id="composer.json", show=False),
-        Binding("3", "view('tab-checks')", "Checks", id="composer.checks", show=False),
-        Binding("4", "view('tab-whatif')", "What-if", id="composer.whatif", show=False),
-        Binding("5", "view('tab-run')", "Run", id="composer.run", show=False),
-        Binding("escape", "back", "Back", id="composer.back"),
-    ]
+    BINDINGS = bindings(COMPOSER)
+    ACTION_GROUPS = ("composer",)
     VIEWS = ("tab-form", "tab-json", "tab-checks", "tab-whatif", "tab-run")
 
     def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
@@ -135,9 +120,7 @@ class ComposerScreen(Screen[None]):
         self.prepared: Prepared | None = None
         self.run: TransactionRun | None = None
         self.verdict: Verdict | None = None
-        self._dirty = False
-        self._unsubscribe: Any = None
-        self._generation = -1
+        self._bridge: StoreBridge | None = None
 
     @classmethod
     def for_incremental(cls, fleet: Any, connection: str, devices: list[str],
@@ -186,24 +169,17 @@ class ComposerScreen(Screen[None]):
         for key, label in (("job", "Job"), ("drive", "Drive"), ("status", "Status"),
                            ("progress", "Progress"), ("result", "Result")):
             table.add_column(label, key=key)
-        self._unsubscribe = self.fleet.store.subscribe(self._store_changed)
-        self.set_interval(REDRAW_INTERVAL, self._redraw_if_dirty)
+        self._bridge = StoreBridge(self.fleet.store, self, delay=REDRAW_INTERVAL)
         await self._refresh_list(0 if self.txn.actions else None)
         self._recheck()
 
     def on_unmount(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        if self._bridge is not None:
+            self._bridge.close()
 
     # ------------------------------------------------------------------ state → view
 
-    def _store_changed(self) -> None:
-        self._dirty = True  # drawn by the timer: bursts of events cost one redraw
-
-    def _redraw_if_dirty(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
+    def on_store_changed(self, _message: StoreChanged) -> None:
         if self.run is None:
             self._recheck()
         else:
@@ -449,9 +425,7 @@ class ComposerScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # read-only: the keys that would change QEMU are hidden (and refused if called)
-        if self.read_only and action in ("send", "use_fix"):
-            return False
-        return True
+        return not refuses(action, self.read_only)
 
     def action_send(self) -> None:
         if self.read_only:
@@ -482,9 +456,12 @@ class ComposerScreen(Screen[None]):
         else:
             self.notify("not sent")
 
+    def _run_changed(self) -> None:
+        self.post_message(StoreChanged(self.fleet.store.generation))
+
     def _start(self, prepared: Prepared) -> None:
         conn = self.fleet[self.connection]
-        self.run = TransactionRun(conn, prepared, on_change=self._store_changed)
+        self.run = TransactionRun(conn, prepared, on_change=self._run_changed)
         self.query_one("#right", TabbedContent).active = "tab-run"
         self._draw_run()
         self.run_worker(self._follow(self.run), name="txn-send", exclusive=True,

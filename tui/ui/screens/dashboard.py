@@ -1,51 +1,47 @@
 """The dashboard: connections, nodes and bitmaps, jobs and the event log, live.
 
-Redraws are coalesced: a store change only marks the screen dirty and schedules one render no
-sooner than ``FRAME`` after the previous one, and every table is updated by diff inside
-``app.batch_update()``. ``rendered_generation`` is the store generation last put on screen (the
-benchmark compares it with ``store.generation``).
+Redraws are coalesced by the store bridge (at most one :class:`~tui.ui.bridge.StoreChanged` a
+frame), and every table is updated by diff inside ``app.batch_update()``. After each render the
+screen posts :class:`~tui.ui.messages.StateRendered` with the store generation it drew. Its keys
+are the registry's (:mod:`tui.ui.actions`); what they do is :mod:`tui.ui.operations`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
+from textual.worker import Worker, WorkerState
 
-from tui.model.state import ConnectionModel, JobResult
+from tui.model.state import ConnectionModel, JobResult, Node
 from tui.model.store import Store
+from tui.ops.common import Outcome
+from tui.ui.actions import DASHBOARD, bindings, palette_entries, refuses
+from tui.ui.bridge import StoreBridge, StoreChanged
+from tui.ui.messages import OperationFinished, StateRendered
+from tui.ui.operations import DashboardOperations
 from tui.ui.palette import PaletteCommand
-from tui.ui.screens.actions import DashboardActions
-from tui.ui.screens.txn_actions import TransactionActions
 from tui.ui.widgets.connections import ConnectionsTable
 from tui.ui.widgets.events import EventLog
 from tui.ui.widgets.jobs import JobsTable, job_key, split_key
 from tui.ui.widgets.nodes import NodesTable, bitmap_key, node_key
 
-FRAME = 1 / 30  # at most ~30 redraws a second
 WIDE = 160  # columns from which jobs and events move to the right of the nodes
 
 
-class DashboardScreen(DashboardActions, TransactionActions):
+class DashboardScreen(Screen[None]):
     """The screen an operator lives in."""
 
-    BINDINGS = [
-        Binding("slash", "filter", "Filter", id="dashboard.filter"),
-        Binding("f", "follow", "Follow/pause", id="events.follow"),
-        Binding("a", "toggle_all", "All conns", show=False, id="dashboard.all"),
-        Binding("i", "toggle_anonymous", "Internal", show=False, id="nodes.anonymous"),
-        Binding("t", "compose", "Transaction", show=False, id="txn.compose"),
-        Binding("b", "backup_selected", "Backup…", show=False, id="txn.backup"),
-        Binding("B", "backup_all", "Backup all…", show=False, id="txn.backup_all"),
-    ]
+    BINDINGS = bindings(DASHBOARD)
+    # Registry groups of this screen: its help and palette, in this order.
+    ACTION_GROUPS = ("nodes", "jobs", "dashboard")
 
     def __init__(self, store: Store, *, fleet: Any = None, read_only: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -56,15 +52,10 @@ class DashboardScreen(DashboardActions, TransactionActions):
         self.clock = clock
         self.selected_connection: str | None = None
         self.show_all = False
-        # Public for the benchmark and tests: the store generation last drawn, and draw count.
-        self.rendered_generation = -1
-        self.render_count = 0
-        self._scheduled = False
-        self._last_render = 0.0
-        self._unsubscribe: Callable[[], None] | None = None
+        self.ops = DashboardOperations(self)
+        self._bridge: StoreBridge | None = None
         self._notified: set[str] = set()
         self._filter_target: Any = None
-        self._app_context: contextvars.Context | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -84,22 +75,27 @@ class DashboardScreen(DashboardActions, TransactionActions):
         return self.query_one(ConnectionsTable)
 
     @property
+    def nodes_table(self) -> NodesTable:
+        return self.query_one(NodesTable)
+
+    @property
+    def jobs_table(self) -> JobsTable:
+        return self.query_one(JobsTable)
+
+    @property
     def event_log(self) -> EventLog:
         return self.query_one(EventLog)
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
-        # Store changes arrive from connection tasks that may run outside Textual's context
-        # (started before the app): renders are scheduled back into the app's context.
-        self._app_context = contextvars.copy_context()
-        self._unsubscribe = self.store.subscribe(self._store_changed)
+        self._bridge = StoreBridge(self.store, self)
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.render_state()
         self.nodes_table.focus()
 
     def on_unmount(self) -> None:
-        if self._unsubscribe:
-            self._unsubscribe()
+        if self._bridge is not None:
+            self._bridge.close()
 
     def on_resize(self, event: events.Resize) -> None:
         self.query_one("#main").set_class(event.size.width >= WIDE, "-wide")
@@ -114,15 +110,7 @@ class DashboardScreen(DashboardActions, TransactionActions):
 
     # ------------------------------------------------------------------ live updates
 
-    def _store_changed(self) -> None:
-        if self._scheduled:
-            return
-        self._scheduled = True
-        delay = max(0.0, self._last_render + FRAME - time.monotonic())
-        asyncio.get_running_loop().call_later(delay, self._flush, context=self._app_context)
-
-    def _flush(self) -> None:
-        self._scheduled = False
+    def on_store_changed(self, _message: StoreChanged) -> None:
         if self.is_attached:
             self.render_state()
 
@@ -137,7 +125,6 @@ class DashboardScreen(DashboardActions, TransactionActions):
 
     def render_state(self) -> None:
         """Put the store's current state on screen (diffs only)."""
-        self._last_render = time.monotonic()
         state = self.store.state
         generation = self.store.generation
         shown = self.shown_connections()
@@ -151,8 +138,7 @@ class DashboardScreen(DashboardActions, TransactionActions):
                 recent = list(self.store.events)[-min(new, len(self.store.events)):] if self.store.events else []
                 log.append(recent, self.store.events_seen)
         self._notify_failures(shown)
-        self.rendered_generation = generation
-        self.render_count += 1
+        self.post_message(StateRendered(generation))
 
     def _notify_failures(self, conns: list[ConnectionModel]) -> None:
         for conn in self.store.state.connections.values():
@@ -198,20 +184,66 @@ class DashboardScreen(DashboardActions, TransactionActions):
         self.render_state()
         return self.jobs_table.select_key(job_key(connection, job_id))
 
-    # ------------------------------------------------------------------ view actions
+    # ------------------------------------------------------------------ outcomes
+
+    def on_operation_finished(self, message: OperationFinished) -> None:
+        """Show an outcome: success, a warning, a refusal or QEMU's error as it is."""
+        outcome = message.outcome
+        if outcome.warning:
+            self.notify(outcome.warning, title="Warning", severity="warning", timeout=8)
+        if outcome.ok:
+            self.notify(outcome.message, timeout=4)
+        else:
+            title = (f"QEMU refused ({outcome.error_class})" if outcome.error_class
+                     else "Not sent" if not outcome.sent else "Failed")
+            self.notify(outcome.message, title=title, severity="error", timeout=10)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Anything an operation did not expect still becomes one visible line.
+        if event.state is WorkerState.ERROR and event.worker.group == "ops":
+            err = event.worker.error
+            self.ops.report(Outcome(ok=False, message=f"{event.worker.name}: {err}", sent=False))
+
+    # ------------------------------------------------------------------ keys (the registry's)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not refuses(action, self.read_only)
 
     def context_commands(self) -> list[PaletteCommand]:
-        """Palette: the selection's bitmap/job commands, then the view commands."""
-        return super().context_commands() + [
-            PaletteCommand("events: Follow / pause", "stop or resume scrolling the event log",
-                           self.action_follow),
-            PaletteCommand("view: Internal bitmaps", "show or hide anonymous bitmaps",
-                           self.action_toggle_anonymous),
-            PaletteCommand("view: All connections", "show nodes and jobs of every connection",
-                           self.action_toggle_all),
-            PaletteCommand("view: Filter", "filter the focused table", self.action_filter),
-            PaletteCommand("help: Keys", "every key of the dashboard", self.app.action_help),  # type: ignore[attr-defined]
-        ]
+        """Palette: what the registry offers for the current selection."""
+        return [PaletteCommand(a.palette, a.help, partial(self.run_action, a.action))
+                for a in palette_entries(self.ACTION_GROUPS, self, read_only=self.read_only)]
+
+    def selected_node(self) -> Node | None:
+        picked = self.ops.selected_node()
+        return picked[1] if picked is not None else None
+
+    def bitmap_allows(self, verb: str) -> bool:
+        return self.ops.bitmap_allows(verb)
+
+    def job_allows(self, verb: str) -> bool:
+        return self.ops.job_allows(verb)
+
+    def action_bitmap_add(self) -> None:
+        self.ops.add_bitmap()
+
+    def action_bitmap(self, verb: str) -> None:
+        self.ops.bitmap_verb(verb)
+
+    def action_bitmap_merge(self) -> None:
+        self.ops.merge_into()
+
+    def action_job(self, verb: str) -> None:
+        self.ops.job_verb(verb)
+
+    def action_job_speed(self) -> None:
+        self.ops.job_speed()
+
+    def action_compose(self) -> None:
+        self.ops.compose()
+
+    def action_backup(self, scope: str) -> None:
+        self.ops.backup(scope)
 
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all

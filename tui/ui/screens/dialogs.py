@@ -6,12 +6,12 @@ from typing import TypeVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from tui.ops.jobs import parse_speed
+from tui.ui.actions import CONFIRM, DIALOG, bindings
 
 T = TypeVar("T")
 
@@ -42,11 +42,7 @@ class ConfirmDialog(ModalScreen[bool]):
     """Asks before a destructive action; names what is affected. Cancel has the focus, so a
     stray Enter never confirms: it takes ``y`` or choosing the confirm button."""
 
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
-        Binding("n", "cancel", "No", show=False, id="dialog.no"),
-        Binding("y", "confirm", "Yes", id="dialog.yes"),
-    ]
+    BINDINGS = bindings(DIALOG) + bindings(CONFIRM)
 
     def __init__(self, title: str, question: str, confirm_label: str) -> None:
         super().__init__(classes="dialog")
@@ -79,7 +75,7 @@ class ConfirmDialog(ModalScreen[bool]):
 class SpeedDialog(FormDialog[int]):
     """A new speed limit for a job (0 = unlimited)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = bindings(DIALOG)
 
     def __init__(self, job_id: str, current: int) -> None:
         super().__init__(classes="dialog")

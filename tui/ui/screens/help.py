@@ -6,10 +6,11 @@ from collections.abc import Iterable
 
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from tui.ui.actions import HELP, bindings
 
 HELP_TEXT = (
     "Filter (/): nodes and jobs by name; events by 'conn:NAME', 'type:ERROR' and words.\n"
@@ -21,9 +22,7 @@ HELP_TEXT = (
 class HelpScreen(ModalScreen[None]):
     """Lists key bindings grouped by where they apply."""
 
-    BINDINGS = [
-        Binding("escape,q,question_mark", "dismiss_help", "Close", id="help.close"),
-    ]
+    BINDINGS = bindings(HELP)
 
     def __init__(self, groups: Iterable[tuple[str, list[tuple[str, str]]]]) -> None:
         super().__init__(classes="dialog")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.markup import escape
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
+from tui.ui.actions import DIALOG, bindings
 from tui.ui.screens.dialogs import FormDialog
 
 DEFAULT_PATTERN = "{dir}/{device}-incr-{n}.qcow2"
@@ -16,7 +16,7 @@ DEFAULT_PATTERN = "{dir}/{device}-incr-{n}.qcow2"
 class AskDialog(FormDialog[str]):
     """Asks for one line of text (a file name, a pattern). Enter submits, Esc cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = bindings(DIALOG)
 
     def __init__(self, title: str, label: str, value: str, ok_label: str, hint: str = "",
                  input_id: str = "value") -> None:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
-from textual.binding import Binding
 
 from tui.format import human_duration, human_rate
 from tui.model.state import ConnectionModel, Job, JobResult
+from tui.ui.actions import JOBS, bindings
 from tui.ui.widgets.difftable import DiffTable, Row
 from tui.ui.widgets.styled import STATE_CLASSES, styled
 
@@ -76,39 +76,9 @@ class JobsTable(DiffTable):
     """Jobs of the shown connections; rate and ETA are measured from successive polls."""
 
     COMPONENT_CLASSES = STATE_CLASSES
-    BINDINGS = [
-        Binding("p", "job_pause", "Pause", id="job.pause"),
-        Binding("u", "job_resume", "Resume", id="job.resume"),
-        Binding("c", "job_cancel", "Cancel…", id="job.cancel"),
-        Binding("s", "job_speed", "Speed", id="job.speed"),
-        Binding("F", "job_finalize", "Finalize", id="job.finalize"),
-        Binding("D", "job_dismiss", "Dismiss", id="job.dismiss"),
-    ]
-
-    # The actions run on the dashboard screen (shared with the palette). They are bound here so
-    # that hiding them in read-only mode asks this widget, whatever screen is on top.
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action.startswith("job_") and getattr(self.app, "read_only", False):
-            return False
-        return True
-
-    def action_job_pause(self) -> None:
-        self.screen.action_job_pause()  # type: ignore[attr-defined]
-
-    def action_job_resume(self) -> None:
-        self.screen.action_job_resume()  # type: ignore[attr-defined]
-
-    def action_job_cancel(self) -> None:
-        self.screen.action_job_cancel()  # type: ignore[attr-defined]
-
-    def action_job_speed(self) -> None:
-        self.screen.action_job_speed()  # type: ignore[attr-defined]
-
-    def action_job_finalize(self) -> None:
-        self.screen.action_job_finalize()  # type: ignore[attr-defined]
-
-    def action_job_dismiss(self) -> None:
-        self.screen.action_job_dismiss()  # type: ignore[attr-defined]
+    # The actions run on the dashboard screen (``screen.<action>``): the registry builds the
+    # bindings; ids let the config remap the keys; read-only hides them via the screen.
+    BINDINGS = bindings(JOBS)
 
     def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

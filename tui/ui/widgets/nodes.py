@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
-from textual.binding import Binding
 
 from tui.format import human_bytes, percent
 from tui.model.state import Bitmap, ConnectionModel, Node
+from tui.ui.actions import NODES, bindings
 from tui.ui.widgets.difftable import DiffTable, Row
 from tui.ui.widgets.styled import STATE_CLASSES, styled
 
@@ -53,40 +53,9 @@ class NodesTable(DiffTable):
     """Nodes with their bitmaps indented beneath them."""
 
     COMPONENT_CLASSES = STATE_CLASSES
-    # Actions live on the screen (shared with the palette); ids let config remap the keys.
-    BINDINGS = [
-        Binding("n", "bitmap_add", "Add", id="bitmap.add"),
-        Binding("x", "bitmap_clear", "Clear…", id="bitmap.clear"),
-        Binding("e", "bitmap_enable", "Enable", id="bitmap.enable"),
-        Binding("d", "bitmap_disable", "Disable", id="bitmap.disable"),
-        Binding("m", "bitmap_merge", "Merge…", id="bitmap.merge"),
-        Binding("r", "bitmap_remove", "Remove…", id="bitmap.remove"),
-    ]
-
-    # The actions run on the dashboard screen (shared with the palette). They are bound here so
-    # that hiding them in read-only mode asks this widget, whatever screen is on top.
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action.startswith("bitmap_") and getattr(self.app, "read_only", False):
-            return False
-        return True
-
-    def action_bitmap_add(self) -> None:
-        self.screen.action_bitmap_add()  # type: ignore[attr-defined]
-
-    def action_bitmap_clear(self) -> None:
-        self.screen.action_bitmap_clear()  # type: ignore[attr-defined]
-
-    def action_bitmap_enable(self) -> None:
-        self.screen.action_bitmap_enable()  # type: ignore[attr-defined]
-
-    def action_bitmap_disable(self) -> None:
-        self.screen.action_bitmap_disable()  # type: ignore[attr-defined]
-
-    def action_bitmap_merge(self) -> None:
-        self.screen.action_bitmap_merge()  # type: ignore[attr-defined]
-
-    def action_bitmap_remove(self) -> None:
-        self.screen.action_bitmap_remove()  # type: ignore[attr-defined]
+    # The actions run on the dashboard screen (``screen.<action>``): the registry builds the
+    # bindings; ids let the config remap the keys; read-only hides them via the screen.
+    BINDINGS = bindings(NODES)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

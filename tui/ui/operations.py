@@ -1,0 +1,285 @@
+"""What the dashboard's bitmap, job and transaction keys do: resolve the selection, validate with
+:mod:`tui.ops` (the refusal is shown, nothing is sent), ask for confirmation when destructive, run
+the operation in a worker, and post :class:`~tui.ui.messages.OperationFinished` with the outcome
+(QEMU's own error text when QEMU refuses).
+
+:class:`DashboardOperations` is a plain helper the dashboard owns (not a screen, not a mixin); the
+keys themselves and their read-only marks are in :mod:`tui.ui.actions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from tui.format import human_bytes
+from tui.model.state import Bitmap, ConnectionModel, Job, Node
+from tui.ops import bitmaps as bitmap_ops
+from tui.ops import jobs as job_ops
+from tui.ops.bitmaps import BitmapRef
+from tui.ops.common import Outcome, refused
+from tui.ui.messages import OperationFinished
+from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, AddRequest, MergeDialog
+from tui.ui.screens.composer import ComposerScreen
+from tui.ui.screens.dialogs import ConfirmDialog, SpeedDialog
+from tui.ui.screens.txn_dialogs import PatternDialog
+
+# Bitmap verbs that ask first, with the dialog's verb.
+CONFIRM = {"clear": "Clear", "remove": "Remove"}
+
+
+class Host(Protocol):
+    """What the operations need from their screen (the dashboard)."""
+
+    store: Any
+    fleet: Any
+    selected_connection: str | None
+    app: Any
+
+    @property
+    def nodes_table(self) -> Any: ...
+
+    @property
+    def jobs_table(self) -> Any: ...
+
+    def post_message(self, message: Any) -> bool: ...
+
+    def run_worker(self, work: Any, *, name: str, group: str, exit_on_error: bool) -> Any: ...
+
+
+class DashboardOperations:
+    """The dashboard's operations on its current selection."""
+
+    def __init__(self, screen: Host) -> None:
+        self.screen = screen
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def app(self) -> Any:
+        return self.screen.app
+
+    def report(self, outcome: Outcome) -> None:
+        self.screen.post_message(OperationFinished(outcome))
+
+    def _target(self, connection: str) -> Any:
+        fleet = self.screen.fleet
+        if fleet is None or connection not in fleet.connections:
+            return None
+        return fleet.connections[connection]
+
+    def run(self, connection: str, make: Callable[[Any], Awaitable[Outcome]], name: str) -> None:
+        """Run an operation on a connection in a worker and report its outcome."""
+        target = self._target(connection)
+        if target is None:
+            self.report(refused(f"{connection} is not connected"))
+            return
+
+        async def work() -> None:
+            self.report(await make(target))
+
+        self.screen.run_worker(work(), name=name, group="ops", exit_on_error=False)
+
+    # ------------------------------------------------------------------ selection
+
+    def selected_node(self) -> tuple[ConnectionModel, Node] | None:
+        """The connection and node under the nodes cursor (a node row or one of its bitmaps)."""
+        sel = self.screen.nodes_table.selection
+        conn = self.screen.store.state.connections.get(sel.connection) if sel else None
+        node = conn.node(sel.node) if conn is not None and sel is not None else None
+        return (conn, node) if conn is not None and node is not None else None
+
+    def selected_bitmap(self) -> Bitmap | None:
+        sel = self.screen.nodes_table.selection
+        picked = self.selected_node()
+        if picked is None or sel is None or sel.bitmap is None:
+            return None
+        return picked[1].bitmap(sel.bitmap)
+
+    def selected_job(self) -> tuple[str, Job | None] | None:
+        sel = self.screen.jobs_table.selection
+        if sel is None:
+            return None
+        conn = self.screen.store.state.connections.get(sel[0])
+        return sel[0], conn.jobs.get(sel[1]) if conn is not None else None
+
+    def bitmap_allows(self, verb: str) -> bool:
+        picked, bm = self.selected_node(), self.selected_bitmap()
+        return picked is not None and bm is not None and verb in bitmap_ops.allowed_actions(
+            picked[1], bm)
+
+    def job_allows(self, verb: str) -> bool:
+        sel = self.selected_job()
+        return sel is not None and sel[1] is not None and verb in job_ops.allowed_actions(sel[1])
+
+    def _bitmap_context(self) -> tuple[ConnectionModel, Node, str] | None:
+        sel = self.screen.nodes_table.selection
+        picked = self.selected_node()
+        if sel is None or picked is None:
+            self.report(refused("select a node or a bitmap first" if sel is None
+                                else "the selected node is gone"))
+            return None
+        if sel.bitmap is None:
+            self.report(refused("an internal (anonymous) bitmap cannot be changed" if sel.anonymous
+                                else "select a bitmap (the rows under a node)"))
+            return None
+        return picked[0], picked[1], sel.bitmap
+
+    # ------------------------------------------------------------------ bitmaps
+
+    def add_bitmap(self) -> None:
+        picked = self.selected_node()
+        if picked is None:
+            self.report(refused("select a node or a bitmap first"))
+            return
+        conn, node = picked
+
+        def done(req: AddRequest | None) -> None:
+            if req is not None:
+                self.run(conn.name, lambda t: bitmap_ops.add(
+                    t, node.node_name, req.name, granularity=req.granularity,
+                    persistent=req.persistent, disabled=req.disabled), "bitmap-add")
+
+        self.app.push_screen(AddBitmapDialog(node), done)
+
+    def bitmap_verb(self, verb: str) -> None:
+        """clear / enable / disable / remove the selected bitmap (clear and remove confirmed)."""
+        ctx = self._bitmap_context()
+        if ctx is None:
+            return
+        conn, node, name = ctx
+        check = bitmap_ops.check_action(node, name, verb)
+        if not check.ok:
+            self.report(refused(check.refusal or ""))
+            return
+
+        def go(confirmed: bool | None = True) -> None:
+            if confirmed:
+                self.run(conn.name, lambda t: bitmap_ops.act(t, node.node_name, name, verb),
+                         f"bitmap-{verb}")
+
+        if verb not in CONFIRM:
+            go()
+            return
+        bm = node.bitmap(name)
+        extra = (f" ({human_bytes(bm.count)} of recorded changes will be forgotten)"
+                 if bm is not None and verb == "clear" else "")
+        self.app.push_screen(ConfirmDialog(
+            f"{CONFIRM[verb]} bitmap",
+            f"{CONFIRM[verb]} bitmap '{name}' on node {node.node_name} ({conn.name})?{extra}",
+            CONFIRM[verb]), go)
+
+    def merge_into(self) -> None:
+        ctx = self._bitmap_context()
+        if ctx is None:
+            return
+        conn, node, name = ctx
+        check = bitmap_ops.check_action(node, name, "merge")
+        if not check.ok:
+            self.report(refused(check.refusal or ""))
+            return
+        into = BitmapRef(node.node_name, name)
+
+        def picked(sources: list[BitmapRef] | None) -> None:
+            if not sources:
+                return
+            names = ", ".join(str(s) for s in sources)
+
+            def go(confirmed: bool | None) -> None:
+                if confirmed:
+                    self.run(conn.name, lambda t: bitmap_ops.merge(t, into, sources),
+                             "bitmap-merge")
+
+            self.app.push_screen(ConfirmDialog(
+                "Merge into bitmap",
+                f"Merge {names} into bitmap '{name}' on node {node.node_name} ({conn.name})?",
+                "Merge"), go)
+
+        self.app.push_screen(MergeDialog(conn, into), picked)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _job_context(self, verb: str) -> tuple[str, Job] | None:
+        sel = self.selected_job()
+        if sel is None:
+            self.report(refused("select a job first"))
+            return None
+        check = job_ops.check_job(sel[1], verb)
+        if not check.ok or sel[1] is None:
+            self.report(refused(check.refusal or "no such job"))
+            return None
+        return sel[0], sel[1]
+
+    def job_verb(self, verb: str) -> None:
+        """pause / resume / cancel (confirmed) / finalize / dismiss the selected job."""
+        ctx = self._job_context(verb)
+        if ctx is None:
+            return
+        conn_name, job = ctx
+
+        def go(confirmed: bool | None = True) -> None:
+            if confirmed:
+                self.run(conn_name, lambda t: job_ops.act(t, job.id, verb), f"job-{verb}")
+
+        if verb != "cancel":
+            go()
+            return
+        self.app.push_screen(ConfirmDialog(
+            "Cancel job", f"Cancel job '{job.id}' on {conn_name}? Its target image will be "
+            "incomplete.", "Cancel job"), go)
+
+    def job_speed(self) -> None:
+        ctx = self._job_context("set-speed")
+        if ctx is None:
+            return
+        conn_name, job = ctx
+
+        def done(speed: int | None) -> None:
+            if speed is not None:
+                self.run(conn_name, lambda t: job_ops.set_speed(t, job.id, speed), "job-speed")
+
+        self.app.push_screen(SpeedDialog(job.id, job.speed), done)
+
+    # ------------------------------------------------------------------ transactions
+
+    def _txn_connection(self) -> str | None:
+        sel = self.screen.nodes_table.selection
+        name = sel.connection if sel else self.screen.selected_connection
+        fleet = self.screen.fleet
+        if fleet is None or name is None or name not in fleet.connections:
+            self.report(refused("no connection to compose a transaction for"))
+            return None
+        return name
+
+    def compose(self) -> None:
+        """Open an empty composer on the selected connection (composing is allowed read-only:
+        to prepare, check and save; the composer refuses to send)."""
+        name = self._txn_connection()
+        if name is not None:
+            self.app.push_screen(ComposerScreen(self.screen.fleet, name))
+
+    def backup(self, scope: str) -> None:
+        """An incremental backup of the selected drive (``selected``) or of every drive with a
+        bitmap (``all``: a VM-wide point in time), in the composer."""
+        name = self._txn_connection()
+        if name is None:
+            return
+        model = self.screen.store.connection(name)
+        if scope == "all":
+            drives = sorted(n.device for n in model.nodes.values() if n.device and n.named_bitmaps)
+            if not drives:
+                self.report(refused(f"no drive of {name} has a bitmap: start a chain first"))
+                return
+        else:
+            picked = self.selected_node()
+            if picked is None:
+                self.report(refused("select a drive (a node row) first"))
+                return
+            drives = [picked[1].device or picked[1].node_name]
+
+        def chosen(pattern: str | None) -> None:
+            if pattern:
+                self.app.push_screen(ComposerScreen.for_incremental(self.screen.fleet, name,
+                                                                    drives, pattern))
+
+        self.app.push_screen(PatternDialog(drives), chosen)
