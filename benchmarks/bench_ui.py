@@ -217,8 +217,8 @@ def install_row_cache(table: Any) -> None:
 
 async def table_update(nodes: int, bitmaps: int, rounds: int,
                        variant: bool = True) -> dict[str, Any]:
-    from tui.ui.app import BitmapTuiApp
     from tui.model.store import Store
+    from tui.ui.app import BitmapTuiApp
 
     app = BitmapTuiApp(store=Store())
     rng = random.Random(7)

@@ -13,9 +13,9 @@ from tui.chains.ledger import ImageState, Ledger
 from tui.chains.policy import Policy
 from tui.chains.run import run_policy
 from tui.ui.app import BitmapTuiApp
+from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.screens.chains import ChainsScreen
 from tui.ui.screens.dialogs import ConfirmDialog
-from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.screens.help import HelpScreen
 
 pytestmark = requires_qemu

@@ -1,6 +1,6 @@
 """Turn QMP query replies of every QEMU generation into the state model.
 
-Reply shapes (reference qmp.md §2):
+Reply shapes (docs/qmp-facts.md, "Reply shapes"):
 - 1.3–4.1: bitmaps only in ``query-block``'s top-level ``BlockInfo.dirty-bitmaps`` (of the device's
   root node), with ``status`` (active/disabled/frozen, locked since 2.12) and no ``busy``;
 - 4.0–5.2: ``recording``/``busy``/``persistent``/``inconsistent`` added, ``status`` deprecated;

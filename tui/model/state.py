@@ -12,7 +12,7 @@ from typing import Any
 
 
 class BitmapState(StrEnum):
-    """The one word shown for a bitmap (DESIGN §1)."""
+    """The one word shown for a bitmap (docs/qmp-facts.md, "Reply shapes")."""
 
     ACTIVE = "active"
     DISABLED = "disabled"
@@ -136,9 +136,6 @@ class QemuVersion:
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.micro}"
-
-    def at_least(self, major: int, minor: int = 0) -> bool:
-        return (self.major, self.minor) >= (major, minor)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,11 +49,6 @@ class Store:
         self.state = FleetState(conns)
         self._changed()
 
-    def remove_connection(self, name: str) -> None:
-        conns = {k: v for k, v in self.state.connections.items() if k != name}
-        self.state = FleetState(conns)
-        self._changed()
-
     def connection(self, name: str) -> ConnectionModel:
         return self.state.connections[name]
 

@@ -1,6 +1,6 @@
 """Bitmap operations: add, clear, enable, disable, merge, remove — validated, then sent.
 
-Validation follows QEMU's own checks (reference qmp.md §1.2, §1.4) so the operator gets the
+Validation follows QEMU's own checks (docs/qmp-facts.md, "Bitmap commands") so the operator gets the
 reason before anything is sent; QEMU still has the last word, and its desc is shown unchanged.
 """
 
@@ -36,7 +36,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 @dataclass(frozen=True, slots=True)
 class BitmapRef:
-    """A bitmap by node name and bitmap name (always by node: qmp.md §0.1)."""
+    """A bitmap by node name and bitmap name (always by node: docs/qmp-facts.md)."""
 
     node: str
     name: str

@@ -1,6 +1,6 @@
 """Job operations: pause, resume, cancel, set speed, finalize, dismiss.
 
-Which verb a job accepts depends on its status (QEMU's JobVerbTable, qmp.md §5.1); we check it
+Which verb a job accepts depends on its status (QEMU's job verb table: docs/qmp-facts.md); we check it
 first so the operator sees why, and fall back to the ``block-job-*`` verbs on QEMUs older than 3.0.
 """
 
@@ -79,7 +79,7 @@ def _verb(target: Target, verb: str, job_id: str) -> tuple[str, dict[str, Any]]:
         return f"job-{verb}", {"id": job_id}
     args: dict[str, Any] = {"device": job_id}
     if verb == "cancel":
-        args["force"] = True  # a user-paused job refuses a plain block-job-cancel (qmp.md §0.5)
+        args["force"] = True  # a user-paused job refuses a plain block-job-cancel (docs/qmp-facts.md)
     return f"block-job-{verb}", args
 
 

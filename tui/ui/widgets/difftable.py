@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# Private to Textual (DataTable keeps its row order in one); pinned by textual<9 in pyproject.
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
 
@@ -92,7 +93,8 @@ class DiffTable(DataTable[Any]):
         return [str(row.key.value) for row in self.ordered_rows]
 
     def _reorder(self, order: list[str]) -> None:
-        # DataTable.sort() cannot sort by row key; set the row locations directly, as sort() does.
+        # DataTable.sort() cannot sort by row key; set the row locations directly, as sort() does
+        # (private DataTable state: _row_locations and _update_count; textual<9 is pinned).
         keys = {str(k.value): k for k in self.rows}
         self._row_locations = TwoWayDict({keys[k]: i for i, k in enumerate(order)})
         self._update_count += 1

@@ -217,6 +217,8 @@ class EventLog(ScrollView, can_focus=True):
             self.virtual_size = size
             return
         self.set_reactive(EventLog.virtual_size, size)
+        # ScrollView's private scrollbar update (what the virtual_size watcher does, minus the
+        # re-layout); textual<9 is pinned in pyproject for this.
         self._scroll_update(size)
 
     def set_filter(self, text: str, history: Iterable[EventRecord], seen: int) -> None:
