@@ -11,7 +11,7 @@ this code. The public API:
   or :func:`~tui.txn.tracker.apply_transaction` (check + send + follow in one call).
 
 A :class:`Verdict` has ``jobs`` (:class:`JobVerdict`: job_id, device, node, target, result,
-error, image, sync, bitmap, bitmap_outcome, image_valid), ``images`` (:class:`ImageVerdict`),
+error, image, sync, bitmap, bitmap_outcome, image_valid), ``images`` (:class:`ImageVerdict`: valid, invalid or incomplete),
 ``bitmaps`` (:class:`BitmapVerdict`, with measured counts), ``next`` (sentences), ``checks``,
 ``accepted``/``error``, ``exit_code`` and ``to_dict()`` (the ``apply --json`` shape).
 """
@@ -21,6 +21,9 @@ from tui.txn.files import dumps, load, loads, save
 from tui.txn.model import GROUPED, INDIVIDUAL, Action, Transaction
 from tui.txn.tracker import JobView, TransactionRun, apply_transaction
 from tui.txn.verdict import (
+    INCOMPLETE,
+    INVALID,
+    VALID,
     BitmapVerdict,
     ImageVerdict,
     JobVerdict,
@@ -28,12 +31,13 @@ from tui.txn.verdict import (
     Verdict,
     decide,
     describe,
+    image_verdict,
     what_if,
 )
 
 __all__ = [
-    "ERROR", "GROUPED", "INDIVIDUAL", "INFO", "WARNING", "Action", "BitmapVerdict", "Finding",
+    "ERROR", "GROUPED", "INCOMPLETE", "INDIVIDUAL", "INFO", "INVALID", "VALID", "WARNING", "Action", "BitmapVerdict", "Finding",
     "ImageVerdict", "JobVerdict", "JobView", "Prepared", "Scenario", "Transaction",
     "TransactionRun", "Verdict", "apply_transaction", "blockdev_equivalent", "decide", "describe",
-    "dumps", "load", "loads", "prepare", "save", "what_if",
+    "dumps", "image_verdict", "load", "loads", "prepare", "save", "what_if",
 ]
