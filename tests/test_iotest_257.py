@@ -62,28 +62,28 @@ class Case:
         return f"{self.sync}-{self.mode}-{self.failure or 'none'}"
 
 
-S, I = "simulated", "intermediate"
+SIM, MID = "simulated", "intermediate"
 CASES = [
-    Case("bitmap", "never", S, "cancelled", "invalid", "unchanged", 10, 15, 15),
-    Case("bitmap", "never", I, "failed", "invalid", "unchanged", 6, 14, 14),
+    Case("bitmap", "never", SIM, "cancelled", "invalid", "unchanged", 10, 15, 15),
+    Case("bitmap", "never", MID, "failed", "invalid", "unchanged", 6, 14, 14),
     Case("bitmap", "never", None, "completed", "valid", "unchanged", 10, 15, 15),
-    Case("bitmap", "on-success", S, "cancelled", "invalid", "restored", 10, 15, 0),
-    Case("bitmap", "on-success", I, "failed", "invalid", "restored", 6, 14, 0),
+    Case("bitmap", "on-success", SIM, "cancelled", "invalid", "restored", 10, 15, 0),
+    Case("bitmap", "on-success", MID, "failed", "invalid", "restored", 6, 14, 0),
     Case("bitmap", "on-success", None, "completed", "valid", "cleared", 7, 12, 0),
-    Case("bitmap", "always", S, "cancelled", "incomplete", "cleared", 7, 12, 0),
-    Case("bitmap", "always", I, "failed", "incomplete", "partly synced", 5, 13, 0),
+    Case("bitmap", "always", SIM, "cancelled", "incomplete", "cleared", 7, 12, 0),
+    Case("bitmap", "always", MID, "failed", "incomplete", "partly synced", 5, 13, 0),
     Case("bitmap", "always", None, "completed", "valid", "cleared", 7, 12, 0),
-    Case("full", "on-success", S, "cancelled", "invalid", "restored", 10, 15, 0),
-    Case("full", "on-success", I, "failed", "invalid", "restored", 6, 14, 0),
+    Case("full", "on-success", SIM, "cancelled", "invalid", "restored", 10, 15, 0),
+    Case("full", "on-success", MID, "failed", "invalid", "restored", 6, 14, 0),
     Case("full", "on-success", None, "completed", "valid", "cleared", 7, 12, 0),
-    Case("full", "always", S, "cancelled", "incomplete", "cleared", 7, 12, 0),
-    Case("full", "always", I, "failed", "incomplete", "re-dirtied", 1009, 1014, 0),
+    Case("full", "always", SIM, "cancelled", "incomplete", "cleared", 7, 12, 0),
+    Case("full", "always", MID, "failed", "incomplete", "re-dirtied", 1009, 1014, 0),
     Case("full", "always", None, "completed", "valid", "cleared", 7, 12, 0),
-    Case("top", "on-success", S, "cancelled", "invalid", "restored", 10, 15, 0),
-    Case("top", "on-success", I, "failed", "invalid", "restored", 6, 14, 0),
+    Case("top", "on-success", SIM, "cancelled", "invalid", "restored", 10, 15, 0),
+    Case("top", "on-success", MID, "failed", "invalid", "restored", 6, 14, 0),
     Case("top", "on-success", None, "completed", "valid", "cleared", 7, 12, 0),
-    Case("top", "always", S, "cancelled", "incomplete", "cleared", 7, 12, 0),
-    Case("top", "always", I, "failed", "incomplete", "re-dirtied", 6, 14, 0),
+    Case("top", "always", SIM, "cancelled", "incomplete", "cleared", 7, 12, 0),
+    Case("top", "always", MID, "failed", "incomplete", "re-dirtied", 6, 14, 0),
     Case("top", "always", None, "completed", "valid", "cleared", 7, 12, 0),
 ]
 
@@ -103,13 +103,13 @@ async def writes_during_pending_job(sb, conn, run_, case: Case) -> None:
     assert [b.count for b in node.bitmaps if b.anonymous and b.recording] == [7 * G]
     await wait_for(lambda: run_.written_during("disk0", "bitmap0") == 7 * G, 10,
                    "the tracker saw the writes made during the job")
-    verb = "job-cancel" if case.failure == S else "job-finalize"
+    verb = "job-cancel" if case.failure == SIM else "job-finalize"
     await sb.qmp(verb, {"id": "backup_1"})
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 async def test_iotest_257(case: Case, tmp_path: Path) -> None:
-    failing = frozenset({0}) if case.failure == I else frozenset()
+    failing = frozenset({0}) if case.failure == MID else frozenset()
     async with qemu_and_product(tmp_path, drives=1, second_read_fails=failing) as (sb, conn):
         await write_group(sb, 0)
         ref0 = await reference_copy(sb, conn, "fbackup0")
@@ -120,7 +120,7 @@ async def test_iotest_257(case: Case, tmp_path: Path) -> None:
         ref1 = await reference_copy(sb, conn, "fbackup1")
 
         # backup #1
-        if case.failure == I:
+        if case.failure == MID:
             await sb.hmp('qemu-io drive0 "flush"')  # arms the failure of the second read
         bsync1 = create_image(sb.path("bsync1.qcow2"))
         await open_target(sb, conn, "backup_target_1", bsync1)
@@ -128,7 +128,7 @@ async def test_iotest_257(case: Case, tmp_path: Path) -> None:
             "backup_1", "backup_target_1", case.sync, mode=case.mode,
             **{"auto-finalize": False}, **ONE_WORKER),)))
         waiting = asyncio.ensure_future(run1.wait(60))
-        if case.failure != I:
+        if case.failure != MID:
             await writes_during_pending_job(sb, conn, run1, case)
         v1 = await waiting
         await close_target(sb, "backup_target_1")
@@ -136,7 +136,7 @@ async def test_iotest_257(case: Case, tmp_path: Path) -> None:
         job = v1.jobs[0]
         assert (job.result, job.verdict, job.bitmap_outcome) == (
             case.result, case.image, case.outcome), v1
-        if case.failure == I:
+        if case.failure == MID:
             assert job.error == "Input/output error"
         assert v1.images[0].verdict == case.image and v1.to_dict()["images"][0]["verdict"] == case.image
         b1 = v1.bitmaps[0]
@@ -163,7 +163,7 @@ async def test_iotest_257(case: Case, tmp_path: Path) -> None:
     rebase(bsync1, ref0)
     if case.image == "valid":
         assert identical(bsync1, ref1), "a VALID image must be the restore point it claims"
-    if case.failure == I:
+    if case.failure == MID:
         assert not identical(bsync1, ref1), "a partial image is no restore point"
     base = bsync1 if usable_as_base(case.image) else ref0
     rebase(bsync2, base)
