@@ -301,12 +301,18 @@ class TransactionRun:
                        checks=tuple(str(f) for f in self.prepared.findings))
 
     def _left_to_copy(self) -> dict[str, int]:
-        """Job id → bytes it had not copied when it ended (from its end event's len and offset)."""
+        """Job id → bytes it had not copied when it ended (from its end event's len and offset).
+        Left out when unknown: no end seen, or a length of 0 for a bitmap that had bits (the job
+        ended before it had counted what to copy)."""
         out = {}
         for b in self.backups:
             job = self.model.jobs.get(b.job_id)
-            if job is not None and job.result is not None:
-                out[b.job_id] = max(0, job.total - job.current)
+            if job is None or job.result is None:
+                continue
+            before = self._before.get((b.node or "", b.bitmap or ""))
+            if job.total == 0 and before is not None and before.count > 0:
+                continue
+            out[b.job_id] = max(0, job.total - job.current)
         return out
 
     def _measured(self, b: BitmapVerdict, after: dict[tuple[str, str], Sample]) -> BitmapVerdict:
