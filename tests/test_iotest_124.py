@@ -291,3 +291,37 @@ async def test_two_backups_of_one_drive_by_device_name_are_refused_and_qemu_stay
         assert sb.proc is not None
         await asyncio.to_thread(sb.proc.wait, 10)
         assert sb.proc.returncode != 0
+
+
+async def test_rerunning_the_same_transaction_after_an_always_job_would_lose_changes(
+        tmp_path: Path) -> None:
+    """Why the advice is per drive: after a grouped failure, re-running the same transaction
+    (what was advised before for every grouped failure) gives drive0 a chain that differs from
+    its disk, because bitmap-mode always had already synced its bitmap. The product does not
+    advise it."""
+    async with qemu_and_product(tmp_path, drives=2, failing=[1]) as (sb, conn):
+        for d in (0, 1):
+            await writes(sb, d, (("0x11", "0", "1M"),))
+        fulls = await new_chain(sb, conn, 2)
+        for d in (0, 1):
+            await writes(sb, d, FIRST_WRITES)
+        await sb.arm_read_error(1)
+        case = CASES[[c.name for c in CASES].index("grouped_always_and_failing")]
+        targets = await open_incrementals(sb, conn, fulls, 1)
+        txn = incremental_txn(case, targets)
+        v = await backup(conn, txn)
+        for t in targets:
+            await close_target(sb, t)
+        assert [b.outcome for b in v.bitmaps] == ["partly synced", "restored"]
+        assert not any(n.endswith("re-run the same transaction") for n in v.next), v.next
+        # done anyway: fresh targets on the fulls, the same transaction
+        for t in await open_incrementals(sb, conn, fulls, 1):
+            assert t in targets
+        again = await backup(conn, txn)
+        for t in targets:
+            await close_target(sb, t)
+        assert again.all_succeeded
+        for d in (0, 1):
+            await sb.hmp(f'qemu-io drive{d} "flush"')
+        assert not identical(sb.path("incr0-1.qcow2"), sb.image(0)), "drive0 lost its changes"
+        assert identical(sb.path("incr1-1.qcow2"), sb.image(1))
