@@ -123,6 +123,34 @@ REFUSALS = [
     ("target is source", [bd("disk0", "disk0", sync="full")], INDIVIDUAL, "the source itself"),
     ("remove then use", [Action("block-dirty-bitmap-remove", {"node": "disk0", "name": "bitmap0"}),
                          incr()], INDIVIDUAL, "unknown bitmap 'bitmap0'"),
+    # What earlier actions of the same transaction did (issue: the checks saw only live jobs).
+    ("two backups of one drive by device name (QEMU 7.2 aborts)",
+     [incr(), incr(bitmap=None, sync="full", target="/b/d0-full.qcow2")], INDIVIDUAL,
+     "already backed up by action 1 of this transaction"),
+    ("device then node of one drive", [incr(), bd("disk0", "tgt0", sync="full")], INDIVIDUAL,
+     "abort QEMU 7.2"),
+    ("one bitmap, two jobs", [bd("disk0", "tgt0", sync="bitmap", bitmap="bitmap0",
+                                 **{"bitmap-mode": "always"}),
+                              bd("disk0", "tgt1", sync="incremental", bitmap="bitmap0",
+                                 **{"job-id": "j2"})],
+     INDIVIDUAL, "used by the backup of action 1"),
+    ("bitmap used by a backup, then cleared", [incr(), Action("block-dirty-bitmap-clear",
+                                                              {"node": "disk0", "name": "bitmap0"})],
+     INDIVIDUAL, "frozen until that job ends"),
+    ("merge from a bitmap an earlier backup uses",
+     [incr(), Action("block-dirty-bitmap-merge",
+                     {"node": "disk1", "target": "bitmap1",
+                      "bitmaps": [{"node": "disk0", "name": "bitmap0"}]})],
+     INDIVIDUAL, "used by the backup of action 1"),
+    ("target is an earlier source", [bd("disk1", "tgt0", sync="full"),
+                                     bd("tgt0", "tgt1", sync="full")],
+     INDIVIDUAL, "overwrites"),
+    ("source is a later target", [bd("tgt0", "tgt1", sync="full"),
+                                  bd("disk1", "tgt0", sync="full")],
+     INDIVIDUAL, "the source action 1 backs up"),
+    ("removed twice", [Action("block-dirty-bitmap-remove", {"node": "disk1", "name": "bitmap1"}),
+                       Action("block-dirty-bitmap-remove", {"node": "disk1", "name": "bitmap1"})],
+     INDIVIDUAL, "action 1 of this transaction removes it"),
 ]
 
 
@@ -132,6 +160,38 @@ def test_each_refusal(actions: list[Action], mode: str, phrase: str) -> None:
     errs = errors(*actions, mode=mode)
     assert len(errs) == 1, errs
     assert phrase in errs[0]
+
+
+def test_two_backups_of_one_drive_by_node_name_pass() -> None:
+    """By node name QEMU 7.2 runs the pair; only the device-name form aborts it."""
+    p = prepare(Transaction((bd("disk0", "tgt0", sync="full"),
+                             bd("disk0", "tgt1", sync="incremental", bitmap="bitmap0",
+                                **{"job-id": "j2"}))), model())
+    assert p.ok, p.errors
+
+
+def test_remove_then_add_then_use_passes() -> None:
+    p = prepare(Transaction((
+        Action("block-dirty-bitmap-remove", {"node": "disk0", "name": "bitmap0"}),
+        Action("block-dirty-bitmap-add", {"node": "disk0", "name": "bitmap0"}),
+        incr(),
+    )), model())
+    assert p.ok, p.errors
+
+
+def test_clear_then_full_backup_passes() -> None:
+    """iotest 124's transaction: clear both bitmaps, then a full backup of the drive."""
+    p = prepare(Transaction((
+        Action("block-dirty-bitmap-clear", {"node": "disk0", "name": "bitmap0"}),
+        incr(bitmap=None, sync="full"),
+    )), model())
+    assert p.ok, p.errors
+
+
+def test_running_blockdev_create_refuses_the_transaction() -> None:
+    jobs = {"mk": Job("mk", "create", "running")}
+    errs = errors(incr(), m=model(jobs=jobs))
+    assert len(errs) == 1 and "blockdev-create job mk is running" in errs[0]
 
 
 def test_node_source_without_job_id_is_refused_when_not_filled_in() -> None:
@@ -210,8 +270,11 @@ def test_bitmap_mode_always_and_never() -> None:
     ), GROUPED)
     v = decide(txn, m, {"a": ("cancelled", None), "n": ("failed", "Input/output error")})
     out = {b.name: (b.outcome, b.partial) for b in v.bitmaps}
-    assert out == {"bitmap0": ("cleared", True), "bitmap1": ("unchanged", False)}
-    assert any("partly cleared" in n for n in v.next)
+    # always, cancelled part-way (how far it got is unknown here): what was not copied stays
+    assert out == {"bitmap0": ("partly synced", True), "bitmap1": ("unchanged", False)}
+    assert [i.verdict for i in v.images] == ["incomplete", "invalid"]
+    assert any(n.startswith("do not re-run the same transaction") for n in v.next)
+    assert not any(n.endswith("re-run the same transaction") for n in v.next)
 
 
 def test_failed_anchor_full_backup_is_explained() -> None:

@@ -151,3 +151,22 @@ async def test_apply_transaction_in_one_call() -> None:
     assert verdict.exit_code == 0
     assert [(j.job_id, j.bitmap_outcome, j.image) for j in verdict.jobs] == [
         ("drive0", "cleared", "/b/t0.qcow2"), ("drive1", "cleared", "/b/t1.qcow2")]
+
+
+async def test_always_cancel_is_cleared_only_when_the_end_event_says_all_was_copied() -> None:
+    """bitmap-mode always, both cancelled: drive0's end event says everything was copied
+    (len = offset), drive1's says nothing was counted yet (len 0 though its bitmap had bits):
+    only drive0's bitmap may be called cleared."""
+    conn = FakeConn()
+    always = Transaction(tuple(
+        Action("blockdev-backup", {"device": f"drive{d}", "sync": "bitmap", "bitmap": f"bitmap{d}",
+                                   "bitmap-mode": "always", "target": f"t{d}"}) for d in (0, 1)))
+    run = TransactionRun(conn, prepare(always, conn.store.connection("vm0")))
+    assert await run.send()
+    waiter = asyncio.ensure_future(run.wait(timeout=30))
+    conn.event("BLOCK_JOB_CANCELLED", device="drive0", type="backup", len=458752, offset=458752,
+               speed=0)
+    conn.event("BLOCK_JOB_CANCELLED", device="drive1", type="backup", len=0, offset=0, speed=0)
+    verdict = await waiter
+    assert [b.outcome for b in verdict.bitmaps] == ["cleared", "partly synced"]
+    assert [i.verdict for i in verdict.images] == ["incomplete", "incomplete"]

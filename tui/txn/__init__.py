@@ -6,14 +6,17 @@ this code. The public API:
 - :class:`~tui.txn.model.Transaction`, :class:`~tui.txn.model.Action` (QMP's own shape);
 - :func:`~tui.txn.files.load` / :func:`~tui.txn.files.save` (YAML);
 - :func:`~tui.txn.checks.prepare` → :class:`~tui.txn.checks.Prepared` (findings, resolved txn);
-- :func:`~tui.txn.verdict.what_if` (before sending), :func:`~tui.txn.verdict.decide`;
+- :func:`~tui.txn.verdict.what_if` (before sending), :func:`~tui.txn.verdict.decide`, and the
+  rules they share: :func:`~tui.txn.verdict.image_verdict` (VALID, INVALID, INCOMPLETE),
+  :func:`~tui.txn.verdict.bitmap_outcome`, :func:`~tui.txn.verdict.usable_as_base`;
 - :class:`~tui.txn.tracker.TransactionRun` (send, follow, :class:`~tui.txn.verdict.Verdict`),
   or :func:`~tui.txn.tracker.apply_transaction` (check + send + follow in one call).
 
 A :class:`Verdict` has ``jobs`` (:class:`JobVerdict`: job_id, device, node, target, result,
-error, image, sync, bitmap, bitmap_outcome, image_valid), ``images`` (:class:`ImageVerdict`),
-``bitmaps`` (:class:`BitmapVerdict`, with measured counts), ``next`` (sentences), ``checks``,
-``accepted``/``error``, ``exit_code`` and ``to_dict()`` (the ``apply --json`` shape).
+error, image, sync, bitmap, bitmap_outcome, verdict, bitmap_mode, image_valid), ``images``
+(:class:`ImageVerdict`: valid, invalid or incomplete), ``bitmaps`` (:class:`BitmapVerdict`, with
+measured counts), ``next`` (sentences), ``checks``, ``accepted``/``error``, ``exit_code`` and
+``to_dict()`` (the ``apply --json`` shape).
 """
 
 from tui.txn.checks import ERROR, INFO, WARNING, Finding, Prepared, blockdev_equivalent, prepare
@@ -21,6 +24,9 @@ from tui.txn.files import dumps, load, loads, save
 from tui.txn.model import GROUPED, INDIVIDUAL, Action, Transaction
 from tui.txn.tracker import JobView, TransactionRun, apply_transaction
 from tui.txn.verdict import (
+    INCOMPLETE,
+    INVALID,
+    VALID,
     BitmapVerdict,
     ImageVerdict,
     JobVerdict,
@@ -28,12 +34,13 @@ from tui.txn.verdict import (
     Verdict,
     decide,
     describe,
+    image_verdict,
     what_if,
 )
 
 __all__ = [
-    "ERROR", "GROUPED", "INDIVIDUAL", "INFO", "WARNING", "Action", "BitmapVerdict", "Finding",
+    "ERROR", "GROUPED", "INCOMPLETE", "INDIVIDUAL", "INFO", "INVALID", "VALID", "WARNING", "Action", "BitmapVerdict", "Finding",
     "ImageVerdict", "JobVerdict", "JobView", "Prepared", "Scenario", "Transaction",
     "TransactionRun", "Verdict", "apply_transaction", "blockdev_equivalent", "decide", "describe",
-    "dumps", "load", "loads", "prepare", "save", "what_if",
+    "dumps", "image_verdict", "load", "loads", "prepare", "save", "what_if",
 ]

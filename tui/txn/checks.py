@@ -2,8 +2,13 @@
 
 :func:`prepare` returns the transaction as it will be sent (bitmap actions addressed by node name,
 job ids filled in) and a list of :class:`Finding`. Errors block sending; warnings need an explicit
-confirmation; infos only explain what was changed. The rules are QEMU's (qmp.md §1.2, §3.3, §4.2)
-checked up front, so the operator gets one line per problem instead of QEMU's first error only.
+confirmation; infos only explain what was changed. QEMU's own rules are checked up front, so the
+operator gets one line per problem instead of QEMU's first error only, and the combinations that
+make QEMU 7.2 abort are refused before anything is sent (docs/qemu-bitmap-semantics.md).
+
+The actions are checked in order against a simulation (:class:`_Sim`) of what the earlier actions
+of the same transaction did: a source already backed up, a bitmap frozen by an earlier backup, a
+target written, a bitmap added, cleared or removed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ INFO = "info"
 
 MAX_NAME = 1023
 MAX_GRANULARITY = 2**31
+# QEMU's job type of blockdev-create.
+CREATE_JOB_TYPE = "create"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +52,7 @@ class Prepared:
 
     transaction: Transaction
     findings: tuple[Finding, ...] = ()
-    # Backup action index → (source node name, device or None, target image path or node).
+    # Backup action index → (source node name, device or None).
     sources: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
     @property
@@ -61,21 +68,80 @@ class Prepared:
         return not self.errors
 
 
-class _Sim:
-    """Bitmaps per node as the transaction's actions change them, in order."""
+@dataclass(frozen=True, slots=True)
+class _BackupSource:
+    """A source node an earlier backup action of the transaction reads."""
 
-    def __init__(self, model: ConnectionModel) -> None:
+    index: int
+    by_device: bool
+
+
+class _Sim:
+    """The live state as the transaction's earlier actions leave it, and the findings so far."""
+
+    def __init__(self, model: ConnectionModel, fill_job_ids: bool) -> None:
+        self.model = model
+        self.fill_job_ids = fill_job_ids
+        self.findings: list[Finding] = []
         self.bitmaps: dict[tuple[str, str], Bitmap | None] = {}
         for node in model.nodes.values():
             for bm in node.named_bitmaps:
                 assert bm.name is not None
                 self.bitmaps[(node.node_name, bm.name)] = bm
+        # what earlier actions of this transaction did, each with the action's index
+        self.removed: dict[tuple[str, str], int] = {}
+        self.frozen_by: dict[tuple[str, str], int] = {}
+        self.backed_up: dict[str, list[_BackupSource]] = {}
+        self.targets: dict[str, int] = {}
+        self.busy_nodes = {j.node for j in model.active_jobs if j.node}
+        self.job_ids = {j.id for j in model.active_jobs}
+        self.sources: dict[int, tuple[str, str | None]] = {}
+
+    def error(self, i: int | None, msg: str) -> None:
+        self.findings.append(Finding(ERROR, msg, i))
+
+    def note(self, level: str, i: int, msg: str, fix: Action | None = None,
+             fix_prepare: tuple[tuple[str, dict[str, Any]], ...] = ()) -> None:
+        self.findings.append(Finding(level, msg, i, fix, fix_prepare))
 
     def get(self, node: str, name: str) -> tuple[bool, Bitmap | None]:
+        """(exists now, the live bitmap or None when an earlier action added it)."""
         key = (node, name)
         if key not in self.bitmaps:
             return False, None
         return True, self.bitmaps[key]
+
+    def node_of(self, i: int, name: Any, what: str = "node") -> Node | None:
+        if not isinstance(name, str) or not name:
+            self.error(i, f"{what} is missing")
+            return None
+        node = self.model.find_node(name)
+        if node is None:
+            self.error(i, f"unknown {what} '{name}'")
+        return node
+
+    def bitmap_usable(self, i: int, node: str, name: str, *, role: str = "bitmap",
+                      allow_inconsistent: bool = False) -> bool:
+        """Check that bitmap ``name`` on ``node`` exists and can be used by action ``i`` at this
+        point of the transaction; one error when not."""
+        key = (node, name)
+        known, bm = self.get(node, name)
+        if not known:
+            if key in self.removed:
+                self.error(i, f"unknown {role} '{name}' on {node}: action "
+                              f"{self.removed[key] + 1} of this transaction removes it")
+            else:
+                self.error(i, f"unknown {role} '{name}' on {node}")
+            return False
+        if key in self.frozen_by:
+            self.error(i, f"{role} '{name}' on {node} is used by the backup of action "
+                          f"{self.frozen_by[key] + 1} of this transaction: it is frozen until "
+                          "that job ends (one bitmap, one job)")
+            return False
+        if bm is not None and (p := _bitmap_problem(bm, allow_inconsistent)):
+            self.error(i, p)
+            return False
+        return True
 
 
 def blockdev_equivalent(action: Action, target_node: str | None = None) -> tuple[Action, tuple[tuple[str, dict[str, Any]], ...]]:
@@ -90,7 +156,7 @@ def blockdev_equivalent(action: Action, target_node: str | None = None) -> tuple
     if not node[:1].isalpha():
         node = f"t-{node}"
     d["target"] = node
-    # backing null: the target is only written, its backing chain need not be opened (qmp.md §10)
+    # backing null: the target is only written, its backing chain need not be opened
     prep = (
         ("blockdev-add", {"driver": fmt, "node-name": node,
                           "file": {"driver": "file", "filename": path}, "backing": None}),
@@ -108,226 +174,255 @@ def _bitmap_problem(bm: Bitmap, allow_inconsistent: bool = False) -> str | None:
 
 def prepare(txn: Transaction, model: ConnectionModel, *, fill_job_ids: bool = True) -> Prepared:
     """Check ``txn`` against ``model`` and resolve it for sending (see module docstring)."""
-    out: list[Finding] = []
-    sources: dict[int, tuple[str, str | None]] = {}
-    sim = _Sim(model)
-    actions: list[Action] = []
+    sim = _Sim(model, fill_job_ids)
+    _check_whole(sim, txn)
+    actions = [_check_action(sim, i, action, txn.completion_mode)
+               for i, action in enumerate(txn.actions)]
+    return Prepared(Transaction(tuple(actions), txn.completion_mode), tuple(sim.findings),
+                    sim.sources)
 
-    def err(i: int | None, msg: str) -> None:
-        out.append(Finding(ERROR, msg, i))
 
+def _check_whole(sim: _Sim, txn: Transaction) -> None:
+    """What concerns the transaction as a whole: the link, emptiness, a running blockdev-create."""
+    model = sim.model
     if model.state is not LinkState.CONNECTED:
-        err(None, f"{model.name} is not connected ({model.state.value})")
+        sim.error(None, f"{model.name} is not connected ({model.state.value})")
     if not txn.actions:
-        err(None, "the transaction has no actions")
-
-    busy_nodes = {j.node for j in model.active_jobs if j.node}
-    used_job_ids = {j.id for j in model.active_jobs}
-    targets: dict[str, int] = {}
-
-    def node_of(i: int, name: Any, what: str = "node") -> Node | None:
-        if not isinstance(name, str) or not name:
-            err(i, f"{what} is missing")
-            return None
-        node = model.find_node(name)
-        if node is None:
-            err(i, f"unknown {what} '{name}'")
-        return node
-
-    for i, action in enumerate(txn.actions):
-        d = action.data
-        if txn.completion_mode == GROUPED and action.type not in BACKUP_TYPES:
-            err(i, f"{action.type} cannot be part of a grouped transaction (QEMU refuses it: "
-                   "only backups support completion-mode grouped); send it separately in "
-                   "individual mode")
-        if action.type in BACKUP_TYPES:
-            action = _check_backup(i, action, model, sim, out, busy_nodes, used_job_ids, targets,
-                                   sources, fill_job_ids)
-        elif action.type == "block-dirty-bitmap-merge":
-            node = node_of(i, d.get("node"))
-            srcs = d.get("bitmaps")
-            new_srcs: list[Any] = []
-            if not isinstance(srcs, list) or not srcs:
-                err(i, "a merge needs at least one source bitmap (QEMU 7.2 crashes on an empty "
-                       "merge)")
-            else:
-                for src in srcs:
-                    if isinstance(src, dict):
-                        snode = node_of(i, src.get("node"), "source node")
-                        sname = src.get("name")
-                        if snode is not None:
-                            new_srcs.append({"node": snode.node_name, "name": sname})
-                        else:
-                            new_srcs.append(src)
-                    else:
-                        snode, sname = node, src
-                        new_srcs.append(src)
-                    if snode is not None and isinstance(sname, str):
-                        known, bm = sim.get(snode.node_name, sname)
-                        if not known:
-                            err(i, f"unknown source bitmap '{sname}' on {snode.node_name}")
-                        elif bm is not None and (p := _bitmap_problem(bm)):
-                            err(i, p)
-            if node is not None:
-                target = d.get("target")
-                known, bm = sim.get(node.node_name, str(target))
-                if not known:
-                    err(i, f"unknown target bitmap '{target}' on {node.node_name}")
-                elif bm is not None and (p := _bitmap_problem(bm)):
-                    err(i, p)
-                action = action.with_data(node=node.node_name, bitmaps=new_srcs or srcs)
-                _note_mapping(out, i, d.get("node"), node)
-        elif action.is_bitmap:
-            node = node_of(i, d.get("node"))
-            name = d.get("name")
-            if node is not None and isinstance(name, str):
-                known, bm = sim.get(node.node_name, name)
-                if action.type == "block-dirty-bitmap-add":
-                    _check_add(i, action, node, known, out)
-                    sim.bitmaps[(node.node_name, name)] = None
-                elif not known:
-                    err(i, f"unknown bitmap '{name}' on {node.node_name}")
-                else:
-                    if bm is not None and (
-                        p := _bitmap_problem(bm, action.type == "block-dirty-bitmap-remove")
-                    ):
-                        err(i, p)
-                    if action.type == "block-dirty-bitmap-remove":
-                        del sim.bitmaps[(node.node_name, name)]
-                action = action.with_data(node=node.node_name)
-                _note_mapping(out, i, d.get("node"), node)
-            elif node is not None:
-                err(i, "bitmap name is missing")
-        actions.append(action)
-    return Prepared(Transaction(tuple(actions), txn.completion_mode), tuple(out), sources)
+        sim.error(None, "the transaction has no actions")
+    creating = [j.id for j in model.active_jobs if j.type == CREATE_JOB_TYPE]
+    if creating:
+        sim.error(None, f"blockdev-create job {', '.join(creating)} is running: QEMU 7.2 aborts "
+                        "when block nodes are queried meanwhile (and a transaction is followed "
+                        "by querying them); wait until it has ended")
 
 
-def _note_mapping(out: list[Finding], i: int, given: Any, node: Node) -> None:
+def _check_action(sim: _Sim, i: int, action: Action, mode: str) -> Action:
+    """Check one action against the state the earlier ones left; the action as it will be sent."""
+    if mode == GROUPED and action.type not in BACKUP_TYPES:
+        sim.error(i, f"{action.type} cannot be part of a grouped transaction (QEMU refuses it: "
+                     "only backups support completion-mode grouped); send it separately in "
+                     "individual mode")
+    if action.type in BACKUP_TYPES:
+        return _check_backup(sim, i, action)
+    if action.type == "block-dirty-bitmap-merge":
+        return _check_merge(sim, i, action)
+    if action.is_bitmap:
+        return _check_bitmap_action(sim, i, action)
+    return action
+
+
+# ---------------------------------------------------------------------- bitmap actions
+
+
+def _check_merge(sim: _Sim, i: int, action: Action) -> Action:
+    d = action.data
+    node = sim.node_of(i, d.get("node"))
+    srcs = d.get("bitmaps")
+    new_srcs: list[Any] = []
+    if not isinstance(srcs, list) or not srcs:
+        sim.error(i, "a merge needs at least one source bitmap (QEMU 7.2 crashes on an empty "
+                     "merge)")
+    else:
+        new_srcs = [_merge_source(sim, i, node, src) for src in srcs]
+    if node is None:
+        return action
+    target = str(d.get("target"))
+    if sim.bitmap_usable(i, node.node_name, target, role="target bitmap"):
+        sim.bitmaps[(node.node_name, target)] = None  # changed: the live count no longer holds
+    _note_mapping(sim, i, d.get("node"), node)
+    return action.with_data(node=node.node_name, bitmaps=new_srcs or srcs)
+
+
+def _merge_source(sim: _Sim, i: int, node: Node | None, src: Any) -> Any:
+    """Check one merge source; the source as it will be sent (its node by node name)."""
+    if isinstance(src, dict):
+        snode = sim.node_of(i, src.get("node"), "source node")
+        sname = src.get("name")
+        resolved: Any = {"node": snode.node_name, "name": sname} if snode is not None else src
+    else:
+        snode, sname, resolved = node, src, src
+    if snode is not None and isinstance(sname, str):
+        sim.bitmap_usable(i, snode.node_name, sname, role="source bitmap")
+    return resolved
+
+
+def _check_bitmap_action(sim: _Sim, i: int, action: Action) -> Action:
+    """add, clear, enable, disable, remove."""
+    d = action.data
+    node = sim.node_of(i, d.get("node"))
+    name = d.get("name")
+    if node is None:
+        return action
+    if not isinstance(name, str):
+        sim.error(i, "bitmap name is missing")
+        return action
+    key = (node.node_name, name)
+    if action.type == "block-dirty-bitmap-add":
+        _check_add(sim, i, action, node)
+        sim.bitmaps[key] = None
+        sim.removed.pop(key, None)
+    elif sim.bitmap_usable(i, node.node_name, name,
+                           allow_inconsistent=action.type == "block-dirty-bitmap-remove"):
+        if action.type == "block-dirty-bitmap-remove":
+            del sim.bitmaps[key]
+            sim.removed[key] = i
+    _note_mapping(sim, i, d.get("node"), node)
+    return action.with_data(node=node.node_name)
+
+
+def _note_mapping(sim: _Sim, i: int, given: Any, node: Node) -> None:
     if given != node.node_name:
-        out.append(Finding(INFO, f"'{given}' addressed by its node name '{node.node_name}' "
-                                 "(a device name points at the backup filter while a backup runs)", i))
+        sim.note(INFO, i, f"'{given}' addressed by its node name '{node.node_name}' "
+                          "(a device name points at the backup filter while a backup runs)")
 
 
-def _check_add(i: int, action: Action, node: Node, known: bool, out: list[Finding]) -> None:
+def _check_add(sim: _Sim, i: int, action: Action, node: Node) -> None:
     d = action.data
     name = str(d.get("name"))
     if not name:
-        out.append(Finding(ERROR, "bitmap name cannot be empty", i))
+        sim.error(i, "bitmap name cannot be empty")
     elif len(name.encode()) > MAX_NAME:
-        out.append(Finding(ERROR, f"bitmap name is longer than {MAX_NAME} bytes", i))
-    if known:
-        out.append(Finding(ERROR, f"bitmap '{name}' already exists on {node.node_name}", i))
+        sim.error(i, f"bitmap name is longer than {MAX_NAME} bytes")
+    if (node.node_name, name) in sim.bitmaps:
+        sim.error(i, f"bitmap '{name}' already exists on {node.node_name}")
     gran = d.get("granularity")
     if gran is not None and (
         not isinstance(gran, int) or gran < 512 or gran > MAX_GRANULARITY or gran & (gran - 1)
     ):
-        out.append(Finding(ERROR, "granularity must be a power of 2 between 512 and 2 GiB", i))
+        sim.error(i, "granularity must be a power of 2 between 512 and 2 GiB")
     if d.get("persistent") and node.driver != "qcow2":
-        out.append(Finding(ERROR, f"persistent bitmaps need a qcow2 node ({node.node_name} is "
-                                  f"{node.driver})", i))
+        sim.error(i, f"persistent bitmaps need a qcow2 node ({node.node_name} is {node.driver})")
 
 
-def _check_backup(
-    i: int,
-    action: Action,
-    model: ConnectionModel,
-    sim: _Sim,
-    out: list[Finding],
-    busy_nodes: set[str],
-    used_job_ids: set[str],
-    targets: dict[str, int],
-    sources: dict[int, tuple[str, str | None]],
-    fill_job_ids: bool,
-) -> Action:
-    d = action.data
+# ---------------------------------------------------------------------- backups
 
-    def err(msg: str) -> None:
-        out.append(Finding(ERROR, msg, i))
 
-    dev = d.get("device")
-    node = model.find_node(dev) if isinstance(dev, str) and dev else None
+def _check_backup(sim: _Sim, i: int, action: Action) -> Action:
+    """One backup action, step by step; the action with its job id filled in."""
+    node, by_device = _check_source(sim, i, action.data.get("device"))
+    action = _check_job_id(sim, i, action, node, by_device)
+    _check_sync_options(sim, i, action.data)
+    _check_backup_bitmap(sim, i, action.data, node)
+    _check_target(sim, i, action, node)
+    _warn_backup(sim, i, action)
+    if node is not None:
+        sim.backed_up.setdefault(node.node_name, []).append(_BackupSource(i, by_device))
+    return action
+
+
+def _check_source(sim: _Sim, i: int, dev: Any) -> tuple[Node | None, bool]:
+    """The source node and whether it is addressed by its device name."""
     if not isinstance(dev, str) or not dev:
-        err("device is missing")
-    elif node is None:
-        err(f"unknown device or node '{dev}'")
-    else:
-        sources[i] = (node.node_name, node.device)
-        if node.node_name in busy_nodes:
-            err(f"{node.node_name} is busy: a block job is already running on it")
-    is_device = node is not None and node.device == dev
+        sim.error(i, "device is missing")
+        return None, False
+    node = sim.model.find_node(dev)
+    if node is None:
+        sim.error(i, f"unknown device or node '{dev}'")
+        return None, False
+    sim.sources[i] = (node.node_name, node.device)
+    by_device = node.device == dev
+    if node.node_name in sim.busy_nodes:
+        sim.error(i, f"{node.node_name} is busy: a block job is already running on it")
+    earlier = sim.backed_up.get(node.node_name, [])
+    if earlier and (by_device or any(e.by_device for e in earlier)):
+        sim.error(i, f"{node.node_name} is already backed up by action {earlier[0].index + 1} of "
+                     "this transaction, and two backups of one drive by device name in one "
+                     "transaction abort QEMU 7.2: address both by node name "
+                     f"('{node.node_name}') or send them separately")
+    written = sim.targets.get(node.node_name)
+    if written is not None:
+        sim.error(i, f"{node.node_name} is the target action {written + 1} writes: a backup "
+                     "cannot read what the same transaction overwrites")
+    return node, by_device
 
-    # Job id: QEMU's default is the device name, which a node-name source does not have.
+
+def _check_job_id(sim: _Sim, i: int, action: Action, node: Node | None, by_device: bool) -> Action:
+    """QEMU's default job id is the device name, which a node-name source does not have."""
+    dev = action.data.get("device")
     jid = action.job_id
     if jid is None:
-        if fill_job_ids and isinstance(dev, str) and dev:
-            base = dev if is_device else f"{dev}-backup"
+        if sim.fill_job_ids and isinstance(dev, str) and dev:
+            base = dev if by_device else f"{dev}-backup"
             jid, n = base, 2
-            while jid in used_job_ids:
+            while jid in sim.job_ids:
                 jid, n = f"{base}-{n}", n + 1
             action = action.with_data(job_id=jid)
-            out.append(Finding(INFO, f"job-id '{jid}' filled in", i))
-        elif node is not None and not is_device:
-            err(f"a backup of node '{dev}' needs a job-id (QEMU: Invalid job ID '')")
+            sim.note(INFO, i, f"job-id '{jid}' filled in")
+        elif node is not None and not by_device:
+            sim.error(i, f"a backup of node '{dev}' needs a job-id (QEMU: Invalid job ID '')")
     if jid is not None:
-        if jid in used_job_ids:
-            err(f"job id '{jid}' is already in use")
-        used_job_ids.add(jid)
+        if jid in sim.job_ids:
+            sim.error(i, f"job id '{jid}' is already in use")
+        sim.job_ids.add(jid)
+    return action
 
-    sync = d.get("sync")
-    bitmap = d.get("bitmap")
-    mode = d.get("bitmap-mode")
-    if sync not in SYNC_MODES:
-        err(f"sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
-    if mode is not None and mode not in BITMAP_MODES:
-        err(f"bitmap-mode must be one of {', '.join(BITMAP_MODES)}, not {mode!r}")
-    if sync in ("incremental", "bitmap") and not bitmap:
-        err(f"sync '{sync}' needs a bitmap")
-    if sync == "incremental" and mode not in (None, "on-success"):
-        err("sync 'incremental' only works with bitmap-mode 'on-success' (or none given)")
-    if bitmap and sync in ("bitmap", "full", "top") and mode is None:
-        err(f"a bitmap with sync '{sync}' needs a bitmap-mode (on-success, always or never)")
-    if bitmap and sync == "none":
-        err("sync 'none' does not produce meaningful bitmap outputs")
-    if sync in ("full", "top") and mode == "never":
-        err(f"bitmap-mode 'never' has no effect with sync '{sync}'")
-    if mode is not None and not bitmap:
-        err("bitmap-mode given without a bitmap")
+
+def _check_sync_options(sim: _Sim, i: int, d: dict[str, Any]) -> None:
+    """sync, bitmap-mode and speed as QEMU's backup accepts them."""
+    sync, bitmap, mode = d.get("sync"), d.get("bitmap"), d.get("bitmap-mode")
+    problems = [
+        (sync not in SYNC_MODES, f"sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}"),
+        (mode is not None and mode not in BITMAP_MODES,
+         f"bitmap-mode must be one of {', '.join(BITMAP_MODES)}, not {mode!r}"),
+        (sync in ("incremental", "bitmap") and not bitmap, f"sync '{sync}' needs a bitmap"),
+        (sync == "incremental" and mode not in (None, "on-success"),
+         "sync 'incremental' only works with bitmap-mode 'on-success' (or none given)"),
+        (bool(bitmap) and sync in ("bitmap", "full", "top") and mode is None,
+         f"a bitmap with sync '{sync}' needs a bitmap-mode (on-success, always or never)"),
+        (bool(bitmap) and sync == "none", "sync 'none' does not produce meaningful bitmap outputs"),
+        (sync in ("full", "top") and mode == "never",
+         f"bitmap-mode 'never' has no effect with sync '{sync}'"),
+        (mode is not None and not bitmap, "bitmap-mode given without a bitmap"),
+    ]
+    for bad, msg in problems:
+        if bad:
+            sim.error(i, msg)
     speed = d.get("speed")
     if speed is not None and (not isinstance(speed, int) or speed < 0):
-        err("speed must be a non-negative number of bytes per second")
-    if bitmap and node is not None:
-        known, bm = sim.get(node.node_name, str(bitmap))
-        if not known:
-            err(f"unknown bitmap '{bitmap}' on {node.node_name}")
-        elif bm is not None and (p := _bitmap_problem(bm)):
-            err(p)
+        sim.error(i, "speed must be a non-negative number of bytes per second")
 
-    target = d.get("target")
+
+def _check_backup_bitmap(sim: _Sim, i: int, d: dict[str, Any], node: Node | None) -> None:
+    """The backup's bitmap exists at this point of the transaction and no earlier job holds it;
+    from here on it is frozen for the rest of the transaction."""
+    bitmap = d.get("bitmap")
+    if not bitmap or node is None:
+        return
+    name = str(bitmap)
+    if sim.bitmap_usable(i, node.node_name, name):
+        sim.frozen_by[(node.node_name, name)] = i
+
+
+def _check_target(sim: _Sim, i: int, action: Action, node: Node | None) -> None:
+    target = action.data.get("target")
     if not isinstance(target, str) or not target:
-        err("target is missing")
-    else:
-        tkey = target
-        if action.type == "blockdev-backup":
-            tnode = model.find_node(target)
-            if tnode is None:
-                err(f"unknown target node '{target}' (blockdev-add it first)")
-            else:
-                tkey = tnode.node_name
-                if node is not None and tnode.node_name == node.node_name:
-                    err("the target is the source itself")
-        if tkey in targets:
-            err(f"writes the same target as action {targets[tkey] + 1} ({target})")
+        sim.error(i, "target is missing")
+        return
+    tkey = target
+    if action.type == "blockdev-backup":
+        tnode = sim.model.find_node(target)
+        if tnode is None:
+            sim.error(i, f"unknown target node '{target}' (blockdev-add it first)")
         else:
-            targets[tkey] = i
-    if d.get("auto-finalize") is False:
-        out.append(Finding(WARNING, "auto-finalize false: the job waits in 'pending' until "
-                                    "job-finalize is run; its verdict waits for that", i))
+            tkey = tnode.node_name
+            if node is not None and tnode.node_name == node.node_name:
+                sim.error(i, "the target is the source itself")
+            elif tnode.node_name in sim.backed_up:
+                first = sim.backed_up[tnode.node_name][0].index
+                sim.error(i, f"the target {tnode.node_name} is the source action {first + 1} "
+                             "backs up: it would be overwritten while it is read")
+    if tkey in sim.targets:
+        sim.error(i, f"writes the same target as action {sim.targets[tkey] + 1} ({target})")
+    else:
+        sim.targets[tkey] = i
+
+
+def _warn_backup(sim: _Sim, i: int, action: Action) -> None:
+    if action.data.get("auto-finalize") is False:
+        sim.note(WARNING, i, "auto-finalize false: the job waits in 'pending' until job-finalize "
+                             "is run; its verdict waits for that")
     if action.type == "drive-backup":
         fix, prep = blockdev_equivalent(action)
-        out.append(Finding(
-            WARNING,
-            "drive-backup is deprecated; the blockdev-backup equivalent opens the target with "
-            f"blockdev-add first and backs up to node '{fix.data['target']}'",
-            i, fix, prep,
-        ))
-    return action
+        sim.note(WARNING, i, "drive-backup is deprecated; the blockdev-backup equivalent opens the "
+                             f"target with blockdev-add first and backs up to node "
+                             f"'{fix.data['target']}'", fix, prep)

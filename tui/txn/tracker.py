@@ -9,7 +9,9 @@ Usage (the CLI, the composer screen and the backup ledger all do this)::
 
 Results come only from the Store (QMP events reduced by the reducer: ``JobResult``), never from
 polling QEMU here. Bitmap outcomes are checked against real counts (and sha256 where QEMU has
-``x-debug-block-dirty-bitmap-sha256``) read before sending and after the last job ended.
+``x-debug-block-dirty-bitmap-sha256``) read before sending and after the last job ended, and
+against what was seen while the jobs ran: how much each job had left to copy when it ended, and
+the writes QEMU recorded during the job in the anonymous bitmap next to the frozen one.
 """
 
 from __future__ import annotations
@@ -29,18 +31,20 @@ from tui.model.store import Store
 from tui.txn.checks import Prepared, prepare
 from tui.txn.model import Transaction
 from tui.txn.verdict import (
-    CLEARED,
     LOST,
     BackupInfo,
     BitmapVerdict,
     Verdict,
     backups_of,
+    counts_agree,
     decide,
 )
 
 # A job whose record says it is gone (status null) without its end event is given this long for
 # the event to arrive (the poll and the event pump race) before it counts as lost.
 END_EVENT_GRACE = 3.0
+# While jobs run, the bitmaps are read this often to see the writes made during the jobs.
+DURING_SAMPLE_INTERVAL = 1.0
 
 
 class ConnectionLike(Protocol):
@@ -99,6 +103,8 @@ class TransactionRun:
         self.verdict: Verdict | None = None
         self._before: dict[tuple[str, str], Sample] = {}
         self._gone_since: dict[str, float] = {}
+        # (node, bitmap) → the most bytes seen dirtied while its job ran
+        self._written_during: dict[tuple[str, str], int] = {}
 
     @property
     def model(self) -> ConnectionModel:
@@ -205,6 +211,25 @@ class TransactionRun:
                 return LOST
         return None
 
+    def observe(self) -> None:
+        """Note the writes QEMU recorded so far for each running job with a bitmap: the count of
+        the anonymous recording bitmap it keeps next to the frozen one on the source node (the
+        smallest, if two jobs of this transaction keep one there)."""
+        model = self.model
+        for b in self.backups:
+            job = model.jobs.get(b.job_id)
+            node = model.nodes.get(b.node or "")
+            if not b.bitmap or node is None or job is None or job.finished:
+                continue
+            counts = [bm.count for bm in node.bitmaps if bm.anonymous and bm.recording]
+            if counts:
+                key = (node.node_name, b.bitmap)
+                self._written_during[key] = max(self._written_during.get(key, 0), min(counts))
+
+    def written_during(self, node: str, bitmap: str) -> int | None:
+        """The most bytes seen dirtied on ``node`` while the job using ``bitmap`` ran."""
+        return self._written_during.get((node, bitmap))
+
     def ended(self) -> bool:
         """True once every job of the transaction has a result."""
         return self.accepted and all(j.result is not None for j in self.jobs())
@@ -219,10 +244,17 @@ class TransactionRun:
         unsubscribe = self.conn.store.subscribe(changed.set)
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
+        next_sample = loop.time()
         try:
             while not self.ended():
                 changed.clear()
+                self.observe()
                 self._notify()
+                if loop.time() >= next_sample:
+                    next_sample = loop.time() + DURING_SAMPLE_INTERVAL
+                    with contextlib.suppress(BitmapTuiError):
+                        await self.conn.refresh_nodes()
+                    continue
                 left = 0.5 if end is None else min(0.5, end - loop.time())
                 if left <= 0:
                     break
@@ -256,31 +288,45 @@ class TransactionRun:
                 if view.result == JobResult.CANCELLED.value and job is not None and job.io_errors:
                     error = error or job.last_io_error
                 results[view.job_id] = (view.result, error)
-        verdict = decide(self.txn, model, results)
+        verdict = decide(self.txn, model, results, copied_all={
+            jid: left == 0 for jid, left in self._left_to_copy().items()})
         bitmaps = tuple(self._measured(b, after) for b in verdict.bitmaps)
         extra = tuple(
             f"check bitmap {b.name} on {b.node}: expected {b.outcome}, but its dirty count went "
             f"from {b.count_before} to {b.count_after} bytes"
+            + (f" ({b.written_during} written during the job)" if b.written_during else "")
             for b in bitmaps if b.verified is False
         )
         return replace(verdict, bitmaps=bitmaps, next=verdict.next + extra,
                        checks=tuple(str(f) for f in self.prepared.findings))
+
+    def _left_to_copy(self) -> dict[str, int]:
+        """Job id → bytes it had not copied when it ended (from its end event's len and offset).
+        Left out when unknown: no end seen, or a length of 0 for a bitmap that had bits (the job
+        ended before it had counted what to copy)."""
+        out = {}
+        for b in self.backups:
+            job = self.model.jobs.get(b.job_id)
+            if job is None or job.result is None:
+                continue
+            before = self._before.get((b.node or "", b.bitmap or ""))
+            if job.total == 0 and before is not None and before.count > 0:
+                continue
+            out[b.job_id] = max(0, job.total - job.current)
+        return out
 
     def _measured(self, b: BitmapVerdict, after: dict[tuple[str, str], Sample]) -> BitmapVerdict:
         before = self._before.get((b.node, b.name))
         now = after.get((b.node, b.name))
         if before is None or now is None:
             return b
-        if b.outcome == CLEARED and not b.partial:
-            ok = now.count == 0 or now.count < before.count or before.count == 0
-        elif b.outcome == CLEARED:
-            ok = now.count <= before.count
-        else:  # restored / unchanged: same bits, or more if the guest wrote meanwhile
-            ok = (before.sha256 is not None and before.sha256 == now.sha256) or now.count >= before.count
-        # bitmap-mode always after a cancel: if everything had been copied, nothing is left
-        partial = b.partial and now.count > 0
+        written = self._written_during.get((b.node, b.name), 0)
+        left = self._left_to_copy().get(b.cause, 0)
+        same_hash = before.sha256 is not None and before.sha256 == now.sha256
+        ok = counts_agree(b.outcome, before.count, now.count, written_during=written,
+                          left_to_copy=left, same_hash=same_hash)
         return replace(b, count_before=before.count, count_after=now.count, verified=ok,
-                       partial=partial)
+                       written_during=written, left_to_copy=left if b.partial else None)
 
 
 async def apply_transaction(

@@ -1,13 +1,18 @@
 """What a transaction leaves behind: per job, per target image, per bitmap, and the next steps.
 
-One set of rules (DESIGN §1, qmp.md §3.4) serves both the what-if shown before sending (with
-assumed job results) and the verdict after the jobs ended (with the real ones):
+One set of rules (docs/qemu-bitmap-semantics.md) serves both the what-if shown before sending
+(with assumed job results) and the verdict after the jobs ended (with the real ones):
 
-- an image is VALID only when its job completed; failed, cancelled or lost → INVALID;
-- a backup's bitmap with bitmap-mode ``on-success`` (what ``sync: incremental`` means) is cleared
-  only when its job completed (in grouped mode that implies the whole group did), otherwise it is
-  restored as if nothing had been issued; ``never`` leaves it unchanged; ``always`` clears the bits
-  of the data actually copied, even on failure or cancel (a *partial* clear);
+- an image is VALID (a restore point) only when its job completed. A job with bitmap-mode
+  ``always`` that failed or was cancelled leaves an INCOMPLETE image: not a restore point by
+  itself, but the valid base of the next incremental with that bitmap, because QEMU synced the
+  bitmap with what was copied. Any other failed, cancelled or lost job → INVALID (delete it);
+- a backup's bitmap, per (sync, bitmap-mode, result, how far the job got):
+  ``never`` → unchanged; completed (``on-success`` or ``always``) → cleared (it then holds only
+  the writes made since the job started); ``on-success`` otherwise → restored as if nothing had
+  been issued; ``always`` otherwise → cleared if the job had copied everything, else partly synced
+  (sync ``bitmap``/``incremental``: what was not copied plus the new writes) or re-dirtied (sync
+  ``full``/``top``: QEMU sets every bit not copied yet, more than it cleared);
 - in grouped mode one failure cancels every other job of the group;
 - bitmap actions (add, clear, ...) take effect when QEMU accepts the transaction, whatever the
   jobs do afterwards.
@@ -28,12 +33,26 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 LOST = "lost"
 
+# Image verdicts.
 VALID = "valid"
 INVALID = "invalid"
+INCOMPLETE = "incomplete"
+IMAGE_VERDICTS = (VALID, INVALID, INCOMPLETE)
 
+# Bitmap outcomes.
 CLEARED = "cleared"
 RESTORED = "restored"
 UNCHANGED = "unchanged"
+PARTLY_SYNCED = "partly synced"
+RE_DIRTIED = "re-dirtied"
+BITMAP_OUTCOMES = (CLEARED, RESTORED, UNCHANGED, PARTLY_SYNCED, RE_DIRTIED)
+
+# What the operator does with an image of each verdict.
+IMAGE_ACTION = {
+    VALID: "keep",
+    INVALID: "delete",
+    INCOMPLETE: "keep as the base of the next incremental; not a restore point",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +106,72 @@ def backups_of(txn: Transaction, model: ConnectionModel | None) -> list[BackupIn
     return out
 
 
+def bitmap_outcome(sync: str, bitmap_mode: str | None, result: str,
+                   copied_all: bool = False) -> str:
+    """What QEMU does to a backup's bitmap: one of :data:`BITMAP_OUTCOMES`.
+
+    ``copied_all``: the job had copied everything before it ended (e.g. cancelled while pending);
+    unknown (the what-if, a lost job) counts as not.
+    """
+    mode = bitmap_mode or "on-success"
+    if mode == "never":
+        return UNCHANGED
+    if result == COMPLETED:
+        return CLEARED
+    if mode != "always":
+        return RESTORED
+    if copied_all:
+        return CLEARED
+    return RE_DIRTIED if sync in ("full", "top") else PARTLY_SYNCED
+
+
+def image_verdict(result: str, bitmap: str | None, bitmap_mode: str | None) -> str:
+    """VALID, INVALID or INCOMPLETE for a backup's target image, given how its job ended.
+
+    INCOMPLETE: bitmap-mode ``always`` and the job failed or was cancelled. QEMU synced the bitmap
+    with what the job copied, so the image is the base the next incremental with that bitmap
+    needs, though it is no restore point by itself. A lost job (its end never seen) is INVALID:
+    nothing is known of it.
+    """
+    if result == COMPLETED:
+        return VALID
+    if bitmap and bitmap_mode == "always" and result in (FAILED, CANCELLED):
+        return INCOMPLETE
+    return INVALID
+
+
+def counts_agree(outcome: str, before: int, after: int, *, written_during: int = 0,
+                 left_to_copy: int = 0, same_hash: bool = False) -> bool | None:
+    """Whether a bitmap's measured dirty counts (bytes) agree with its outcome.
+
+    ``written_during``: the most the guest was seen to dirty while the job ran (QEMU records it in
+    an anonymous bitmap next to the frozen one); ``left_to_copy``: what the job had not copied
+    when it ended. True: they agree; False: they contradict the outcome; None: they cannot tell
+    (the guest wrote after the last look, so the count is higher than any outcome predicts).
+    A cleared bitmap is judged against the writes made during the job, never against zero.
+    """
+    if outcome in (RESTORED, UNCHANGED):
+        if same_hash:
+            return True
+        if after < before:
+            return False  # bits went away: something cleared them
+        return True if after <= before + written_during else None
+    if outcome == CLEARED:
+        if after < written_during:
+            return False
+        # exactly the writes seen during the job, or fewer bits than before (not restored)
+        return True if after == written_during or after < before else None
+    low = max(left_to_copy, written_during)  # partly synced / re-dirtied
+    if after < low:
+        return False
+    return True if after <= left_to_copy + written_during else None
+
+
+def usable_as_base(verdict: str) -> bool:
+    """Whether the next incremental of the same bitmap may be based on an image of this verdict."""
+    return verdict in (VALID, INCOMPLETE)
+
+
 @dataclass(frozen=True, slots=True)
 class JobVerdict:
     """How one backup job of the transaction ended, with what a backup ledger needs to link it
@@ -101,17 +186,24 @@ class JobVerdict:
     image: str = ""  # the target image's path
     sync: str = ""
     bitmap: str | None = None
-    bitmap_outcome: str | None = None  # cleared | restored | unchanged (None: no bitmap)
+    bitmap_outcome: str | None = None  # one of BITMAP_OUTCOMES (None: no bitmap)
+    verdict: str = ""  # the image's: valid | invalid | incomplete
+    bitmap_mode: str | None = None
 
     @property
     def image_valid(self) -> bool:
+        """A restore point (VALID)."""
         return self.result == COMPLETED
+
+    @property
+    def label(self) -> str:
+        return self.device or self.node or self.job_id
 
 
 @dataclass(frozen=True, slots=True)
 class ImageVerdict:
     path: str
-    verdict: str  # valid | invalid
+    verdict: str  # valid | invalid | incomplete
     job_id: str = ""
     device: str | None = None
 
@@ -120,14 +212,27 @@ class ImageVerdict:
 class BitmapVerdict:
     node: str
     name: str
-    outcome: str  # cleared | restored | unchanged
-    # For bitmap-mode always after a failure: only the copied part was cleared.
+    outcome: str  # one of BITMAP_OUTCOMES
+    # Partly synced or re-dirtied: only what the job copied was cleared.
     partial: bool = False
     cause: str = ""  # the job id or "action N" that decided it
     count_before: int | None = None
     count_after: int | None = None
-    # Whether real counts / hashes agree with the outcome (None: not measured).
+    # Whether real counts / hashes agree with the outcome (None: not measured or not measurable).
     verified: bool | None = None
+    # Measured: bytes the guest dirtied while the job ran (the count of QEMU's anonymous bitmap
+    # that records them), and bytes the job had left to copy when it ended.
+    written_during: int | None = None
+    left_to_copy: int | None = None
+
+
+OUTCOME_MEANING = {
+    CLEARED: "holds only the writes since the job started",
+    RESTORED: "as before the transaction, plus the writes since",
+    UNCHANGED: "bitmap-mode never: as before, plus the writes since",
+    PARTLY_SYNCED: "holds what the job did not copy plus the writes since it started",
+    RE_DIRTIED: "QEMU set every bit the job did not copy, more than it cleared",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,46 +282,40 @@ class Verdict:
         }
 
 
-def bitmap_outcome(info: BackupInfo, result: str) -> tuple[str, bool]:
-    """(outcome, partial) of a backup's bitmap given how its job ended."""
-    mode = info.bitmap_mode or "on-success"
-    if mode == "never":
-        return UNCHANGED, False
-    if result == COMPLETED:
-        return CLEARED, False
-    if mode == "always":
-        return CLEARED, True
-    return RESTORED, False
-
-
 def decide(
     txn: Transaction,
     model: ConnectionModel | None,
     results: dict[str, tuple[str, str | None]],
     *,
     accepted: bool = True,
+    copied_all: dict[str, bool] | None = None,
 ) -> Verdict:
-    """The verdict for a prepared transaction given each job's ``(result, error)`` by job id."""
+    """The verdict for a prepared transaction given each job's ``(result, error)`` by job id;
+    ``copied_all`` says which jobs had copied everything when they ended (unknown: not)."""
     backups = backups_of(txn, model)
-    grouped = txn.completion_mode == GROUPED
-    jobs, images, bitmaps = [], [], []
-    for b in backups:
-        result, error = results.get(b.job_id, (LOST, "no end of this job was seen"))
-        outcome: str | None = None
-        if b.bitmap and b.node:
-            outcome, partial = bitmap_outcome(b, result)
-            bitmaps.append(BitmapVerdict(b.node, b.bitmap, outcome, partial, b.job_id))
-        jobs.append(JobVerdict(b.job_id, b.device, b.node, b.target, result, error, b.image,
-                               b.sync, b.bitmap, outcome))
-        images.append(ImageVerdict(b.image, VALID if result == COMPLETED else INVALID, b.job_id,
-                                   b.device))
+    jobs = [_job_verdict(b, results, copied_all or {}) for b in backups]
+    images = [ImageVerdict(j.image, j.verdict, j.job_id, j.device) for j in jobs]
+    bitmaps = [BitmapVerdict(j.node, j.bitmap, j.bitmap_outcome,
+                             j.bitmap_outcome in (PARTLY_SYNCED, RE_DIRTIED), j.job_id)
+               for j in jobs if j.bitmap and j.node and j.bitmap_outcome]
     for i, a in enumerate(txn.actions):
         if a.type == "block-dirty-bitmap-clear":
             bitmaps.append(BitmapVerdict(str(a.data.get("node")), str(a.data.get("name")), CLEARED,
                                          cause=f"action {i + 1}"))
-    nxt = next_steps(txn, backups, {j.job_id: j for j in jobs}, grouped)
+    nxt = next_steps(txn, backups, {j.job_id: j for j in jobs}, txn.completion_mode == GROUPED)
     return Verdict(txn.completion_mode, accepted, None, tuple(jobs), tuple(images),
                    tuple(bitmaps), tuple(nxt))
+
+
+def _job_verdict(b: BackupInfo, results: dict[str, tuple[str, str | None]],
+                 copied_all: dict[str, bool]) -> JobVerdict:
+    result, error = results.get(b.job_id, (LOST, "no end of this job was seen"))
+    outcome = None
+    if b.bitmap and b.node:
+        outcome = bitmap_outcome(b.sync, b.bitmap_mode, result, copied_all.get(b.job_id, False))
+    return JobVerdict(b.job_id, b.device, b.node, b.target, result, error, b.image, b.sync,
+                      b.bitmap, outcome, image_verdict(result, b.bitmap, b.bitmap_mode),
+                      b.bitmap_mode)
 
 
 def _names(items: list[str]) -> str:
@@ -228,70 +327,113 @@ def _names(items: list[str]) -> str:
 def next_steps(
     txn: Transaction, backups: list[BackupInfo], jobs: dict[str, JobVerdict], grouped: bool
 ) -> list[str]:
-    """The operator's next steps, in words, following the documentation's rules."""
-    ok = [b for b in backups if jobs[b.job_id].result == COMPLETED]
-    bad = [b for b in backups if jobs[b.job_id].result != COMPLETED]
-    out: list[str] = []
+    """The operator's next steps, in words: one part for the transaction, then one per drive
+    (the drives' bitmaps may have done different things), then orphaned bitmaps."""
     if not backups:
         return ["the transaction started no job: its bitmap actions took effect when QEMU accepted it"]
+    ordered = [jobs[b.job_id] for b in backups]
+    out = _transaction_steps(ordered, grouped)
+    started = _bitmaps_started(txn)
+    for j in ordered:
+        out += _drive_steps(j, started.get(j.node or "", []), grouped)
+    out += _orphaned_bitmap_steps(txn, ordered)
+    return out
+
+
+def _cause(jobs: list[JobVerdict]) -> str:
+    failed = [j for j in jobs if j.result in (FAILED, LOST)]
+    return "; ".join(f"{j.label}: {j.error or j.result}" for j in failed) or "a job was cancelled"
+
+
+def _transaction_steps(jobs: list[JobVerdict], grouped: bool) -> list[str]:
+    """What is true of the transaction as a whole."""
+    bad = [j for j in jobs if j.result != COMPLETED]
     if not bad:
-        out.append("every job completed: every image is valid, keep them all")
-    elif grouped:
-        failed = [b for b in bad if jobs[b.job_id].result in (FAILED, LOST)]
-        cause = "; ".join(f"{b.label}: {jobs[b.job_id].error or jobs[b.job_id].result}" for b in failed)
-        out.append(f"grouped mode: no image of this transaction is usable, delete "
-                   f"{_names([b.image for b in bad])}")
-        if any(b.bitmap for b in backups):
-            restored = [b for b in backups if b.bitmap and b.bitmap_mode == "on-success"]
-            if restored:
-                out.append("every incremental bitmap was restored as if nothing had been issued: "
-                           f"fix the cause ({cause or 'a job was cancelled'}) and re-run the same "
-                           "transaction")
-        else:
-            out.append(f"fix the cause ({cause or 'a job was cancelled'}) and re-run the same "
-                       "transaction")
-    else:
-        for b in ok:
-            out.append(f"{b.image} is VALID: keep it")
-        for b in bad:
-            j = jobs[b.job_id]
-            why = f": {j.error}" if j.error else ""
-            out.append(f"{b.image} is INVALID ({j.result}{why}): delete it")
-        if len(backups) > 1:
-            out.append("a VM-wide point in time needs new backups of "
-                       f"{_names([b.label for b in backups])}")
-    # bitmaps started (added or cleared) by this transaction, per node: they count from it
+        return ["every job completed: every image is valid, keep them all"]
+    if not grouped:
+        if len(jobs) > 1:
+            return ["a VM-wide point in time needs new backups of "
+                    f"{_names([j.label for j in jobs])}"]
+        return []
+    invalid = [j.image for j in bad if j.verdict == INVALID]
+    incomplete = [j for j in bad if j.verdict == INCOMPLETE]
+    if not incomplete:
+        out = [f"grouped mode: no image of this transaction is usable, delete {_names(invalid)}"]
+        outcomes = {j.bitmap_outcome for j in jobs if j.bitmap}
+        if outcomes <= {RESTORED, UNCHANGED}:
+            what = ("every incremental bitmap was restored as if nothing had been issued: "
+                    if outcomes == {RESTORED} else
+                    "every bitmap is as before the transaction: " if outcomes else "")
+            out.append(f"{what}fix the cause ({_cause(jobs)}) and re-run the same transaction")
+        return out
+    delete = f"; delete {_names(invalid)}" if invalid else ""
+    out = [f"grouped mode: no image of this transaction is a restore point{delete}"]
+    synced = [f"{j.label}'s {j.bitmap}" for j in incomplete]
+    out.append(f"do not re-run the same transaction: bitmap-mode always synced {_names(synced)} "
+               f"with what was copied; fix the cause ({_cause(jobs)}) and back up each drive "
+               "as said for it below")
+    return out
+
+
+def _bitmaps_started(txn: Transaction) -> dict[str, list[str]]:
+    """Bitmaps added or cleared by this transaction, per node: they count from it."""
     started: dict[str, list[str]] = {}
     for a in txn.actions:
         if a.type in ("block-dirty-bitmap-clear", "block-dirty-bitmap-add"):
             started.setdefault(str(a.data.get("node")), []).append(str(a.data.get("name")))
-    for b in backups:
-        j = jobs[b.job_id]
-        if j.result == COMPLETED and b.sync == "full" and b.node in started:
-            out.append(f"{b.image} is a full backup of {b.label} and bitmap "
-                       f"{_names(started[b.node or ''])} starts from it: {b.label}'s next "
-                       f"incremental must be based on {b.image}")
-        elif j.result == COMPLETED and b.bitmap and b.bitmap_mode in ("on-success", "always"):
-            out.append(f"{b.label}'s next incremental must be based on {b.image}")
-        elif j.result == COMPLETED and b.sync == "full":
-            out.append(f"{b.image} is a full backup of {b.label}: it can anchor a new chain")
-        elif j.result != COMPLETED and b.bitmap and b.bitmap_mode == "on-success" and not grouped:
-            out.append(f"{b.label}'s next incremental must be based on its last valid image (the "
-                       f"one before {b.image}): {b.bitmap} still holds every change since then")
-        elif j.result != COMPLETED and b.bitmap and b.bitmap_mode == "always":
-            out.append(f"{b.label}: bitmap {b.bitmap} was partly cleared (bitmap-mode always) and "
-                       f"{b.image} is incomplete: take a new full backup of {b.label}")
-    # A bitmap cleared or added by this transaction next to a full backup that failed (the anchor
-    # of a new chain): the bitmap now counts from an image that does not exist.
+    return started
+
+
+def _drive_steps(j: JobVerdict, started: list[str], grouped: bool) -> list[str]:
+    """What to do about one drive's image and bitmap."""
+    if j.verdict == VALID:
+        return _valid_steps(j, started)
+    if j.verdict == INCOMPLETE:
+        why = f": {j.error}" if j.error else ""
+        return [f"{j.image} is INCOMPLETE ({j.result}{why}): not a restore point by itself, but "
+                f"keep it: bitmap-mode always left bitmap {j.bitmap} {j.bitmap_outcome} with what "
+                f"was copied, so {j.label}'s next incremental with {j.bitmap} must be based on "
+                f"{j.image}; on top of it, that incremental is a restore point"]
+    out = []
+    if not grouped:
+        why = f": {j.error}" if j.error else ""
+        out.append(f"{j.image} is INVALID ({j.result}{why}): delete it")
+    if j.result == LOST and j.bitmap and j.bitmap_mode != "never":
+        out.append(f"{j.label}: the end of job {j.job_id} was not seen, so what QEMU did to bitmap "
+                   f"{j.bitmap} is not known: check it, or start a new chain with a full backup")
+    elif j.bitmap_outcome == RESTORED:
+        out.append(f"{j.label}'s next incremental must be based on its last valid image (the "
+                   f"one before {j.image}): {j.bitmap} still holds every change since then")
+    return out
+
+
+def _valid_steps(j: JobVerdict, started: list[str]) -> list[str]:
+    if j.sync == "full" and started:
+        return [f"{j.image} is a full backup of {j.label} and bitmap {_names(started)} starts "
+                f"from it: {j.label}'s next incremental must be based on {j.image}"]
+    if j.bitmap and j.bitmap_mode in ("on-success", "always"):
+        return [f"{j.label}'s next incremental must be based on {j.image}"]
+    if j.bitmap:
+        return [f"{j.label}: bitmap {j.bitmap} is unchanged (bitmap-mode never): the next backup "
+                "with it again copies every change since the image it counted from"]
+    if j.sync == "full":
+        return [f"{j.image} is a full backup of {j.label}: it can anchor a new chain"]
+    return []
+
+
+def _orphaned_bitmap_steps(txn: Transaction, jobs: list[JobVerdict]) -> list[str]:
+    """A bitmap cleared or added by this transaction next to a full backup that did not complete
+    (the anchor of a new chain): the bitmap now counts from an image that does not exist."""
+    out = []
     for i, a in enumerate(txn.actions):
         if a.type not in ("block-dirty-bitmap-clear", "block-dirty-bitmap-add"):
             continue
         node = a.data.get("node")
-        for b in bad:
-            if b.node == node and b.sync == "full":
+        for j in jobs:
+            if j.node == node and j.sync == "full" and j.result != COMPLETED:
                 verb = "cleared" if a.type.endswith("clear") else "added"
                 out.append(f"bitmap {a.data.get('name')} on {node} was {verb} by action {i + 1} but "
-                           f"the full backup {b.image} did not complete: the bitmap counts from an "
+                           f"the full backup {j.image} did not complete: the bitmap counts from an "
                            "image that does not exist; start the chain again (clear it together "
                            "with a new full backup)")
     return out
@@ -306,7 +448,8 @@ class Scenario:
 
 
 def what_if(txn: Transaction, model: ConnectionModel | None) -> list[Scenario]:
-    """For the transaction's completion mode: all succeed, then each job failing in turn."""
+    """For the transaction's completion mode: all succeed, then each job failing in turn (part-way:
+    how far a job would get is not known before sending)."""
     backups = backups_of(txn, model)
     out = [Scenario("every job completes",
                     decide(txn, model, {b.job_id: (COMPLETED, None) for b in backups}))]
@@ -323,6 +466,21 @@ def what_if(txn: Transaction, model: ConnectionModel | None) -> list[Scenario]:
     return out
 
 
+def image_line(img: ImageVerdict) -> str:
+    """``image PATH: VERDICT (what to do)``."""
+    return f"image {img.path}: {img.verdict.upper()} ({IMAGE_ACTION[img.verdict]})"
+
+
+def bitmap_line(b: BitmapVerdict) -> str:
+    """``bitmap NODE/NAME: outcome (meaning)``, with the measured counts when there are some."""
+    line = f"bitmap {b.node}/{b.name}: {b.outcome}"
+    if b.count_before is not None and b.count_after is not None:
+        line += f", dirty {b.count_before} → {b.count_after} bytes"
+        if b.written_during:
+            line += f", {b.written_during} written during the job"
+    return f"{line} ({OUTCOME_MEANING[b.outcome]})"
+
+
 def describe(v: Verdict) -> list[str]:
     """Human-readable lines (used by the CLI and the composer)."""
     lines = []
@@ -333,14 +491,8 @@ def describe(v: Verdict) -> list[str]:
     for j in v.jobs:
         err = f": {j.error}" if j.error else ""
         lines.append(f"job {j.job_id} ({j.device or j.node}) {j.result.upper()}{err}")
-    for i in v.images:
-        lines.append(f"image {i.path}: {i.verdict.upper()} ({'keep' if i.verdict == VALID else 'delete'})")
-    for b in v.bitmaps:
-        part = " (partially)" if b.partial else ""
-        counts = ""
-        if b.count_before is not None and b.count_after is not None:
-            counts = f", dirty {b.count_before} → {b.count_after} bytes"
-        lines.append(f"bitmap {b.node}/{b.name}: {b.outcome}{part}{counts}")
+    lines += [image_line(i) for i in v.images]
+    lines += [bitmap_line(b) for b in v.bitmaps]
     lines += [f"next: {n}" for n in v.next]
     return lines
 

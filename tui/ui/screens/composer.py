@@ -47,6 +47,7 @@ from tui.txn import (
     what_if,
 )
 from tui.txn.model import incremental_of, target_for
+from tui.txn.verdict import bitmap_line, image_line
 from tui.ui.actions import COMPOSER, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.screens.dialogs import ConfirmDialog
@@ -231,11 +232,8 @@ class ComposerScreen(Screen[None]):
         for sc in what_if(p.transaction, model):
             wlines.append(f"\n[b]if {escape(sc.title)}:[/b]")
             v = sc.verdict
-            for img in v.images:
-                wlines.append(f"  image {escape(img.path)}: {img.verdict.upper()}")
-            for bm in v.bitmaps:
-                part = " (partially)" if bm.partial else ""
-                wlines.append(f"  bitmap {escape(bm.node)}/{escape(bm.name)}: {bm.outcome}{part}")
+            wlines += [f"  {escape(image_line(img))}" for img in v.images]
+            wlines += [f"  {escape(bitmap_line(bm))}" for bm in v.bitmaps]
             for n in v.next:
                 wlines.append(f"  → {escape(n)}")
         self.query_one("#whatif", Static).update("\n".join(wlines))
