@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.fake_state import jobs, nodes
+from tui.limits import granularity_problem
 from tui.model.state import ConnectionModel, Job
 from tui.ops import bitmaps as b
 from tui.ops import jobs as j
@@ -33,7 +34,7 @@ def test_parse_granularity_rejects(text):
     (1 << 32, False), (3 << 20, False),
 ])
 def test_granularity_bounds_and_power_of_two(g, ok):
-    assert (b.check_granularity(g) is None) is ok
+    assert (granularity_problem(g) is None) is ok
 
 
 def test_check_add_rules():
@@ -41,7 +42,8 @@ def test_check_add_rules():
     assert b.check_add(n["disk0"], "").refusal == "the bitmap name cannot be empty"
     assert "already exists on disk0" in (b.check_add(n["disk0"], "nightly").refusal or "")
     assert b.check_add(n["disk1"], "nightly").ok  # names are per node
-    assert "longer than 1023" in (b.check_add(n["disk0"], "x" * 1024).refusal or "")
+    assert "1023 bytes" in (b.check_add(n["disk0"], "x" * 1024).refusal or "")
+    assert "1023 bytes" in (b.check_add(n["disk0"], "é" * 512).refusal or "")  # bytes, not characters
     assert b.check_add(n["disk0"], "x" * 1023).ok
     assert "power of two" in (b.check_add(n["disk0"], "new", 3000).refusal or "")
     warn = b.check_add(n["scratch"], "p", persistent=True)

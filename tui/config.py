@@ -26,6 +26,7 @@ from yaml.nodes import Node, ScalarNode
 from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, Policy
 from tui.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.errors import ConfigError
+from tui.limits import bitmap_name_problem
 from tui.paths import default_audit_path, default_config_path
 from tui.qmp.address import Address, parse_address
 from tui.yamlnodes import Reader, load_nodes
@@ -347,8 +348,9 @@ def _policies(
             r.fail(dnode, f"{key}.drives", "a drive is listed twice")
         bnode = m["bitmap"][1]
         bitmap = r.string(bnode, f"{key}.bitmap")
-        if len(bitmap) > 1023:
-            r.fail(bnode, f"{key}.bitmap", "QEMU limits bitmap names to 1023 characters")
+        problem = bitmap_name_problem(bitmap)
+        if problem:
+            r.fail(bnode, f"{key}.bitmap", problem)
         target = r.string(m["target_dir"][1], f"{key}.target_dir")
         if not target.startswith("/"):
             # The images are created on the QEMU host, so a path relative to here means nothing.

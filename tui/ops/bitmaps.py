@@ -10,14 +10,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tui.format import human_bytes
+from tui.limits import bitmap_name_problem, granularity_problem
 from tui.model.state import Bitmap, BitmapState, ConnectionModel, Node
 from tui.ops.common import Check, Outcome, Target, refused, run
 
-GRANULARITY_MIN = 512
-GRANULARITY_MAX = 2**31  # 2 GiB: QEMU accepts it (uint32); beyond is nonsense for a disk.
 GRANULARITY_PRESETS = (512, 4096, 65536, 2**20, 2**26)
-NAME_MAX = 1023  # BDRV_BITMAP_MAX_NAME_SIZE
 
 # Actions on an existing bitmap; "merge" means merging INTO it.
 ACTIONS = ("clear", "enable", "disable", "merge", "remove")
@@ -54,28 +51,18 @@ def parse_granularity(text: str) -> int:
     return int(m.group(1)) * factor
 
 
-def check_granularity(granularity: int) -> str | None:
-    if granularity < GRANULARITY_MIN or granularity > GRANULARITY_MAX:
-        return (f"granularity {granularity} is outside {human_bytes(GRANULARITY_MIN)}–"
-                f"{human_bytes(GRANULARITY_MAX)}")
-    if granularity & (granularity - 1):
-        return f"granularity {granularity} is not a power of two"
-    return None
-
-
 def check_add(node: Node | None, name: str, granularity: int | None = None,
               persistent: bool = False) -> Check:
     """Validate a new bitmap on ``node``."""
     if node is None:
         return Check(refusal="no such node")
-    if not name:
-        return Check(refusal="the bitmap name cannot be empty")
-    if len(name.encode()) > NAME_MAX:
-        return Check(refusal=f"the bitmap name is longer than {NAME_MAX} bytes")
+    problem = bitmap_name_problem(name)
+    if problem:
+        return Check(refusal=problem)
     if node.bitmap(name) is not None:
         return Check(refusal=f"a bitmap named '{name}' already exists on {node.node_name}")
     if granularity is not None:
-        reason = check_granularity(granularity)
+        reason = granularity_problem(granularity)
         if reason:
             return Check(refusal=reason)
     if persistent and node.driver != "qcow2":

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from tui.errors import BitmapTuiError, QMPCommandError
-from tui.model.state import ConnectionModel
+from tui.qmp.link import Link
 
-
-class Target(Protocol):
-    """What an operation needs from a connection (a :class:`tui.qmp.connection.Connection`)."""
-
-    name: str
-    read_only: bool
-
-    @property
-    def model(self) -> ConnectionModel: ...
-
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any: ...
+# What an operation needs from a connection: the one Connection protocol.
+Target = Link
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,10 @@ first so the operator sees why, and fall back to the ``block-job-*`` verbs on QE
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any
 
 from tui.model import reducer
 from tui.model.state import Job, JobResult
-from tui.model.store import Store
 from tui.ops.common import Check, Outcome, Target, refused, run
 
 # Statuses in which QEMU accepts each verb (7.2 JobVerbTable).
@@ -26,12 +25,6 @@ VERB_STATUSES: dict[str, frozenset[str]] = {
 ACTIONS = ("pause", "resume", "cancel", "set-speed", "finalize", "dismiss")
 
 _RATE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?(?:/s)?\s*$", re.IGNORECASE)
-
-
-class JobTarget(Target, Protocol):
-    """A connection that also exposes its Store (dismissing a vanished job edits the view)."""
-
-    store: Store
 
 
 def parse_speed(text: str) -> int:
@@ -83,7 +76,7 @@ def _verb(target: Target, verb: str, job_id: str) -> tuple[str, dict[str, Any]]:
     return f"block-job-{verb}", args
 
 
-async def act(target: JobTarget, job_id: str, action: str) -> Outcome:
+async def act(target: Target, job_id: str, action: str) -> Outcome:
     """pause / resume / cancel / finalize / dismiss one job."""
     if action not in ACTIONS or action == "set-speed":
         return refused(f"unknown job action '{action}'")
@@ -108,7 +101,7 @@ async def act(target: JobTarget, job_id: str, action: str) -> Outcome:
     return outcome
 
 
-async def set_speed(target: JobTarget, job_id: str, speed: int) -> Outcome:
+async def set_speed(target: Target, job_id: str, speed: int) -> Outcome:
     """``block-job-set-speed`` (0 = unlimited)."""
     if speed < 0:
         return refused("the speed cannot be negative")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.limits import bitmap_name_problem, granularity_problem
 from tui.model.state import Bitmap, BitmapState, ConnectionModel, LinkState, Node
 from tui.txn.model import BACKUP_TYPES, BITMAP_MODES, GROUPED, SYNC_MODES, Action, Transaction
 
@@ -23,8 +24,6 @@ ERROR = "error"
 WARNING = "warning"
 INFO = "info"
 
-MAX_NAME = 1023
-MAX_GRANULARITY = 2**31
 # QEMU's job type of blockdev-create.
 CREATE_JOB_TYPE = "create"
 
@@ -279,17 +278,15 @@ def _note_mapping(sim: _Sim, i: int, given: Any, node: Node) -> None:
 def _check_add(sim: _Sim, i: int, action: Action, node: Node) -> None:
     d = action.data
     name = str(d.get("name"))
-    if not name:
-        sim.error(i, "bitmap name cannot be empty")
-    elif len(name.encode()) > MAX_NAME:
-        sim.error(i, f"bitmap name is longer than {MAX_NAME} bytes")
+    problem = bitmap_name_problem(name)
+    if problem:
+        sim.error(i, problem)
     if (node.node_name, name) in sim.bitmaps:
         sim.error(i, f"bitmap '{name}' already exists on {node.node_name}")
     gran = d.get("granularity")
-    if gran is not None and (
-        not isinstance(gran, int) or gran < 512 or gran > MAX_GRANULARITY or gran & (gran - 1)
-    ):
-        sim.error(i, "granularity must be a power of 2 between 512 and 2 GiB")
+    gran_problem = granularity_problem(gran) if gran is not None else None
+    if gran_problem:
+        sim.error(i, gran_problem)
     if d.get("persistent") and node.driver != "qcow2":
         sim.error(i, f"persistent bitmaps need a qcow2 node ({node.node_name} is {node.driver})")
 

@@ -22,12 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol
 
 from tui.errors import BitmapTuiError, QMPCommandError
 from tui.model import reducer
 from tui.model.state import ConnectionModel, Job, JobResult
-from tui.model.store import Store
+from tui.qmp.link import Link
 from tui.txn.checks import Prepared, prepare
 from tui.txn.model import Transaction
 from tui.txn.verdict import (
@@ -45,20 +44,6 @@ from tui.txn.verdict import (
 END_EVENT_GRACE = 3.0
 # While jobs run, the bitmaps are read this often to see the writes made during the jobs.
 DURING_SAMPLE_INTERVAL = 1.0
-
-
-class ConnectionLike(Protocol):
-    """What the tracker needs of :class:`tui.qmp.connection.Connection`."""
-
-    name: str
-    store: Store
-
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None, *,
-                      timeout: float | None = None) -> Any: ...
-
-    def note_job_node(self, job_id: str, node: str) -> None: ...
-
-    async def refresh_nodes(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +75,7 @@ class Sample:
 class TransactionRun:
     """One transaction sent on one connection and followed until its jobs ended."""
 
-    def __init__(self, conn: ConnectionLike, prepared: Prepared,
+    def __init__(self, conn: Link, prepared: Prepared,
                  *, on_change: Callable[[], None] | None = None) -> None:
         self.conn = conn
         self.prepared = prepared
@@ -330,7 +315,7 @@ class TransactionRun:
 
 
 async def apply_transaction(
-    conn: ConnectionLike,
+    conn: Link,
     txn: Transaction,
     *,
     accept_warnings: bool = False,
