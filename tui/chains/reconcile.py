@@ -190,7 +190,8 @@ def reconcile_on_connect(conn: QMPConn, ledger: Ledger, *,
 
 
 def watch_fleet(fleet: Any, ledger: Ledger | None = None) -> Callable[[], None]:
-    """Reconcile every connection of ``fleet`` on each connect (the app calls this at start).
+    """Reconcile every connection of ``fleet`` on each connect (the app calls this at start), and
+    watch our chains' bitmaps for breaks (:func:`tui.chains.watch.watch_connection`).
 
     Without a ``ledger``, the default one is used only if it exists (no ledger: nothing to do,
     and no file is created). Returns a function that stops watching.
@@ -199,7 +200,11 @@ def watch_fleet(fleet: Any, ledger: Ledger | None = None) -> Callable[[], None]:
         if not default_path().exists():
             return lambda: None
         ledger = Ledger()
+    from tui.chains.watch import watch_connection
+
     unsubs = [reconcile_on_connect(conn, ledger) for conn in fleet.connections.values()]
+    # While the console runs, every break it sees in our chains' bitmaps is recorded.
+    unsubs += [watch_connection(ledger, conn) for conn in fleet.connections.values()]
 
     def stop() -> None:
         for unsub in unsubs:

@@ -299,6 +299,8 @@ async def _run(
         ledger.settle(bt)
         already_reset = sorted(set(already_reset) | set(fulls))
 
+    # verify: after is only meaningful when nothing but us writes the disk (a paused guest).
+    quiet = await _guest_paused(conn) if policy.verify == "after" else False
     step(f"sending the transaction ({plan.mode})")
     ledger.mark_sending(txn_id, fulls)
     sender = Sender(conn, actions, plan.mode)
@@ -338,7 +340,7 @@ async def _run(
                 await finish_job(conn, ledger, txn_id, job_id)
     ledger.settle(txn_id)
     if conn.model.state.value == "connected":
-        await _after_jobs(conn, ledger, policy, plan, txn_id, result)
+        await _after_jobs(conn, ledger, policy, plan, txn_id, result, quiet)
 
     by_job = {im.job_id: im for im in ledger.images(txn_id=txn_id)}
     for o in result.drives:
@@ -360,8 +362,17 @@ def note_breaks(ledger: Ledger, model: Any, policy: Policy) -> None:
             record_breaks(ledger, model.name, node, cs.base.bitmap)
 
 
+async def _guest_paused(conn: QMPConn) -> bool:
+    """Is the guest paused (so that its disk holds still)? False when QEMU cannot tell."""
+    try:
+        status = await conn.execute("query-status")
+    except BitmapTuiError:
+        return False
+    return isinstance(status, dict) and status.get("running") is False
+
+
 async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan, txn_id: int,
-                      result: RunResult) -> None:
+                      result: RunResult, quiet: bool = False) -> None:
     """Once the jobs are settled: observe each chain's bitmap, verify the new chains if the
     policy says so, and remove our bitmaps of chains a VALID full replaced."""
     refresh = getattr(conn, "refresh", None)
@@ -378,21 +389,32 @@ async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan,
         if im.state is not ImageState.VALID:
             continue
         if policy.verify == "after":
-            note = await _verify_after(conn, ledger, im.id, node.file)
+            note = await _verify_after(conn, ledger, im.id, node.file, quiet)
             if note:
                 result.notes.append(f"{d.drive}: {note}")
         if d.kind == "full":
             await _retire_old_bitmaps(conn, ledger, policy.name, node, d.bitmap)
 
 
-async def _verify_after(conn: QMPConn, ledger: Ledger, image_id: int, disk: str) -> str:
+async def _verify_after(conn: QMPConn, ledger: Ledger, image_id: int, disk: str, quiet: bool) -> str:
     """``verify: after``: compare the new chain with the disk (read shared). A difference makes
-    the image INVALID and breaks its bitmap (its next backup is a full)."""
+    the image INVALID and breaks its bitmap (its next backup is a full).
+
+    Only when the guest was paused from before the backup until now (``quiet``): a running
+    guest's disk moved on since the backup's point. QMP ``stop`` (the guest stays paused) first
+    makes QEMU flush every image, so the file holds what the guest sees.
+    """
     im = ledger.image(image_id)
     if im is None:
         return ""
     if not is_local(conn) or not disk or not await asyncio.to_thread(os.path.isfile, disk):
         return f"verify skipped: the disk {disk or '?'} cannot be read from here"
+    if not quiet or not await _guest_paused(conn):
+        return "verify skipped: the guest was running (its disk moved on since the backup)"
+    try:
+        await conn.execute("stop")  # already paused: this only flushes
+    except BitmapTuiError as exc:
+        return f"verify skipped: could not flush the disk ({exc})"
     res = await asyncio.to_thread(compare_images, im.path, disk, force_share=True)
     if res.ok:
         return f"verified: {os.path.basename(im.path)} equals the disk"

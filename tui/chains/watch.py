@@ -52,9 +52,11 @@ def live_breaks(ledger: Ledger, connection: str, node: Node, bitmap: str) -> lis
 
 
 def _backed_up_since(ledger: Ledger, connection: str, node: str, bitmap: str, since: float) -> bool:
-    """Did a backup of ours that reads this bitmap start after ``since``? (It clears what it copies.)"""
+    """Did a backup of ours that reads this bitmap run after ``since`` (started, ended, or not
+    ended yet)? It clears what it copies, so a lower count is expected."""
     return any(
-        i.node == node and i.bitmap == bitmap and i.kind == "incremental" and i.created >= since
+        i.node == node and i.bitmap == bitmap and i.kind == "incremental"
+        and (i.created >= since or i.ended is None or i.ended >= since)
         for i in ledger.images(connection=connection)
     )
 
@@ -114,18 +116,30 @@ def watch_connection(ledger: Ledger, conn: Any) -> Callable[[], None]:
     """While the console runs: record every break it sees in our current chains' bitmaps
     (on each change of the connection's state). Returns an unsubscribe function."""
     store = conn.store
+    last: dict[tuple[str, str], tuple[int, float]] = {}  # (node, bitmap) → (count, when seen)
 
     def changed() -> None:
         model: ConnectionModel | None = store.state.connections.get(conn.name)
         if model is None or model.state is not LinkState.CONNECTED or not model.synced:
             return
-        if any(ledger.issued(j) for j in model.jobs):
-            return  # a backup of ours runs: its bitmap changes are ours
+        if any(ledger.issued(j.id) and not j.finished for j in model.jobs.values()):
+            last.clear()  # a backup of ours runs: its bitmap changes are ours
+            return
         for node_name, names in current_bitmaps(ledger, conn.name).items():
             node = model.nodes.get(node_name)
             if node is None:
                 continue
             for name in names:
+                bm = node.bitmap(name)
+                seen = last.get((node_name, name))
+                if bm is not None and seen is not None and bm.count < seen[0] and \
+                        not _backed_up_since(ledger, conn.name, node_name, name, seen[1]):
+                    ledger.record_break(conn.name, node_name, name,
+                                        f"bitmap '{name}' on {node_name}'s count dropped from "
+                                        f"{seen[0]} to {bm.count} bytes without a backup of ours "
+                                        "(seen by the console)")
+                if bm is not None:
+                    last[(node_name, name)] = (bm.count, time.time())
                 record_breaks(ledger, conn.name, node, name, throttle=True)
 
     changed()

@@ -15,6 +15,7 @@ from typing import Any
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from tui.chains.owners import break_warning, record_console_break
 from tui.model.state import ConnectionModel, Node
 from tui.model.store import Store
 from tui.ops import bitmaps as bitmap_ops
@@ -144,18 +145,24 @@ class DashboardActions(Screen[None]):
             self.report(refused(check.refusal or ""))
             return
 
+        # A bitmap of a backup policy's chain: say which chain breaks, record it before sending.
+        chain = break_warning(conn.name, node.node_name, name, action)
+
         def go(confirmed: bool | None = True) -> None:
             if confirmed:
+                record_console_break(conn.name, node.node_name, name, action)
                 self.run_op(conn.name, lambda t: bitmap_ops.act(t, node.node_name, name, action),
                             f"bitmap-{action}")
 
-        if action in CONFIRM:
+        if action in CONFIRM or chain:
+            verb = CONFIRM.get(action, action.capitalize())
             bm = node.bitmap(name)
             extra = f" ({bm.count} dirty bytes will be forgotten)" if bm and action == "clear" else ""
+            extra += f"\n{chain}." if chain else ""
             self.app.push_screen(ConfirmDialog(
-                f"{CONFIRM[action]} bitmap",
-                f"{CONFIRM[action]} bitmap '{name}' on node {node.node_name} ({conn.name})?{extra}",
-                CONFIRM[action]), go)
+                f"{verb} bitmap",
+                f"{verb} bitmap '{name}' on node {node.node_name} ({conn.name})?{extra}",
+                verb), go)
         else:
             go()
 
@@ -188,14 +195,18 @@ class DashboardActions(Screen[None]):
                 return
             names = ", ".join(str(s) for s in sources)
 
+            chain = break_warning(conn.name, node.node_name, name, "merge")
+
             def go(confirmed: bool | None) -> None:
                 if confirmed:
+                    record_console_break(conn.name, node.node_name, name, "merge")
                     self.run_op(conn.name, lambda t: bitmap_ops.merge(t, into, sources),
                                 "bitmap-merge")
 
             self.app.push_screen(ConfirmDialog(
                 "Merge into bitmap",
-                f"Merge {names} into bitmap '{name}' on node {node.node_name} ({conn.name})?",
+                f"Merge {names} into bitmap '{name}' on node {node.node_name} ({conn.name})?"
+                + (f"\n{chain}." if chain else ""),
                 "Merge"), go)
 
         self.app.push_screen(MergeDialog(conn, into), picked)
