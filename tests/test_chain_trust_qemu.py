@@ -28,6 +28,7 @@ from tui.chains.run import run_policy
 from tui.chains.targets import create_target
 from tui.chains.verify import verify_chain
 from tui.chains.watch import watch_connection
+from tui.screens.bitmap_dialogs import MergeDialog
 from tui.screens.dialogs import ConfirmDialog
 
 pytestmark = requires_qemu
@@ -76,7 +77,8 @@ def by_drive(result):
 # ---------------------------------------------------------------- 1. resets outside the ledger
 
 
-@pytest.mark.parametrize("action,key", [("clear", "x"), ("remove", "r"), ("disable", "d")])
+@pytest.mark.parametrize("action,key", [("clear", "x"), ("remove", "r"), ("disable", "d"),
+                                        ("merge", "m")])
 async def test_console_action_on_a_policy_bitmap_warns_and_records_a_break(
         make_sandbox, fleet_for, action, key):
     sb = await make_sandbox(drives=2)
@@ -91,12 +93,20 @@ async def test_console_action_on_a_policy_bitmap_warns_and_records_a_break(
     await refs.take(await run_policy(conn, ledger, pol, timeout=60))
     name = chain_state(ledger, "vm0", "drive0").base.bitmap
     await sb.write(0, "4M", "1M", 0x13)
+    await sb.add_bitmap(1, "other")
+    await sb.write(1, "8M", "1M", 0x15)
     await conn.refresh()
 
     async with running(fleet, size=(120, 30)) as (app, pilot, dash):
         assert dash.select_bitmap("vm0", "disk0", name)
         n = dash.outcomes
         await pilot.press(key)
+        if action == "merge":  # pick a source first
+            dialog = app.screen
+            assert isinstance(dialog, MergeDialog)
+            dialog.query_one("#sources").select("disk1/other")
+            dialog.query_one("#ok").press()
+            await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
         assert "policy nightly's chain for drive0 will need a new full backup" in app.screen.question
         await pilot.press("y")

@@ -41,7 +41,7 @@ def live_breaks(ledger: Ledger, connection: str, node: Node, bitmap: str) -> lis
     if obs.granularity is not None and bm.granularity and bm.granularity != obs.granularity:
         out.append(f"{where} changed granularity ({obs.granularity} → {bm.granularity} bytes): "
                    "it was re-created")
-    if obs.persistent is not None and bm.persistent != obs.persistent:
+    if obs.persistent is not None and bm.persistent is not None and bm.persistent != obs.persistent:
         out.append(f"{where} changed persistence ({'persistent' if obs.persistent else 'not persistent'}"
                    f" → {'persistent' if bm.persistent else 'not persistent'}): it was re-created")
     if obs.count is not None and bm.count < obs.count and not _backed_up_since(
