@@ -301,3 +301,23 @@ async def test_reconcile_never_trusts_a_job_id_it_did_not_issue(fake_qmp, fleet_
     assert "not issued by this ledger" in led.image(iid).error
     assert not [c for c in srv.received if c.get("execute") == "job-dismiss"]
     led.close()
+
+
+def test_chain_view_shows_a_live_break_and_owners(ledger):
+    from tui.chains.view import build_view
+    from tui.model.state import FleetState
+
+    full = image(ledger, "full", JobState.COMPLETED)
+    name = ledger.image(full).bitmap
+    observe_bitmap(ledger, "vm", model([bm(name, count=4 << 20)]).nodes["disk0"], name)
+    fine = build_view(ledger, FleetState({"vm": model([bm(name, count=5 << 20)])}))
+    assert fine.drives[0].next_base == ledger.image(full).path
+    live = model([bm(name, count=0), bm("pbs-incremental-dirty-bitmap")])
+    view = build_view(ledger, FleetState({"vm": live}))
+    [d] = view.drives
+    assert d.next_base is None and d.next_reason.startswith("chain broken: ") and "count dropped" \
+        in d.next_reason
+    assert {(b.name, b.owner, b.ours) for b in view.bitmaps} == {
+        (name, "policy nightly (drive0)", True),
+        ("pbs-incremental-dirty-bitmap", "Proxmox Backup Server", False)}
+    assert view.problems == []

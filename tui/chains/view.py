@@ -17,6 +17,7 @@ from tui.chains.cleanup import deletable_images
 from tui.chains.ledger import ImageRow, ImageState, Ledger, TxnState
 from tui.chains.owners import owner_of
 from tui.chains.plan import chain_state
+from tui.chains.watch import live_breaks
 from tui.model.state import BitmapState, ConnectionModel, FleetState, LinkState
 from tui.qmp.address import parse_address_lenient
 
@@ -191,6 +192,11 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
             if base is not None and bstate not in ("unknown", str(BitmapState.ACTIVE)):
                 next_reason = f"bitmap {bstate}: the next backup is a full one"
                 base = None
+            elif base is not None and online and live is not None:
+                node = live.find_node(drive)
+                seen = live_breaks(ledger, conn_name, node, bitmap) if node is not None else []
+                if seen:  # a change the next run will record: it takes a full
+                    next_reason, base = f"chain broken: {seen[0]}", None
             view.drives.append(DriveView(
                 conn_name, drive, node_name, bitmap,
                 tuple(_image_view(i) for i in cs.images) if cs.images else (_image_view(last),),

@@ -253,7 +253,7 @@ class ChainsScreen(Screen[None]):
         lines: list[str] = []
         failed = 0
         for d in self.view_data.drives:
-            top = chain_state(self.ledger, d.connection, d.drive).base
+            top = chain_state(self.ledger, d.connection, d.drive).restore_point
             if top is None:
                 lines.append(f"{d.drive}: no valid chain to verify")
                 continue
