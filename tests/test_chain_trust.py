@@ -321,3 +321,24 @@ def test_chain_view_shows_a_live_break_and_owners(ledger):
         (name, "policy nightly (drive0)", True),
         ("pbs-incremental-dirty-bitmap", "Proxmox Backup Server", False)}
     assert view.problems == []
+
+
+def test_a_composed_transaction_names_the_chains_it_breaks(ledger):
+    from tui.chains.owners import chains_touched
+
+    full = image(ledger, "full", JobState.COMPLETED)
+    name = ledger.image(full).bitmap
+    actions = [
+        ("block-dirty-bitmap-add", {"node": "disk0", "name": "new"}),
+        ("block-dirty-bitmap-clear", {"node": "disk0", "name": name}),
+        ("block-dirty-bitmap-merge", {"node": "disk0", "target": name, "bitmaps": ["x"]}),
+        ("blockdev-backup", {"device": "disk0", "bitmap": name, "sync": "incremental",
+                             "target": "t", "job-id": "j"}),
+        ("blockdev-backup", {"device": "disk0", "bitmap": name, "sync": "incremental",
+                             "bitmap-mode": "never", "target": "t2", "job-id": "j2"}),
+        ("block-dirty-bitmap-clear", {"node": "disk0", "name": "pbs-incremental-dirty-bitmap"}),
+    ]
+    touched = chains_touched(ledger, "vm", actions)
+    assert [(w, r.policy, r.drive) for w, r in touched] == [
+        ("clear", "nightly", "drive0"), ("merge", "nightly", "drive0"),
+        ("backed up", "nightly", "drive0")]

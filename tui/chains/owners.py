@@ -4,12 +4,14 @@ For the console's bitmap dialogs (clear, remove, disable, merge into) and the ch
 :func:`chain_of` names the policy chain that uses a bitmap, :func:`break_warning` is the line a
 dialog shows, and :func:`record_console_break` writes the break to the ledger before the change
 is sent (so the next run of that policy takes a full backup even if the app dies right after).
-:func:`owner_of` adds what the ledger knows to the name-based owners of :mod:`tui.model.owners`.
+:func:`chains_touched` does the same for a composed transaction, and :func:`owner_of` adds what
+the ledger knows to the name-based owners of :mod:`tui.model.owners`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tui.chains.ledger import Ledger, default_path
 from tui.chains.plan import chain_state
@@ -45,6 +47,35 @@ def chain_of(ledger: Ledger, connection: str, node: str, bitmap: str) -> ChainRe
         if base is not None and base.node == node and base.bitmap == bitmap:
             return ChainRef(connection, base.policy or "?", drive, node, bitmap)
     return None
+
+
+# Transaction action → the action word of BREAKING_ACTIONS it amounts to.
+_ACTION_OF = {
+    "block-dirty-bitmap-clear": "clear",
+    "block-dirty-bitmap-remove": "remove",
+    "block-dirty-bitmap-disable": "disable",
+    "block-dirty-bitmap-merge": "merge",
+}
+
+
+def chains_touched(ledger: Ledger, connection: str,
+                   actions: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, ChainRef]]:
+    """For a composed transaction (``(type, data)`` per action): each (action word, chain) it
+    breaks. A backup job of someone else's that reads our bitmap breaks it too: QEMU clears
+    what that job copies, and our next incremental would miss it."""
+    out: list[tuple[str, ChainRef]] = []
+    for kind, data in actions:
+        word = _ACTION_OF.get(kind)
+        node, name = data.get("node"), data.get("name") or data.get("target")
+        if kind in ("blockdev-backup", "drive-backup") and data.get("bitmap") and \
+                data.get("bitmap-mode", "on-success") != "never":
+            word, node, name = "backed up", data.get("device"), data.get("bitmap")
+        if word is None or not isinstance(node, str) or not isinstance(name, str):
+            continue
+        ref = chain_of(ledger, connection, node, name)
+        if ref is not None:
+            out.append((word, ref))
+    return out
 
 
 def owner_of(ledger: Ledger | None, connection: str, node: str, bitmap: str) -> str:
