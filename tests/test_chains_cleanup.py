@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -21,17 +22,23 @@ def ledger(tmp_path):
     led.close()
 
 
-def image(led, tmp_path, drive, kind, outcome, parent=None):
-    """One sent transaction with one image whose file exists; returns its id."""
-    txn = led.new_txn("vm", "p", "individual")
-    path = tmp_path / f"{drive}-{kind}-{txn}.qcow2"
-    path.write_bytes(b"x")
-    iid = led.add_image(txn_id=txn, connection="vm", policy="p", drive=drive, node=f"n-{drive}",
-                        bitmap="bm", path=str(path), kind=kind, parent_id=parent,
-                        job_id=f"j{txn}", source_file=None, source_size=None)
+def image(led, tmp_path, drive, kind, outcome, parent=None, connection="vm", directory=None,
+          create=True):
+    """One sent transaction with one image whose file this ledger created (unless ``create`` is
+    false: then the record has no file of ours); returns its id."""
+    txn = led.new_txn(connection, "p", "individual")
+    path = (directory or tmp_path) / f"{drive}-{kind}-{txn}.qcow2"
+    bitmap = led.image(parent).bitmap if parent else led.chain_bitmap("p", txn)
+    iid = led.add_image(txn_id=txn, connection=connection, policy="p", drive=drive,
+                        node=f"n-{drive}", bitmap=bitmap, path=str(path), kind=kind,
+                        parent_id=parent, job_id=f"j{txn}", source_file=None, source_size=None)
+    if create:
+        path.write_bytes(b"x")
+        led.set_file_identity(iid, os.stat(path))
     led.mark_sending(txn, [iid] if kind == "full" else [])
     led.mark_sent(txn)
-    led.record_job("vm", f"j{txn}", outcome, None if outcome is C else "boom")
+    led.record_job(connection, f"j{txn}", outcome, None if outcome is C else "boom")
+    led.mark_released(iid)
     led.settle(txn)
     return iid
 
@@ -114,3 +121,56 @@ def test_old_ledger_gains_the_deleted_column(tmp_path):
     with Ledger(path) as led:
         image(led, tmp_path, "d0", "full", F)
         assert led.images()[0].deleted is None
+
+
+def test_a_file_the_ledger_did_not_create_is_never_deleted(ledger, tmp_path):
+    """An INVALID record whose file was never made (refused before creation): whatever is at
+    that path later is someone else's."""
+    bad = image(ledger, tmp_path, "d0", "full", F, create=False)
+    other = tmp_path / os.path.basename(ledger.image(bad).path)
+    other.write_bytes(b"someone else's image")
+    assert deletable_images(ledger, "vm") == []
+    res = delete_images(ledger, "vm", [bad])
+    assert not res.ok and "never created that file" in res.refused[0]
+    assert other.read_bytes() == b"someone else's image"
+
+
+def test_a_replaced_or_changed_file_is_not_deleted(ledger, tmp_path):
+    bad = image(ledger, tmp_path, "d0", "full", F)
+    path = ledger.image(bad).path
+    with open(path + ".new", "wb") as fh:  # a new file moved over it: another inode
+        fh.write(b"new file")
+    os.replace(path + ".new", path)
+    res = delete_images(ledger, "vm", [bad])
+    assert not res.ok and "another file is at that path" in res.refused[0]
+    assert open(path, "rb").read() == b"new file"
+    # The same file, written to after the ledger let go of it: refused as well.
+    bad2 = image(ledger, tmp_path, "d0", "full", F)
+    with open(ledger.image(bad2).path, "ab") as fh:
+        fh.write(b"more")
+    assert "changed since" in delete_images(ledger, "vm", [bad2]).refused[0]
+    assert os.path.exists(ledger.image(bad2).path)
+
+
+def test_a_path_alias_of_a_valid_image_is_kept(ledger, tmp_path):
+    """Two VMs whose target directories are one directory through a symlink: vm-b's INVALID
+    record names vm-a's VALID file under another path; it is compared by identity."""
+    real = tmp_path / "backups"
+    real.mkdir()
+    alias = tmp_path / "alias"
+    alias.symlink_to(real)
+    good = image(ledger, tmp_path, "d0", "full", C, connection="vm-a", directory=real)
+    good_path = ledger.image(good).path
+    # vm-b's INVALID image: a record whose path is the same file through the alias, and whose
+    # identity matches (as if it had been created there and the other one was recorded on it).
+    bad = image(ledger, tmp_path, "d0", "full", F, connection="vm-b", directory=alias,
+                create=False)
+    alias_path = ledger.image(bad).path
+    os.rename(good_path, os.path.join(real, os.path.basename(alias_path)))
+    os.symlink(os.path.basename(alias_path), good_path)  # vm-a's name still reaches the file
+    ledger.set_file_identity(bad, os.stat(alias_path))
+    assert os.path.samefile(alias_path, good_path)
+    assert deletable_images(ledger, "vm-b") == []
+    res = delete_images(ledger, "vm-b", [bad])
+    assert not res.ok and os.path.exists(good_path)
+    assert ledger.image(good).state is ImageState.VALID

@@ -69,7 +69,9 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
     plan = await asyncio.to_thread(cli, ["backup", "nightly", "--plan", *conn], env)
     assert plan.returncode == 0, plan.stderr
     assert "drive0: incremental on drive0-full-1.qcow2 → drive0-incr-2.qcow2" in plan.stdout
-    assert "if drive1's job (bt2-1) fails:" in plan.stdout
+    with ledger_of(env) as led:
+        lid = led.ledger_id
+    assert f"if drive1's job (bt.{lid}.2.1) fails:" in plan.stdout
     assert "image " + str(sb.dir) + "/drive1-incr-2.qcow2: INVALID (delete)" in plan.stdout
     text = await asyncio.to_thread(cli, ["backup", "nightly", *conn], env)
     assert text.returncode == 0, text.stderr
@@ -98,17 +100,20 @@ async def test_backup_cli_json_text_and_errors(make_sandbox, setup):
     assert all(i["size"] and i["size"] > 0 for i in d0["chain"])
     assert view["consistent_points"][0]["txn_id"] == 2
 
-    # An orphan bitmap is flagged; its fix is sent only with --yes.
+    # Bitmaps that are not ours are listed with their owner, never a problem with a fix.
+    ours = f"bt.{lid}.nightly.c1"
     await sb.add_bitmap(1, "stray")
+    await sb.add_bitmap(1, "pbs-incremental-dirty-bitmap")
     text = await asyncio.to_thread(cli, ["chains", *conn], env)
-    assert "problem 1 [orphan] vm0: bitmap 'stray' on disk1 is unknown to the ledger" in text.stdout
+    assert "problem" not in text.stdout
+    assert "bitmap disk1/stray: owner unknown (not ours)" in text.stdout
+    assert "bitmap disk1/pbs-incremental-dirty-bitmap: owner Proxmox Backup Server (not ours)" \
+        in text.stdout
+    assert f"bitmap disk1/{ours}: owner policy nightly (drive1)" in text.stdout
     assert "next: incremental on drive0-incr-2.qcow2" in text.stdout
-    ask = await asyncio.to_thread(cli, ["chains", "--fix", "1", *conn], env)
-    assert ask.returncode == 2 and "add --yes" in ask.stdout
-    assert await names_on(sb, "disk1") == ["stray", "bm"]  # nothing sent without --yes
-    fixed = await asyncio.to_thread(cli, ["chains", "--fix", "1", "--yes", *conn], env)
-    assert fixed.returncode == 0 and "applied: block-dirty-bitmap-remove" in fixed.stdout
-    assert await names_on(sb, "disk1") == ["bm"]
+    ask = await asyncio.to_thread(cli, ["chains", "--fix", "1", "--yes", *conn], env)
+    assert ask.returncode == 2 and "there is no problem 1" in ask.stderr
+    assert await names_on(sb, "disk1") == ["pbs-incremental-dirty-bitmap", "stray", ours]
 
     ver = await asyncio.to_thread(cli, ["verify", "--json"], env)
     assert ver.returncode == 0, ver.stdout
@@ -172,7 +177,7 @@ async def test_killed_app_mid_job_is_resolved_on_next_start(make_sandbox, fleet_
     conn = fleet["vm0"]
     ledger = ledger_of(env)
     first = await reconcile(conn, ledger)
-    assert sorted(first.running) == [f"bt{txn.id}-0", f"bt{txn.id}-1"]
+    assert sorted(first.running) == [ledger.job_id(txn.id, 0), ledger.job_id(txn.id, 1)]
     for job in first.running:
         await sb.qmp("block-job-set-speed", {"device": job, "speed": 0})
     done = await reconcile(conn, ledger, wait=True, timeout=60)
@@ -216,7 +221,7 @@ async def test_killed_app_and_restarted_qemu_leave_unknown_then_full(make_sandbo
     assert set(rep.resolved.values()) == {JobState.UNKNOWN}
     last = probe.txns()[-1]
     assert {i.state for i in probe.images(txn_id=last.id)} == {ImageState.UNKNOWN}
-    assert conn.model.nodes["disk0"].bitmap("bm") is not None
+    assert conn.model.nodes["disk0"].bitmap(probe.chain_bitmap("nightly", 1)) is not None
     pol = Policy.from_dict("slow", {"connection": "vm0", "drives": ["drive0", "drive1"],
                                     "bitmap": "bm", "target_dir": str(sb.dir)})
     plan = make_plan(probe, conn.model, pol)

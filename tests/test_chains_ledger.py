@@ -20,11 +20,14 @@ def ledger(tmp_path):
     led.close()
 
 
-def add(led, txn, drive, kind, parent=None, job=None):
+def add(led, txn, drive, kind, parent=None, job=None, bitmap=None, mode="on-success"):
+    """A planned image; a full starts an owned bitmap, an incremental uses its parent's."""
+    if bitmap is None:
+        bitmap = led.image(parent).bitmap if parent is not None else led.chain_bitmap("p", txn)
     return led.add_image(
-        txn_id=txn, connection="vm", policy="p", drive=drive, node=f"n-{drive}", bitmap="bm",
+        txn_id=txn, connection="vm", policy="p", drive=drive, node=f"n-{drive}", bitmap=bitmap,
         path=f"/b/{drive}-{txn}.qcow2", kind=kind, parent_id=parent, job_id=job or f"j{txn}-{drive}",
-        source_file=f"/d/{drive}.qcow2", source_size=1 << 20,
+        source_file=f"/d/{drive}.qcow2", source_size=1 << 20, bitmap_mode=mode,
     )
 
 
@@ -38,6 +41,7 @@ def run(led, mode, drives, outcomes, parents=None, kinds=None):
     led.mark_sent(txn)
     for d, state in outcomes.items():
         led.record_job("vm", f"j{txn}-{d}", state, None if state is JobState.COMPLETED else "boom")
+        led.mark_released(ids[d])  # the run detached the target after the job
     led.settle(txn)
     return txn, ids
 
@@ -73,6 +77,10 @@ def test_grouped_one_failure_invalidates_all(ledger):
     assert {ledger.image(i).state for i in ids3.values()} == {ImageState.PENDING}
     assert ledger.txn(txn3).state is TxnState.SENT
     ledger.record_job("vm", f"j{txn3}-b", JobState.COMPLETED)
+    ledger.settle(txn3)
+    # Every job completed, but one target is not released yet: the group does not count.
+    assert {ledger.image(i).state for i in ids3.values()} == {ImageState.PENDING}
+    ledger.mark_released(ids3["b"])
     ledger.settle(txn3)
     assert {ledger.image(i).state for i in ids3.values()} == {ImageState.VALID}
 
@@ -210,21 +218,22 @@ async def test_reconcile_on_qemu_without_query_jobs(fake_qmp, fleet_for, tmp_pat
     """QEMU < 3.0: a job still listed by query-block-jobs is running, not unknown."""
     from tui.chains.reconcile import reconcile
 
+    led = Ledger(tmp_path / "l.sqlite")
+    job = led.job_id(1, 0)
     srv = await fake_qmp(version=(2, 12, 0), replies={
-        "query-block-jobs": [{"device": "bt1-0", "type": "backup", "len": 100, "offset": 10,
+        "query-block-jobs": [{"device": job, "type": "backup", "len": 100, "offset": 10,
                               "busy": True, "paused": False, "speed": 0, "io-status": "ok",
                               "ready": False, "status": "running"}],
     })
     srv.replies["query-commands"] = [c for c in srv.replies["query-commands"] if c["name"] != "query-jobs"]
     srv.replies["query-jobs"] = {"error": {"class": "CommandNotFound", "desc": "no query-jobs"}}
     fleet = await fleet_for(srv.path)
-    led = Ledger(tmp_path / "l.sqlite")
     txn = led.new_txn("vm0", "p", "individual")
-    add(led, txn, "a", "full", job="bt1-0")
+    add(led, txn, "a", "full", job=job)
     led.mark_sending(txn)
     led.mark_sent(txn)
     led.release([txn])
     rep = await reconcile(fleet["vm0"], led)
-    assert rep.running == ["bt1-0"] and rep.resolved == {}
+    assert rep.running == [job] and rep.resolved == {}
     assert led.images()[0].state is ImageState.PENDING
     led.close()

@@ -45,6 +45,11 @@ def damage(path):
         fh.write(b"\0" * 512)
 
 
+def cbm(ledger, drive, connection="vm0"):
+    """The bitmap of ``drive``'s current chain (named by the ledger)."""
+    return chain_state(ledger, connection, drive).images[0].bitmap
+
+
 def by_drive(result):
     return {d.drive: d for d in result.drives}
 
@@ -70,7 +75,7 @@ async def test_individual_history_failure_rebases_each_drive(make_sandbox, fleet
     assert {d.kind for d in r1.values()} == {"full"}
     assert {d.state for d in r1.values()} == {ImageState.VALID}
     assert "no chain yet" in r1["drive0"].reason
-    assert conn.model.nodes["disk0"].bitmap("bm").count == 0
+    assert conn.model.nodes["disk0"].bitmap(cbm(ledger, "drive0")).count == 0
     for i in (0, 1):
         refs[r1[f"drive{i}"].path] = await reference(sb, i, f"ref1-{i}.qcow2")
 
@@ -97,8 +102,8 @@ async def test_individual_history_failure_rebases_each_drive(make_sandbox, fleet
     refs[r3["drive0"].path] = await reference(sb, 0, "ref3-0.qcow2")
     # drive1's bitmap was restored (its count still covers rounds 3), drive0's cleared.
     await conn.refresh()
-    assert conn.model.nodes["disk0"].bitmap("bm").count == 0
-    assert conn.model.nodes["disk1"].bitmap("bm").count > 0
+    assert conn.model.nodes["disk0"].bitmap(cbm(ledger, "drive0")).count == 0
+    assert conn.model.nodes["disk1"].bitmap(cbm(ledger, "drive1")).count > 0
     assert res3.next == [
         f"drive0: next incremental is based on {os.path.basename(r3['drive0'].path)}",
         f"drive1: next incremental is based on {os.path.basename(r2['drive1'].path)}",
@@ -147,7 +152,7 @@ async def test_grouped_failure_advances_nothing(make_sandbox, fleet_for, tmp_pat
     await sb.write(0, "1M", "1M", 0x31)
     await sb.write(1, "2M", "1M", 0x32)
     await conn.refresh()
-    before = {i: conn.model.nodes[f"disk{i}"].bitmap("bm").count for i in (0, 1)}
+    before = {i: conn.model.nodes[f"disk{i}"].bitmap(cbm(ledger, f"drive{i}")).count for i in (0, 1)}
     await sb.arm_read_error(1)
     failed = await run_policy(conn, ledger, pol, timeout=60)
     f = by_drive(failed)
@@ -156,7 +161,7 @@ async def test_grouped_failure_advances_nothing(make_sandbox, fleet_for, tmp_pat
     jobs = {j.job_id: j.state for j in ledger.jobs(failed.txn_ids[0])}
     assert sorted(jobs.values()) == [JobState.CANCELLED, JobState.FAILED]
     await conn.refresh()
-    after = {i: conn.model.nodes[f"disk{i}"].bitmap("bm").count for i in (0, 1)}
+    after = {i: conn.model.nodes[f"disk{i}"].bitmap(cbm(ledger, f"drive{i}")).count for i in (0, 1)}
     assert after == before and before[0] > 0
     # Nothing advanced: both drives still build on their full backups.
     for d in ("drive0", "drive1"):
@@ -179,19 +184,20 @@ async def test_restart_losing_bitmap_makes_a_full(make_sandbox, fleet_for, tmp_p
     pol = policy(sb, persistent=True)
     await run_policy(conn, ledger, pol, timeout=60)
     # Make drive1's bitmap non-persistent (same content: empty, nothing written since the full).
-    await conn.execute("block-dirty-bitmap-remove", {"node": "disk1", "name": "bm"})
-    await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "bm"})
-    assert conn.model.nodes["disk1"].bitmap("bm").persistent is False
+    name1 = cbm(ledger, "drive1")
+    await conn.execute("block-dirty-bitmap-remove", {"node": "disk1", "name": name1})
+    await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": name1})
+    assert conn.model.nodes["disk1"].bitmap(cbm(ledger, "drive1")).persistent is False
     await sb.write(0, 0, "1M", 0x41)
     await sb.write(1, "1M", "1M", 0x42)
     tries = conn.attempts
     await sb.restart()  # a clean quit: persistent bitmaps are stored, the other one is gone
     await reconnected(conn, tries)
-    assert conn.model.nodes["disk0"].bitmap("bm") is not None
-    assert conn.model.nodes["disk1"].bitmap("bm") is None
+    assert conn.model.nodes["disk0"].bitmap(cbm(ledger, "drive0")) is not None
+    assert conn.model.nodes["disk1"].bitmap(cbm(ledger, "drive1")) is None
     plan = make_plan(ledger, conn.model, pol)
     assert [d.kind for d in plan.drives] == ["incremental", "full"]
-    assert "missing" in plan.drives[1].reason
+    assert "vanished" in plan.drives[1].reason
     res = by_drive(await run_policy(conn, ledger, pol, timeout=60))
     assert res["drive0"].kind == "incremental" and res["drive1"].kind == "full"
     assert {d.state for d in res.values()} == {ImageState.VALID}
@@ -199,7 +205,7 @@ async def test_restart_losing_bitmap_makes_a_full(make_sandbox, fleet_for, tmp_p
         ref = await reference(sb, i, f"r-ref-{i}.qcow2")
         assert_same(ledger, res[f"drive{i}"].path, ref)
     # The new full re-created drive1's bitmap (persistent, as the policy says).
-    assert conn.model.nodes["disk1"].bitmap("bm").persistent is True
+    assert conn.model.nodes["disk1"].bitmap(cbm(ledger, "drive1")).persistent is True
     ledger.close()
 
 
@@ -224,11 +230,15 @@ async def test_persistent_bitmap_survives_clean_restart(make_sandbox, fleet_for,
     sb.kill()
     await sb.start()
     await reconnected(conn, tries)
-    assert conn.model.nodes["disk0"].bitmap("bm").inconsistent
+    old = cbm(ledger, "drive0")
+    assert conn.model.nodes["disk0"].bitmap(old).inconsistent
     res2 = await run_policy(conn, ledger, pol, timeout=60)
     assert res2.drives[0].kind == "full" and "inconsistent" in res2.drives[0].reason
     assert res2.drives[0].state is ImageState.VALID
-    assert not conn.model.nodes["disk0"].bitmap("bm").inconsistent
+    new = cbm(ledger, "drive0")
+    assert new != old and not conn.model.nodes["disk0"].bitmap(new).inconsistent
+    # The old chain's bitmap (ours, now unused) was removed after the new full.
+    assert conn.model.nodes["disk0"].bitmap(old) is None
     ledger.close()
 
 
@@ -241,7 +251,7 @@ async def test_target_creation_failure_refuses_and_touches_nothing(make_sandbox,
                                  "target_dir": str(sb.dir / "no-such-dir")})
     res = await run_policy(conn, ledger, pol, timeout=60)
     assert res.exit_code == 2 and "No such file or directory" in (res.refused or "")
-    assert conn.model.nodes["disk0"].bitmap("bm") is None
+    assert not conn.model.nodes["disk0"].named_bitmaps
     [txn] = ledger.txns()
     assert txn.state is TxnState.REFUSED
     [im] = ledger.images()
@@ -307,7 +317,7 @@ async def test_local_qemu_img_fallback_and_interrupted_plan(make_sandbox, fleet_
     ledger.close()
 
 
-async def test_chain_view_flags_lost_and_orphan_bitmaps(make_sandbox, fleet_for, tmp_path):
+async def test_chain_view_flags_lost_bitmaps_and_lists_foreign_ones(make_sandbox, fleet_for, tmp_path):
     from tui.chains.view import build_view
 
     sb = await make_sandbox(drives=2)
@@ -325,25 +335,37 @@ async def test_chain_view_flags_lost_and_orphan_bitmaps(make_sandbox, fleet_for,
     assert all(i.size and i.size > 0 for i in d0.chain)
     assert view.points[0].txn_id == 2 and len(view.points[0].images) == 2
     assert view.problems == []
+    ours = {d: cbm(ledger, d) for d in ("drive0", "drive1")}
 
     tries = conn.attempts
     await sb.restart()
     await reconnected(conn, tries)
-    await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "someone-elses"})
+    foreign = {"someone-elses": "unknown", "pbs-incremental-dirty-bitmap": "Proxmox Backup Server",
+               "virtnbdbackup.0": "virtnbdbackup", "1525889631": "libvirt checkpoint",
+               "qmpbackup-disk1-3f2b7c1e-9a4d-4e2b-8c11-0a1b2c3d4e5f": "qmpbackup",
+               "VeeamTmp_1b2c": "Veeam", "bt.0badc0de.nightly.c3": "bitmap-tui ledger 0badc0de"}
+    for name in foreign:
+        await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": name})
     view = build_view(ledger, fleet.store.state)
     kinds = sorted((p.kind, p.node, p.bitmap) for p in view.problems)
-    assert kinds == [("lost", "disk0", "bm"), ("lost", "disk1", "bm"),
-                     ("orphan", "disk1", "someone-elses")]
-    orphan = next(p for p in view.problems if p.kind == "orphan")
-    assert orphan.command == ("block-dirty-bitmap-remove", {"node": "disk1", "name": "someone-elses"})
+    # Only what is ours is a problem; the others are listed with their owner, no fix offered.
+    assert kinds == [("lost", "disk0", ours["drive0"]), ("lost", "disk1", ours["drive1"])]
+    assert all(p.command is None for p in view.problems)
+    listed = {b.name: (b.owner, b.ours) for b in view.bitmaps}
+    assert listed == {name: (owner, False) for name, owner in foreign.items()}
     d0 = next(d for d in view.drives if d.drive == "drive0")
     assert d0.next_base is None and d0.bitmap_state == "missing"
-    # Applying the suggested fix removes the orphan.
-    await conn.execute(*orphan.command)
-    assert [p.kind for p in build_view(ledger, fleet.store.state).problems] == ["lost", "lost"]
+    assert view.to_dict()["bitmaps"][0]["owner"]
     # Offline (no live state): the ledger alone, no problems claimed.
     offline = build_view(ledger)
     assert {d.bitmap_state for d in offline.drives} == {"unknown"} and offline.problems == []
+    # The next run: new owned chains; the foreign bitmaps are untouched.
+    res = by_drive(await run_policy(conn, ledger, pol, timeout=60))
+    assert {d.kind for d in res.values()} == {"full"} and {d.state for d in res.values()} == {
+        ImageState.VALID}
+    await conn.refresh()
+    names = {b.name for b in conn.model.nodes["disk1"].named_bitmaps}
+    assert names == set(foreign) | {cbm(ledger, "drive1")}
     ledger.close()
 
 
@@ -359,7 +381,7 @@ async def test_existing_file_is_never_overwritten(make_sandbox, fleet_for, tmp_p
     res = await run_policy(conn, ledger, pol, timeout=60)
     assert res.exit_code == 2 and "already exists" in (res.refused or "")
     assert precious.read_bytes() == b"operator data"
-    assert conn.model.nodes["disk0"].bitmap("bm") is None
+    assert not conn.model.nodes["disk0"].named_bitmaps
     assert "move it away" in res.refused
     # The operator moves it away; the next run goes ahead under that name.
     await asyncio.to_thread(precious.rename, sb.path("kept.qcow2"))

@@ -28,7 +28,7 @@ def make_app(fleet, ledger, pol, **kw):
     return app
 
 
-async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for, tmp_path):
+async def test_run_policy_and_fix_a_retired_bitmap_from_the_screen(make_sandbox, fleet_for, tmp_path):
     sb = await make_sandbox(drives=2)
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
@@ -51,7 +51,8 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         await pilot.press("r")
         assert isinstance(app.screen, ConfirmDialog)
         assert "drive0: full → drive0-full-1.qcow2 (new chain: no chain yet)" in app.screen.question
-        assert "if drive1's job (bt1-1) fails: valid drive0-full-1.qcow2" in app.screen.question
+        assert f"if drive1's job ({ledger.job_id(1, 1)}) fails: valid drive0-full-1.qcow2" \
+            in app.screen.question
         await pilot.press("y")
         await wait_for(lambda: len(runs()) == 1, timeout=60, what="policy run")
         await pilot.pause()
@@ -65,15 +66,27 @@ async def test_run_policy_and_fix_orphan_from_the_screen(make_sandbox, fleet_for
         await wait_for(lambda: len(runs()) == 2, timeout=60, what="second run")
         assert [d.kind for d in runs()[-1].result.drives] == ["incremental", "incremental"]
 
+        # A bitmap that is not ours is listed with its owner; there is nothing to fix.
         await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "stray"})
-        await wait_for(lambda: any(p.kind == "orphan" for p in scr.view_data.problems), what="orphan")
+        await wait_for(lambda: any(b.name == "stray" for b in scr.view_data.bitmaps), what="stray")
         await pilot.pause()
-        assert "[orphan] bitmap 'stray' on disk1" in screen_text(app)
+        assert "bitmap disk1/stray: unknown (not ours)" in screen_text(app)
+        assert not scr.view_data.problems
+        await pilot.press("x")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmDialog)
+        assert conn.model.nodes["disk1"].bitmap("stray") is not None
+        # A bitmap of ours that no current chain uses is a problem: its fix removes it.
+        retired = ledger.chain_bitmap("nightly", 99)
+        await conn.execute("block-dirty-bitmap-add", {"node": "disk1", "name": retired})
+        await wait_for(lambda: any(p.kind == "retired" for p in scr.view_data.problems), what="retired")
+        await pilot.pause()
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("y")
-        await wait_for(lambda: conn.model.nodes["disk1"].bitmap("stray") is None, what="removed")
+        await wait_for(lambda: conn.model.nodes["disk1"].bitmap(retired) is None, what="removed")
         await wait_for(lambda: not scr.view_data.problems, what="problem gone")
+        assert conn.model.nodes["disk1"].bitmap("stray") is not None
         await pilot.press("v")
         await wait_for(lambda: len(verified()) == 1, timeout=30, what="verify")
         assert [line.split()[0] for line in scr.verify_lines] == ["PASS"] * 4

@@ -246,7 +246,7 @@ ERRORS = {
     ),
     "policy missing key": (
         "connections:\n  vm1: /a.sock\npolicies:\n  p:\n    connection: vm1\n    drives: [d0]\n",
-        [":4: policies.p: missing required key 'bitmap'"],
+        [":4: policies.p: missing required key 'target_dir'"],
     ),
     "policy bad mode": (
         "connections:\n  vm1: /a.sock\npolicies:\n  p:\n    connection: vm1\n    drives: [d0]\n"

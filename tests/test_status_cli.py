@@ -29,6 +29,7 @@ async def test_status_json_every_state(make_sandbox):
     await sb.restart(kill=True)
     await sb.add_bitmap(0, "bm-active")
     await sb.add_bitmap(0, "bm-disabled", disabled=True)
+    await sb.add_bitmap(1, "pbs-incremental-dirty-bitmap")
     await sb.write(0, 0, "4M")
     await sb.qmp("blockdev-add", {"driver": "null-co", "node-name": "tgt", "size": 64 * 2**20})
     await sb.qmp("blockdev-backup", {"job-id": "slow", "device": "disk0", "target": "tgt",
@@ -48,6 +49,8 @@ async def test_status_json_every_state(make_sandbox):
     assert bms["bm-active"]["state"] == "frozen" and bms["bm-active"]["busy"] is True
     assert bms["bm-disabled"]["state"] == "disabled" and bms["bm-disabled"]["recording"] is False
     assert bms["crashed"]["state"] == "inconsistent" and bms["crashed"]["persistent"] is True
+    assert bms["bm-active"]["owner"] == "unknown" and bms["pbs-incremental-dirty-bitmap"]["owner"] == \
+        "Proxmox Backup Server"
     anon = [b for b in nodes["disk0"]["bitmaps"] if b["name"] is None]
     assert anon and all(b["state"] in ("active", "disabled") for b in anon)
     for b in bms.values():

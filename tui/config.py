@@ -329,12 +329,13 @@ def _policies(
     out: dict[str, Policy] = {}
     names = {c.name for c in conns}
     keys = {"connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode",
-            "speed", "persistent", "granularity"}
+            "speed", "persistent", "granularity", "verify", "full_every"}
     for pname, (knode, vnode) in r.mapping(node, "policies").items():
         key = f"policies.{pname}"
         if not _NAME.match(pname):
             r.fail(knode, key, "a policy name uses letters, digits, '_', '.', ':', '-'")
-        m = r.mapping(vnode, key, keys, ("connection", "drives", "bitmap", "target_dir"), knode)
+        # "bitmap" only names a chain from before owned bitmap names (adopted with a full).
+        m = r.mapping(vnode, key, keys, ("connection", "drives", "target_dir"), knode)
         cnode = m["connection"][1]
         conn = r.string(cnode, f"{key}.connection")
         if conn not in names:
@@ -346,8 +347,8 @@ def _policies(
             r.fail(dnode, f"{key}.drives", "needs at least one drive")
         if len(set(drives)) != len(drives):
             r.fail(dnode, f"{key}.drives", "a drive is listed twice")
-        bnode = m["bitmap"][1]
-        bitmap = r.string(bnode, f"{key}.bitmap")
+        bnode = m["bitmap"][1] if "bitmap" in m else vnode
+        bitmap = r.string(bnode, f"{key}.bitmap") if "bitmap" in m else "bitmap-tui"
         problem = bitmap_name_problem(bitmap)
         if problem:
             r.fail(bnode, f"{key}.bitmap", problem)
@@ -378,6 +379,10 @@ def _policies(
             gran = _whole(r, gnode, f"{key}.granularity", 512, 2**26)
             if gran & (gran - 1):
                 r.fail(gnode, f"{key}.granularity", "must be a power of two")
+        verify = (r.choice(m["verify"][1], f"{key}.verify", ("never", "after"))
+                  if "verify" in m else "never")
+        full_every = _whole(r, m["full_every"][1], f"{key}.full_every", 1, 2**31) \
+            if "full_every" in m else None
         out[pname] = Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
-                            speed, persistent, gran)
+                            speed, persistent, gran, verify, full_every)
     return out

@@ -1,10 +1,16 @@
 """Deleting backup images the ledger recorded as INVALID or UNKNOWN (failed or unresolved runs).
 
-Only such images are ever deleted: never a VALID one, a PENDING one, an image that is (directly
-or further down) the backing file of a VALID image, a path a VALID image also uses, or a file
-QEMU still has open. The files are only deleted when QEMU runs on this machine (a unix socket
-address); for a remote QEMU the caller prints the paths instead. Each deletion is recorded in
-the ledger (``images.deleted``) so the chain view stops offering it.
+Only such images are ever deleted: never a VALID, PENDING or INCOMPLETE one, an image that is
+(directly or further down) the backing file of a kept image, or a file QEMU still has open.
+
+Files are compared by identity, never by path string: a path is resolved (``realpath``) and
+``stat``-ed, and a file is deleted only if this ledger created it and it is still that file (the
+device and inode recorded at creation, and the size and mtime recorded when the ledger let go of
+it). Any other file at that path (another VM's image through a symlinked directory, a file made
+by hand after ours was removed) is refused, as is a file that is also a kept image of any
+connection. The files are only deleted when QEMU runs on this machine (a unix socket address);
+for a remote QEMU the caller prints the paths instead. Each deletion is recorded in the ledger
+(``images.deleted``) so the chain view stops offering it.
 """
 
 from __future__ import annotations
@@ -33,16 +39,56 @@ def protected_ids(images: list[ImageRow]) -> set[int]:
     return out
 
 
+FileKey = tuple[int, int]  # (device, inode)
+
+
+def _key(path: str) -> FileKey | None:
+    try:
+        st = os.stat(os.path.realpath(path))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def identity_mismatch(im: ImageRow) -> str | None:
+    """Why the file at ``im.path`` is not the file this ledger created (None: it is, or it is
+    gone). A file the ledger has no identity for was never created by it."""
+    if im.file_dev is None or im.file_ino is None:
+        return "this ledger never created that file"
+    try:
+        st = os.stat(os.path.realpath(im.path))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if (st.st_dev, st.st_ino) != (im.file_dev, im.file_ino):
+        return "another file is at that path now (not the one this ledger created)"
+    if (im.file_size, im.file_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        return "the file changed since this ledger let go of it"
+    return None
+
+
+def _kept_keys(ledger: Ledger, open_files: Iterable[str]) -> tuple[set[FileKey], set[str]]:
+    """Identities and resolved paths of every file that must stay: kept images of every
+    connection (not only this one) and the files QEMU has open."""
+    every = ledger.images()
+    keep = protected_ids(every)
+    kept = [i.path for i in every if i.state not in DELETABLE or i.id in keep] + list(open_files)
+    keys = {k for k in (_key(p) for p in kept) if k is not None}
+    return keys, {os.path.realpath(p) for p in kept}
+
+
 def deletable_images(ledger: Ledger, connection: str, drive: str | None = None,
                      open_files: Iterable[str] = ()) -> list[ImageRow]:
     """The INVALID/UNKNOWN images of ``connection`` (and ``drive``) whose files may be deleted."""
     every = ledger.images(connection=connection)
-    keep = protected_ids(every)
-    keep_paths = {i.path for i in every if i.state not in DELETABLE} | set(open_files)
+    keep = protected_ids(ledger.images())
+    keys, real = _kept_keys(ledger, open_files)
     return [
         i for i in every
         if (drive is None or i.drive == drive) and i.state in DELETABLE and i.deleted is None
-        and i.id not in keep and i.path not in keep_paths
+        and i.id not in keep and os.path.realpath(i.path) not in real
+        and _key(i.path) not in keys and identity_mismatch(i) is None
     ]
 
 
@@ -78,10 +124,16 @@ def delete_images(ledger: Ledger, connection: str, image_ids: Iterable[int],
             row = ledger.image(image_id)
             what = row.path if row is not None else f"image {image_id}"
             why = f"state {row.state}" if row is not None else "not in the ledger"
+            if row is not None and row.state in DELETABLE:
+                why = identity_mismatch(row) or "a kept image or an open file is that file"
             result.refused.append(f"{what}: no longer deletable ({why})")
             continue
+        mismatch = identity_mismatch(im)
+        if mismatch is not None:
+            result.refused.append(f"{im.path}: {mismatch}")
+            continue
         try:
-            os.unlink(im.path)
+            os.unlink(os.path.realpath(im.path))
         except FileNotFoundError:
             result.already_gone.append(im.path)
         except OSError as exc:

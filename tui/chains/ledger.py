@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 from tui.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class ImageState(StrEnum):
@@ -38,6 +39,9 @@ class ImageState(StrEnum):
     INVALID = "invalid"
     # The outcome could not be resolved (QEMU restarted, job vanished): never trusted.
     UNKNOWN = "unknown"
+    # A bitmap-mode "always" job that failed part-way: not a restore point by itself, but the
+    # bitmap kept exactly what it did not copy, so it is a base for the next incremental.
+    INCOMPLETE = "incomplete"
 
 
 class JobState(StrEnum):
@@ -110,10 +114,52 @@ CREATE TABLE IF NOT EXISTS images (
     deleted REAL
 );
 CREATE INDEX IF NOT EXISTS images_drive ON images (connection, drive);
+-- A bitmap of ours that stopped recording every write (cleared, removed, disabled, merged into,
+-- vanished, re-created, ...): the chain that uses it needs a new full backup.
+CREATE TABLE IF NOT EXISTS breaks (
+    id INTEGER PRIMARY KEY,
+    connection TEXT NOT NULL,
+    node TEXT NOT NULL,
+    bitmap TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created REAL NOT NULL
+);
+-- The last time each bitmap of ours was seen (or seen missing), for detecting changes in between.
+CREATE TABLE IF NOT EXISTS observations (
+    connection TEXT NOT NULL,
+    node TEXT NOT NULL,
+    bitmap TEXT NOT NULL,
+    present INTEGER NOT NULL,
+    count INTEGER,
+    granularity INTEGER,
+    persistent INTEGER,
+    seen REAL NOT NULL,
+    PRIMARY KEY (connection, node, bitmap)
+);
 """
+
+# Columns added to ``images`` after the first release (added in place to older ledgers).
+_IMAGE_COLUMNS = {
+    "deleted": "REAL",
+    # "on-success" or "always": an "always" job that fails leaves an INCOMPLETE image.
+    "bitmap_mode": "TEXT NOT NULL DEFAULT 'on-success'",
+    # When the target node was flushed and detached (or the file closed): before that, a
+    # completed job's image is not VALID.
+    "released": "REAL",
+    # The file this ledger created, as it was when the ledger last let go of it: only a file
+    # with this identity is ever deleted.
+    "file_dev": "INTEGER",
+    "file_ino": "INTEGER",
+    "file_size": "INTEGER",
+    "file_mtime_ns": "INTEGER",
+}
 
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
+# The states that are never a restore point but must be kept: they are still the base of a chain.
+KEPT_NOT_TRUSTED = (ImageState.INCOMPLETE,)
+# The states an incremental can build on (see tui.chains.plan).
+BASE_STATES = (ImageState.VALID, ImageState.INCOMPLETE)
 
 
 def owner_alive(owner: str | None) -> bool:
@@ -189,10 +235,43 @@ class ImageRow:
     created: float
     ended: float | None
     deleted: float | None = None  # when its file was deleted (only INVALID/UNKNOWN images)
+    bitmap_mode: str = "on-success"
+    released: float | None = None
+    file_dev: int | None = None
+    file_ino: int | None = None
+    file_size: int | None = None
+    file_mtime_ns: int | None = None
 
     @property
     def trusted(self) -> bool:
+        """A restore point: only a VALID image (with its chain) is the disk at its point."""
         return self.state is ImageState.VALID
+
+
+@dataclass(frozen=True, slots=True)
+class BreakRow:
+    """A recorded break of one of our bitmaps (the chain using it needs a new full)."""
+
+    id: int
+    connection: str
+    node: str
+    bitmap: str
+    reason: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The last sight of one of our bitmaps."""
+
+    connection: str
+    node: str
+    bitmap: str
+    present: bool
+    count: int | None
+    granularity: int | None
+    persistent: bool | None
+    seen: float
 
 
 class Ledger:
@@ -212,14 +291,21 @@ class Ledger:
                 if stmt.strip():
                     self._db.execute(stmt)
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(images)")}
-            if "deleted" not in columns:  # a ledger written before images could be deleted
-                with self._tx() as db:
-                    db.execute("ALTER TABLE images ADD COLUMN deleted REAL")
+            for name, decl in _IMAGE_COLUMNS.items():
+                if name not in columns:  # a ledger written by an older release
+                    with self._tx() as db:
+                        db.execute(f"ALTER TABLE images ADD COLUMN {name} {decl}")
             with self._tx() as db:
-                db.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                           (str(SCHEMA_VERSION),))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND CAST(value AS INTEGER) < ?",
+                           (str(SCHEMA_VERSION), SCHEMA_VERSION))
+                # A random id, once per ledger: it makes our bitmap names, job ids and node
+                # names unique to this ledger (two ledgers on one QEMU never share one).
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('ledger_id', ?)",
+                           (secrets.token_hex(4),))
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()
+            self.ledger_id: str = str(row[0])
         except (sqlite3.Error, OSError) as exc:
             # A corrupt, foreign or unreachable file: one line, and the file is left as it is.
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -227,6 +313,30 @@ class Ledger:
 
     def close(self) -> None:
         self._db.close()
+
+    # ------------------------------------------------------------------ names we issue
+
+    @property
+    def prefix(self) -> str:
+        """``bt.<ledger id>.``: the start of every job id, node name and bitmap we create."""
+        return f"bt.{self.ledger_id}."
+
+    def job_id(self, txn_id: int, index: int) -> str:
+        """The backup job id of drive ``index`` of transaction ``txn_id``."""
+        return f"{self.prefix}{txn_id}.{index}"
+
+    def node_name(self, txn_id: int, index: int) -> str:
+        """The target's format node name (its file node adds ``-f``); under QEMU's 31 bytes."""
+        return f"{self.prefix}{txn_id}n{index}"
+
+    def chain_bitmap(self, policy: str, txn_id: int) -> str:
+        """The bitmap of the chain a policy's full backup in transaction ``txn_id`` starts:
+        ``bt.<ledger id>.<policy>.c<txn>`` (a new chain never reuses an old name)."""
+        return f"{self.prefix}{policy}.c{txn_id}"
+
+    def issued(self, name: str) -> bool:
+        """Did this ledger issue this job id, node name or bitmap name?"""
+        return name.startswith(self.prefix)
 
     def __enter__(self) -> Ledger:
         return self
@@ -283,6 +393,7 @@ class Ledger:
         job_id: str,
         source_file: str | None,
         source_size: int | None,
+        bitmap_mode: str = "on-success",
     ) -> int:
         """A planned target image (PENDING) and its job (pending), in one transaction."""
         with self._tx() as db:
@@ -292,10 +403,10 @@ class Ledger:
                 chain = row["chain_id"] if row else None
             cur = db.execute(
                 "INSERT INTO images (txn_id, connection, policy, drive, node, bitmap, path, kind, "
-                "parent_id, chain_id, state, job_id, source_file, source_size, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "parent_id, chain_id, state, job_id, source_file, source_size, created, bitmap_mode) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (txn_id, connection, policy, drive, node, bitmap, path, kind, parent_id, chain,
-                 ImageState.PENDING, job_id, source_file, source_size, time.time()),
+                 ImageState.PENDING, job_id, source_file, source_size, time.time(), bitmap_mode),
             )
             image_id = int(cur.lastrowid or 0)
             if kind == "full":
@@ -316,6 +427,63 @@ class Ledger:
     def set_image_size(self, image_id: int, size: int | None) -> None:
         with self._tx() as db:
             db.execute("UPDATE images SET size = ? WHERE id = ?", (size, image_id))
+
+    def set_file_identity(self, image_id: int, st: os.stat_result) -> None:
+        """The file this ledger created for an image, as it is now (device, inode, size, mtime)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE images SET file_dev = ?, file_ino = ?, file_size = ?, file_mtime_ns = ? "
+                "WHERE id = ?", (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, image_id))
+
+    def refresh_file_identity(self, image_id: int, st: os.stat_result) -> None:
+        """The file's size and mtime when the ledger let go of it, if it is still the file the
+        ledger created (same device and inode); otherwise nothing changes."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE images SET file_size = ?, file_mtime_ns = ? "
+                "WHERE id = ? AND file_dev = ? AND file_ino = ?",
+                (st.st_size, st.st_mtime_ns, image_id, st.st_dev, st.st_ino))
+
+    def fail_verification(self, image_id: int, error: str) -> None:
+        """``verify: after`` found the new chain different from the disk: never trusted."""
+        with self._tx() as db:
+            db.execute("UPDATE images SET state = ?, error = ? WHERE id = ? AND state = ?",
+                       (ImageState.INVALID, error, image_id, ImageState.VALID))
+
+    def mark_released(self, image_id: int) -> None:
+        """The image's target was flushed and detached by us: its job's outcome may now count."""
+        with self._tx() as db:
+            db.execute("UPDATE images SET released = ? WHERE id = ? AND released IS NULL",
+                       (time.time(), image_id))
+
+    def resolve_unreleased(self, image_id: int, state: ImageState, error: str) -> None:
+        """A completed job's image whose target could not be released by us (or whose file failed
+        its check): never VALID."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE images SET state = ?, error = ?, ended = ?, released = ? "
+                "WHERE id = ? AND state = ?",
+                (state, error, time.time(), time.time(), image_id, ImageState.PENDING))
+
+    def record_break(self, connection: str, node: str, bitmap: str, reason: str) -> int:
+        """Record that ``bitmap`` on ``node`` missed writes (or may have): every chain using it
+        needs a new full backup. Written before the change is sent when we make it."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO breaks (connection, node, bitmap, reason, created) VALUES (?, ?, ?, ?, ?)",
+                (connection, node, bitmap, reason, time.time()))
+            return int(cur.lastrowid or 0)
+
+    def observe(self, connection: str, node: str, bitmap: str, *, present: bool,
+                count: int | None = None, granularity: int | None = None,
+                persistent: bool | None = None) -> None:
+        """Remember how one of our bitmaps looks now (the last observation replaces the one before)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO observations (connection, node, bitmap, present, count, "
+                "granularity, persistent, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (connection, node, bitmap, int(present), count, granularity,
+                 None if persistent is None else int(persistent), time.time()))
 
     def mark_bitmap_reset(self, image_ids: list[int]) -> None:
         """These full images' bitmaps may be (re)created or cleared from now on (before sending)."""
@@ -413,6 +581,8 @@ class Ledger:
                 elif any(s is JobState.UNKNOWN for s in states.values()):
                     for im in images:
                         put(im, ImageState.UNKNOWN, "the group's outcome could not be resolved")
+                elif any(im["released"] is None for im in images):
+                    return  # every target must be released before the group counts
                 else:
                     for im in images:
                         put(im, ImageState.VALID, None)
@@ -421,12 +591,19 @@ class Ledger:
                     s = states.get(im["job_id"], JobState.UNKNOWN)
                     err = jobs[im["job_id"]]["error"] if im["job_id"] in jobs else "no job recorded"
                     if s is JobState.COMPLETED:
+                        if im["released"] is None:  # its target is not released yet
+                            continue
                         put(im, ImageState.VALID, None)
+                    elif s is JobState.FAILED and im["bitmap_mode"] == "always":
+                        # QEMU kept in the bitmap exactly what the job did not copy.
+                        put(im, ImageState.INCOMPLETE, err or str(s))
                     elif s in (JobState.FAILED, JobState.CANCELLED, JobState.NOT_STARTED):
                         put(im, ImageState.INVALID, err or str(s))
                     elif s is JobState.UNKNOWN:
                         put(im, ImageState.UNKNOWN, err or "outcome unknown")
-            if all(s is not JobState.PENDING for s in states.values()):
+            left = db.execute("SELECT 1 FROM images WHERE txn_id = ? AND state = ? LIMIT 1",
+                              (txn_id, ImageState.PENDING)).fetchone()
+            if all(s is not JobState.PENDING for s in states.values()) and left is None:
                 db.execute(
                     "UPDATE txns SET state = ?, ended = ? WHERE id = ?", (TxnState.DONE, now, txn_id)
                 )
@@ -488,6 +665,29 @@ class Ledger:
         row = self._db.execute("SELECT 1 FROM images WHERE path = ? LIMIT 1", (path,)).fetchone()
         return row is not None
 
+    def breaks(self, connection: str, node: str | None = None,
+               bitmap: str | None = None) -> list[BreakRow]:
+        """Recorded breaks of ``connection`` (of one node's bitmap when given), oldest first."""
+        where, args = ["connection = ?"], [connection]
+        for col, val in (("node", node), ("bitmap", bitmap)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        rows = self._db.execute(f"SELECT * FROM breaks WHERE {' AND '.join(where)} ORDER BY id", args)
+        return [BreakRow(r["id"], r["connection"], r["node"], r["bitmap"], r["reason"], r["created"])
+                for r in rows]
+
+    def observation(self, connection: str, node: str, bitmap: str) -> Observation | None:
+        """The last observation of one of our bitmaps, or None."""
+        r = self._db.execute(
+            "SELECT * FROM observations WHERE connection = ? AND node = ? AND bitmap = ?",
+            (connection, node, bitmap)).fetchone()
+        if r is None:
+            return None
+        return Observation(r["connection"], r["node"], r["bitmap"], bool(r["present"]), r["count"],
+                           r["granularity"], None if r["persistent"] is None else bool(r["persistent"]),
+                           r["seen"])
+
     def next_txn_id(self) -> int:
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM txns").fetchone()
         return int(row[0])
@@ -508,5 +708,7 @@ def _image(r: sqlite3.Row) -> ImageRow:
         job_id=r["job_id"], source_file=r["source_file"], source_size=r["source_size"],
         size=r["size"], resets_bitmap=bool(r["resets_bitmap"]), target_node=r["target_node"],
         file_node=r["file_node"], error=r["error"], created=r["created"], ended=r["ended"],
-        deleted=r["deleted"],
+        deleted=r["deleted"], bitmap_mode=r["bitmap_mode"], released=r["released"],
+        file_dev=r["file_dev"], file_ino=r["file_ino"], file_size=r["file_size"],
+        file_mtime_ns=r["file_mtime_ns"],
     )

@@ -3,10 +3,18 @@
 Pure: reads the ledger and a connection snapshot, returns a :class:`Plan`; nothing is sent.
 
 A drive's *current chain* is the one started by the most recent full backup whose transaction
-may have reset the drive's bitmap (added, cleared, re-created). The bitmap records writes since
-that moment only, so an incremental is possible only on top of that chain, and only if the full
-itself is VALID and no image of the chain has an unknown outcome (an unknown job may have cleared
-the bitmap, so later writes would be missing from the next incremental).
+may have started the drive's bitmap. Each chain has its own bitmap, named by the ledger
+(``bt.<ledger id>.<policy>.c<txn>``), so no other ledger or tool shares it and a new chain never
+reuses an old name. The bitmap records writes since the chain's start only, so an incremental is
+possible only on top of that chain, and only if:
+
+* the full itself is VALID (or INCOMPLETE: a partial "always" image is a base, not a restore point),
+* no image of the chain has an unknown outcome (an unknown job may have cleared the bitmap),
+* no break of the bitmap is recorded (cleared, removed, disabled, merged into, re-created, ...)
+  and none is seen now (:func:`tui.chains.watch.live_breaks`),
+* the bitmap's name is one this ledger issued (a chain from before owned names is *adopted*:
+  its next backup is a full that starts an owned chain),
+* the chain is shorter than the policy's ``full_every``.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui.chains.ledger import ImageRow, ImageState, Ledger
+from tui.chains.ledger import BASE_STATES, ImageRow, ImageState, Ledger
 from tui.chains.policy import Policy
+from tui.chains.watch import live_breaks
 from tui.model.state import BitmapState, ConnectionModel, Node
 
 
@@ -27,6 +36,12 @@ class ChainState:
     base: ImageRow | None  # the image the next incremental builds on; None → full needed
     reason: str  # why there is (or is not) a base
     busy: ImageRow | None = None  # an image whose job has not been resolved yet
+
+    @property
+    def restore_point(self) -> ImageRow | None:
+        """The newest VALID image of the chain: with its backing chain, the disk at its point."""
+        valid = [i for i in self.images if i.state is ImageState.VALID]
+        return valid[-1] if valid else None
 
 
 def chain_state(
@@ -55,7 +70,7 @@ def chain_state(
                 chain, None, f"bitmap '{bitmap}' was reset by a backup of {other[-1].drive}", pending
             )
     chain = tuple(i for i in imgs if i.chain_id == anchor.id)
-    if anchor.state is not ImageState.VALID:
+    if anchor.state not in BASE_STATES:
         return ChainState(chain, None, f"its last full backup {anchor.path} is {anchor.state}", pending)
     unknown = next((i for i in chain if i.state is ImageState.UNKNOWN), None)
     if unknown is not None:
@@ -63,8 +78,19 @@ def chain_state(
             chain, None,
             f"the outcome of {unknown.path} is unknown (its bitmap may have been cleared)", pending,
         )
-    valid = [i for i in chain if i.state is ImageState.VALID]
-    return ChainState(chain, valid[-1], f"last valid image {valid[-1].path}", pending)
+    if not ledger.issued(anchor.bitmap):
+        return ChainState(
+            chain, None,
+            f"adopting: bitmap '{anchor.bitmap}' is not owned by this ledger (a chain from before "
+            "owned bitmap names); a full backup starts an owned chain", pending,
+        )
+    broken = ledger.breaks(connection, anchor.node, anchor.bitmap)
+    if broken:
+        return ChainState(chain, None, f"chain broken: {broken[-1].reason}", pending)
+    usable = [i for i in chain if i.state in BASE_STATES]
+    last = usable[-1]
+    what = "last valid image" if last.state is ImageState.VALID else f"last image ({last.state})"
+    return ChainState(chain, last, f"{what} {last.path}", pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +102,10 @@ class DrivePlan:
     kind: str  # "full" or "incremental"
     reason: str
     base: ImageRow | None = None
+    # The bitmap of the drive's chain: the base's for an incremental, a new owned name for a full.
+    bitmap: str = ""
     # Transaction actions that (re)start the drive's bitmap with the full backup.
     bitmap_actions: tuple[dict[str, Any], ...] = ()
-    # An inconsistent bitmap must be removed before the transaction (it can only be removed,
-    # and remove + add of one name in one transaction is refused: "Bitmap already exists").
-    pre_remove: bool = False
     size: int = 0
     source_file: str = ""
     error: str | None = None
@@ -95,83 +120,86 @@ class Plan:
     # Grouped mode with bitmap actions: they go first, in their own (individual) transaction.
     split: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The ledger transaction the plan names its new bitmaps after (the run's own).
+    txn_id: int = 0
 
     @property
     def errors(self) -> list[str]:
         return [f"{d.drive}: {d.error}" for d in self.drives if d.error]
 
 
-def _bitmap_actions(node: Node, policy: Policy) -> tuple[tuple[dict[str, Any], ...], bool, str | None]:
-    """Actions that make the policy's bitmap empty and recording, atomically with a full backup."""
-    ref = {"node": node.node_name, "name": policy.bitmap}
-    bm = node.bitmap(policy.bitmap)
-    add: dict[str, Any] = dict(ref)
+def _bitmap_actions(node: Node, name: str, policy: Policy
+                    ) -> tuple[tuple[dict[str, Any], ...], str | None]:
+    """The action that starts a new chain's bitmap, atomically with its full backup."""
+    if node.bitmap(name) is not None:
+        # A fresh name already taken: not ours to reuse (someone made it), so refuse.
+        return (), f"bitmap '{name}' already exists on {node.node_name}, but this ledger never made it"
+    add: dict[str, Any] = {"node": node.node_name, "name": name}
     if policy.persistent:
         add["persistent"] = True
     if policy.granularity:
         add["granularity"] = policy.granularity
-    if bm is None:
-        return ({"type": "block-dirty-bitmap-add", "data": add},), False, None
-    state = bm.state
-    if state is BitmapState.FROZEN:
-        return (), False, f"bitmap '{policy.bitmap}' is in use by another operation (busy)"
-    if state is BitmapState.INCONSISTENT:
-        return ({"type": "block-dirty-bitmap-add", "data": add},), True, None
-    actions: list[dict[str, Any]] = [{"type": "block-dirty-bitmap-clear", "data": dict(ref)}]
-    if state is BitmapState.DISABLED:
-        actions.append({"type": "block-dirty-bitmap-enable", "data": dict(ref)})
-    return tuple(actions), False, None
+    return ({"type": "block-dirty-bitmap-add", "data": add},), None
 
 
-def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str) -> DrivePlan:
-    """Decide full or incremental for one drive."""
+def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str,
+               txn_id: int | None = None) -> DrivePlan:
+    """Decide full or incremental for one drive (a full's new bitmap is named after ``txn_id``,
+    by default the ledger's next transaction)."""
     node = conn.find_node(drive)
     if node is None:
         return DrivePlan(drive, None, "full", "", error=f"no node or device named '{drive}' on {conn.name}")
-    cs = chain_state(ledger, conn.name, drive, node.node_name, policy.bitmap)
+    cs = chain_state(ledger, conn.name, drive)
     if cs.busy is not None:
         return DrivePlan(
             drive, node.node_name, "full", "",
             error=f"{cs.busy.path} (job {cs.busy.job_id}) has not ended yet; run again when it has",
         )
-    bm = node.bitmap(policy.bitmap)
     base = cs.base
     why = cs.reason
     if base is not None:
         was_file, was_size = base.source_file, base.source_size
+        bm = node.bitmap(base.bitmap)
+        seen = live_breaks(ledger, conn.name, node, base.bitmap) if base.node == node.node_name else [
+            f"the drive is now node {node.node_name}, not {base.node}"]
+        chain_len = sum(1 for i in cs.images if i.state in BASE_STATES)
         if was_file and node.file and was_file != node.file:
             base, why = None, f"a new disk (its file changed from {was_file} to {node.file})"
         elif was_size and node.size and was_size != node.size:
             base, why = None, f"the disk size changed ({was_size} → {node.size} bytes)"
-        elif bm is None:
-            base, why = None, f"bitmap '{policy.bitmap}' is missing from {node.node_name} (lost, e.g. a QEMU restart)"
-        elif bm.state is BitmapState.INCONSISTENT:
-            base, why = None, f"bitmap '{policy.bitmap}' is inconsistent (QEMU did not save it cleanly)"
-        elif bm.state is BitmapState.DISABLED:
-            base, why = None, f"bitmap '{policy.bitmap}' is disabled (it missed writes)"
-        elif bm.state is BitmapState.FROZEN:
+        elif seen:
+            base, why = None, f"chain broken: {seen[0]}"
+        elif bm is not None and bm.state is BitmapState.FROZEN:
             return DrivePlan(drive, node.node_name, "incremental", "",
-                             error=f"bitmap '{policy.bitmap}' is in use by another operation (busy)")
+                             error=f"bitmap '{base.bitmap}' is in use by another operation (busy)")
+        elif policy.full_every and chain_len >= policy.full_every:
+            base, why = None, f"full_every {policy.full_every}: the chain has {chain_len} images"
     if base is not None:
         return DrivePlan(
             drive, node.node_name, "incremental", f"on top of {base.path}", base=base,
-            size=node.size, source_file=node.file,
+            bitmap=base.bitmap, size=node.size, source_file=node.file,
         )
-    actions, pre_remove, err = _bitmap_actions(node, policy)
+    name = ledger.chain_bitmap(policy.name, txn_id if txn_id is not None else ledger.next_txn_id())
+    actions, err = _bitmap_actions(node, name, policy)
     return DrivePlan(
-        drive, node.node_name, "full", f"new chain: {why}", bitmap_actions=actions,
-        pre_remove=pre_remove, size=node.size, source_file=node.file, error=err,
+        drive, node.node_name, "full", f"new chain: {why}", bitmap=name, bitmap_actions=actions,
+        size=node.size, source_file=node.file, error=err,
     )
 
 
-def make_plan(ledger: Ledger, conn: ConnectionModel, policy: Policy) -> Plan:
-    """The whole policy run: per-drive decisions, the completion mode and any split."""
+def make_plan(ledger: Ledger, conn: ConnectionModel, policy: Policy, txn_id: int | None = None) -> Plan:
+    """The whole policy run: per-drive decisions, the completion mode and any split.
+
+    ``txn_id``: the transaction the run records (new bitmaps are named after it); by default the
+    ledger's next one.
+    """
+    txn_id = txn_id if txn_id is not None else ledger.next_txn_id()
     if policy.format != "qcow2":
         # A raw image cannot name a backing file: there is no incremental chain to keep.
         why = f"format {policy.format} cannot hold backup chains (incrementals need qcow2)"
         return Plan(policy, tuple(DrivePlan(d, None, "full", "", error=why) for d in policy.drives),
-                    policy.completion_mode)
-    drives = tuple(plan_drive(ledger, conn, policy, d) for d in policy.drives)
+                    policy.completion_mode, txn_id=txn_id)
+    drives = tuple(plan_drive(ledger, conn, policy, d, txn_id) for d in policy.drives)
     nodes = [d.node for d in drives if d.node]
     notes: list[str] = []
     if len(set(nodes)) != len(nodes):
@@ -189,4 +217,4 @@ def make_plan(ledger: Ledger, conn: ConnectionModel, policy: Policy) -> Plan:
             "between land in both the bitmap and the full image, so the chain stays complete. "
             "If the group fails, those drives need a full backup again."
         )
-    return Plan(policy, drives, policy.completion_mode, split, tuple(notes))
+    return Plan(policy, drives, policy.completion_mode, split, tuple(notes), txn_id)

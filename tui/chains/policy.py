@@ -21,8 +21,9 @@ PATTERN_FIELDS = frozenset(
 DEFAULT_PATTERN = "{drive}-{kind}-{n}.qcow2"
 _FIELDS = (
     "connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode",
-    "speed", "persistent", "granularity",
+    "speed", "persistent", "granularity", "verify", "full_every",
 )
+VERIFY_MODES = ("never", "after")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -32,6 +33,12 @@ class Policy:
 
     ``drives`` are node names or device names on ``connection``; ``target_dir`` is a directory
     *on the QEMU host* (targets are created by QEMU itself); ``pattern`` names each image.
+
+    ``bitmap`` is only the name of a chain from before owned bitmap names: the bitmaps a policy
+    creates are named by the ledger (``bt.<ledger id>.<policy>.c<txn>``), and a chain on the old
+    name is adopted by taking a full backup. ``verify: after`` compares each new chain with the
+    disk (``qemu-img compare``) when the disk can be read here; ``full_every: N`` starts a new
+    chain once the current one has N images.
     """
 
     name: str
@@ -47,6 +54,8 @@ class Policy:
     # Persistent bitmaps survive a clean QEMU restart (qcow2 sources only).
     persistent: bool = False
     granularity: int | None = None
+    verify: str = "never"
+    full_every: int | None = None
 
     def file_name(
         self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = "",
@@ -112,6 +121,13 @@ class Policy:
             or gran > 2**26
         ):
             raise ConfigError(f"{ctx}: 'granularity' must be a power of two from 512 to 64 MiB")
+        verify = data.get("verify", "never")
+        if verify not in VERIFY_MODES:
+            raise ConfigError(f"{ctx}: 'verify' must be never or after, not {verify!r}")
+        full_every = data.get("full_every")
+        if full_every is not None and (
+                not isinstance(full_every, int) or isinstance(full_every, bool) or full_every < 1):
+            raise ConfigError(f"{ctx}: 'full_every' must be a positive integer (images per chain)")
         return cls(
             name=name,
             connection=text("connection"),
@@ -124,6 +140,8 @@ class Policy:
             speed=speed,
             persistent=persistent,
             granularity=gran,
+            verify=verify,
+            full_every=full_every,
         )
 
 

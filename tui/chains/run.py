@@ -19,7 +19,17 @@ from tui.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.chains.policy import Policy, render_name
 from tui.chains.reconcile import finish_job, reconcile
 from tui.chains.send import Sender, TransactionRefused, send_transaction
-from tui.chains.targets import QMPConn, Target, TargetError, create_target, release_target
+from tui.chains.targets import (
+    QMPConn,
+    Target,
+    TargetError,
+    create_target,
+    file_identity,
+    is_local,
+    release_target,
+)
+from tui.chains.verify import compare_images
+from tui.chains.watch import current_bitmaps, observe_bitmap, record_breaks
 from tui.errors import BitmapTuiError, ConfigError, QMPCommandError
 from tui.model.state import JobResult
 
@@ -35,6 +45,7 @@ class DriveOutcome:
     reason: str
     path: str | None = None
     base: str | None = None
+    bitmap: str | None = None
     job_id: str | None = None
     state: str = "planned"  # an ImageState value once known
     error: str | None = None
@@ -72,7 +83,8 @@ class RunResult:
 
 def _outcomes(plan: Plan) -> list[DriveOutcome]:
     return [
-        DriveOutcome(d.drive, d.node, d.kind, d.reason, base=d.base.path if d.base else None, error=d.error)
+        DriveOutcome(d.drive, d.node, d.kind, d.reason, base=d.base.path if d.base else None,
+                     bitmap=d.bitmap or None, error=d.error)
         for d in plan.drives
     ]
 
@@ -110,7 +122,7 @@ def preview(ledger: Ledger, model: Any, policy: Policy, *, compact: bool = False
     plan = make_plan(ledger, model, policy)
     if plan.errors:
         return plan, [f"refused: {e}" for e in plan.errors]
-    txn_id = ledger.next_txn_id()
+    txn_id = plan.txn_id
     actions: list[Action] = []
     lines: list[str] = []
     for i, d in enumerate(plan.drives):
@@ -119,7 +131,7 @@ def preview(ledger: Ledger, model: Any, policy: Policy, *, compact: bool = False
         lines.append(f"{d.drive}: {d.kind}{base} → {os.path.basename(path)} ({d.reason})")
         if not plan.split:
             actions += [Action(a["type"], a["data"]) for a in d.bitmap_actions]
-        actions.append(Action(**_backup_action(d, policy, path, f"bt{txn_id}-{i}")))
+        actions.append(Action(**_backup_action(d, policy, path, ledger.job_id(txn_id, i))))
     lines += plan.notes
     txn = Transaction(tuple(actions), plan.mode)
     for sc in what_if(txn, model)[1:]:
@@ -142,7 +154,7 @@ def _backup_action(d: DrivePlan, policy: Policy, target: str, job_id: str) -> di
         "auto-dismiss": False,
     }
     if d.kind == "incremental":
-        data["bitmap"] = policy.bitmap
+        data["bitmap"] = d.bitmap
     if policy.speed:
         data["speed"] = policy.speed
     return {"type": "blockdev-backup", "data": data}
@@ -190,6 +202,7 @@ async def _run(
     on_step: Callable[[str], None] | None,
 ) -> RunResult:
     step = on_step or (lambda _text: None)
+    note_breaks(ledger, conn.model, policy)
     plan = make_plan(ledger, conn.model, policy)
     result = RunResult(policy.name, conn.name, plan.mode, drives=_outcomes(plan), notes=list(plan.notes))
     if plan.errors:
@@ -198,6 +211,13 @@ async def _run(
     txn_id = ledger.new_txn(conn.name, policy.name, plan.mode)
     owned.append(txn_id)
     result.txn_ids.append(txn_id)
+    if txn_id != plan.txn_id:  # another run took the planned number: name the bitmaps after ours
+        plan = make_plan(ledger, conn.model, policy, txn_id)
+        result.drives = _outcomes(plan)
+        if plan.errors:
+            ledger.mark_refused(txn_id, "; ".join(plan.errors))
+            result.refused = "; ".join(plan.errors)
+            return result
     image_ids: dict[str, int] = {}
     targets: dict[str, Target] = {}
     actions: list[dict[str, Any]] = []
@@ -221,17 +241,17 @@ async def _run(
             path = image_path(ledger, conn.name, policy, d, txn_id)
             if ledger.path_known(path):
                 return await refuse(f"{path} is already in the ledger; change the policy's pattern")
-            local = getattr(getattr(conn, "address", None), "kind", "") == "unix"
+            local = is_local(conn)
             if local and await asyncio.to_thread(os.path.lexists, path):
                 # A local QEMU: blockdev-create would overwrite an existing file. (A remote
                 # QEMU's file system cannot be checked from here; the ledger check above holds.)
                 return await refuse(f"{path} already exists and is not overwritten; move it away "
                                     "or change the policy's pattern")
-            job_id = f"bt{txn_id}-{i}"
+            job_id = ledger.job_id(txn_id, i)
             out.path, out.job_id = path, job_id
             image_ids[d.drive] = ledger.add_image(
                 txn_id=txn_id, connection=conn.name, policy=policy.name, drive=d.drive,
-                node=d.node or "", bitmap=policy.bitmap, path=path, kind=d.kind,
+                node=d.node or "", bitmap=d.bitmap, path=path, kind=d.kind,
                 parent_id=d.base.id if d.base else None, job_id=job_id,
                 source_file=d.source_file, source_size=d.size,
             )
@@ -239,11 +259,14 @@ async def _run(
                 fulls.append(image_ids[d.drive])
         for i, (d, out) in enumerate(zip(plan.drives, result.drives, strict=True)):
             step(f"creating {out.path}")
-            node = f"bt{txn_id}n{i}"
+            node = ledger.node_name(txn_id, i)
             ledger.set_image_nodes(image_ids[d.drive], f"{node}-f", node)
             targets[d.drive] = await create_target(
                 conn, out.path or "", d.size, node=node, backing=d.base.path if d.base else None
             )
+            st = await asyncio.to_thread(file_identity, out.path or "") if is_local(conn) else None
+            if st is not None:  # the file this ledger created: the only one it may delete later
+                ledger.set_file_identity(image_ids[d.drive], st)
             actions.extend(d.bitmap_actions if not plan.split else ())
             bitmap_actions.extend(d.bitmap_actions if plan.split else ())
             actions.append(_backup_action(d, policy, node, out.job_id or ""))
@@ -255,17 +278,7 @@ async def _run(
         return await refuse(str(exc))
     ledger.set_actions(txn_id, actions)
 
-    # Inconsistent bitmaps can only be removed, and not in the same transaction as their re-add.
-    removes = [d for d in plan.drives if d.pre_remove]
-    if removes:
-        ledger.mark_bitmap_reset([image_ids[d.drive] for d in removes])
-        for d in removes:
-            try:
-                await conn.execute("block-dirty-bitmap-remove", {"node": d.node, "name": policy.bitmap})
-            except QMPCommandError as exc:
-                return await refuse(f"removing inconsistent bitmap of {d.drive}: {exc.desc}",
-                                    keep_reset=[image_ids[x.drive] for x in removes])
-    already_reset = [image_ids[d.drive] for d in removes]
+    already_reset: list[int] = []
 
     if plan.split:
         step("starting the new chains' bitmaps (individual transaction)")
@@ -286,6 +299,8 @@ async def _run(
         ledger.settle(bt)
         already_reset = sorted(set(already_reset) | set(fulls))
 
+    # verify: after is only meaningful when nothing but us writes the disk (a paused guest).
+    quiet = await _guest_paused(conn) if policy.verify == "after" else False
     step(f"sending the transaction ({plan.mode})")
     ledger.mark_sending(txn_id, fulls)
     sender = Sender(conn, actions, plan.mode)
@@ -324,6 +339,8 @@ async def _run(
             with contextlib.suppress(BitmapTuiError):
                 await finish_job(conn, ledger, txn_id, job_id)
     ledger.settle(txn_id)
+    if conn.model.state.value == "connected":
+        await _after_jobs(conn, ledger, policy, plan, txn_id, result, quiet)
 
     by_job = {im.job_id: im for im in ledger.images(txn_id=txn_id)}
     for o in result.drives:
@@ -332,3 +349,89 @@ async def _run(
             o.state, o.error = im.state, im.error
     result.next = next_steps(ledger, policy)
     return result
+
+
+def note_breaks(ledger: Ledger, model: Any, policy: Policy) -> None:
+    """Record the breaks the live state shows in the policy's current chains (before planning)."""
+    for drive in policy.drives:
+        node = model.find_node(drive)
+        cs = chain_state(ledger, model.name, drive)
+        if node is None or cs.base is None or cs.base.node != node.node_name:
+            continue
+        if ledger.issued(cs.base.bitmap):
+            record_breaks(ledger, model.name, node, cs.base.bitmap)
+
+
+async def _guest_paused(conn: QMPConn) -> bool:
+    """Is the guest paused (so that its disk holds still)? False when QEMU cannot tell."""
+    try:
+        status = await conn.execute("query-status")
+    except BitmapTuiError:
+        return False
+    return isinstance(status, dict) and status.get("running") is False
+
+
+async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan, txn_id: int,
+                      result: RunResult, quiet: bool = False) -> None:
+    """Once the jobs are settled: observe each chain's bitmap, verify the new chains if the
+    policy says so, and remove our bitmaps of chains a VALID full replaced."""
+    refresh = getattr(conn, "refresh", None)
+    if refresh is not None:
+        with contextlib.suppress(BitmapTuiError):
+            await refresh()
+    images = {im.drive: im for im in ledger.images(txn_id=txn_id)}
+    for d in plan.drives:
+        node = conn.model.find_node(d.drive)
+        im = images.get(d.drive)
+        if node is None or im is None or not d.bitmap:
+            continue
+        observe_bitmap(ledger, conn.name, node, d.bitmap)
+        if im.state is not ImageState.VALID:
+            continue
+        if policy.verify == "after":
+            note = await _verify_after(conn, ledger, im.id, node.file, quiet)
+            if note:
+                result.notes.append(f"{d.drive}: {note}")
+        if d.kind == "full":
+            await _retire_old_bitmaps(conn, ledger, policy.name, node, d.bitmap)
+
+
+async def _verify_after(conn: QMPConn, ledger: Ledger, image_id: int, disk: str, quiet: bool) -> str:
+    """``verify: after``: compare the new chain with the disk (read shared). A difference makes
+    the image INVALID and breaks its bitmap (its next backup is a full).
+
+    Only when the guest was paused from before the backup until now (``quiet``): a running
+    guest's disk moved on since the backup's point. QMP ``stop`` (the guest stays paused) first
+    makes QEMU flush every image, so the file holds what the guest sees.
+    """
+    im = ledger.image(image_id)
+    if im is None:
+        return ""
+    if not is_local(conn) or not disk or not await asyncio.to_thread(os.path.isfile, disk):
+        return f"verify skipped: the disk {disk or '?'} cannot be read from here"
+    if not quiet or not await _guest_paused(conn):
+        return "verify skipped: the guest was running (its disk moved on since the backup)"
+    try:
+        await conn.execute("stop")  # already paused: this only flushes
+    except BitmapTuiError as exc:
+        return f"verify skipped: could not flush the disk ({exc})"
+    res = await asyncio.to_thread(compare_images, im.path, disk, force_share=True)
+    if res.ok:
+        return f"verified: {os.path.basename(im.path)} equals the disk"
+    ledger.record_break(conn.name, im.node, im.bitmap, f"verify after: {res.detail}")
+    ledger.fail_verification(im.id, f"verify after: the chain differs from the disk ({res.detail})")
+    return f"verify FAILED: {res.detail}"
+
+
+async def _retire_old_bitmaps(conn: QMPConn, ledger: Ledger, policy: str, node: Any,
+                              current: str) -> None:
+    """Remove bitmaps of ours on ``node`` that belonged to chains before ``current`` (they are
+    never read again: a new chain has its own bitmap). Never touches another owner's bitmap."""
+    in_use = current_bitmaps(ledger, conn.name).get(node.node_name, set()) | {current}
+    ours = {i.bitmap for i in ledger.images(connection=conn.name)
+            if i.node == node.node_name and i.policy == policy}
+    for bm in node.named_bitmaps:
+        name = bm.name or ""
+        if name in ours and name not in in_use and ledger.issued(name) and not bm.busy:
+            with contextlib.suppress(BitmapTuiError):
+                await conn.execute("block-dirty-bitmap-remove", {"node": node.node_name, "name": name})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -141,8 +142,15 @@ async def image_size(conn: QMPConn, node: str) -> int | None:
     return None
 
 
-async def release_target(conn: QMPConn, node: str | None, file_node: str | None) -> None:
-    """Detach a target (format node, then file node); already-gone nodes are fine."""
+async def release_target(conn: QMPConn, node: str | None, file_node: str | None) -> bool:
+    """Detach a target (format node, then file node), by the names we gave them.
+
+    True when we detached every node ourselves: ``blockdev-del`` flushes and closes the image, so
+    its data and metadata are on disk. False when a node was already gone (QEMU restarted, or
+    someone else removed it): then nothing says the image was ever flushed. Raises
+    :class:`TargetError` when QEMU refuses (e.g. the node is still in use).
+    """
+    ours = True
     for name in (node, file_node):
         if not name:
             continue
@@ -152,3 +160,18 @@ async def release_target(conn: QMPConn, node: str | None, file_node: str | None)
             text = exc.desc.lower()
             if not any(k in text for k in ("not found", "cannot find", "failed to find")):
                 raise TargetError(f"detaching {name}: {exc.desc}") from None
+            ours = False
+    return ours
+
+
+def is_local(conn: QMPConn) -> bool:
+    """Does QEMU run on this machine (a unix socket), so that its image files are ours to read?"""
+    return getattr(getattr(conn, "address", None), "kind", "") == "unix"
+
+
+def file_identity(path: str) -> os.stat_result | None:
+    """``stat`` of the file a path resolves to (symlinks followed), or None when there is none."""
+    try:
+        return os.stat(os.path.realpath(path))
+    except OSError:
+        return None

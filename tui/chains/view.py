@@ -1,7 +1,10 @@
-"""The chain view as data: per drive its chain, the next base, VM-wide points, and problems.
+"""The chain view as data: per drive its chain, the next base, VM-wide points, every bitmap on
+the ledger's connections with its owner, and problems.
 
 Pure: reads the ledger and (optionally) a live fleet snapshot. The headless ``chains`` command
-and the TUI screen both render this.
+and the TUI screen both render this. A problem with a fix is only ever about something of ours:
+a bitmap of another tool, of another ledger, or of no known owner is listed with its owner and
+never offered for removal.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any
 
 from tui.chains.cleanup import deletable_images
 from tui.chains.ledger import ImageRow, ImageState, Ledger, TxnState
+from tui.chains.owners import owner_of
 from tui.chains.plan import chain_state
+from tui.chains.watch import live_breaks
 from tui.model.state import BitmapState, ConnectionModel, FleetState, LinkState
 from tui.qmp.address import parse_address_lenient
 
@@ -51,7 +56,7 @@ class Problem:
     machine, where this app cannot delete files (the fix then only lists them).
     """
 
-    kind: str  # "orphan", "lost", "inconsistent", "disabled", "invalid-images"
+    kind: str  # "retired", "lost", "inconsistent", "disabled", "invalid-images"
     connection: str
     node: str
     bitmap: str
@@ -79,11 +84,25 @@ class ConsistentPoint:
     images: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class BitmapView:
+    """A named bitmap on a node of a ledger connection, with its owner."""
+
+    connection: str
+    node: str
+    name: str
+    owner: str  # "policy P (D)", "this ledger", "bitmap-tui ledger X", a tool, or "unknown"
+    ours: bool  # made by this ledger
+    state: str
+    count: int
+
+
 @dataclass
 class ChainsView:
     drives: list[DriveView] = field(default_factory=list)
     points: list[ConsistentPoint] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    bitmaps: list[BitmapView] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +112,7 @@ class ChainsView:
                 for d in self.drives
             ],
             "consistent_points": [vars_of(p) for p in self.points],
+            "bitmaps": [vars_of(b) for b in self.bitmaps],
             "problems": [
                 {**vars_of(p), "command": (
                     {"execute": p.command[0], "arguments": p.command[1]} if p.command else None)}
@@ -146,9 +166,9 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
         for drive in ledger.drives(conn_name):
             imgs = ledger.images(connection=conn_name, drive=drive)
             last = imgs[-1]
-            for i in imgs:
-                known.add((conn_name, i.node, i.bitmap))
             cs = chain_state(ledger, conn_name, drive)
+            bitmap = cs.images[0].bitmap if cs.images else last.bitmap
+            known.add((conn_name, last.node, bitmap))
             bstate = "unknown"
             node_name = last.node
             if online and live is not None:
@@ -157,13 +177,14 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
                     bstate = "no such node"
                 else:
                     node_name = node.node_name
-                    known.add((conn_name, node.node_name, last.bitmap))
-                    bm = node.bitmap(last.bitmap)
+                    known.add((conn_name, node.node_name, bitmap))
+                    bm = node.bitmap(bitmap)
                     bstate = str(bm.state) if bm is not None else "missing"
-                    view.problems.extend(_drive_problems(conn_name, drive, node.node_name, last.bitmap,
-                                                         bstate, cs.base is not None))
+                    if ledger.issued(bitmap):  # problems only about what is ours
+                        view.problems.extend(_drive_problems(conn_name, drive, node.node_name,
+                                                             bitmap, bstate, cs.base is not None))
             if online and live is not None:  # connected: its open files are known
-                cleanup = _invalid_images(ledger, live, drive, node_name, last.bitmap)
+                cleanup = _invalid_images(ledger, live, drive, node_name, bitmap)
                 if cleanup is not None:
                     view.problems.append(cleanup)
             base = cs.base
@@ -171,8 +192,13 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
             if base is not None and bstate not in ("unknown", str(BitmapState.ACTIVE)):
                 next_reason = f"bitmap {bstate}: the next backup is a full one"
                 base = None
+            elif base is not None and online and live is not None:
+                node = live.find_node(drive)
+                seen = live_breaks(ledger, conn_name, node, bitmap) if node is not None else []
+                if seen:  # a change the next run will record: it takes a full
+                    next_reason, base = f"chain broken: {seen[0]}", None
             view.drives.append(DriveView(
-                conn_name, drive, node_name, last.bitmap,
+                conn_name, drive, node_name, bitmap,
                 tuple(_image_view(i) for i in cs.images) if cs.images else (_image_view(last),),
                 base.path if base else None, next_reason, bstate,
             ))
@@ -183,15 +209,20 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
                 continue
             for node in live.nodes.values():
                 for bm in node.named_bitmaps:
-                    if (conn_name, node.node_name, bm.name) in known:
-                        continue
-                    view.problems.append(Problem(
-                        "orphan", conn_name, node.node_name, bm.name or "",
-                        f"bitmap '{bm.name}' on {node.node_name} is unknown to the ledger "
-                        f"({bm.state}, {bm.count} dirty bytes)",
-                        "if no other tool uses it, remove it (it costs memory and slows writes)",
-                        ("block-dirty-bitmap-remove", {"node": node.node_name, "name": bm.name}),
-                    ))
+                    name = bm.name or ""
+                    ours = ledger.issued(name)
+                    view.bitmaps.append(BitmapView(
+                        conn_name, node.node_name, name,
+                        owner_of(ledger, conn_name, node.node_name, name), ours, str(bm.state),
+                        bm.count))
+                    if ours and (conn_name, node.node_name, name) not in known and not bm.busy:
+                        view.problems.append(Problem(
+                            "retired", conn_name, node.node_name, name,
+                            f"bitmap '{name}' on {node.node_name} belonged to a chain of this ledger "
+                            "that a newer chain replaced; nothing reads it any more",
+                            "remove it (it costs memory and slows writes)",
+                            ("block-dirty-bitmap-remove", {"node": node.node_name, "name": name}),
+                        ))
     return view
 
 

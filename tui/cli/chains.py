@@ -83,6 +83,8 @@ async def _chains(session: Session, args: argparse.Namespace) -> int:
     for p in view.points:
         print(f"VM-wide point: {p.connection} policy {p.policy or '-'}: transaction {p.txn_id} "
               f"({len(p.images)} drives)")
+    for bm in view.bitmaps:
+        print(f"bitmap {bm.node}/{bm.name}: owner {bm.owner}{'' if bm.ours else ' (not ours)'}")
     for i, pr in enumerate(view.problems, 1):
         print(f"problem {i} [{pr.kind}] {pr.connection}: {pr.text}\n  fix: {pr.fix}")
     return EXIT_OK

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             for drive in ledger.drives(conn):
                 if args.drive and drive not in args.drive:
                     continue
-                top = chain_state(ledger, conn, drive).base
+                top = chain_state(ledger, conn, drive).restore_point
                 if top is None:
                     results.append({"connection": conn, "drive": drive, "checks": [],
                                     "note": "no valid chain"})

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tui.model.owners import owner_label
 from tui.model.state import Bitmap, ConnectionModel, FleetState, Job, Node
 
 
 def bitmap_dict(bm: Bitmap) -> dict[str, Any]:
+    """One bitmap; ``owner`` is judged from its name (:func:`tui.model.owners.owner_label`)."""
     return {
         "name": bm.name,
         "state": str(bm.state),
@@ -17,6 +19,7 @@ def bitmap_dict(bm: Bitmap) -> dict[str, Any]:
         "recording": bm.recording,
         "busy": bm.busy,
         "inconsistent": bm.inconsistent,
+        "owner": owner_label(bm.name),
     }
 
 

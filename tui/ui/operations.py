@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from tui.chains.owners import break_warning, record_console_break
 from tui.format import human_bytes
 from tui.model.state import Bitmap, ConnectionModel, Job, Node
 from tui.ops import bitmaps as bitmap_ops
@@ -58,6 +59,11 @@ class DashboardOperations:
     @property
     def app(self) -> Any:
         return self.screen.app
+
+    @property
+    def ledger(self) -> Any:
+        """The ledger whose chains a bitmap change may break (None: the default one)."""
+        return getattr(self.app, "chains_ledger", None)
 
     def report(self, outcome: Outcome) -> None:
         self.screen.post_message(OperationFinished(outcome))
@@ -153,21 +159,27 @@ class DashboardOperations:
             self.report(refused(check.refusal or ""))
             return
 
+        # A bitmap of a backup policy's chain: say which chain breaks, record it before sending.
+        chain = break_warning(conn.name, node.node_name, name, verb, self.ledger)
+
         def go(confirmed: bool | None = True) -> None:
             if confirmed:
+                record_console_break(conn.name, node.node_name, name, verb, self.ledger)
                 self.run(conn.name, lambda t: bitmap_ops.act(t, node.node_name, name, verb),
                          f"bitmap-{verb}")
 
-        if verb not in CONFIRM:
+        if verb not in CONFIRM and not chain:
             go()
             return
+        title = CONFIRM.get(verb, verb.capitalize())
         bm = node.bitmap(name)
         extra = (f" ({human_bytes(bm.count)} of recorded changes will be forgotten)"
                  if bm is not None and verb == "clear" else "")
+        extra += f"\n{chain}." if chain else ""
         self.app.push_screen(ConfirmDialog(
-            f"{CONFIRM[verb]} bitmap",
-            f"{CONFIRM[verb]} bitmap '{name}' on node {node.node_name} ({conn.name})?{extra}",
-            CONFIRM[verb]), go)
+            f"{title} bitmap",
+            f"{title} bitmap '{name}' on node {node.node_name} ({conn.name})?{extra}",
+            title), go)
 
     def merge_into(self) -> None:
         ctx = self._bitmap_context()
@@ -184,15 +196,18 @@ class DashboardOperations:
             if not sources:
                 return
             names = ", ".join(str(s) for s in sources)
+            chain = break_warning(conn.name, node.node_name, name, "merge", self.ledger)
 
             def go(confirmed: bool | None) -> None:
                 if confirmed:
+                    record_console_break(conn.name, node.node_name, name, "merge", self.ledger)
                     self.run(conn.name, lambda t: bitmap_ops.merge(t, into, sources),
                              "bitmap-merge")
 
             self.app.push_screen(ConfirmDialog(
                 "Merge into bitmap",
-                f"Merge {names} into bitmap '{name}' on node {node.node_name} ({conn.name})?",
+                f"Merge {names} into bitmap '{name}' on node {node.node_name} ({conn.name})?"
+                + (f"\n{chain}." if chain else ""),
                 "Merge"), go)
 
         self.app.push_screen(MergeDialog(conn, into), picked)

@@ -137,6 +137,8 @@ class ChainsScreen(Screen[None]):
             lines.append(f"{d.drive}: next {nxt} ({d.next_reason}); bitmap {d.bitmap_state}")
         for p in self.view_data.points:
             lines.append(f"VM-wide point ({p.connection}, {p.policy}): transaction {p.txn_id}")
+        for b in self.view_data.bitmaps:
+            lines.append(f"bitmap {b.node}/{b.name}: {b.owner}{'' if b.ours else ' (not ours)'}")
         if not self.view_data.drives:
             lines.append("no backups yet: press r to run a policy")
         lines += self.verify_lines
@@ -228,7 +230,7 @@ class ChainsScreen(Screen[None]):
         lines: list[str] = []
         failed = 0
         for d in self.view_data.drives:
-            top = chain_state(self.ledger, d.connection, d.drive).base
+            top = chain_state(self.ledger, d.connection, d.drive).restore_point
             if top is None:
                 lines.append(f"{d.drive}: no valid chain to verify")
                 continue
