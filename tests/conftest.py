@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported early: a lazy import at session end trips a CPython 3.11 AST bug)
 import pytest
+import yaml
 
 from tests.fakeqmp import FakeQMP
+from tui.chains.policy import Policy
+from tui.config import load_config
 from tui.model.state import LinkState
 from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint, Fleet
@@ -115,3 +119,14 @@ def utc(monkeypatch: pytest.MonkeyPatch):
     yield
     monkeypatch.delenv("TZ")
     time.tzset()
+
+
+def make_policy(name: str, settings: dict) -> Policy:
+    """A policy as the config file would give it: through the config's validator (the only
+    one), with its connection declared."""
+    conn = settings.get("connection", "vm0")
+    doc = {"connections": {conn: "unix:/nonexistent/qmp.sock"}, "policies": {name: settings}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return load_config(path).policies[name]

@@ -6,11 +6,11 @@ import sqlite3
 
 import pytest
 
+from tests.conftest import make_policy
 from tui.chains.cleanup import deletable_images
 from tui.chains.ledger import ImageState, JobState, Ledger
 from tui.chains.owners import break_warning, chain_of, owner_of, record_console_break
 from tui.chains.plan import chain_state, make_plan
-from tui.chains.policy import Policy
 from tui.chains.watch import live_breaks, observe_bitmap, record_breaks
 from tui.errors import ConfigError
 from tui.model.owners import KNOWN_TOOLS, owned_ledger, owner_label
@@ -50,7 +50,7 @@ def bm(name, count=0, granularity=65536, recording=True, persistent=False):
     return Bitmap(name, granularity, count, recording, False, persistent=persistent)
 
 
-POLICY = Policy.from_dict("nightly", {"connection": "vm", "drives": ["drive0"], "target_dir": "/b"})
+POLICY = make_policy("nightly", {"connection": "vm", "drives": ["drive0"], "target_dir": "/b"})
 
 
 # ------------------------------------------------------------------ names and owners
@@ -198,13 +198,15 @@ def test_a_taken_fresh_name_is_refused(ledger):
 
 
 def test_full_every_and_verify_options():
-    pol = Policy.from_dict("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b",
+    pol = make_policy("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b",
                                  "verify": "after", "full_every": 3})
     assert pol.verify == "after" and pol.full_every == 3
-    assert Policy.from_dict("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b"}).verify == "never"
-    for bad in ({"verify": "always"}, {"full_every": 0}, {"full_every": True}):
-        with pytest.raises(ConfigError):
-            Policy.from_dict("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b", **bad})
+    assert make_policy("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b"}).verify == "never"
+    for bad, msg in (({"verify": "always"}, "policies.p.verify"),
+                     ({"full_every": 0}, "policies.p.full_every"),
+                     ({"full_every": True}, "policies.p.full_every")):
+        with pytest.raises(ConfigError, match=msg):
+            make_policy("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b", **bad})
 
 
 def test_config_file_takes_verify_and_full_every_and_needs_no_bitmap(tmp_path):

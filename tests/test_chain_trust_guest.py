@@ -15,10 +15,9 @@ from functools import partial
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
+from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.guest import GuestVM, guest_unavailable
 from tui.chains.ledger import ImageState, Ledger
-from tui.chains.policy import Policy
 from tui.chains.run import run_policy
 from tui.chains.verify import compare_images, verify_chain
 
@@ -49,7 +48,7 @@ async def test_history_against_a_writing_guest(tmp_path, fleet_for):
         fleet = await fleet_for(sb)
         conn = fleet["vm0"]
         ledger = Ledger(tmp_path / "ledger.sqlite")
-        pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0"],
+        pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0"],
                                            "target_dir": str(tmp_path)})
         refs: dict[str, str] = {}
         kinds = []

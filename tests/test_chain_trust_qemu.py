@@ -15,27 +15,26 @@ import sys
 
 import pytest
 import yaml
-from tui.ui.screens.bitmap_dialogs import MergeDialog
-from tui.ui.screens.dialogs import ConfirmDialog
 
-from tests.conftest import requires_qemu, wait_for
+from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.dashboard_kit import outcome, outcomes_seen, running
 from tests.test_chains_qemu import reference
+from tui.chains.chain import chain_state
 from tui.chains.ledger import ImageState, JobState, Ledger, TxnState
 from tui.chains.owners import break_warning, chain_of
-from tui.chains.plan import chain_state
-from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile
 from tui.chains.run import run_policy
 from tui.chains.targets import create_target
 from tui.chains.verify import verify_chain
 from tui.chains.watch import watch_connection
+from tui.ui.screens.bitmap_dialogs import MergeDialog
+from tui.ui.screens.dialogs import ConfirmDialog
 
 pytestmark = requires_qemu
 
 
 def policy(sb, name="nightly", drives=("drive0", "drive1"), **kw):
-    return Policy.from_dict(name, {"connection": "vm0", "drives": list(drives),
+    return make_policy(name, {"connection": "vm0", "drives": list(drives),
                                    "target_dir": str(sb.dir), **kw})
 
 
@@ -324,7 +323,7 @@ async def test_sigkill_between_outcome_and_release_is_finished_by_reconcile(
     assert led.txn(im.txn_id).state is TxnState.DONE
     # The next incremental builds on it, and both equal the disk at their points.
     await sb.write(0, "8M", "1M", 0x72)
-    pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0"],
+    pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0"],
                                        "target_dir": str(sb.dir)})
     nxt = await run_policy(conn, led, pol, timeout=60)
     assert nxt.drives[0].kind == "incremental" and nxt.drives[0].base == im.path
@@ -347,7 +346,7 @@ async def test_sigkill_before_release_then_qemu_crash_is_never_valid(make_sandbo
     await reconcile(conn, led)
     [im] = led.images()
     assert im.state is ImageState.UNKNOWN and "not released by us" in (im.error or "")
-    pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0"],
+    pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0"],
                                        "target_dir": str(sb.dir)})
     refs = Refs(sb)
     nxt = await run_policy(conn, led, pol, timeout=60)
@@ -372,9 +371,9 @@ async def test_symlinked_target_dirs_never_delete_a_valid_image(make_sandbox, fl
     real.mkdir()
     alias = tmp_path / "alias"
     alias.symlink_to(real)
-    pol_a = Policy.from_dict("a", {"connection": "vm0", "drives": ["drive0", "drive1"],
+    pol_a = make_policy("a", {"connection": "vm0", "drives": ["drive0", "drive1"],
                                    "target_dir": str(real)})
-    pol_b = Policy.from_dict("b", {"connection": "vm1", "drives": ["drive0"],
+    pol_b = make_policy("b", {"connection": "vm1", "drives": ["drive0"],
                                    "target_dir": str(alias)})
     (real / "drive1-full-1.qcow2").write_bytes(b"in the way")  # vm0's run is refused...
     refused = await run_policy(fleet["vm0"], ledger, pol_a, timeout=60)
@@ -451,7 +450,7 @@ async def test_a_second_ledger_never_takes_another_ledgers_job_for_its_own(
     assert first.image(image).state is ImageState.VALID
     # B's next run is a full of its own; every VALID chain of either ledger equals its reference.
     await sb.write(0, "4M", "1M", 0x92)
-    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "target_dir": str(sb.dir),
+    pol = make_policy("p", {"connection": "vm0", "drives": ["drive0"], "target_dir": str(sb.dir),
                                  "pattern": "b-{kind}-{n}.qcow2"})
     res = await run_policy(conn, second, pol, timeout=60)
     assert res.drives[0].kind == "full" and res.drives[0].state is ImageState.VALID

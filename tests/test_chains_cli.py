@@ -12,11 +12,10 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import requires_qemu, wait_for
+from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.test_chains_qemu import reference
 from tui.chains.ledger import ImageState, JobState, Ledger, TxnState
 from tui.chains.plan import make_plan
-from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile, reconcile_on_connect
 from tui.chains.verify import verify_chain
 
@@ -222,7 +221,7 @@ async def test_killed_app_and_restarted_qemu_leave_unknown_then_full(make_sandbo
     last = probe.txns()[-1]
     assert {i.state for i in probe.images(txn_id=last.id)} == {ImageState.UNKNOWN}
     assert conn.model.nodes["disk0"].bitmap(probe.chain_bitmap("nightly", 1)) is not None
-    pol = Policy.from_dict("slow", {"connection": "vm0", "drives": ["drive0", "drive1"],
+    pol = make_policy("slow", {"connection": "vm0", "drives": ["drive0", "drive1"],
                                     "bitmap": "bm", "target_dir": str(sb.dir)})
     plan = make_plan(probe, conn.model, pol)
     assert [d.kind for d in plan.drives] == ["full", "full"]
@@ -239,7 +238,7 @@ async def test_reconcile_on_reconnect_marks_lost_jobs_unknown(make_sandbox, flee
     ledger = Ledger(tmp_path / "l.sqlite")
     resolved: list[object] = []
     unsubscribe = reconcile_on_connect(conn, ledger, on_done=resolved.append)
-    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+    pol = make_policy("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir), "speed": 64 * 1024})
     task = asyncio.create_task(run_policy(conn, ledger, pol, timeout=60))
     await wait_for(lambda: any(j.status == "running" for j in conn.model.jobs.values()

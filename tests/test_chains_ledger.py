@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
+from tests.conftest import make_policy
+from tui.chains.chain import chain_state
 from tui.chains.ledger import ImageState, JobState, Ledger, TxnState, default_path
-from tui.chains.plan import chain_state
-from tui.chains.policy import Policy, policies_from, render_name
+from tui.chains.policy import render_name
 from tui.errors import ConfigError
 
 
@@ -141,32 +142,29 @@ def test_every_change_is_committed_at_once(tmp_path):
 
 
 def test_policy_validation():
-    ok = Policy.from_dict("nightly", {"connection": "vm0", "drives": "drive0", "target_dir": "/b"})
+    """Policies are checked by the config loader (the one validator), key and reason named."""
+    ok = make_policy("nightly", {"connection": "vm0", "drives": "drive0", "target_dir": "/b"})
     assert ok.drives == ("drive0",) and ok.completion_mode == "individual" and ok.bitmap == "bitmap-tui"
+    base = {"connection": "v", "drives": ["d"], "target_dir": "/b"}
     bad = [
-        ({"drives": ["d"], "target_dir": "/b"}, "'connection' must be a non-empty string"),
-        ({"connection": "v", "drives": [], "target_dir": "/b"}, "'drives' must be a non-empty list"),
-        ({"connection": "v", "drives": ["d", "d"], "target_dir": "/b"}, "names a drive twice"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "completion_mode": "all"},
-         "individual or grouped"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "format": "raw"}, "must be qcow2"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "{drive}.qcow2"},
-         "needs {n}, {timestamp} or {txn}"),
-        ({"connection": "v", "drives": ["d", "e"], "target_dir": "/b", "pattern": "x-{n}"},
-         "needs {drive}"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "{x}-{txn}"}, "unknown {x}"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "pattern": "a/{txn}"}, "file name"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "speed": -1}, "'speed'"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "granularity": 1000}, "power of two"),
-        ({"connection": "v", "drives": ["d"], "target_dir": "/b", "colour": 1}, "unknown key 'colour'"),
+        ({"drives": ["d"], "target_dir": "/b"}, "policies.p: missing required key 'connection'"),
+        ({**base, "drives": []}, "policies.p.drives: needs at least one drive"),
+        ({**base, "drives": ["d", "d"]}, "a drive is listed twice"),
+        ({**base, "completion_mode": "all"}, "must be one of individual, grouped"),
+        ({**base, "format": "raw"}, "only qcow2 can hold an incremental chain"),
+        ({**base, "pattern": "{drive}.qcow2"}, "needs {n}, {timestamp} or {txn}"),
+        ({**base, "drives": ["d", "e"], "pattern": "x-{n}"}, "needs {drive}"),
+        ({**base, "pattern": "{x}-{txn}"}, "unknown field {x}"),
+        ({**base, "pattern": "a/{txn}"}, "the pattern is a file name"),
+        ({**base, "speed": -1}, "policies.p.speed"),
+        ({**base, "granularity": 1000}, "power of two"),
+        ({**base, "colour": 1}, "policies.p.colour: unknown key"),
+        ({**base, "target_dir": "b"}, "must be an absolute path on the QEMU host"),
     ]
     for data, msg in bad:
-        with pytest.raises(ConfigError, match=None) as err:
-            Policy.from_dict("p", data)
-        assert msg in str(err.value) and "policy 'p'" in str(err.value)
-    with pytest.raises(ConfigError, match="two policies"):
-        policies_from([{"name": "a", **ok_dict()}, {"name": "a", **ok_dict()}])
-    assert list(policies_from({"a": ok_dict(), "b": ok_dict()})) == ["a", "b"]
+        with pytest.raises(ConfigError) as err:
+            make_policy("p", data)
+        assert msg in str(err.value)
     assert render_name("{drive}-{txn}-{kind}{n}.qcow2", drive="d0", txn=3, kind="incr", n=2) == "d0-3-incr2.qcow2"
     assert render_name("{drive}-{timestamp}", drive="d").startswith("d-20")
 

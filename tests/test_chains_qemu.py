@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from tests.conftest import requires_qemu, wait_for
+from tests.conftest import make_policy, requires_qemu, wait_for
 from tui.chains.ledger import ImageState, JobState, Ledger, TxnState
 from tui.chains.plan import chain_state, make_plan
-from tui.chains.policy import Policy
 from tui.chains.run import run_policy
 from tui.chains.verify import chain_paths, check_image, compare_images, verify_chain
 
@@ -18,7 +17,7 @@ pytestmark = requires_qemu
 def policy(sb, mode="individual", **kw):
     data = {"connection": "vm0", "drives": ["drive0", "drive1"], "bitmap": "bm",
             "target_dir": str(sb.dir), "completion_mode": mode, **kw}
-    return Policy.from_dict("nightly", data)
+    return make_policy("nightly", data)
 
 
 async def reference(sb, drive: int, name: str) -> str:
@@ -214,7 +213,7 @@ async def test_persistent_bitmap_survives_clean_restart(make_sandbox, fleet_for,
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+    pol = make_policy("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir), "persistent": True})
     await run_policy(conn, ledger, pol, timeout=60)
     await sb.write(0, 0, "1M", 0x51)
@@ -247,7 +246,7 @@ async def test_target_creation_failure_refuses_and_touches_nothing(make_sandbox,
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+    pol = make_policy("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir / "no-such-dir")})
     res = await run_policy(conn, ledger, pol, timeout=60)
     assert res.exit_code == 2 and "No such file or directory" in (res.refused or "")
@@ -265,7 +264,7 @@ async def test_check_and_compare_detect_damage(make_sandbox, fleet_for, tmp_path
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+    pol = make_policy("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir)})
     await sb.write(0, 0, "1M", 0x61)
     r = await run_policy(conn, ledger, pol, timeout=60)
@@ -374,7 +373,7 @@ async def test_existing_file_is_never_overwritten(make_sandbox, fleet_for, tmp_p
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
     ledger = Ledger(tmp_path / "l.sqlite")
-    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+    pol = make_policy("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir)})
     precious = sb.path("drive0-full-1.qcow2")
     precious.write_bytes(b"operator data")

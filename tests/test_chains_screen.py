@@ -6,11 +6,10 @@ import os
 
 from textual.command import CommandList, CommandPalette
 
-from tests.conftest import requires_qemu, wait_for
+from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.dashboard_kit import messages, screen_text, watch
 from tests.test_chains_qemu import damage
 from tui.chains.ledger import ImageState, Ledger
-from tui.chains.policy import Policy
 from tui.chains.run import run_policy
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import ChainsVerified, PolicyRunFinished
@@ -33,7 +32,7 @@ async def test_run_policy_and_fix_a_retired_bitmap_from_the_screen(make_sandbox,
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
     ledger = Ledger(tmp_path / "l.sqlite")
-    pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
+    pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
                                        "bitmap": "bm", "target_dir": str(sb.dir)})
     app = make_app(fleet, ledger, pol)
 
@@ -105,7 +104,7 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
     sb = await make_sandbox(drives=1)
     fleet = await fleet_for(sb, read_only=True)
     ledger = Ledger(tmp_path / "l.sqlite")
-    pol = Policy.from_dict("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
+    pol = make_policy("p", {"connection": "vm0", "drives": ["drive0"], "bitmap": "bm",
                                  "target_dir": str(sb.dir)})
     app = make_app(fleet, ledger, pol, read_only=True)
     async with watch(app, size=(100, 30)) as pilot:
@@ -160,7 +159,7 @@ async def test_help_palette_and_deleting_an_invalid_image(make_sandbox, fleet_fo
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
     ledger = Ledger(tmp_path / "l.sqlite")
-    pol = Policy.from_dict("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
+    pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
                                        "bitmap": "bm", "target_dir": str(sb.dir)})
     first = await run_policy(conn, ledger, pol, timeout=60)
     await sb.write(1, 0, "1M")

@@ -84,7 +84,7 @@ REFUSALS = [
      INDIVIDUAL, "cannot be empty"),
     ("bad granularity", [Action("block-dirty-bitmap-add", {"node": "disk2", "name": "g",
                                                            "granularity": 1000})],
-     INDIVIDUAL, "power of 2"),
+     INDIVIDUAL, "power of two"),
     ("persistent on raw", [Action("block-dirty-bitmap-add", {"node": "raw0", "name": "p",
                                                              "persistent": True})],
      INDIVIDUAL, "qcow2"),

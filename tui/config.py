@@ -23,7 +23,7 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode
 
-from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, Policy
+from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, VERIFY_MODES, Policy
 from tui.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.errors import ConfigError
 from tui.limits import bitmap_name_problem
@@ -379,7 +379,7 @@ def _policies(
             gran = _whole(r, gnode, f"{key}.granularity", 512, 2**26)
             if gran & (gran - 1):
                 r.fail(gnode, f"{key}.granularity", "must be a power of two")
-        verify = (r.choice(m["verify"][1], f"{key}.verify", ("never", "after"))
+        verify = (r.choice(m["verify"][1], f"{key}.verify", VERIFY_MODES)
                   if "verify" in m else "never")
         full_every = _whole(r, m["full_every"][1], f"{key}.full_every", 1, 2**31) \
             if "full_every" in m else None
