@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from tui.errors import ConfigError
+from tui.model.state import JobResult
+from tui.paths import default_ledger_path
 
 SCHEMA_VERSION = 2
 
@@ -52,6 +54,11 @@ class JobState(StrEnum):
     UNKNOWN = "unknown"
     # The transaction was refused before the job started.
     NOT_STARTED = "not-started"
+
+    @classmethod
+    def of(cls, result: JobResult) -> JobState:
+        """The ledger's word for a job result QEMU reported (LOST: not known, so UNKNOWN)."""
+        return cls.UNKNOWN if result is JobResult.LOST else cls(result.value)
 
 
 class TxnState(StrEnum):
@@ -180,10 +187,8 @@ def owner_alive(owner: str | None) -> bool:
 
 
 def default_path() -> Path:
-    """``$XDG_STATE_HOME/bitmap-tui/ledger.sqlite`` (``~/.local/state`` when unset)."""
-    base = os.environ.get("XDG_STATE_HOME") or ""
-    root = Path(base) if base.strip() and os.path.isabs(base) else Path.home() / ".local" / "state"
-    return root / "bitmap-tui" / "ledger.sqlite"
+    """The ledger used when none is named (the XDG state directory)."""
+    return default_ledger_path()
 
 
 @dataclass(frozen=True, slots=True)

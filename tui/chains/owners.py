@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tui.chains.chain import chain_state
 from tui.chains.ledger import Ledger, default_path
-from tui.chains.plan import chain_state
 from tui.model.owners import owner_label
 
 # The console actions that make a bitmap miss writes (or hold writes it did not see).

@@ -27,7 +27,7 @@ from tui.chains.ledger import ImageRow, ImageState, JobState, Ledger, TxnState, 
 from tui.chains.targets import QMPConn, file_identity, image_size, is_local, release_target
 from tui.chains.verify import check_image
 from tui.errors import BitmapTuiError, QMPCommandError
-from tui.model.parse import parse_jobs
+from tui.model.parse import parse_jobs, result_of
 from tui.model.state import Job, LinkState
 
 GONE = "the job is gone from QEMU (QEMU restarted, or the transaction never started)"
@@ -47,11 +47,8 @@ class ReconcileReport:
 
 def job_state_of(job: Job) -> JobState | None:
     """A concluded QEMU job → its ledger outcome (None while it still runs)."""
-    if job.status not in ("concluded", "null"):
-        return None
-    if job.error:
-        return JobState.CANCELLED if "cancel" in job.error.lower() else JobState.FAILED
-    return JobState.COMPLETED
+    result = result_of(job.status, job.error)
+    return JobState.of(result) if result is not None else None
 
 
 async def query_jobs(conn: QMPConn) -> dict[str, Job]:
@@ -165,7 +162,7 @@ def reconcile_on_connect(conn: QMPConn, ledger: Ledger, *,
 
     Returns an unsubscribe function. Errors are swallowed: the next reconnect tries again.
     """
-    store = conn.store  # type: ignore[attr-defined]
+    store = conn.store
     was_connected = False
     tasks: set[asyncio.Task[None]] = set()  # keep a reference until each task ends
 

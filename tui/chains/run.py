@@ -201,154 +201,203 @@ async def _run(
     timeout: float | None,
     on_step: Callable[[str], None] | None,
 ) -> RunResult:
-    step = on_step or (lambda _text: None)
-    note_breaks(ledger, conn.model, policy)
-    plan = make_plan(ledger, conn.model, policy)
-    result = RunResult(policy.name, conn.name, plan.mode, drives=_outcomes(plan), notes=list(plan.notes))
-    if plan.errors:
-        result.refused = "; ".join(plan.errors)
-        return result
-    txn_id = ledger.new_txn(conn.name, policy.name, plan.mode)
-    owned.append(txn_id)
-    result.txn_ids.append(txn_id)
-    if txn_id != plan.txn_id:  # another run took the planned number: name the bitmaps after ours
-        plan = make_plan(ledger, conn.model, policy, txn_id)
-        result.drives = _outcomes(plan)
-        if plan.errors:
-            ledger.mark_refused(txn_id, "; ".join(plan.errors))
-            result.refused = "; ".join(plan.errors)
-            return result
-    image_ids: dict[str, int] = {}
-    targets: dict[str, Target] = {}
-    actions: list[dict[str, Any]] = []
-    bitmap_actions: list[dict[str, Any]] = []
-    job_nodes: dict[str, str] = {}
-    fulls: list[int] = []
-
-    async def refuse(error: str, keep_reset: list[int] | None = None) -> RunResult:
-        for t in targets.values():
-            with contextlib.suppress(BitmapTuiError):
-                await release_target(conn, t.node, t.file_node)
-        ledger.mark_refused(txn_id, error, keep_reset=keep_reset)
-        result.refused = error
-        for o in result.drives:
-            o.state = ImageState.INVALID
-        result.next = next_steps(ledger, policy)
-        return result
-
+    """Plan, record, create the targets, send, wait, settle: one policy run, step by step."""
+    run = _PolicyRun(conn, ledger, policy, owned, on_step or (lambda _text: None))
+    refused = run.plan_it()
+    if refused is not None:
+        return refused
     try:
-        for i, (d, out) in enumerate(zip(plan.drives, result.drives, strict=True)):
-            path = image_path(ledger, conn.name, policy, d, txn_id)
+        refused = await run.record_images()
+        if refused is None:
+            await run.create_targets()
+    except QMPCommandError as exc:
+        refused = await run.refuse(exc.desc)
+    except (TargetError, ConfigError, BitmapTuiError) as exc:
+        # Nothing was sent yet (also when the connection dropped): the run is refused.
+        refused = await run.refuse(str(exc))
+    if refused is not None:
+        return refused
+    ledger.set_actions(run.txn_id, run.actions)
+    if run.plan.split:
+        refused = await run.send_bitmap_step()
+        if refused is not None:
+            return refused
+    # verify: after is only meaningful when nothing but us writes the disk (a paused guest).
+    quiet = await _guest_paused(conn) if policy.verify == "after" else False
+    stopped = await run.send()
+    if stopped is not None:
+        return stopped
+    await run.collect(timeout)
+    if conn.model.state.value == "connected":
+        await _after_jobs(conn, ledger, policy, run.plan, run.txn_id, run.result, quiet)
+    return run.finish()
+
+
+class _PolicyRun:
+    """The state of one run between its steps (see :func:`_run`)."""
+
+    def __init__(self, conn: QMPConn, ledger: Ledger, policy: Policy, owned: list[int],
+                 step: Callable[[str], None]) -> None:
+        self.conn, self.ledger, self.policy, self.owned, self.step = conn, ledger, policy, owned, step
+        self.txn_id = 0
+        self.image_ids: dict[str, int] = {}
+        self.targets: dict[str, Target] = {}
+        self.actions: list[dict[str, Any]] = []
+        self.bitmap_actions: list[dict[str, Any]] = []
+        self.job_nodes: dict[str, str] = {}
+        self.fulls: list[int] = []
+        self.already_reset: list[int] = []
+
+    def plan_it(self) -> RunResult | None:
+        """Record what the live state shows, plan, and take a transaction number."""
+        conn, ledger, policy = self.conn, self.ledger, self.policy
+        note_breaks(ledger, conn.model, policy)
+        self.plan = make_plan(ledger, conn.model, policy)
+        self.result = RunResult(policy.name, conn.name, self.plan.mode,
+                                drives=_outcomes(self.plan), notes=list(self.plan.notes))
+        if self.plan.errors:
+            self.result.refused = "; ".join(self.plan.errors)
+            return self.result
+        self.txn_id = ledger.new_txn(conn.name, policy.name, self.plan.mode)
+        self.owned.append(self.txn_id)
+        self.result.txn_ids.append(self.txn_id)
+        if self.txn_id != self.plan.txn_id:
+            # another run took the planned number: name the bitmaps after ours
+            self.plan = make_plan(ledger, conn.model, policy, self.txn_id)
+            self.result.drives = _outcomes(self.plan)
+            if self.plan.errors:
+                ledger.mark_refused(self.txn_id, "; ".join(self.plan.errors))
+                self.result.refused = "; ".join(self.plan.errors)
+                return self.result
+        return None
+
+    async def refuse(self, error: str, keep_reset: list[int] | None = None) -> RunResult:
+        """Detach what was created, mark the transaction refused, every image INVALID."""
+        for t in self.targets.values():
+            with contextlib.suppress(BitmapTuiError):
+                await release_target(self.conn, t.node, t.file_node)
+        self.ledger.mark_refused(self.txn_id, error, keep_reset=keep_reset)
+        self.result.refused = error
+        for o in self.result.drives:
+            o.state = ImageState.INVALID
+        self.result.next = next_steps(self.ledger, self.policy)
+        return self.result
+
+    async def record_images(self) -> RunResult | None:
+        """Each drive's image in the ledger before anything exists (never over a known file)."""
+        conn, ledger, policy = self.conn, self.ledger, self.policy
+        for i, (d, out) in enumerate(zip(self.plan.drives, self.result.drives, strict=True)):
+            path = image_path(ledger, conn.name, policy, d, self.txn_id)
             if ledger.path_known(path):
-                return await refuse(f"{path} is already in the ledger; change the policy's pattern")
-            local = is_local(conn)
-            if local and await asyncio.to_thread(os.path.lexists, path):
+                return await self.refuse(f"{path} is already in the ledger; change the policy's "
+                                         "pattern")
+            if is_local(conn) and await asyncio.to_thread(os.path.lexists, path):
                 # A local QEMU: blockdev-create would overwrite an existing file. (A remote
                 # QEMU's file system cannot be checked from here; the ledger check above holds.)
-                return await refuse(f"{path} already exists and is not overwritten; move it away "
-                                    "or change the policy's pattern")
-            job_id = ledger.job_id(txn_id, i)
+                return await self.refuse(f"{path} already exists and is not overwritten; move it "
+                                         "away or change the policy's pattern")
+            job_id = ledger.job_id(self.txn_id, i)
             out.path, out.job_id = path, job_id
-            image_ids[d.drive] = ledger.add_image(
-                txn_id=txn_id, connection=conn.name, policy=policy.name, drive=d.drive,
+            self.image_ids[d.drive] = ledger.add_image(
+                txn_id=self.txn_id, connection=conn.name, policy=policy.name, drive=d.drive,
                 node=d.node or "", bitmap=d.bitmap, path=path, kind=d.kind,
                 parent_id=d.base.id if d.base else None, job_id=job_id,
                 source_file=d.source_file, source_size=d.size,
             )
             if d.kind == "full":
-                fulls.append(image_ids[d.drive])
-        for i, (d, out) in enumerate(zip(plan.drives, result.drives, strict=True)):
-            step(f"creating {out.path}")
-            node = ledger.node_name(txn_id, i)
-            ledger.set_image_nodes(image_ids[d.drive], f"{node}-f", node)
-            targets[d.drive] = await create_target(
+                self.fulls.append(self.image_ids[d.drive])
+        return None
+
+    async def create_targets(self) -> None:
+        """Create and attach each target through QEMU; build the transaction's actions."""
+        conn, ledger = self.conn, self.ledger
+        for i, (d, out) in enumerate(zip(self.plan.drives, self.result.drives, strict=True)):
+            self.step(f"creating {out.path}")
+            node = ledger.node_name(self.txn_id, i)
+            ledger.set_image_nodes(self.image_ids[d.drive], f"{node}-f", node)
+            self.targets[d.drive] = await create_target(
                 conn, out.path or "", d.size, node=node, backing=d.base.path if d.base else None
             )
             st = await asyncio.to_thread(file_identity, out.path or "") if is_local(conn) else None
             if st is not None:  # the file this ledger created: the only one it may delete later
-                ledger.set_file_identity(image_ids[d.drive], st)
-            actions.extend(d.bitmap_actions if not plan.split else ())
-            bitmap_actions.extend(d.bitmap_actions if plan.split else ())
-            actions.append(_backup_action(d, policy, node, out.job_id or ""))
-            job_nodes[out.job_id or ""] = d.node or ""
-    except QMPCommandError as exc:
-        return await refuse(exc.desc)
-    except (TargetError, ConfigError, BitmapTuiError) as exc:
-        # Nothing was sent yet (also when the connection dropped): the run is refused.
-        return await refuse(str(exc))
-    ledger.set_actions(txn_id, actions)
+                ledger.set_file_identity(self.image_ids[d.drive], st)
+            self.actions.extend(d.bitmap_actions if not self.plan.split else ())
+            self.bitmap_actions.extend(d.bitmap_actions if self.plan.split else ())
+            self.actions.append(_backup_action(d, self.policy, node, out.job_id or ""))
+            self.job_nodes[out.job_id or ""] = d.node or ""
 
-    already_reset: list[int] = []
-
-    if plan.split:
-        step("starting the new chains' bitmaps (individual transaction)")
-        bt = ledger.new_txn(conn.name, policy.name, "individual", bitmap_actions)
-        owned.append(bt)
-        result.txn_ids.insert(0, bt)
-        ledger.mark_sending(bt, fulls)
+    async def send_bitmap_step(self) -> RunResult | None:
+        """Grouped runs start their new chains' bitmaps first, in an individual transaction."""
+        conn, ledger = self.conn, self.ledger
+        self.step("starting the new chains' bitmaps (individual transaction)")
+        bt = ledger.new_txn(conn.name, self.policy.name, "individual", self.bitmap_actions)
+        self.owned.append(bt)
+        self.result.txn_ids.insert(0, bt)
+        ledger.mark_sending(bt, self.fulls)
         try:
-            await send_transaction(conn, bitmap_actions, "individual")
+            await send_transaction(conn, self.bitmap_actions, "individual")
         except TransactionRefused as exc:
             ledger.mark_refused(bt, str(exc))
-            return await refuse(f"bitmap step refused: {exc}", keep_reset=already_reset)
+            return await self.refuse(f"bitmap step refused: {exc}", keep_reset=self.already_reset)
         except BitmapTuiError as exc:
             # Unknown whether the bitmaps changed: the fulls stay marked as resetting them.
             ledger.settle(bt)
-            return await refuse(f"bitmap step: {exc}", keep_reset=fulls)
+            return await self.refuse(f"bitmap step: {exc}", keep_reset=self.fulls)
         ledger.mark_sent(bt)
         ledger.settle(bt)
-        already_reset = sorted(set(already_reset) | set(fulls))
+        self.already_reset = sorted(set(self.already_reset) | set(self.fulls))
+        return None
 
-    # verify: after is only meaningful when nothing but us writes the disk (a paused guest).
-    quiet = await _guest_paused(conn) if policy.verify == "after" else False
-    step(f"sending the transaction ({plan.mode})")
-    ledger.mark_sending(txn_id, fulls)
-    sender = Sender(conn, actions, plan.mode)
-    try:
-        await sender.send()
-    except TransactionRefused as exc:
-        return await refuse(str(exc), keep_reset=already_reset)
-    except BitmapTuiError as exc:
-        # Lost or timed out: it may or may not have started. Leave it to reconcile.
-        result.refused = None
-        for o in result.drives:
-            o.state, o.error = ImageState.PENDING, str(exc)
-        result.notes.append(f"outcome not known yet ({exc}); it is resolved on the next start")
-        return result
-    ledger.mark_sent(txn_id)
+    async def send(self) -> RunResult | None:
+        """Send the backup transaction (a refusal or an unknown outcome ends the run here)."""
+        self.step(f"sending the transaction ({self.plan.mode})")
+        self.ledger.mark_sending(self.txn_id, self.fulls)
+        self.sender = Sender(self.conn, self.actions, self.plan.mode)
+        try:
+            await self.sender.send()
+        except TransactionRefused as exc:
+            return await self.refuse(str(exc), keep_reset=self.already_reset)
+        except BitmapTuiError as exc:
+            # Lost or timed out: it may or may not have started. Leave it to reconcile.
+            self.result.refused = None
+            for o in self.result.drives:
+                o.state, o.error = ImageState.PENDING, str(exc)
+            self.result.notes.append(f"outcome not known yet ({exc}); it is resolved on the "
+                                     "next start")
+            return self.result
+        self.ledger.mark_sent(self.txn_id)
+        return None
 
-    step("waiting for the jobs")
-    jobs = await sender.wait(timeout)
-    for job_id in job_nodes:
-        res, error = jobs.get(job_id, (None, None))
-        if res is None or res is JobResult.LOST:
-            # Not seen to end (connection lost, timed out, vanished): left PENDING for
-            # reconcile, which asks QEMU (the job is kept until dismissed).
-            continue
-        state = {
-            JobResult.COMPLETED: JobState.COMPLETED,
-            JobResult.FAILED: JobState.FAILED,
-            JobResult.CANCELLED: JobState.CANCELLED,
-        }[res]
-        ledger.record_job(conn.name, job_id, state, error)
-    if any(jobs.get(j, (None, None))[0] in (None, JobResult.LOST) for j in job_nodes):
-        result.notes.append("some jobs were not seen to end; they are resolved from QEMU "
-                            "(now if it answers, else on the next start)")
-    if conn.model.state.value == "connected":
-        for job_id in job_nodes:
-            with contextlib.suppress(BitmapTuiError):
-                await finish_job(conn, ledger, txn_id, job_id)
-    ledger.settle(txn_id)
-    if conn.model.state.value == "connected":
-        await _after_jobs(conn, ledger, policy, plan, txn_id, result, quiet)
+    async def collect(self, timeout: float | None) -> None:
+        """Wait for the jobs, record their results, finish (detach) them, settle the images."""
+        conn, ledger = self.conn, self.ledger
+        self.step("waiting for the jobs")
+        jobs = await self.sender.wait(timeout)
+        for job_id in self.job_nodes:
+            res, error = jobs.get(job_id, (None, None))
+            if res is None or res is JobResult.LOST:
+                # Not seen to end (connection lost, timed out, vanished): left PENDING for
+                # reconcile, which asks QEMU (the job is kept until dismissed).
+                continue
+            ledger.record_job(conn.name, job_id, JobState.of(res), error)
+        if any(jobs.get(j, (None, None))[0] in (None, JobResult.LOST) for j in self.job_nodes):
+            self.result.notes.append("some jobs were not seen to end; they are resolved from "
+                                     "QEMU (now if it answers, else on the next start)")
+        if conn.model.state.value == "connected":
+            for job_id in self.job_nodes:
+                with contextlib.suppress(BitmapTuiError):
+                    await finish_job(conn, ledger, self.txn_id, job_id)
+        ledger.settle(self.txn_id)
 
-    by_job = {im.job_id: im for im in ledger.images(txn_id=txn_id)}
-    for o in result.drives:
-        im = by_job.get(o.job_id)
-        if im is not None:
-            o.state, o.error = im.state, im.error
-    result.next = next_steps(ledger, policy)
-    return result
+    def finish(self) -> RunResult:
+        """Each drive's state as the ledger now has it, and what to do next."""
+        by_job = {im.job_id: im for im in self.ledger.images(txn_id=self.txn_id)}
+        for o in self.result.drives:
+            im = by_job.get(o.job_id)
+            if im is not None:
+                o.state, o.error = im.state, im.error
+        self.result.next = next_steps(self.ledger, self.policy)
+        return self.result
 
 
 def note_breaks(ledger: Ledger, model: Any, policy: Policy) -> None:

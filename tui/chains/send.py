@@ -32,7 +32,7 @@ class Sender:
     def __init__(self, conn: QMPConn, actions: list[dict[str, Any]], mode: str) -> None:
         self.conn = conn
         txn = Transaction(tuple(Action(a["type"], dict(a["data"])) for a in actions), mode)
-        self.run = TransactionRun(conn, prepare(txn, conn.model, fill_job_ids=False))  # type: ignore[arg-type]
+        self.run = TransactionRun(conn, prepare(txn, conn.model, fill_job_ids=False))
 
     async def send(self) -> None:
         if await self.run.send():

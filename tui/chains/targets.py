@@ -1,4 +1,4 @@
-"""Backup target images, created by QEMU itself over QMP (qmp.md §10).
+"""Backup target images, created by QEMU itself over QMP (docs/qmp-facts.md, "Creating backup targets through QEMU").
 
 ``blockdev-create`` works when QEMU runs on another machine: the file is made where QEMU can open
 it. ``qemu-img`` is only a fallback for a local QEMU without ``blockdev-create`` (< 2.12), run with
@@ -12,10 +12,11 @@ import contextlib
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from tui.errors import BitmapTuiError, QMPCommandError
 from tui.model.parse import parse_jobs
+from tui.qmp.link import Link
 
 QEMU_IMG = "qemu-img"
 
@@ -24,16 +25,8 @@ class TargetError(BitmapTuiError):
     """A target image could not be created or attached."""
 
 
-class QMPConn(Protocol):
-    """What this module needs from :class:`tui.qmp.connection.Connection`."""
-
-    name: str
-
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None, *,
-                      timeout: float | None = None) -> Any: ...
-
-    @property
-    def model(self) -> Any: ...
+# What this module needs from a connection: the one Connection protocol.
+QMPConn = Link
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.chains.chain import chain_state
 from tui.chains.cleanup import deletable_images
 from tui.chains.ledger import ImageRow, ImageState, Ledger, TxnState
 from tui.chains.owners import owner_of
-from tui.chains.plan import chain_state
 from tui.chains.watch import live_breaks
 from tui.model.state import BitmapState, ConnectionModel, FleetState, LinkState
 from tui.qmp.address import parse_address_lenient

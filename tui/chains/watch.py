@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tui.chains.chain import chain_state
 from tui.chains.ledger import Ledger
 from tui.model.state import BitmapState, ConnectionModel, LinkState, Node
 
@@ -102,8 +103,6 @@ def _only_grew(ledger: Ledger, connection: str, node: Node, bitmap: str) -> bool
 
 def current_bitmaps(ledger: Ledger, connection: str) -> dict[str, set[str]]:
     """node → names of our bitmaps that a current chain of ``connection`` uses."""
-    from tui.chains.plan import chain_state
-
     out: dict[str, set[str]] = {}
     for drive in ledger.drives(connection):
         cs = chain_state(ledger, connection, drive)

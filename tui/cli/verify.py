@@ -9,8 +9,8 @@ import argparse
 import json
 from typing import Any
 
+from tui.chains.chain import chain_state
 from tui.chains.ledger import Ledger
-from tui.chains.plan import chain_state
 from tui.chains.verify import verify_chain
 from tui.cli.options import EXIT_FAILED, EXIT_OK, add_ledger_option, add_session_options, session_of
 

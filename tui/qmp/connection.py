@@ -90,7 +90,7 @@ def _merge_sources(args: dict[str, Any] | None) -> bool:
 def guard_command(command: str, args: dict[str, Any] | None) -> None:
     """Refuse commands that are known to harm QEMU, whatever layer asked for them.
 
-    QEMU 7.2 segfaults on ``block-dirty-bitmap-merge`` with an empty source list (qmp.md §0.4),
+    QEMU 7.2 segfaults on ``block-dirty-bitmap-merge`` with an empty source list (docs/qmp-facts.md),
     also inside a transaction.
     """
     if command == "block-dirty-bitmap-merge" and not _merge_sources(args):
@@ -205,7 +205,7 @@ class Connection:
         self.audit = audit
         # The default refuses plaintext TCP to non-loopback hosts and opens ssh:// tunnels.
         self._opener = opener or make_opener()
-        # TLS-nudging (QEMU 7.2's TLS monitor, qmp.md §9) and quiet (no eager debug formatting).
+        # TLS-nudging (QEMU 7.2's TLS monitor, docs/qmp-facts.md) and quiet (no eager debug formatting).
         self._client_factory = client_factory or QuietQMPClient
         self._client: QMPClient | None = None
         self._cleanup: Callable[[], Awaitable[None]] = _nothing

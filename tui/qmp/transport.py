@@ -44,10 +44,13 @@ _EXPLICIT_PORT = re.compile(r"^ssh://(?:[^@/]*@)?(?:\[[^\]]*\]|[^:/\[]*):\d+/")
 class TLSNudgingQMPClient(QMPClient):
     """A QMPClient that works with QEMU 7.2's TLS monitor.
 
-    QEMU 7.2 leaves a command on a TLS chardev unanswered until more bytes arrive (qmp.md §9), so
-    capability negotiation stalls forever. After each message we drain and send a lone ``"\\n"``
-    as a separate write (its own TLS record); QMP's parser ignores whitespace. On plain sockets
-    nothing extra is sent.
+    QEMU 7.2 leaves a command on a TLS chardev unanswered until more bytes arrive
+    (docs/qmp-facts.md), so capability negotiation stalls forever. After each message we drain and
+    send a lone ``"\\n"`` as a separate write (its own TLS record); QMP's parser ignores
+    whitespace. On plain sockets nothing extra is sent.
+
+    It overrides qemu.qmp's private ``_send`` and ``_bh_flush_writer`` and reads ``_writer``:
+    qemu.qmp has no public hook for either, so pyproject pins qemu.qmp below 0.1.
     """
 
     def _tls(self) -> bool:

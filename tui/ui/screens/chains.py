@@ -20,6 +20,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
 
+from tui.chains.chain import chain_state
 from tui.chains.ledger import Ledger
 from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile
@@ -221,7 +222,6 @@ class ChainsScreen(Screen[None]):
     @work(exclusive=True, group="chains-verify", exit_on_error=False)
     async def _verify(self) -> None:
         """``qemu-img check`` of every image of each drive's current chain, off the UI thread."""
-        from tui.chains.plan import chain_state
         from tui.chains.verify import chain_paths, check_image
 
         def check_all(paths: list[str]) -> list[Any]:
