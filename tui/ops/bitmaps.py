@@ -16,17 +16,23 @@ from tui.ops.common import Check, Outcome, Target, refused, run
 
 GRANULARITY_PRESETS = (512, 4096, 65536, 2**20, 2**26)
 
-# Actions on an existing bitmap; "merge" means merging INTO it.
-ACTIONS = ("clear", "enable", "disable", "merge", "remove")
-COMMAND = {
-    "clear": "block-dirty-bitmap-clear",
-    "enable": "block-dirty-bitmap-enable",
-    "disable": "block-dirty-bitmap-disable",
-    "remove": "block-dirty-bitmap-remove",
-    "merge": "block-dirty-bitmap-merge",
+@dataclass(frozen=True, slots=True)
+class Verb:
+    """An operation on one existing bitmap that takes just its node and name."""
+
+    command: str
+    past: str  # for the outcome line: "bitmap 'x' on n0 cleared"
+
+
+# The simple verbs; adding one is an entry here and one in the console's key registry.
+VERBS = {
+    "clear": Verb("block-dirty-bitmap-clear", "cleared"),
+    "enable": Verb("block-dirty-bitmap-enable", "enabled"),
+    "disable": Verb("block-dirty-bitmap-disable", "disabled"),
+    "remove": Verb("block-dirty-bitmap-remove", "removed"),
 }
-PAST = {"clear": "cleared", "enable": "enabled", "disable": "disabled", "remove": "removed",
-        "merge": "merged"}
+# Everything that can be done to an existing bitmap ("merge" means merging INTO it).
+ACTIONS = ("clear", "enable", "disable", "merge", "remove")
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
 
@@ -151,13 +157,14 @@ async def add(target: Target, node_name: str, name: str, *, granularity: int | N
 
 async def act(target: Target, node_name: str, name: str, action: str) -> Outcome:
     """clear / enable / disable / remove one bitmap after :func:`check_action`."""
-    if action not in COMMAND or action == "merge":
+    verb = VERBS.get(action)
+    if verb is None:
         return refused(f"unknown bitmap action '{action}'")
     check = check_action(target.model.node(node_name), name, action)
     if not check.ok:
         return refused(check.refusal or "")
-    return await run(target, COMMAND[action], {"node": node_name, "name": name},
-                     f"bitmap '{name}' on {node_name} {PAST[action]}")
+    return await run(target, verb.command, {"node": node_name, "name": name},
+                     f"bitmap '{name}' on {node_name} {verb.past}")
 
 
 async def merge(target: Target, into: BitmapRef, sources: list[BitmapRef]) -> Outcome:

@@ -114,82 +114,92 @@ class _Reader:
 def parse_document(doc: Any, source: str = "<transaction>", root: yaml.Node | None = None) -> Transaction:
     """A loaded YAML/JSON document → :class:`Transaction` (raises ConfigError)."""
     r = _Reader(source, root)
-    base: list[str | int] = []
-    if not isinstance(doc, dict):
-        raise r.fail([], "expected a mapping with 'actions' (and optionally 'properties')")
-    if "execute" in doc:
-        if doc.get("execute") != "transaction":
-            raise r.fail(["execute"], f"only 'transaction' can be loaded, not {doc.get('execute')!r}")
-        extra = set(doc) - {"execute", "arguments"}
-        if extra:
-            raise r.fail([sorted(extra)[0]], "unknown key")
-        doc = doc.get("arguments")
-        base = ["arguments"]
-        if not isinstance(doc, dict):
-            raise r.fail(base, "expected a mapping with 'actions'")
+    doc, base = _unwrap(r, doc)
     for key in doc:
         if key not in ("actions", "properties"):
             raise r.fail([*base, str(key)], "unknown key (expected 'actions' or 'properties')")
-    mode = INDIVIDUAL
-    props = doc.get("properties")
-    if props is not None:
-        if not isinstance(props, dict):
-            raise r.fail([*base, "properties"], "expected a mapping")
-        for key in props:
-            if key != "completion-mode":
-                raise r.fail([*base, "properties", str(key)], "unknown key (expected 'completion-mode')")
-        mode = props.get("completion-mode", INDIVIDUAL)
-        if mode not in COMPLETION_MODES:
-            raise r.fail([*base, "properties", "completion-mode"],
-                         f"must be 'individual' or 'grouped', not {mode!r}")
+    mode = _completion_mode(r, doc.get("properties"), [*base, "properties"])
     raw_actions = doc.get("actions")
     if raw_actions is None:
         raise r.fail([*base, "actions"], "missing (a list of {type, data})")
     if not isinstance(raw_actions, list):
         raise r.fail([*base, "actions"], "expected a list of {type, data}")
-    actions = []
-    for i, raw in enumerate(raw_actions):
-        p: list[str | int] = [*base, "actions", i]
-        if not isinstance(raw, dict):
-            raise r.fail(p, "expected a mapping {type, data}")
-        for key in raw:
-            if key not in ("type", "data"):
-                raise r.fail([*p, str(key)], "unknown key (expected 'type' and 'data')")
-        atype = raw.get("type")
-        if not isinstance(atype, str):
-            raise r.fail([*p, "type"], "missing or not a string")
-        if atype not in KNOWN_TYPES:
-            raise r.fail([*p, "type"], f"unknown action type {atype!r}")
-        data = raw.get("data", {})
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise r.fail([*p, "data"], "expected a mapping")
-        keys = DATA_KEYS.get(atype)
-        if keys is not None:
-            for key, value in data.items():
-                if key not in keys:
-                    raise r.fail([*p, "data", str(key)], f"unknown key for {atype}")
-                want = keys[key]
-                if isinstance(value, bool) and want is int:
-                    ok = False
-                else:
-                    ok = isinstance(value, want)
-                if not ok:
-                    raise r.fail([*p, "data", str(key)], f"expected {_type_name(want)}")
-            for key in REQUIRED_KEYS.get(atype, ()):
-                if key not in data:
-                    raise r.fail([*p, "data"], f"{atype} needs '{key}'")
-            if atype == "block-dirty-bitmap-merge":
-                for j, src in enumerate(data["bitmaps"]):
-                    if isinstance(src, str):
-                        continue
-                    if not (isinstance(src, dict) and set(src) == {"node", "name"}
-                            and all(isinstance(v, str) for v in src.values())):
-                        raise r.fail([*p, "data", "bitmaps", j],
-                                     "expected a bitmap name or {node, name}")
-        actions.append(Action(atype, dict(data)))
+    actions = [_action(r, raw, [*base, "actions", i]) for i, raw in enumerate(raw_actions)]
     return Transaction(tuple(actions), mode)
+
+
+def _unwrap(r: _Reader, doc: Any) -> tuple[dict[str, Any], list[str | int]]:
+    """The transaction's arguments: the document itself, or a whole QMP ``execute`` message."""
+    if not isinstance(doc, dict):
+        raise r.fail([], "expected a mapping with 'actions' (and optionally 'properties')")
+    if "execute" not in doc:
+        return doc, []
+    if doc.get("execute") != "transaction":
+        raise r.fail(["execute"], f"only 'transaction' can be loaded, not {doc.get('execute')!r}")
+    extra = set(doc) - {"execute", "arguments"}
+    if extra:
+        raise r.fail([sorted(extra)[0]], "unknown key")
+    args = doc.get("arguments")
+    if not isinstance(args, dict):
+        raise r.fail(["arguments"], "expected a mapping with 'actions'")
+    return args, ["arguments"]
+
+
+def _completion_mode(r: _Reader, props: Any, path: list[str | int]) -> str:
+    if props is None:
+        return INDIVIDUAL
+    if not isinstance(props, dict):
+        raise r.fail(path, "expected a mapping")
+    for key in props:
+        if key != "completion-mode":
+            raise r.fail([*path, str(key)], "unknown key (expected 'completion-mode')")
+    mode = props.get("completion-mode", INDIVIDUAL)
+    if mode not in COMPLETION_MODES:
+        raise r.fail([*path, "completion-mode"], f"must be 'individual' or 'grouped', not {mode!r}")
+    return str(mode)
+
+
+def _action(r: _Reader, raw: Any, p: list[str | int]) -> Action:
+    """One ``{type, data}`` entry, its data checked against what QEMU takes for the type."""
+    if not isinstance(raw, dict):
+        raise r.fail(p, "expected a mapping {type, data}")
+    for key in raw:
+        if key not in ("type", "data"):
+            raise r.fail([*p, str(key)], "unknown key (expected 'type' and 'data')")
+    atype = raw.get("type")
+    if not isinstance(atype, str):
+        raise r.fail([*p, "type"], "missing or not a string")
+    if atype not in KNOWN_TYPES:
+        raise r.fail([*p, "type"], f"unknown action type {atype!r}")
+    data = raw.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise r.fail([*p, "data"], "expected a mapping")
+    if DATA_KEYS.get(atype) is not None:
+        _check_data(r, atype, data, [*p, "data"])
+    return Action(atype, dict(data))
+
+
+def _check_data(r: _Reader, atype: str, data: dict[str, Any], p: list[str | int]) -> None:
+    keys = DATA_KEYS[atype]
+    for key, value in data.items():
+        if key not in keys:
+            raise r.fail([*p, str(key)], f"unknown key for {atype}")
+        want = keys[key]
+        ok = not (isinstance(value, bool) and want is int) and isinstance(value, want)
+        if not ok:
+            raise r.fail([*p, str(key)], f"expected {_type_name(want)}")
+    for key in REQUIRED_KEYS.get(atype, ()):
+        if key not in data:
+            raise r.fail(p, f"{atype} needs '{key}'")
+    if atype == "block-dirty-bitmap-merge":
+        for j, src in enumerate(data["bitmaps"]):
+            if isinstance(src, str):
+                continue
+            if not (isinstance(src, dict) and set(src) == {"node", "name"}
+                    and all(isinstance(v, str) for v in src.values())):
+                raise r.fail([*p, "bitmaps", j], "expected a bitmap name or {node, name}")
 
 
 def _first_line(exc: BaseException) -> str:
