@@ -127,9 +127,9 @@ async def _restore(session: Session, args: argparse.Namespace) -> int:
                 if log is not None:
                     log.record("local", command, arguments)
 
-            result = await asyncio.to_thread(restore_local, ledger, point, args.to, args.format,
-                                             on_progress=progress, speed=args.speed,
-                                             audit=audit)
+            # Nothing else runs meanwhile, and the ledger belongs to this thread.
+            result = restore_local(ledger, point, args.to, args.format, on_progress=progress,
+                                   speed=args.speed, audit=audit)
         else:
             result = await _via_qemu(session, ledger, args, point, connection, progress)
     if progress is not None:
