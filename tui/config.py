@@ -23,7 +23,13 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode
 
-from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, Policy
+from tui.chains.policy import (
+    COMPLETION_MODES,
+    DEFAULT_PATTERN,
+    RETENTION_KEYS,
+    Policy,
+    retention_settings,
+)
 from tui.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.errors import ConfigError
 from tui.paths import default_audit_path, default_config_path
@@ -328,7 +334,7 @@ def _policies(
     out: dict[str, Policy] = {}
     names = {c.name for c in conns}
     keys = {"connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode",
-            "speed", "persistent", "granularity"}
+            "speed", "persistent", "granularity", *RETENTION_KEYS}
     for pname, (knode, vnode) in r.mapping(node, "policies").items():
         key = f"policies.{pname}"
         if not _NAME.match(pname):
@@ -376,6 +382,8 @@ def _policies(
             gran = _whole(r, gnode, f"{key}.granularity", 512, 2**26)
             if gran & (gran - 1):
                 r.fail(gnode, f"{key}.granularity", "must be a power of two")
+        given = {k: r.value(m[k][1], f"{key}.{k}") for k in RETENTION_KEYS if k in m}
+        extra = r.checked(vnode, key, partial(retention_settings, ctx=""), given)
         out[pname] = Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
-                            speed, persistent, gran)
+                            speed, persistent, gran, **extra)
     return out

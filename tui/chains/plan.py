@@ -152,6 +152,9 @@ def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str
         elif bm.state is BitmapState.FROZEN:
             return DrivePlan(drive, node.node_name, "incremental", "",
                              error=f"bitmap '{policy.bitmap}' is in use by another operation (busy)")
+    if base is not None and policy.full_every and len(cs.images) >= policy.full_every:
+        # Retention: a chain holds at most full_every runs (its full and the incrementals).
+        base, why = None, f"the chain has {len(cs.images)} runs (full_every: {policy.full_every})"
     if base is not None:
         return DrivePlan(
             drive, node.node_name, "incremental", f"on top of {base.path}", base=base,

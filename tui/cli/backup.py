@@ -16,6 +16,7 @@ from tui.chains.ledger import Ledger
 from tui.chains.reconcile import reconcile
 from tui.chains.run import preview, run_policy
 from tui.cli.options import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
     add_ledger_option,
@@ -23,6 +24,8 @@ from tui.cli.options import (
     error,
     session_of,
 )
+from tui.cli.prune import print_result as print_prune
+from tui.cli.prune import prune_policy
 from tui.model.state import LinkState
 from tui.session import Session
 
@@ -82,11 +85,24 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
             result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step)
     finally:
         await fleet.stop()
+    pruned = _auto_prune(session, pol, result) if pol.prune == "auto" else None
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+        print(json.dumps({**result.to_dict(), **({"prune": pruned.to_dict()} if pruned else {})},
+                         indent=2, default=str))
     else:
         _print_result(result)
+        if pruned is not None:
+            print_prune(pruned)
+    if pruned is not None and not pruned.ok and result.exit_code == EXIT_OK:
+        return EXIT_FAILED
     return result.exit_code
+
+
+def _auto_prune(session: Session, pol: Any, result: Any) -> Any:
+    """``prune: auto``: after a backup that left every drive VALID."""
+    if result.exit_code != EXIT_OK:
+        return None
+    return prune_policy(session, pol)
 
 
 def _print_result(result: Any) -> None:
