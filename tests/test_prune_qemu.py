@@ -245,6 +245,10 @@ async def test_prune_cli_dry_run_read_only_and_auto(make_sandbox, setup, tmp_pat
                                                          (3, "valid"), (4, "valid")]
     assert [os.path.basename(f) for f in out[3]["chain"]] == ["drive0-full-1.qcow2",
                                                               "drive0-incr-4.qcow2"]
+    ver = await asyncio.to_thread(cli, ["verify", "--json", *conn], env)
+    assert ver.returncode == 0, ver.stdout  # the merged chain: full-1 ← incr-4, both checked
+    assert [os.path.basename(c["path"]) for c in json.loads(ver.stdout)["drives"][0]["checks"]] \
+        == ["drive0-full-1.qcow2", "drive0-incr-4.qcow2"]
     back = str(tmp_path / "p4.qcow2")
     res = await asyncio.to_thread(cli, ["restore", "nightly", "drive0", "--point", "4", "--to",
                                         back, *conn], env)
