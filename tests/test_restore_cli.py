@@ -63,6 +63,7 @@ async def test_points_and_restore_cli(make_sandbox, setup, tmp_path):  # noqa: F
                                         "--to", out, *conn], env)
     assert res.returncode == 0, res.stderr
     assert "checked: identical to the chain" in res.stdout
+    assert "drive0 point 2 →" in res.stdout  # the time `points` printed selects that point
     # refused: the file exists / no such point / read-only
     again = await asyncio.to_thread(cli, ["restore", "nightly", "drive0", "--point", "1",
                                           "--to", out, *conn], env)

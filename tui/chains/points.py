@@ -130,7 +130,8 @@ class PointError(Exception):
 
 
 def find_point(points: list[Point], *, number: int | None = None, at: float | None = None) -> Point:
-    """The point numbered ``number``, or the newest restorable point taken at or before ``at``."""
+    """The point numbered ``number``, or the newest restorable point taken at or before ``at``
+    (to the second)."""
     if number is not None:
         match = [p for p in points if p.point == number]
         if not match:
@@ -139,7 +140,8 @@ def find_point(points: list[Point], *, number: int | None = None, at: float | No
         return match[0]
     if at is None:
         raise PointError("give a point number or a time")
-    before = [p for p in points if p.time <= at and p.restorable]
+    # Whole seconds, as listed: the time `points` prints selects that point.
+    before = [p for p in points if int(p.time) <= at and p.restorable]
     if not before:
         raise PointError("no restorable point at or before that time")
     return before[-1]

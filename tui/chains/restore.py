@@ -270,7 +270,7 @@ async def close_nodes(conn: QMPConn, prefix: str) -> None:
             if str(job.get("id", "")).startswith(prefix):
                 if job.get("status") not in ("concluded", "null"):
                     with contextlib.suppress(QMPCommandError):
-                        await conn.execute("job-cancel", {"id": job["id"], "force": True})
+                        await conn.execute("job-cancel", {"id": job["id"]})
                     await _wait_job(conn, job["id"], 30)
                 with contextlib.suppress(QMPCommandError):
                     await conn.execute("job-dismiss", {"id": job["id"]})
