@@ -69,6 +69,8 @@ class ConnectionConfig:
     # ssh:// only: an ssh_config file (-F) and extra -o Key=Value options for the system's ssh.
     ssh_config: Path | None = None
     ssh_options: tuple[str, ...] = ()
+    # The guest agent's host-side socket (unix:/path), for policies with freeze: true.
+    guest_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +221,8 @@ def _connection(r: Reader, name: str, knode: Node, vnode: Node, key: str) -> Con
         addr = r.checked(vnode, f"{key}", parse_address, r.string(vnode, key))
         return ConnectionConfig(name, addr, line=knode.start_mark.line + 1)
     m = r.mapping(
-        vnode, key, {"address", "tags", "tls", "allow_insecure_tcp", "ssh"}, ("address",), knode
+        vnode, key, {"address", "tags", "tls", "allow_insecure_tcp", "ssh", "guest_agent"},
+        ("address",), knode
     )
     anode = m["address"][1]
     addr = r.checked(anode, f"{key}.address", parse_address, r.string(anode, f"{key}.address"))
@@ -241,9 +244,25 @@ def _connection(r: Reader, name: str, knode: Node, vnode: Node, key: str) -> Con
             f"plaintext TCP to non-loopback host {addr.host}: add tls (ca, cert, key) or set "
             "allow_insecure_tcp: true",
         )
+    agent = None
+    if "guest_agent" in m:
+        gnode = m["guest_agent"][1]
+        agent = r.string(gnode, f"{key}.guest_agent")
+        r.checked(gnode, f"{key}.guest_agent", _agent_address, agent)
     return ConnectionConfig(
-        name, addr, tags, tls, insecure, knode.start_mark.line + 1, ssh_config, tuple(ssh_options)
+        name, addr, tags, tls, insecure, knode.start_mark.line + 1, ssh_config, tuple(ssh_options),
+        agent,
     )
+
+
+def _agent_address(text: str) -> str:
+    """A guest agent address: ``unix:/absolute/path``."""
+    from tui.qmp.agent import AgentError, agent_path
+
+    try:
+        return agent_path(text)
+    except AgentError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _ssh(r: Reader, nodes: tuple[Node, Node], key: str) -> tuple[Path | None, list[str]]:

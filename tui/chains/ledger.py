@@ -760,6 +760,14 @@ class PointsLedger(Ledger):
                 (detail, txn_id),
             )
 
+    def unthawed(self, connection: str) -> list[int]:
+        """Transactions of ``connection`` whose guest was (maybe) frozen and not seen thawed."""
+        rows = self._db.execute(
+            "SELECT f.txn_id FROM frozen_txns f JOIN txns t ON t.id = f.txn_id "
+            "WHERE t.connection = ? AND f.frozen = 1 AND f.thawed = 0 ORDER BY f.txn_id",
+            (connection,))
+        return [r[0] for r in rows]
+
     def frozen_txns(self) -> dict[int, bool]:
         """txn id → whether the guest was frozen for it (only transactions with a record)."""
         return {r[0]: bool(r[1]) for r in self._db.execute("SELECT txn_id, frozen FROM frozen_txns")}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.chains.freeze import FreezeFailed, FreezeOutcome, frozen_guest, thaw_leftovers
 from tui.chains.ledger import ImageState, JobState, Ledger
 from tui.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.chains.policy import Policy, render_name
@@ -155,8 +156,11 @@ async def run_policy(
     *,
     timeout: float | None = None,
     on_step: Callable[[str], None] | None = None,
+    guest_agent: str | None = None,
 ) -> RunResult:
     """Run ``policy`` once on ``conn``; the result says per drive what happened and what is next.
+
+    ``guest_agent`` (``unix:/path``) is the connection's guest agent, for ``freeze: true``.
 
     While it runs, its transactions belong to this process (reconcile leaves them alone); when it
     returns, whatever is still open is left to :func:`tui.chains.reconcile.reconcile`.
@@ -164,7 +168,8 @@ async def run_policy(
     await reconcile(conn, ledger)
     owned: list[int] = []
     try:
-        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step)
+        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step,
+                            guest_agent=guest_agent)
     finally:
         ledger.release(owned)
     if any(d.state == ImageState.PENDING for d in result.drives) and conn.model.state.value == "connected":
@@ -188,6 +193,7 @@ async def _run(
     *,
     timeout: float | None,
     on_step: Callable[[str], None] | None,
+    guest_agent: str | None = None,
 ) -> RunResult:
     step = on_step or (lambda _text: None)
     plan = make_plan(ledger, conn.model, policy)
@@ -195,6 +201,11 @@ async def _run(
     if plan.errors:
         result.refused = "; ".join(plan.errors)
         return result
+    if policy.freeze:
+        why = await _freeze_ready(ledger, conn.name, guest_agent)
+        if why:
+            result.refused = why
+            return result
     txn_id = ledger.new_txn(conn.name, policy.name, plan.mode)
     owned.append(txn_id)
     result.txn_ids.append(txn_id)
@@ -286,11 +297,16 @@ async def _run(
         ledger.settle(bt)
         already_reset = sorted(set(already_reset) | set(fulls))
 
-    step(f"sending the transaction ({plan.mode})")
-    ledger.mark_sending(txn_id, fulls)
     sender = Sender(conn, actions, plan.mode)
+    frozen: FreezeOutcome | None = None
     try:
-        await sender.send()
+        # freeze: true → the guest is frozen for exactly this (tui.chains.freeze).
+        async with _frozen(ledger, txn_id, policy, guest_agent, step) as frozen:
+            step(f"sending the transaction ({plan.mode})")
+            ledger.mark_sending(txn_id, fulls)
+            await sender.send()
+    except FreezeFailed as exc:
+        return await refuse(str(exc), keep_reset=already_reset)
     except TransactionRefused as exc:
         return await refuse(str(exc), keep_reset=already_reset)
     except BitmapTuiError as exc:
@@ -301,6 +317,9 @@ async def _run(
         result.notes.append(f"outcome not known yet ({exc}); it is resolved on the next start")
         return result
     ledger.mark_sent(txn_id)
+    if frozen is not None and not frozen.thawed:
+        result.notes.append(f"the guest may still be frozen: {frozen.detail} (thaw it with "
+                            "guest-fsfreeze-thaw; the next frozen backup retries)")
 
     step("waiting for the jobs")
     jobs = await sender.wait(timeout)
@@ -332,3 +351,26 @@ async def _run(
             o.state, o.error = im.state, im.error
     result.next = next_steps(ledger, policy)
     return result
+
+
+# ---------------------------------------------------------------------------------------- freeze
+
+
+def _frozen(ledger: Ledger, txn_id: int, policy: Policy, guest_agent: str | None,
+            step: Callable[[str], None]) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The guest frozen around the transaction when the policy says ``freeze: true``."""
+    if not policy.freeze or guest_agent is None:
+        return contextlib.nullcontext()
+    return frozen_guest(ledger, txn_id, guest_agent, step=step)
+
+
+async def _freeze_ready(ledger: Ledger, connection: str, guest_agent: str | None) -> str | None:
+    """Why a frozen backup cannot start (no agent, an earlier freeze not thawed), or None."""
+    if guest_agent is None:
+        return (f"policy has freeze: true but connection {connection} has no guest_agent "
+                "(add guest_agent: unix:/path/to/qga.sock to the connection)")
+    try:
+        await thaw_leftovers(ledger, connection, guest_agent)
+    except FreezeFailed as exc:
+        return str(exc)
+    return None

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from tui.chains.ledger import Ledger
+from tui.chains.ledger import PointsLedger
 from tui.chains.reconcile import reconcile
 from tui.chains.run import preview, run_policy
 from tui.cli.options import (
@@ -69,7 +69,7 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
         if conn.model.state is not LinkState.CONNECTED:
             error(f"{pol.connection}: {conn.model.error or 'not connected'}")
             return EXIT_REFUSED
-        with Ledger(session.ledger_path) as ledger:
+        with PointsLedger(session.ledger_path) as ledger:
             if args.plan:
                 if not session.read_only:  # finishing ended jobs dismisses them in QEMU
                     await reconcile(conn, ledger)
@@ -82,7 +82,8 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
                     print("\n".join(f"  {line}" for line in lines))
                 return EXIT_REFUSED if plan.errors else EXIT_OK
             step = None if args.json else (lambda text: print(f"· {text}", file=sys.stderr))
-            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step)
+            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step,
+                                      guest_agent=_guest_agent(session, pol.connection))
     finally:
         await fleet.stop()
     pruned = _auto_prune(session, pol, result) if pol.prune == "auto" else None
@@ -96,6 +97,14 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
     if pruned is not None and not pruned.ok and result.exit_code == EXIT_OK:
         return EXIT_FAILED
     return result.exit_code
+
+
+def _guest_agent(session: Session, connection: str) -> str | None:
+    """The connection's guest agent address from the config (None: none configured)."""
+    for c in session.config.connections:
+        if c.name == connection:
+            return c.guest_agent
+    return None
 
 
 def _auto_prune(session: Session, pol: Any, result: Any) -> Any:
