@@ -23,7 +23,14 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode
 
-from tui.chains.policy import COMPLETION_MODES, DEFAULT_PATTERN, VERIFY_MODES, Policy
+from tui.chains.policy import (
+    COMPLETION_MODES,
+    DEFAULT_PATTERN,
+    RETENTION_KEYS,
+    VERIFY_MODES,
+    Policy,
+    retention_settings,
+)
 from tui.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.errors import ConfigError
 from tui.limits import bitmap_name_problem
@@ -64,6 +71,8 @@ class ConnectionConfig:
     # ssh:// only: an ssh_config file (-F) and extra -o Key=Value options for the system's ssh.
     ssh_config: Path | None = None
     ssh_options: tuple[str, ...] = ()
+    # The guest agent's host-side socket (unix:/path), for policies with freeze: true.
+    guest_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +223,8 @@ def _connection(r: Reader, name: str, knode: Node, vnode: Node, key: str) -> Con
         addr = r.checked(vnode, f"{key}", parse_address, r.string(vnode, key))
         return ConnectionConfig(name, addr, line=knode.start_mark.line + 1)
     m = r.mapping(
-        vnode, key, {"address", "tags", "tls", "allow_insecure_tcp", "ssh"}, ("address",), knode
+        vnode, key, {"address", "tags", "tls", "allow_insecure_tcp", "ssh", "guest_agent"},
+        ("address",), knode
     )
     anode = m["address"][1]
     addr = r.checked(anode, f"{key}.address", parse_address, r.string(anode, f"{key}.address"))
@@ -236,9 +246,25 @@ def _connection(r: Reader, name: str, knode: Node, vnode: Node, key: str) -> Con
             f"plaintext TCP to non-loopback host {addr.host}: add tls (ca, cert, key) or set "
             "allow_insecure_tcp: true",
         )
+    agent = None
+    if "guest_agent" in m:
+        gnode = m["guest_agent"][1]
+        agent = r.string(gnode, f"{key}.guest_agent")
+        r.checked(gnode, f"{key}.guest_agent", _agent_address, agent)
     return ConnectionConfig(
-        name, addr, tags, tls, insecure, knode.start_mark.line + 1, ssh_config, tuple(ssh_options)
+        name, addr, tags, tls, insecure, knode.start_mark.line + 1, ssh_config, tuple(ssh_options),
+        agent,
     )
+
+
+def _agent_address(text: str) -> str:
+    """A guest agent address: ``unix:/absolute/path``."""
+    from tui.qmp.agent import AgentError, agent_path
+
+    try:
+        return agent_path(text)
+    except AgentError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _ssh(r: Reader, nodes: tuple[Node, Node], key: str) -> tuple[Path | None, list[str]]:
@@ -329,7 +355,7 @@ def _policies(
     out: dict[str, Policy] = {}
     names = {c.name for c in conns}
     keys = {"connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode",
-            "speed", "persistent", "granularity", "verify", "full_every"}
+            "speed", "persistent", "granularity", "verify", *RETENTION_KEYS}
     for pname, (knode, vnode) in r.mapping(node, "policies").items():
         key = f"policies.{pname}"
         if not _NAME.match(pname):
@@ -381,8 +407,8 @@ def _policies(
                 r.fail(gnode, f"{key}.granularity", "must be a power of two")
         verify = (r.choice(m["verify"][1], f"{key}.verify", VERIFY_MODES)
                   if "verify" in m else "never")
-        full_every = _whole(r, m["full_every"][1], f"{key}.full_every", 1, 2**31) \
-            if "full_every" in m else None
+        given = {k: r.value(m[k][1], f"{key}.{k}") for k in RETENTION_KEYS if k in m}
+        extra = r.checked(vnode, key, partial(retention_settings, ctx=""), given)
         out[pname] = Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
-                            speed, persistent, gran, verify, full_every)
+                            speed, persistent, gran, verify, **extra)
     return out

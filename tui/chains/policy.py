@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,11 @@ class Policy:
     persistent: bool = False
     granularity: int | None = None
     verify: str = "never"
-    full_every: int | None = None
+    # Retention, chain length and freezing (see retention_settings); full_every 0: never.
+    keep: Keep | None = None
+    full_every: int = 0
+    prune: str = "manual"
+    freeze: bool = False
 
     def file_name(
         self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = "",
@@ -58,6 +63,56 @@ class Policy:
             connection=connection or self.connection, policy=self.name, bitmap=self.bitmap,
             txn=txn, node=node or drive,
         )
+
+RETENTION_KEYS = ("keep", "full_every", "prune", "freeze")
+KEEP_RULES = ("last", "daily", "weekly", "monthly")
+PRUNE_MODES = ("manual", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """Which points retention keeps (the Proxmox Backup Server rules): the ``last`` N points, and
+    the newest point of each of the last N days, ISO weeks and months that have one."""
+
+    last: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+
+
+def retention_settings(data: Mapping[str, Any], ctx: str) -> dict[str, Any]:
+    """``keep: {last, daily, weekly, monthly}``, ``full_every: N``, ``prune: manual|auto`` and
+    ``freeze: true|false`` of one policy, checked, as Policy fields."""
+    pre = f"{ctx}: " if ctx else ""
+    out: dict[str, Any] = {}
+    if "keep" in data:
+        keep = data["keep"]
+        if not isinstance(keep, Mapping) or not keep:
+            raise ConfigError(f"{pre}'keep' must map some of {', '.join(KEEP_RULES)} to a count")
+        for rule, n in keep.items():
+            if rule not in KEEP_RULES:
+                raise ConfigError(f"{pre}'keep' has unknown rule '{rule}' "
+                                  f"(known: {', '.join(KEEP_RULES)})")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ConfigError(f"{pre}'keep.{rule}' must be a non-negative integer")
+        out["keep"] = Keep(**dict(keep))
+    if "full_every" in data:
+        n = data["full_every"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"{pre}'full_every' must be a positive integer (runs per chain)")
+        out["full_every"] = n
+    if "prune" in data:
+        if data["prune"] not in PRUNE_MODES:
+            raise ConfigError(f"{pre}'prune' must be manual or auto")
+        if data["prune"] == "auto" and "keep" not in data:
+            raise ConfigError(f"{pre}'prune: auto' needs 'keep'")
+        out["prune"] = data["prune"]
+    if "freeze" in data:
+        if not isinstance(data["freeze"], bool):
+            raise ConfigError(f"{pre}'freeze' must be true or false")
+        out["freeze"] = data["freeze"]
+    return out
+
 
 
 def render_name(pattern: str, **values: Any) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.chains.freeze import FreezeFailed, FreezeOutcome, frozen_guest, thaw_leftovers
 from tui.chains.ledger import ImageState, JobState, Ledger
 from tui.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.chains.policy import Policy, render_name
@@ -167,8 +168,11 @@ async def run_policy(
     *,
     timeout: float | None = None,
     on_step: Callable[[str], None] | None = None,
+    guest_agent: str | None = None,
 ) -> RunResult:
     """Run ``policy`` once on ``conn``; the result says per drive what happened and what is next.
+
+    ``guest_agent`` (``unix:/path``) is the connection's guest agent, for ``freeze: true``.
 
     While it runs, its transactions belong to this process (reconcile leaves them alone); when it
     returns, whatever is still open is left to :func:`tui.chains.reconcile.reconcile`.
@@ -176,7 +180,8 @@ async def run_policy(
     await reconcile(conn, ledger)
     owned: list[int] = []
     try:
-        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step)
+        result = await _run(conn, ledger, policy, owned, timeout=timeout, on_step=on_step,
+                            guest_agent=guest_agent)
     finally:
         ledger.release(owned)
     if any(d.state == ImageState.PENDING for d in result.drives) and conn.model.state.value == "connected":
@@ -200,10 +205,14 @@ async def _run(
     *,
     timeout: float | None,
     on_step: Callable[[str], None] | None,
+    guest_agent: str | None = None,
 ) -> RunResult:
     """Plan, record, create the targets, send, wait, settle: one policy run, step by step."""
-    run = _PolicyRun(conn, ledger, policy, owned, on_step or (lambda _text: None))
+    run = _PolicyRun(conn, ledger, policy, owned, on_step or (lambda _text: None), guest_agent)
     refused = run.plan_it()
+    if refused is not None:
+        return refused
+    refused = await run.freeze_ready()
     if refused is not None:
         return refused
     try:
@@ -237,8 +246,9 @@ class _PolicyRun:
     """The state of one run between its steps (see :func:`_run`)."""
 
     def __init__(self, conn: QMPConn, ledger: Ledger, policy: Policy, owned: list[int],
-                 step: Callable[[str], None]) -> None:
+                 step: Callable[[str], None], guest_agent: str | None) -> None:
         self.conn, self.ledger, self.policy, self.owned, self.step = conn, ledger, policy, owned, step
+        self.guest_agent = guest_agent
         self.txn_id = 0
         self.image_ids: dict[str, int] = {}
         self.targets: dict[str, Target] = {}
@@ -269,6 +279,17 @@ class _PolicyRun:
                 ledger.mark_refused(self.txn_id, "; ".join(self.plan.errors))
                 self.result.refused = "; ".join(self.plan.errors)
                 return self.result
+        return None
+
+    async def freeze_ready(self) -> RunResult | None:
+        """``freeze: true``: an agent must be there and an earlier freeze thawed (before any
+        transaction number is taken)."""
+        if not self.policy.freeze:
+            return None
+        why = await _freeze_ready(self.ledger, self.conn.name, self.guest_agent)
+        if why:
+            self.result.refused = why
+            return self.result
         return None
 
     async def refuse(self, error: str, keep_reset: list[int] | None = None) -> RunResult:
@@ -349,13 +370,18 @@ class _PolicyRun:
         return None
 
     async def send(self) -> RunResult | None:
-        """Send the backup transaction (a refusal or an unknown outcome ends the run here)."""
-        self.step(f"sending the transaction ({self.plan.mode})")
-        self.ledger.mark_sending(self.txn_id, self.fulls)
+        """Send the backup transaction, the guest frozen around it when the policy says so (a
+        refusal or an unknown outcome ends the run here)."""
         self.sender = Sender(self.conn, self.actions, self.plan.mode)
+        frozen: FreezeOutcome | None = None
         try:
-            await self.sender.send()
-        except TransactionRefused as exc:
+            # freeze: true → the guest is frozen for exactly this (tui.chains.freeze).
+            async with _frozen(self.ledger, self.txn_id, self.policy, self.guest_agent,
+                               self.step) as frozen:
+                self.step(f"sending the transaction ({self.plan.mode})")
+                self.ledger.mark_sending(self.txn_id, self.fulls)
+                await self.sender.send()
+        except (FreezeFailed, TransactionRefused) as exc:
             return await self.refuse(str(exc), keep_reset=self.already_reset)
         except BitmapTuiError as exc:
             # Lost or timed out: it may or may not have started. Leave it to reconcile.
@@ -366,6 +392,9 @@ class _PolicyRun:
                                      "next start")
             return self.result
         self.ledger.mark_sent(self.txn_id)
+        if frozen is not None and not frozen.thawed:
+            self.result.notes.append(f"the guest may still be frozen: {frozen.detail} (thaw it "
+                                     "with guest-fsfreeze-thaw; the next frozen backup retries)")
         return None
 
     async def collect(self, timeout: float | None) -> None:
@@ -484,3 +513,26 @@ async def _retire_old_bitmaps(conn: QMPConn, ledger: Ledger, policy: str, node: 
         if name in ours and name not in in_use and ledger.issued(name) and not bm.busy:
             with contextlib.suppress(BitmapTuiError):
                 await conn.execute("block-dirty-bitmap-remove", {"node": node.node_name, "name": name})
+
+
+# ---------------------------------------------------------------------------------------- freeze
+
+
+def _frozen(ledger: Ledger, txn_id: int, policy: Policy, guest_agent: str | None,
+            step: Callable[[str], None]) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The guest frozen around the transaction when the policy says ``freeze: true``."""
+    if not policy.freeze or guest_agent is None:
+        return contextlib.nullcontext()
+    return frozen_guest(ledger, txn_id, guest_agent, step=step)
+
+
+async def _freeze_ready(ledger: Ledger, connection: str, guest_agent: str | None) -> str | None:
+    """Why a frozen backup cannot start (no agent, an earlier freeze not thawed), or None."""
+    if guest_agent is None:
+        return (f"policy has freeze: true but connection {connection} has no guest_agent "
+                "(add guest_agent: unix:/path/to/qga.sock to the connection)")
+    try:
+        await thaw_leftovers(ledger, connection, guest_agent)
+    except FreezeFailed as exc:
+        return str(exc)
+    return None

@@ -11,7 +11,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from tui.chains.ledger import ImageRow, Ledger
+from tui.chains.ledger import ImageRow, Ledger, PointsLedger
 
 QEMU_IMG = "qemu-img"
 
@@ -66,6 +66,11 @@ def compare_images(top: str, reference: str, *, force_share: bool = False) -> Ch
 
 def chain_paths(ledger: Ledger, top: ImageRow) -> list[str]:
     """The images from the full backup up to ``top``, oldest first."""
+    holders = ledger.holders() if isinstance(ledger, PointsLedger) else {}
+    if holders:  # after a prune merged images into their base (tui.chains.prune)
+        from tui.chains.points import point_files
+
+        return point_files(top, {i.id: i for i in ledger.images()}, holders)
     out: list[str] = []
     cur: ImageRow | None = top
     while cur is not None:

@@ -12,10 +12,11 @@ import json
 import sys
 from typing import Any
 
-from tui.chains.ledger import Ledger
+from tui.chains.ledger import PointsLedger
 from tui.chains.reconcile import reconcile
 from tui.chains.run import preview, run_policy
 from tui.cli.options import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
     add_ledger_option,
@@ -23,6 +24,8 @@ from tui.cli.options import (
     error,
     session_of,
 )
+from tui.cli.prune import print_result as print_prune
+from tui.cli.prune import prune_policy
 from tui.model.state import LinkState
 from tui.session import Session
 
@@ -66,7 +69,7 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
         if conn.model.state is not LinkState.CONNECTED:
             error(f"{pol.connection}: {conn.model.error or 'not connected'}")
             return EXIT_REFUSED
-        with Ledger(session.ledger_path) as ledger:
+        with PointsLedger(session.ledger_path) as ledger:
             if args.plan:
                 if not session.read_only:  # finishing ended jobs dismisses them in QEMU
                     await reconcile(conn, ledger)
@@ -79,14 +82,36 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
                     print("\n".join(f"  {line}" for line in lines))
                 return EXIT_REFUSED if plan.errors else EXIT_OK
             step = None if args.json else (lambda text: print(f"· {text}", file=sys.stderr))
-            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step)
+            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step,
+                                      guest_agent=_guest_agent(session, pol.connection))
     finally:
         await fleet.stop()
+    pruned = _auto_prune(session, pol, result) if pol.prune == "auto" else None
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+        print(json.dumps({**result.to_dict(), **({"prune": pruned.to_dict()} if pruned else {})},
+                         indent=2, default=str))
     else:
         _print_result(result)
+        if pruned is not None:
+            print_prune(pruned)
+    if pruned is not None and not pruned.ok and result.exit_code == EXIT_OK:
+        return EXIT_FAILED
     return result.exit_code
+
+
+def _guest_agent(session: Session, connection: str) -> str | None:
+    """The connection's guest agent address from the config (None: none configured)."""
+    for c in session.config.connections:
+        if c.name == connection:
+            return c.guest_agent
+    return None
+
+
+def _auto_prune(session: Session, pol: Any, result: Any) -> Any:
+    """``prune: auto``: after a backup that left every drive VALID."""
+    if result.exit_code != EXIT_OK:
+        return None
+    return prune_policy(session, pol)
 
 
 def _print_result(result: Any) -> None:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from tui.chains.chain import chain_state
-from tui.chains.ledger import Ledger
+from tui.chains.ledger import PointsLedger
 from tui.chains.verify import verify_chain
 from tui.cli.options import EXIT_FAILED, EXIT_OK, add_ledger_option, add_session_options, session_of
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """The ``verify`` handler (reads image files only; sends nothing)."""
     session = session_of(args)
     results: list[dict[str, Any]] = []
-    with Ledger(session.ledger_path) as ledger:
+    with PointsLedger(session.ledger_path) as ledger:
         for conn in ledger.connections():
             for drive in ledger.drives(conn):
                 if args.drive and drive not in args.drive:

@@ -223,6 +223,9 @@ CHAINS = register("chains", "Backup chains", [
              mutating=True),
     UiAction("chains.reload", "g", "Reload", "reload", "re-read the ledger and QEMU"),
     UiAction("chains.verify", "v", "Verify", "verify", "qemu-img check every chain"),
+    UiAction("chains.restore", "R", "Restore point", "restore_point",
+             "restore the selected image's point to a new standalone image (asks first)",
+             mutating=True),
 ])
 
 DIALOG = register("dialog", "Dialogs", [

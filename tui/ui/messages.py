@@ -41,3 +41,10 @@ class ChainsVerified(Message, bubble=False):
     """The chains screen's verification ended: one line per check."""
 
     lines: list[str]
+
+
+@dataclass
+class RestoreFinished(Message, bubble=False):
+    """A restore started from the chains screen ended: its one-line result."""
+
+    line: str

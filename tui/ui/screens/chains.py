@@ -1,6 +1,7 @@
 """Backup chains: per drive its images and states, the next base, VM-wide points and problems.
 
-Keys: ``r`` runs a policy (preview, confirm, send), ``x`` applies the selected problem's fix
+Keys: ``r`` runs a policy (preview, confirm, send), ``R`` restores the selected image's point to a
+new file (after a confirmation naming it), ``x`` applies the selected problem's fix
 (after confirmation: a bitmap command, or deleting INVALID/UNKNOWN image files), ``v`` verifies the chains (``qemu-img check``), ``g`` re-reads, ``escape``
 goes back. The data comes from
 :mod:`tui.chains.view`; running goes through :mod:`tui.chains.run` (the same code as headless).
@@ -31,7 +32,7 @@ from tui.format import human_bytes
 from tui.model.store import Store
 from tui.ui.actions import CHAINS, DIALOG, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
-from tui.ui.messages import ChainsVerified, PolicyRunFinished
+from tui.ui.messages import ChainsVerified, PolicyRunFinished, RestoreFinished
 from tui.ui.palette import PaletteCommand
 from tui.ui.screens.dialogs import ConfirmDialog
 
@@ -84,6 +85,9 @@ class ChainsScreen(Screen[None]):
         # Last verification: one line per check ("PASS check /path: no errors").
         self.verify_lines: list[str] = []
         self._bridge: StoreBridge | None = None
+        # The image of each row of the chains table (for R), and the last restore's line.
+        self.row_images: list[str] = []
+        self.restore_line = ""
 
     def compose(self) -> ComposeResult:
         with Vertical(id="chains-main"):
@@ -125,8 +129,10 @@ class ChainsScreen(Screen[None]):
         self.view_data = build_view(self.ledger, self.store.state)
         chains = self.query_one("#chains", DataTable)
         chains.clear()
+        self.row_images = []
         for d in self.view_data.drives:
             for i, im in enumerate(d.chain):
+                self.row_images.append(im.path)
                 label = f"{d.connection}/{d.drive}" if i == 0 else ""
                 size = human_bytes(im.size) if im.size is not None else "?"
                 state = im.state.upper() + (" (deleted)" if im.deleted else "")
@@ -143,6 +149,8 @@ class ChainsScreen(Screen[None]):
         if not self.view_data.drives:
             lines.append("no backups yet: press r to run a policy")
         lines += self.verify_lines
+        if self.restore_line:
+            lines.append(self.restore_line)
         self.query_one("#next", Static).update(Text("\n".join(lines)))
         problems = self.query_one("#problems", DataTable)
         problems.clear()
@@ -212,6 +220,72 @@ class ChainsScreen(Screen[None]):
         else:
             self.notify(f"{states}\n" + "\n".join(result.next), title=f"policy {pol.name}",
                         severity="information" if result.exit_code == 0 else "warning", timeout=10)
+
+    # ------------------------------------------------------------------ restore (R)
+
+    def action_restore_point(self) -> None:
+        """Restore the selected row's point to a new file next to its chain, after confirming."""
+        from tui.chains.ledger import PointsLedger
+        from tui.chains.points import list_points
+
+        row = self.query_one("#chains", DataTable).cursor_row
+        if not 0 <= row < len(self.row_images):
+            self.notify("select an image of a chain first", severity="error")
+            return
+        with PointsLedger(self.ledger.path) as points_ledger:
+            paths = {i.id: i.path for i in points_ledger.images()}
+            point = next((p for p in list_points(points_ledger)
+                          if paths.get(p.image_id) == self.row_images[row]), None)
+        if point is None or not point.restorable:
+            why = point.verdict.upper() if point is not None else "not a point"
+            self.notify(f"{os.path.basename(self.row_images[row])}: cannot be restored ({why})",
+                        severity="error")
+            return
+        target = os.path.join(os.path.dirname(point.image),
+                              f"restore-{point.drive}-point-{point.point}.qcow2")
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._restore(point, target)
+
+        self.app.push_screen(ConfirmDialog(
+            f"Restore {point.drive} point {point.point}",
+            f"Write {point.drive} as it was at point {point.point} ({point.kind}) to\n{target}\n"
+            "(a new standalone qcow2 image, checked against the chain; nothing is overwritten)",
+            "Restore"), confirmed)
+
+    @work(exclusive=True, group="chains-restore", exit_on_error=False)
+    async def _restore(self, point: Any, target: str) -> None:
+        from tui.chains.ledger import PointsLedger
+        from tui.chains.restore import chain_is_local, restore_local, restore_qemu
+
+        def progress(done: int, total: int) -> None:
+            self.restore_line = f"restoring {point.drive} point {point.point}: {100 * done / total:.0f}%"
+            self.app.call_from_thread(self.reload)
+
+        def local() -> Any:
+            with PointsLedger(self.ledger.path) as own:  # SQLite objects stay in their thread
+                return restore_local(own, point, target, "qcow2", on_progress=progress)
+
+        self.restore_line = f"restoring {point.drive} point {point.point} to {target}…"
+        self.reload()
+        try:
+            if chain_is_local(point):
+                result = await asyncio.to_thread(local)
+            else:
+                conn = self.fleet.connections[point.connection]
+                with PointsLedger(self.ledger.path) as own:
+                    result = await restore_qemu(conn, own, point, target, "qcow2",
+                                                local_files=False)
+        except (BitmapTuiError, KeyError) as exc:
+            self.restore_line = f"restore of {point.drive} point {point.point} failed: {exc}"
+            self.notify(self.restore_line, severity="error", timeout=10)
+        else:
+            checked = {True: "checked", False: "check FAILED", None: "not checked"}[result.checked]
+            self.restore_line = f"restored {point.drive} point {point.point} to {target} ({checked})"
+            self.notify(self.restore_line, title="restore", timeout=10)
+        self.post_message(RestoreFinished(self.restore_line))
+        self.reload()
 
     # ------------------------------------------------------------------ verify
 

@@ -1,0 +1,89 @@
+"""``bitmap-tui prune POLICY [--dry-run] [--json]``: remove the points outside the policy's ``keep``.
+
+Works on the image files on this machine (``qemu-img commit``/``rebase``, deletions); every step
+is written to the ledger first and audited. Exit codes: 0 done (or shown), 1 a step failed (it is
+finished by the next prune), 2 refused (no such policy, no ``keep``, read-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tui.chains.ledger import PointsLedger
+from tui.chains.policy import Policy
+from tui.chains.prune import PruneResult, plan_prune, prune
+from tui.cli.options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    add_ledger_option,
+    add_session_options,
+    error,
+    session_of,
+)
+from tui.session import Session
+
+
+def register(sub: Any) -> None:
+    """Add ``prune``."""
+    p = sub.add_parser("prune", help="remove the restore points outside the policy's keep rules")
+    p.add_argument("policy", help="policy name from the config file")
+    add_session_options(p)
+    add_ledger_option(p)
+    p.add_argument("--dry-run", action="store_true", help="only show exactly what would be done")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``prune`` handler."""
+    session = session_of(args)
+    pol = session.config.policies.get(args.policy)
+    if pol is None:
+        known = ", ".join(sorted(session.config.policies)) or "none"
+        error(f"no policy named '{args.policy}' (known: {known})")
+        return EXIT_REFUSED
+    if pol.keep is None:
+        error(f"policy {pol.name} has no 'keep' rules: nothing to prune by")
+        return EXIT_REFUSED
+    if args.dry_run:
+        with PointsLedger(session.ledger_path) as ledger:
+            plan = plan_prune(ledger, pol)
+        if args.json:
+            print(json.dumps({**plan.to_dict(), "dry_run": True}, indent=2))
+        else:
+            print(f"policy {pol.name}, not done:")
+            print("\n".join(f"  {line}" for line in plan.lines()))
+        return EXIT_OK
+    with session:
+        result = prune_policy(session, pol)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print_result(result)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def prune_policy(session: Session, pol: Policy) -> PruneResult:
+    """Prune ``pol`` in this session (refused when read-only); each change is audited."""
+    session.may_change(f"pruning policy {pol.name}")
+    log = session.audit()
+
+    def audit(command: str, arguments: dict[str, Any]) -> None:
+        if log is not None:
+            log.record("local", command, {"policy": pol.name, **arguments})
+
+    with PointsLedger(session.ledger_path) as ledger:
+        return prune(ledger, pol, audit=audit)
+
+
+def print_result(result: PruneResult) -> None:
+    print(f"prune {result.plan.policy}:")
+    for line in result.plan.lines():
+        print(f"  {line}")
+    for line in result.done:
+        print(f"  {line}")
+    for line in result.failed:
+        print(f"  FAILED {line}")
