@@ -203,8 +203,8 @@ def test_full_every_and_verify_options():
     assert pol.verify == "after" and pol.full_every == 3
     assert make_policy("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b"}).verify == "never"
     for bad, msg in (({"verify": "always"}, "policies.p.verify"),
-                     ({"full_every": 0}, "policies.p.full_every"),
-                     ({"full_every": True}, "policies.p.full_every")):
+                     ({"full_every": 0}, "policies.p: .full_every. must be a positive"),
+                     ({"full_every": True}, "policies.p: .full_every. must be a positive")):
         with pytest.raises(ConfigError, match=msg):
             make_policy("p", {"connection": "vm", "drives": ["d"], "target_dir": "/b", **bad})
 

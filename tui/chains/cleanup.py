@@ -68,6 +68,19 @@ def identity_mismatch(im: ImageRow) -> str | None:
     return None
 
 
+def not_ours(ledger: Ledger, path: str) -> str | None:
+    """Why the file at ``path`` must not be deleted as the ledger's own (None: an image of this
+    ledger is that very file, as the ledger recorded it). Paths are compared after realpath."""
+    real = os.path.realpath(path)
+    rows = [i for i in ledger.images() if os.path.realpath(i.path) == real]
+    if not rows:
+        return "not a file this ledger created"
+    reasons = [identity_mismatch(i) for i in rows]
+    if any(r is None for r in reasons):
+        return None
+    return next(r for r in reasons if r is not None)
+
+
 def _kept_keys(ledger: Ledger, open_files: Iterable[str]) -> tuple[set[FileKey], set[str]]:
     """Identities and resolved paths of every file that must stay: kept images of every
     connection (not only this one) and the files QEMU has open."""

@@ -30,9 +30,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tui.chains.cleanup import not_ours
 from tui.chains.ledger import PointsLedger, PruneState, PruneStepRow
 from tui.chains.points import BUSY, Point, list_points
 from tui.chains.policy import Keep, Policy
+from tui.chains.targets import file_identity
 
 QEMU_IMG = "qemu-img"
 Audit = Callable[[str, dict[str, Any]], None]
@@ -270,8 +272,9 @@ def _qemu_img(argv: list[str]) -> None:
 def delete_checked(ledger: PointsLedger, ident: dict[str, Any], open_files: set[str]) -> str:
     """Delete one file if it is still the one the step planned to delete; what happened."""
     path = ident["path"]
-    if not ledger.path_known(path):
-        raise PruneError(f"{path} is not a file the ledger created; not deleted")
+    why = not_ours(ledger, path)
+    if why is not None and FileId.of(path) is not None:
+        raise PruneError(f"{path}: {why}; not deleted")
     now = FileId.of(path)
     if now is None:
         return f"already gone {path}"
@@ -283,6 +286,18 @@ def delete_checked(ledger: PointsLedger, ident: dict[str, Any], open_files: set[
         raise PruneError(f"{path} changed since the prune was planned; not deleted")
     os.unlink(path)
     return f"deleted {path}"
+
+
+def _note_identity(ledger: PointsLedger, path: str) -> None:
+    """After prune itself changed a file of ours (commit, rebase): record it as it is now, so
+    the ledger still knows the file as its own when a later prune deletes it."""
+    st = file_identity(path)
+    if st is None:
+        return
+    real = os.path.realpath(path)
+    for im in ledger.images():
+        if os.path.realpath(im.path) == real and im.file_ino == st.st_ino:
+            ledger.set_file_identity(im.id, st)
 
 
 def record_step(ledger: PointsLedger, connection: str, step: Step) -> int:
@@ -313,6 +328,7 @@ def finish_step(ledger: PointsLedger, row: PruneStepRow, *, open_files: Iterable
         if row.action == "merge" and state is PruneState.PLANNED:
             note("qemu-img commit", {"top": plan["top"], "base": plan["base"]})
             _qemu_img(["commit", "-q", "-d", "-f", "qcow2", "-b", plan["base"], plan["top"]])
+            _note_identity(ledger, plan["base"])  # the merge changed it: still ours
             ledger.advance_prune_step(row.id, PruneState.COMMITTED,
                                       holder=(plan["top_id"], plan["holder_id"]))
             lines.append(f"committed {os.path.basename(plan['top'])} into {plan['base']}")
@@ -322,6 +338,7 @@ def finish_step(ledger: PointsLedger, row: PruneStepRow, *, open_files: Iterable
                 note("qemu-img rebase", {"image": plan["rebase"], "backing": plan["base"]})
                 _qemu_img(["rebase", "-q", "-u", "-f", "qcow2", "-b", plan["base"], "-F", "qcow2",
                            plan["rebase"]])
+                _note_identity(ledger, plan["rebase"])
                 lines.append(f"rebased {os.path.basename(plan['rebase'])} onto {plan['base']}")
             ledger.advance_prune_step(row.id, PruneState.REBASED)
             state = PruneState.REBASED
