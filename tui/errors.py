@@ -34,6 +34,10 @@ class ReadOnlyError(BitmapTuiError):
     """A mutating command was refused because the app runs read-only."""
 
 
+class AuditError(BitmapTuiError):
+    """A change was not made because its intent could not be written to the audit log."""
+
+
 class ValidationError(BitmapTuiError):
     """A request refused by the app before anything was sent to QEMU."""
 

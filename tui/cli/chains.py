@@ -121,9 +121,7 @@ def _delete_images(session: Session, args: argparse.Namespace, pr: Any, fleet: A
               "delete these on the QEMU host:")
         print("\n".join(f"  {p}" for p in pr.paths))
         return EXIT_REFUSED
-    if session.read_only:
-        error("read-only: not deleting anything")
-        return EXIT_REFUSED
+    session.may_change("deleting anything")  # ReadOnlyError: one line, exit 2
     if not args.yes:
         print(f"would delete {len(pr.paths)} invalid image(s) of {pr.connection}:")
         print("\n".join(f"  {p}" for p in pr.paths))
@@ -132,7 +130,8 @@ def _delete_images(session: Session, args: argparse.Namespace, pr: Any, fleet: A
     live = fleet.store.state.connections.get(pr.connection) if fleet is not None else None
     open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
     with Ledger(session.ledger_path) as ledger:
-        result = delete_images(ledger, pr.connection, pr.image_ids, open_files)
+        result = delete_images(ledger, pr.connection, pr.image_ids, open_files,
+                               audit=session.audit())
     for line in result.lines():
         print(line)
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -470,23 +470,26 @@ class Connection:
         client = self._client
         if client is None or client.runstate != Runstate.RUNNING:
             raise NotConnectedError(f"{self.name} is not connected")
+        # Write-ahead: the intent is on disk before the command leaves (AuditError: not sent).
+        audit = self.audit if mutating else None
+        entry = audit.intent(self.name, command, arguments) if audit is not None else ""
         try:
             reply = await asyncio.wait_for(
                 client.execute(command, arguments), timeout or self.command_timeout
             )
         except ExecuteError as exc:
-            if mutating and self.audit:
-                self.audit.record(self.name, command, arguments, error=f"{exc.error_class}: {exc}")
+            if audit is not None:
+                audit.outcome(entry, error=f"{exc.error_class}: {exc}")
             raise QMPCommandError(command, exc.error_class, str(exc)) from None
         except ExecInterruptedError:
-            if mutating and self.audit:
-                self.audit.record(self.name, command, arguments, error="connection lost")
+            if audit is not None:
+                audit.outcome(entry, error="connection lost")
             raise ConnectionLostError(
                 f"{self.name}: connection lost before QEMU answered '{command}'"
             ) from None
         except TimeoutError:
-            if mutating and self.audit:
-                self.audit.record(self.name, command, arguments, error="timeout")
+            if audit is not None:
+                audit.outcome(entry, error="timeout")
             # A QMP monitor answers in order: one stuck reply means the link is unusable.
             # Kept referenced until done: the loop holds only a weak reference to tasks.
             task = asyncio.get_running_loop().create_task(self._drop(client))
@@ -496,9 +499,13 @@ class Connection:
                 f"{self.name}: QEMU did not answer '{command}' within "
                 f"{timeout or self.command_timeout:g} s"
             ) from None
+        except BaseException as exc:  # cancelled, or the client failed otherwise: effect unknown
+            if audit is not None:
+                audit.outcome(entry, error=f"not answered: {type(exc).__name__}")
+            raise
         if mutating:
-            if self.audit:
-                self.audit.record(self.name, command, arguments, reply=reply)
+            if audit is not None:
+                audit.outcome(entry, reply=reply)
             if not command.startswith("human-monitor"):
                 with contextlib.suppress(Exception):
                     await self.refresh()

@@ -326,7 +326,8 @@ class ChainsScreen(Screen[None]):
 
         live = self.store.state.connections.get(pr.connection)
         open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
-        result = delete_images(self.ledger, pr.connection, pr.image_ids, open_files)
+        result = delete_images(self.ledger, pr.connection, pr.image_ids, open_files,
+                               audit=getattr(self.fleet, "audit", None))
         self.notify("\n".join(result.lines()), title="invalid images",
                     severity="information" if result.ok else "error", timeout=10)
         self.reload()
