@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from tui.model.store import Store
+from tui.text import shown, shown_lines
 from tui.ui.palette import ContextCommands
 from tui.ui.screens.actions import MUTATING
 from tui.ui.screens.dashboard import DashboardScreen
@@ -64,6 +65,10 @@ class BitmapTuiApp(App[int]):
             self.theme = theme_name or DEFAULT_THEME
         if keymap:
             self.set_keymap(keymap)
+
+    def notify(self, message: str, *, title: str = "", **options: Any) -> None:
+        """Every notification, made safe: control characters escaped, long values cut."""
+        super().notify("\n".join(shown_lines(message)), title=shown(title), **options)
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # $bitmap-frozen and friends default to the current theme's colours; themes may override.

@@ -20,6 +20,7 @@ from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint
 from tui.sandbox import SandboxError
 from tui.session import Session
+from tui.text import LINE_LIMIT, shown
 from tui.txn.model import Transaction
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.demo_commands import palette_commands
@@ -48,7 +49,7 @@ def run_console(session: Session, *, startup: Startup | None = None,
     try:
         return _run(_serve(session, themes, startup, demo))
     except SandboxError as exc:
-        print(f"bitmap-tui: cannot start the demo QEMU: {exc}", file=sys.stderr)
+        print(f"bitmap-tui: cannot start the demo QEMU: {shown(str(exc), LINE_LIMIT)}", file=sys.stderr)
         return 2
 
 

@@ -31,6 +31,7 @@ from tui.chains.view import ChainsView, Problem, build_view
 from tui.errors import BitmapTuiError
 from tui.format import human_bytes
 from tui.model.store import Store
+from tui.text import LINE_LIMIT, shown
 from tui.ui.palette import PaletteCommand
 from tui.ui.screens.dialogs import ConfirmDialog
 
@@ -152,7 +153,7 @@ class ChainsScreen(Screen[None]):
                 label = f"{d.connection}/{d.drive}" if i == 0 else ""
                 size = human_bytes(im.size) if im.size is not None else "?"
                 state = im.state.upper() + (" (deleted)" if im.deleted else "")
-                chains.add_row(*(Text(c) for c in (label, os.path.basename(im.path), im.kind,
+                chains.add_row(*(Text(shown(c)) for c in (label, os.path.basename(im.path), im.kind,
                                                    state, size)))
         lines = []
         for d in self.view_data.drives:
@@ -163,12 +164,12 @@ class ChainsScreen(Screen[None]):
         if not self.view_data.drives:
             lines.append("no backups yet: press r to run a policy")
         lines += self.verify_lines
-        self.query_one("#next", Static).update(Text("\n".join(lines)))
+        self.query_one("#next", Static).update(Text("\n".join(shown(line, LINE_LIMIT) for line in lines)))
         problems = self.query_one("#problems", DataTable)
         problems.clear()
         for n, pr in enumerate(self.view_data.problems, 1):
             # Text, not markup: "[orphan]" and bitmap names must show as they are.
-            problems.add_row(Text(str(n)), Text(f"[{pr.kind}] {pr.text}"), Text(pr.fix))
+            problems.add_row(Text(str(n)), Text(shown(f"[{pr.kind}] {pr.text}", LINE_LIMIT)), Text(shown(pr.fix, LINE_LIMIT)))
 
     def action_reload(self) -> None:
         self._reconcile_and_reload()
