@@ -156,6 +156,22 @@ async def _nothing() -> None:
     return None
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Done-callback: take a finished task's exception, so a task that failed while its owner
+    was already stopping never prints "Task exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _finish(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel ``tasks`` and wait until they have ended (their errors are dropped: the caller
+    has already taken the one that matters)."""
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 # A disconnect that cannot finish (a peer that stopped reading, a stuck TLS flush) must not hang
 # the app's quit or the reconnect loop.
 DISCONNECT_TIMEOUT = 5.0
@@ -253,6 +269,8 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._task = None
+        # e.g. the disconnect of a link dropped after a timeout
+        await _finish(*self._background)
 
     def _set_link(self, state: LinkState, error: str | None) -> None:
         self.store.update(self.name, lambda c: reducer.link_changed(c, state, error))
@@ -334,6 +352,8 @@ class Connection:
         assert client is not None
         pump = asyncio.create_task(self._pump(client), name=f"qmp-pump:{self.name}")
         poller = asyncio.create_task(self._poll_loop(), name=f"qmp-poll:{self.name}")
+        for task in (pump, poller):
+            task.add_done_callback(_retrieve)
         cause: BaseException | None = None
         try:
             # The pump is watched too: if it died, events would pile up unread in qemu.qmp's queue.
@@ -345,8 +365,7 @@ class Connection:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     cause = cause or task.exception()
         finally:
-            pump.cancel()
-            poller.cancel()
+            await _finish(pump, poller)
             ended = await _disconnect(client)
             # A query cut short by the session ending says less than the session's own error.
             if ended is not None and (cause is None or isinstance(cause, ConnectionLostError)):
@@ -400,12 +419,17 @@ class Connection:
             self._wake.clear()
             if self._stopping:
                 return
-            if self._want_nodes or time.monotonic() - last_nodes >= self.refresh_interval:
-                self._want_nodes = False
-                await self.refresh_nodes()
-                last_nodes = time.monotonic()
-            if busy or self.model.active_jobs:
-                await self.refresh_jobs()
+            try:
+                if self._want_nodes or time.monotonic() - last_nodes >= self.refresh_interval:
+                    self._want_nodes = False
+                    await self.refresh_nodes()
+                    last_nodes = time.monotonic()
+                if busy or self.model.active_jobs:
+                    await self.refresh_jobs()
+            except (NotConnectedError, ConnectionLostError):
+                if self._stopping:  # the link is being closed under the query: not a failure
+                    return
+                raise
 
     @contextlib.contextmanager
     def quiet_nodes(self) -> Iterator[None]:
@@ -493,6 +517,7 @@ class Connection:
             # A QMP monitor answers in order: one stuck reply means the link is unusable.
             # Kept referenced until done: the loop holds only a weak reference to tasks.
             task = asyncio.get_running_loop().create_task(self._drop(client))
+            task.add_done_callback(_retrieve)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             raise CommandTimeoutError(
