@@ -18,6 +18,10 @@ class ConnectError(BitmapTuiError):
     """Could not connect to (or negotiate with) a QMP server."""
 
 
+class BusySocketError(ConnectError):
+    """Another client holds the QMP socket (QEMU serves one monitor client at a time)."""
+
+
 class NotConnectedError(BitmapTuiError):
     """A command was issued while the connection is down."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import ssl as ssl_mod
@@ -25,6 +26,7 @@ from qemu.qmp.qmp_client import GreetingError, NegotiationError, ServerParseErro
 from tui.audit import AuditLog
 from tui.errors import (
     AddressError,
+    BusySocketError,
     CommandTimeoutError,
     ConnectionLostError,
     NotConnectedError,
@@ -76,6 +78,32 @@ class QuietQMPClient(TLSNudgingQMPClient):
         if self.logger.isEnabledFor(logging.DEBUG):
             return super()._cb_outbound(msg)
         return msg
+
+    async def _establish_session(self) -> None:
+        # The transport is open: from here on, a silence is a missing greeting (see busy_error).
+        self.transport_open = True
+        await super()._establish_session()
+
+
+# What connect() on a unix socket whose listen queue is full reports: EAGAIN, or EINVAL as
+# qemu.qmp's asyncio path turns it.
+_QUEUE_FULL = frozenset({errno.EAGAIN, errno.EINVAL})
+
+
+def busy_error(client: QMPClient, exc: BaseException, where: str,
+               timeout: float) -> BusySocketError | None:
+    """The error to report when ``exc`` (from connecting ``client``) means another client holds
+    the socket, else None.
+
+    QEMU serves one QMP client per monitor and leaves later ones in the listen queue: the
+    connect is accepted but no greeting comes; once the queue is full connect() fails at once."""
+    inner = exc.exc if isinstance(exc, QMPConnectError) else exc
+    if isinstance(inner, OSError) and inner.errno in _QUEUE_FULL:
+        return BusySocketError(f"busy: another client holds {where} (its queue is full)")
+    if isinstance(exc, TimeoutError) and getattr(client, "transport_open", False):
+        return BusySocketError(f"busy: another client holds {where} (connected, but no QMP "
+                               f"greeting within {timeout:g} s)")
+    return None
 
 
 def is_mutating(command: str) -> bool:
@@ -142,7 +170,7 @@ def describe_error(exc: BaseException) -> str:
         return "the server closed the connection"
     if isinstance(exc, ConnectionResetError):
         return "connection reset by the server"
-    if isinstance(exc, AddressError):
+    if isinstance(exc, AddressError | BusySocketError):
         return str(exc)
     if isinstance(exc, ssl_mod.SSLError):
         return f"TLS error: {exc.reason or exc}"
@@ -302,7 +330,14 @@ class Connection:
             target, ssl, cleanup = await asyncio.wait_for(
                 self._opener(self.address), self.connect_timeout
             )
-            await asyncio.wait_for(client.connect(target, ssl=ssl), self.connect_timeout)
+            try:
+                await asyncio.wait_for(client.connect(target, ssl=ssl), self.connect_timeout)
+            except Exception as exc:
+                where = self.address.path if self.address.kind == "unix" else str(self.address)
+                busy = busy_error(client, exc, where, self.connect_timeout)
+                if busy is None:
+                    raise
+                raise busy from None
             version = parse_version(
                 await asyncio.wait_for(client.execute("query-version"), self.connect_timeout)
             )
