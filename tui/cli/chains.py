@@ -124,7 +124,7 @@ def _delete_images(session: Session, args: argparse.Namespace, pr: Any, fleet: A
         for p in pr.paths:
             say(f"  {p}")
         return EXIT_REFUSED
-    session.may_change("deleting anything")  # ReadOnlyError: one line, exit 2
+    audit = session.change_log("deleting anything")  # read-only: ReadOnlyError, one line
     if not args.yes:
         say(f"would delete {len(pr.paths)} invalid image(s) of {pr.connection}:")
         for p in pr.paths:
@@ -135,7 +135,7 @@ def _delete_images(session: Session, args: argparse.Namespace, pr: Any, fleet: A
     open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
     with Ledger(session.ledger_path) as ledger:
         result = delete_images(ledger, pr.connection, pr.image_ids, open_files,
-                               audit=session.audit())
+                               audit=audit)
     for line in result.lines():
         say(line)
     return EXIT_OK if result.ok else EXIT_FAILED
