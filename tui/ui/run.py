@@ -131,7 +131,11 @@ async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
                                keymap=session.config.keymap, demo=demo,
                                policies=dict(session.config.policies), startup=startup)
             app.first_answer_timeout = session.first_answer_timeout
-            await app.run_async()
+            try:
+                await app.run_async()
+            finally:
+                # no new reconcile runs while the connections close
+                getattr(app, "_chains_unwatch", lambda: None)()
             return app.return_code or 0
     finally:
         guard.uninstall()
