@@ -38,7 +38,8 @@ async def test_status_names_the_busy_socket(sandbox):
         code, out = await status(sandbox.address)
         assert code == 2
         (line,) = [ln for ln in out.splitlines() if "busy" in ln]
-        assert f"another client holds {sandbox.socket}" in line and "no QMP greeting" in line
+        assert f"connected to {sandbox.socket} but no QMP greeting within 1 s" in line
+        assert "another client probably holds it" in line
         # a full listen queue: several waiting clients, then one more
         waiting = []
         for _ in range(4):
@@ -67,7 +68,8 @@ async def test_console_fleet_retries_quietly_and_connects_when_the_holder_leaves
         fleet = await fleet_for(sandbox, connect_timeout=0.5)
         conn = fleet["vm0"]
         assert conn.model.state is LinkState.FAILED
-        assert conn.model.error.startswith(f"busy: another client holds {sandbox.socket}")
+        assert f"{sandbox.socket} but no QMP greeting" in conn.model.error
+        assert "busy: another client probably holds it" in conn.model.error
         tries = conn.attempts
         await wait_for(lambda: conn.attempts > tries, 10, "a retry")
         assert conn.model.state is not LinkState.CONNECTED

@@ -101,8 +101,9 @@ def busy_error(client: QMPClient, exc: BaseException, where: str,
     if isinstance(inner, OSError) and inner.errno in _QUEUE_FULL:
         return BusySocketError(f"busy: another client holds {where} (its queue is full)")
     if isinstance(exc, TimeoutError) and getattr(client, "transport_open", False):
-        return BusySocketError(f"busy: another client holds {where} (connected, but no QMP "
-                               f"greeting within {timeout:g} s)")
+        return BusySocketError(f"timed out: connected to {where} but no QMP greeting within "
+                               f"{timeout:g} s; busy: another client probably holds it "
+                               "(QEMU serves one at a time)")
     return None
 
 
