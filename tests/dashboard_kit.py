@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
+from tui.audit import changes
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.screens.dashboard import DashboardScreen
@@ -47,9 +47,7 @@ def messages(app: Any) -> Messages:
 
 def sent_commands(audit_path: Path) -> list[str]:
     """Mutating commands that reached QEMU (the core audits every one)."""
-    if not audit_path.exists():
-        return []
-    return [json.loads(line)["command"] for line in audit_path.read_text().splitlines() if line]
+    return [e["command"] for e in changes(audit_path)]
 
 
 @asynccontextmanager

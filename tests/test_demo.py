@@ -125,11 +125,12 @@ def test_sigterm_while_the_demo_starts_leaves_nothing(tmp_path):
                             stderr=subprocess.PIPE)
     try:
         end = time.monotonic() + 30
-        while not any(scratch.iterdir()):
+        # (only the sandbox's own directory: tempfile's first use probes TMPDIR with a file)
+        while not (dirs := list(scratch.glob("bitmap-tui-*"))):
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < end, "the demo never created its scratch directory"
             time.sleep(0.005)
-        workdir = next(scratch.iterdir())
+        workdir = dirs[0]
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     finally:

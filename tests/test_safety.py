@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import stat
 import time
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires_qemu
-from tui.audit import AuditLog, open_audit
+from tui.audit import AuditLog, changes, open_audit, read_entries
 from tui.cli.main import build_parser
 from tui.cli.options import session_of
 from tui.errors import (
@@ -32,7 +31,8 @@ TUI = Path(__file__).resolve().parent.parent / "tui"
 
 
 def entries(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """Each audited change once (intent joined with its outcome)."""
+    return changes(path)
 
 
 # ------------------------------------------------------------------ audit log
@@ -61,8 +61,14 @@ async def test_every_mutating_command_is_audited_and_queries_are_not(sandbox, fl
         "block-dirty-bitmap-remove",
     ], "queries (the connection's own polling included) are not audited"
     for e in log:
-        assert set(e) == {"time", "connection", "command", "arguments", "reply", "error"}
+        assert set(e) == {"id", "phase", "time", "connection", "command", "arguments", "outcome",
+                          "reply", "error"}
         assert e["connection"] == "vm0" and before - 1 <= e["time"] <= time.time() + 1
+        assert e["outcome"], "every intent has its outcome"
+    raw = read_entries(log_path)
+    assert [e["phase"] for e in raw] == ["intent", "outcome"] * 4
+    assert all(raw[i]["id"] == raw[i + 1]["id"] for i in range(0, 8, 2))
+    assert len({e["id"] for e in raw}) == 4
     assert log[0]["arguments"] == {"node": "disk0", "name": "bm0"}
     assert log[0]["reply"] == {} and log[0]["error"] is None
     assert log[1]["reply"] is None
@@ -86,10 +92,12 @@ async def test_command_without_answer_is_audited_as_timeout(fake_qmp, fleet_for,
 def test_audit_log_only_appends(tmp_path):
     path = tmp_path / "sub" / "audit.jsonl"
     first = AuditLog(path)
-    first.record("vm0", "block-dirty-bitmap-add", {"node": "n", "name": "a"}, reply={})
+    first.outcome(first.intent("vm0", "block-dirty-bitmap-add", {"node": "n", "name": "a"}),
+                  reply={})
     first.close()
     second = AuditLog(path)  # a later session: earlier records stay
-    second.record("vm1", "block-dirty-bitmap-remove", {"node": "n", "name": "a"}, error="x")
+    second.outcome(second.intent("vm1", "block-dirty-bitmap-remove", {"node": "n", "name": "a"}),
+                   error="x")
     second.close()
     assert [e["connection"] for e in entries(path)] == ["vm0", "vm1"]
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import requires_qemu
+from tui.audit import changes
 from tui.sandbox import QEMU_IMG, Sandbox, run
 from tui.txn import Transaction, dumps, load
 from tui.txn.model import Action
@@ -71,8 +72,7 @@ async def test_apply_exit_1_partial_failure_json(make_sandbox, tmp_path):
     assert any("drive0's next incremental must be based on" in n for n in data["next"])
     # every command that changed QEMU is in the audit log (the refused run sent nothing)
     audit = Path(os.environ["XDG_STATE_HOME"]) / "bitmap-tui" / "audit.jsonl"
-    sent = [json.loads(line)["command"] for line in audit.read_text().splitlines()]
-    assert sent == ["transaction"]
+    assert [e["command"] for e in changes(audit)] == ["transaction"]
 
 
 @requires_qemu

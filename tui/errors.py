@@ -18,6 +18,10 @@ class ConnectError(BitmapTuiError):
     """Could not connect to (or negotiate with) a QMP server."""
 
 
+class BusySocketError(ConnectError):
+    """Another client holds the QMP socket (QEMU serves one monitor client at a time)."""
+
+
 class NotConnectedError(BitmapTuiError):
     """A command was issued while the connection is down."""
 
@@ -32,6 +36,10 @@ class CommandTimeoutError(BitmapTuiError):
 
 class ReadOnlyError(BitmapTuiError):
     """A mutating command was refused because the app runs read-only."""
+
+
+class AuditError(BitmapTuiError):
+    """A change was not made because its intent could not be written to the audit log."""
 
 
 class ValidationError(BitmapTuiError):

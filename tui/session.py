@@ -111,6 +111,14 @@ class Session:
         if self.read_only:
             raise ReadOnlyError(f"read-only: not {what}")
 
+    def change_log(self, what: str) -> AuditLog:
+        """The audit log a local change (a file deletion) is recorded in; ReadOnlyError (one
+        line) in read-only mode, so a read-only session has no way to make one."""
+        self.may_change(what)
+        log = self.audit()
+        assert log is not None  # not read-only: audit() opened it (or raised ConfigError)
+        return log
+
     def audit(self) -> AuditLog | None:
         """The audit log, opened once; None when read-only (nothing can be sent to record)."""
         if self.read_only:

@@ -19,7 +19,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tui.audit import AuditLog
 from tui.chains.ledger import ImageRow, ImageState, Ledger
+from tui.errors import AuditError
 
 DELETABLE = (ImageState.INVALID, ImageState.UNKNOWN)
 
@@ -122,11 +124,12 @@ class DeleteResult:
 
 
 def delete_images(ledger: Ledger, connection: str, image_ids: Iterable[int],
-                  open_files: Iterable[str] = ()) -> DeleteResult:
+                  open_files: Iterable[str] = (), audit: AuditLog | None = None) -> DeleteResult:
     """Delete the files of these images, re-checking each against the ledger first.
 
     The view that offered the deletion may be stale (a run finished since): every image is
-    checked again here, so a VALID or protected image is refused, never deleted.
+    checked again here, so a VALID or protected image is refused, never deleted. With ``audit``
+    each deletion is recorded there first (a file whose intent cannot be written stays).
     """
     allowed = {i.id: i for i in deletable_images(ledger, connection, open_files=open_files)}
     result = DeleteResult()
@@ -146,7 +149,11 @@ def delete_images(ledger: Ledger, connection: str, image_ids: Iterable[int],
             result.refused.append(f"{im.path}: {mismatch}")
             continue
         try:
-            os.unlink(os.path.realpath(im.path))
+            real = os.path.realpath(im.path)
+            audit.unlink(real, connection=connection) if audit else os.unlink(real)
+        except AuditError as exc:
+            result.refused.append(f"{im.path}: {exc}")
+            continue
         except FileNotFoundError:
             result.already_gone.append(im.path)
         except OSError as exc:

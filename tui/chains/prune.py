@@ -23,13 +23,15 @@ planned.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tui.audit import AuditError, AuditLog
 from tui.chains.cleanup import not_ours
 from tui.chains.ledger import PointsLedger, PruneState, PruneStepRow
 from tui.chains.points import BUSY, Point, list_points
@@ -37,7 +39,6 @@ from tui.chains.policy import Keep, Policy
 from tui.chains.targets import file_identity
 
 QEMU_IMG = "qemu-img"
-Audit = Callable[[str, dict[str, Any]], None]
 
 _PERIODS = (("daily", "%Y/%m/%d"), ("weekly", "%G/%V"), ("monthly", "%Y/%m"))
 
@@ -47,6 +48,10 @@ class PruneError(Exception):
 
 
 # ---------------------------------------------------------------------------------- selection
+
+
+# The audit log's connection for changes made on this machine (not sent to a QEMU).
+LOCAL = "local"
 
 
 def select(points: list[Point], keep: Keep) -> dict[int, str]:
@@ -269,7 +274,8 @@ def _qemu_img(argv: list[str]) -> None:
         raise PruneError(f"qemu-img {argv[0]}: {lines[-1] if lines else res.returncode}")
 
 
-def delete_checked(ledger: PointsLedger, ident: dict[str, Any], open_files: set[str]) -> str:
+def delete_checked(ledger: PointsLedger, ident: dict[str, Any], open_files: set[str],
+                   audit: AuditLog | None = None) -> str:
     """Delete one file if it is still the one the step planned to delete; what happened."""
     path = ident["path"]
     why = not_ours(ledger, path)
@@ -284,7 +290,10 @@ def delete_checked(ledger: PointsLedger, ident: dict[str, Any], open_files: set[
             and now.size == ident["size"] and now.mtime_ns == ident["mtime_ns"])
     if not same:
         raise PruneError(f"{path} changed since the prune was planned; not deleted")
-    os.unlink(path)
+    if audit is not None:
+        audit.unlink(path, connection=LOCAL)
+    else:
+        os.unlink(path)
     return f"deleted {path}"
 
 
@@ -318,16 +327,24 @@ def record_step(ledger: PointsLedger, connection: str, step: Step) -> int:
                                  [p.image_id for p in step.removes])
 
 
+def _audited(audit: AuditLog | None, command: str, arguments: dict[str, Any]
+             ) -> contextlib.AbstractContextManager[None]:
+    """The change between its audit intent and outcome (nothing to record without a log)."""
+    if audit is None:
+        return contextlib.nullcontext()
+    return audit.change(LOCAL, command, arguments)
+
+
 def finish_step(ledger: PointsLedger, row: PruneStepRow, *, open_files: Iterable[str] = (),
-                audit: Audit | None = None) -> list[str]:
-    """Do (or finish) one recorded step from its recorded state; lines saying what was done."""
-    note = audit or (lambda _c, _a: None)
+                audit: AuditLog | None = None) -> list[str]:
+    """Do (or finish) one recorded step from its recorded state; lines saying what was done.
+    Every file rewritten or deleted is audited first (write-ahead)."""
     plan, state, lines = row.plan, row.state, []
     ledger.take_prune_step(row.id)
     try:
         if row.action == "merge" and state is PruneState.PLANNED:
-            note("qemu-img commit", {"top": plan["top"], "base": plan["base"]})
-            _qemu_img(["commit", "-q", "-d", "-f", "qcow2", "-b", plan["base"], plan["top"]])
+            with _audited(audit, "qemu-img commit", {"top": plan["top"], "base": plan["base"]}):
+                _qemu_img(["commit", "-q", "-d", "-f", "qcow2", "-b", plan["base"], plan["top"]])
             _note_identity(ledger, plan["base"])  # the merge changed it: still ours
             ledger.advance_prune_step(row.id, PruneState.COMMITTED,
                                       holder=(plan["top_id"], plan["holder_id"]))
@@ -335,19 +352,19 @@ def finish_step(ledger: PointsLedger, row: PruneStepRow, *, open_files: Iterable
             state = PruneState.COMMITTED
         if row.action == "merge" and state is PruneState.COMMITTED:
             if plan["rebase"]:
-                note("qemu-img rebase", {"image": plan["rebase"], "backing": plan["base"]})
-                _qemu_img(["rebase", "-q", "-u", "-f", "qcow2", "-b", plan["base"], "-F", "qcow2",
-                           plan["rebase"]])
+                with _audited(audit, "qemu-img rebase",
+                              {"image": plan["rebase"], "backing": plan["base"]}):
+                    _qemu_img(["rebase", "-q", "-u", "-f", "qcow2", "-b", plan["base"], "-F",
+                               "qcow2", plan["rebase"]])
                 _note_identity(ledger, plan["rebase"])
                 lines.append(f"rebased {os.path.basename(plan['rebase'])} onto {plan['base']}")
             ledger.advance_prune_step(row.id, PruneState.REBASED)
             state = PruneState.REBASED
         opened = set(open_files)
         for ident in plan["files"]:
-            note("delete", {"path": ident["path"]})
-            lines.append(delete_checked(ledger, ident, opened))
+            lines.append(delete_checked(ledger, ident, opened, audit))
         ledger.advance_prune_step(row.id, PruneState.DONE, deleted=plan["deleted_ids"])
-    except (PruneError, OSError) as exc:
+    except (PruneError, OSError, AuditError) as exc:
         ledger.set_prune_error(row.id, str(exc))
         raise PruneError(f"step {row.id} ({row.action} on {row.drive}): {exc}") from None
     finally:
@@ -370,7 +387,7 @@ class PruneResult:
 
 
 def prune(ledger: PointsLedger, policy: Policy, *, open_files: Iterable[str] = (),
-          audit: Audit | None = None) -> PruneResult:
+          audit: AuditLog | None = None) -> PruneResult:
     """Finish interrupted steps, then plan and do the policy's retention, step by step."""
     opened = set(open_files)
     result = PruneResult(plan_prune(ledger, policy))

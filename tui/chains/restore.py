@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.audit import AuditLog
 from tui.chains.ledger import PointsLedger, RestoreRow, RestoreState
 from tui.chains.points import Point
 from tui.chains.targets import QMPConn, TargetError, _create_job, create_target
@@ -199,8 +200,9 @@ def convert(point: Point, partial: str, fmt: str, on_progress: Progress | None =
 
 def restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str, *,
                   on_progress: Progress | None = None, speed: int = 0,
-                  audit: Callable[[str, dict[str, Any]], None] | None = None) -> RestoreResult:
-    """Write ``point`` to ``target`` with qemu-img, check it, and only then give it its name."""
+                  audit: AuditLog | None = None) -> RestoreResult:
+    """Write ``point`` to ``target`` with qemu-img, check it, and only then give it its name
+    (audited write-ahead: the intent is recorded before any file is written)."""
     repair_local(ledger)
     check_restorable(point, target, fmt)
     check_chain_files(point)
@@ -208,17 +210,19 @@ def restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str, *,
                              image_id=point.image_id, target=target,
                              partial=partial_path(target, 0), fmt=fmt, route="local")
     partial = _set_partial(ledger, rid, target)
-    if audit is not None:
-        audit("qemu-img convert", {"chain": list(point.chain), "target": target, "format": fmt})
+    change = (audit.change("local", "qemu-img convert",
+                           {"chain": list(point.chain), "target": target, "format": fmt})
+              if audit is not None else contextlib.nullcontext())
     try:
-        reserve(partial)
-        convert(point, partial, fmt, on_progress, speed)
-        same, detail = compare_with_chain(point, partial, fmt)
-        if not same:
-            raise RestoreFailed(f"the copy differs from the chain: {detail}")
-        if has_backing_file(partial, fmt):
-            raise RestoreFailed("the copy names a backing file")
-        publish(partial, target)
+        with change:
+            reserve(partial)
+            convert(point, partial, fmt, on_progress, speed)
+            same, detail = compare_with_chain(point, partial, fmt)
+            if not same:
+                raise RestoreFailed(f"the copy differs from the chain: {detail}")
+            if has_backing_file(partial, fmt):
+                raise RestoreFailed("the copy names a backing file")
+            publish(partial, target)
     except BaseException as exc:
         remove_partial(partial)
         ledger.end_restore(rid, RestoreState.FAILED, str(exc) or type(exc).__name__)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tui.cli.options import EXIT_REFUSED, add_session_options, error, session_of
+from tui.cli.options import EXIT_REFUSED, add_session_options, error, say, session_of
 from tui.errors import BitmapTuiError
 from tui.model.state import LinkState
 from tui.session import Session
@@ -64,7 +64,7 @@ def _emit(verdict: Verdict, as_json: bool) -> int:
         print(json.dumps(verdict.to_dict(), indent=2))
     else:
         for line in describe(verdict):
-            print(line)
+            say(line)
     return verdict.exit_code
 
 
@@ -112,13 +112,13 @@ async def _apply(session: Session, args: argparse.Namespace, txn: Transaction) -
             return code
         if not args.json:
             for line in checks:
-                print(line, file=sys.stderr)
+                say(line, file=sys.stderr)
         run = TransactionRun(conn, prepared)
         if not await run.send():
             assert run.verdict is not None
             return _emit(run.verdict, args.json)
         if not args.json:
-            print(f"sent; waiting for {len(run.job_ids)} job(s): {', '.join(run.job_ids)}",
+            say(f"sent; waiting for {len(run.job_ids)} job(s): {', '.join(run.job_ids)}",
                   file=sys.stderr)
         verdict = await run.wait(args.wait_timeout)
         return _emit(verdict, args.json)
@@ -151,7 +151,7 @@ def _print_fixes(prepared: Any) -> None:
     for f in prepared.findings:
         if f.fix is None:
             continue
-        print(f"action {f.index + 1} without drive-backup:")
+        say(f"action {f.index + 1} without drive-backup:")
         for cmd, cmd_args in f.fix_prepare:
-            print(f"  first:   {json.dumps({'execute': cmd, 'arguments': cmd_args})}")
-        print(f"  then:    {json.dumps(f.fix.to_qmp())}")
+            say(f"  first:   {json.dumps({'execute': cmd, 'arguments': cmd_args})}")
+        say(f"  then:    {json.dumps(f.fix.to_qmp())}")

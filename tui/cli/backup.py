@@ -22,6 +22,7 @@ from tui.cli.options import (
     add_ledger_option,
     add_session_options,
     error,
+    say,
     session_of,
 )
 from tui.cli.prune import print_result as print_prune
@@ -78,10 +79,11 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
                     print(json.dumps({"policy": pol.name, "errors": plan.errors, "preview": lines},
                                      indent=2))
                 else:
-                    print(f"policy {pol.name} on {pol.connection} ({plan.mode}), not sent:")
-                    print("\n".join(f"  {line}" for line in lines))
+                    say(f"policy {pol.name} on {pol.connection} ({plan.mode}), not sent:")
+                    for line in lines:
+                        say(f"  {line}")
                 return EXIT_REFUSED if plan.errors else EXIT_OK
-            step = None if args.json else (lambda text: print(f"· {text}", file=sys.stderr))
+            step = None if args.json else (lambda text: say(f"· {text}", file=sys.stderr))
             result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step,
                                       guest_agent=_guest_agent(session, pol.connection))
     finally:
@@ -118,19 +120,19 @@ def _print_result(result: Any) -> None:
     head = f"policy {result.policy} on {result.connection} ({result.mode})"
     if result.txn_ids:
         head += ": transaction " + ", ".join(str(t) for t in result.txn_ids)
-    print(head)
+    say(head)
     for note in result.notes:
-        print(f"  note: {note}")
+        say(f"  note: {note}")
     for d in result.drives:
         what = f"{d.kind} {d.reason}".strip()
         tail = f"  {str(d.state).upper()}"
         if d.error:
             tail += f": {d.error}"
         target = f" → {d.path}" if d.path else ""
-        print(f"  {d.drive:<10} {what}{target}{tail}")
+        say(f"  {d.drive:<10} {what}{target}{tail}")
     if result.refused:
-        print(f"refused: {result.refused}")
+        say(f"refused: {result.refused}")
     if result.next:
-        print("next:")
+        say("next:")
         for line in result.next:
-            print(f"  {line}")
+            say(f"  {line}")

@@ -23,6 +23,7 @@ from tui.cli.options import (
     add_ledger_option,
     add_session_options,
     error,
+    say,
     session_of,
 )
 from tui.format import human_bytes
@@ -70,23 +71,24 @@ async def _chains(session: Session, args: argparse.Namespace) -> int:
         print(json.dumps(view.to_dict(), indent=2, default=str))
         return EXIT_OK
     if not view.drives:
-        print("the ledger has no backups yet")
+        say("the ledger has no backups yet")
     for d in view.drives:
-        print(f"{d.connection}/{d.drive} (node {d.node}, bitmap {d.bitmap}: {d.bitmap_state})")
+        say(f"{d.connection}/{d.drive} (node {d.node}, bitmap {d.bitmap}: {d.bitmap_state})")
         for im in d.chain:
             size = human_bytes(im.size) if im.size is not None else "?"
             err = f" ({im.error})" if im.error else ""
             gone = " (deleted)" if im.deleted else ""
-            print(f"  {im.kind:<11} {im.state.upper():<8} {size:>9}  {im.path}{err}{gone}")
+            say(f"  {im.kind:<11} {im.state.upper():<8} {size:>9}  {im.path}{err}{gone}")
         nxt = f"incremental on {os.path.basename(d.next_base)}" if d.next_base else "full"
-        print(f"  next: {nxt} ({d.next_reason})")
+        say(f"  next: {nxt} ({d.next_reason})")
     for p in view.points:
-        print(f"VM-wide point: {p.connection} policy {p.policy or '-'}: transaction {p.txn_id} "
+        say(f"VM-wide point: {p.connection} policy {p.policy or '-'}: transaction {p.txn_id} "
               f"({len(p.images)} drives)")
     for bm in view.bitmaps:
         print(f"bitmap {bm.node}/{bm.name}: owner {bm.owner}{'' if bm.ours else ' (not ours)'}")
     for i, pr in enumerate(view.problems, 1):
-        print(f"problem {i} [{pr.kind}] {pr.connection}: {pr.text}\n  fix: {pr.fix}")
+        say(f"problem {i} [{pr.kind}] {pr.connection}: {pr.text}")
+        say(f"  fix: {pr.fix}")
     return EXIT_OK
 
 
@@ -98,43 +100,44 @@ async def _apply_fix(session: Session, args: argparse.Namespace, view: Any, flee
     if pr.image_ids:
         return _delete_images(session, args, pr, fleet)
     if pr.command is None:
-        print(f"problem {args.fix}: {pr.fix}")
+        say(f"problem {args.fix}: {pr.fix}")
         return EXIT_OK
     cmd, arguments = pr.command
     if session.read_only:
         error(f"read-only: not sending {cmd}")
         return EXIT_REFUSED
     if not args.yes:
-        print(f"would send to {pr.connection}: {json.dumps({'execute': cmd, 'arguments': arguments})}")
-        print("add --yes to apply it")
+        say(f"would send to {pr.connection}: {json.dumps({'execute': cmd, 'arguments': arguments})}")
+        say("add --yes to apply it")
         return EXIT_REFUSED
     if fleet is None or pr.connection not in fleet.connections:
         error(f"{pr.connection} is not connected")
         return EXIT_REFUSED
     await fleet[pr.connection].execute(cmd, arguments)
-    print(f"applied: {cmd} {json.dumps(arguments)}")
+    say(f"applied: {cmd} {json.dumps(arguments)}")
     return EXIT_OK
 
 
 def _delete_images(session: Session, args: argparse.Namespace, pr: Any, fleet: Any) -> int:
     """The "invalid images" fix: delete the listed files (local QEMU only), after --yes."""
     if pr.remote:
-        print(f"{pr.connection} is a remote QEMU: bitmap-tui cannot delete files there; "
+        say(f"{pr.connection} is a remote QEMU: bitmap-tui cannot delete files there; "
               "delete these on the QEMU host:")
-        print("\n".join(f"  {p}" for p in pr.paths))
+        for p in pr.paths:
+            say(f"  {p}")
         return EXIT_REFUSED
-    if session.read_only:
-        error("read-only: not deleting anything")
-        return EXIT_REFUSED
+    audit = session.change_log("deleting anything")  # read-only: ReadOnlyError, one line
     if not args.yes:
-        print(f"would delete {len(pr.paths)} invalid image(s) of {pr.connection}:")
-        print("\n".join(f"  {p}" for p in pr.paths))
-        print("add --yes to delete them")
+        say(f"would delete {len(pr.paths)} invalid image(s) of {pr.connection}:")
+        for p in pr.paths:
+            say(f"  {p}")
+        say("add --yes to delete them")
         return EXIT_REFUSED
     live = fleet.store.state.connections.get(pr.connection) if fleet is not None else None
     open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
     with Ledger(session.ledger_path) as ledger:
-        result = delete_images(ledger, pr.connection, pr.image_ids, open_files)
+        result = delete_images(ledger, pr.connection, pr.image_ids, open_files,
+                               audit=audit)
     for line in result.lines():
-        print(line)
+        say(line)
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from tui.session import LaunchOptions, Session
+from tui.text import LINE_LIMIT, shown
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -77,5 +78,14 @@ def session_of(args: argparse.Namespace) -> Session:
 
 
 def error(message: str) -> None:
-    """One line on stderr, prefixed with the program's name."""
-    print(f"bitmap-tui: {message}", file=sys.stderr)
+    """One line on stderr, prefixed with the program's name (made safe: control characters
+    escaped, cut when very long)."""
+    print(f"bitmap-tui: {shown(message, LINE_LIMIT)}", file=sys.stderr)
+
+
+def say(line: str = "", *, file: Any = None) -> None:
+    """One line of a command's text output (stdout unless ``file``), made safe like errors.
+
+    Every text printer of the headless commands goes through here; JSON output does not (JSON
+    escapes control characters itself and must stay exact)."""
+    print(shown(line, LINE_LIMIT), file=file)

@@ -68,15 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
 def prune_policy(session: Session, pol: Policy) -> PruneResult:
     """Prune ``pol`` in this session (refused when read-only); each change is audited."""
-    session.may_change(f"pruning policy {pol.name}")
-    log = session.audit()
-
-    def audit(command: str, arguments: dict[str, Any]) -> None:
-        if log is not None:
-            log.record("local", command, {"policy": pol.name, **arguments})
-
+    log = session.change_log(f"pruning policy {pol.name}")
     with PointsLedger(session.ledger_path) as ledger:
-        return prune(ledger, pol, audit=audit)
+        return prune(ledger, pol, audit=log)
 
 
 def print_result(result: PruneResult) -> None:

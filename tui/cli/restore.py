@@ -121,15 +121,10 @@ async def _restore(session: Session, args: argparse.Namespace) -> int:
             route = "local" if chain_is_local(point) else "qemu"
         progress = None if args.json else _progress
         if route == "local":
-            log = session.audit()
-
-            def audit(command: str, arguments: dict[str, Any]) -> None:
-                if log is not None:
-                    log.record("local", command, arguments)
-
+            log = session.change_log(f"writing {args.to}")
             # Nothing else runs meanwhile, and the ledger belongs to this thread.
             result = restore_local(ledger, point, args.to, args.format, on_progress=progress,
-                                   speed=args.speed, audit=audit)
+                                   speed=args.speed, audit=log)
         else:
             result = await _via_qemu(session, ledger, args, point, connection, progress)
     if progress is not None:

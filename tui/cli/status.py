@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from tui.cli.options import EXIT_OK, EXIT_REFUSED, add_session_options, error, session_of
+from tui.cli.options import EXIT_OK, EXIT_REFUSED, add_session_options, error, say, session_of
 from tui.format import human_bytes
 from tui.model.serialize import fleet_dict
 from tui.model.state import LinkState
@@ -51,20 +51,20 @@ def print_status(data: dict[str, Any]) -> None:
             head += f", QEMU {conn['qemu_version']}"
         if conn["error"]:
             head += f" - {conn['error']}"
-        print(head)
+        say(head)
         for node in conn["nodes"]:
             dev = f" [{node['device']}]" if node["device"] else ""
-            print(f"  {node['node_name']}{dev} {node['driver']} {node['file']} {human_bytes(node['size'])}")
+            say(f"  {node['node_name']}{dev} {node['driver']} {node['file']} {human_bytes(node['size'])}")
             for bm in node["bitmaps"]:
                 name = bm["name"] if bm["name"] is not None else "(anonymous)"
                 persist = " persistent" if bm["persistent"] else ""
-                print(
+                say(
                     f"    {name:<24} {bm['state']:<13} dirty {human_bytes(bm['count']):>9}"
                     f"  granularity {human_bytes(bm['granularity'])}{persist}"
                 )
         for job in conn["jobs"]:
             err = f" error: {job['error']}" if job["error"] else ""
-            print(
+            say(
                 f"  job {job['id']} {job['type']} {job['status']} "
                 f"{human_bytes(job['current'])}/{human_bytes(job['total'])}{err}"
             )

@@ -12,7 +12,14 @@ from typing import Any
 from tui.chains.chain import chain_state
 from tui.chains.ledger import PointsLedger
 from tui.chains.verify import verify_chain
-from tui.cli.options import EXIT_FAILED, EXIT_OK, add_ledger_option, add_session_options, session_of
+from tui.cli.options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_ledger_option,
+    add_session_options,
+    say,
+    session_of,
+)
 
 
 def register(sub: Any) -> None:
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": ok, "drives": results}, indent=2))
     else:
         for r in results:
-            print(f"{r['connection']}/{r['drive']}" + (f": {r['note']}" if r.get("note") else ""))
+            say(f"{r['connection']}/{r['drive']}" + (f": {r['note']}" if r.get("note") else ""))
             for c in r["checks"]:
-                print(f"  {'PASS' if c['ok'] else 'FAIL'} {c['what']:<7} {c['path']}: {c['detail']}")
+                say(f"  {'PASS' if c['ok'] else 'FAIL'} {c['what']:<7} {c['path']}: {c['detail']}")
     return EXIT_OK if ok else EXIT_FAILED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import ssl as ssl_mod
@@ -25,6 +26,7 @@ from qemu.qmp.qmp_client import GreetingError, NegotiationError, ServerParseErro
 from tui.audit import AuditLog
 from tui.errors import (
     AddressError,
+    BusySocketError,
     CommandTimeoutError,
     ConnectionLostError,
     NotConnectedError,
@@ -76,6 +78,33 @@ class QuietQMPClient(TLSNudgingQMPClient):
         if self.logger.isEnabledFor(logging.DEBUG):
             return super()._cb_outbound(msg)
         return msg
+
+    async def _establish_session(self) -> None:
+        # The transport is open: from here on, a silence is a missing greeting (see busy_error).
+        self.transport_open = True
+        await super()._establish_session()
+
+
+# What connect() on a unix socket whose listen queue is full reports: EAGAIN, or EINVAL as
+# qemu.qmp's asyncio path turns it.
+_QUEUE_FULL = frozenset({errno.EAGAIN, errno.EINVAL})
+
+
+def busy_error(client: QMPClient, exc: BaseException, where: str,
+               timeout: float) -> BusySocketError | None:
+    """The error to report when ``exc`` (from connecting ``client``) means another client holds
+    the socket, else None.
+
+    QEMU serves one QMP client per monitor and leaves later ones in the listen queue: the
+    connect is accepted but no greeting comes; once the queue is full connect() fails at once."""
+    inner = exc.exc if isinstance(exc, QMPConnectError) else exc
+    if isinstance(inner, OSError) and inner.errno in _QUEUE_FULL:
+        return BusySocketError(f"busy: another client holds {where} (its queue is full)")
+    if isinstance(exc, TimeoutError) and getattr(client, "transport_open", False):
+        return BusySocketError(f"timed out: connected to {where} but no QMP greeting within "
+                               f"{timeout:g} s; busy: another client probably holds it "
+                               "(QEMU serves one at a time)")
+    return None
 
 
 def is_mutating(command: str) -> bool:
@@ -142,7 +171,7 @@ def describe_error(exc: BaseException) -> str:
         return "the server closed the connection"
     if isinstance(exc, ConnectionResetError):
         return "connection reset by the server"
-    if isinstance(exc, AddressError):
+    if isinstance(exc, AddressError | BusySocketError):
         return str(exc)
     if isinstance(exc, ssl_mod.SSLError):
         return f"TLS error: {exc.reason or exc}"
@@ -154,6 +183,22 @@ def describe_error(exc: BaseException) -> str:
 
 async def _nothing() -> None:
     return None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Done-callback: take a finished task's exception, so a task that failed while its owner
+    was already stopping never prints "Task exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _finish(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel ``tasks`` and wait until they have ended (their errors are dropped: the caller
+    has already taken the one that matters)."""
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # A disconnect that cannot finish (a peer that stopped reading, a stuck TLS flush) must not hang
@@ -253,6 +298,8 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._task = None
+        # e.g. the disconnect of a link dropped after a timeout
+        await _finish(*self._background)
 
     def _set_link(self, state: LinkState, error: str | None) -> None:
         self.store.update(self.name, lambda c: reducer.link_changed(c, state, error))
@@ -284,7 +331,14 @@ class Connection:
             target, ssl, cleanup = await asyncio.wait_for(
                 self._opener(self.address), self.connect_timeout
             )
-            await asyncio.wait_for(client.connect(target, ssl=ssl), self.connect_timeout)
+            try:
+                await asyncio.wait_for(client.connect(target, ssl=ssl), self.connect_timeout)
+            except Exception as exc:
+                where = self.address.path if self.address.kind == "unix" else str(self.address)
+                busy = busy_error(client, exc, where, self.connect_timeout)
+                if busy is None:
+                    raise
+                raise busy from None
             version = parse_version(
                 await asyncio.wait_for(client.execute("query-version"), self.connect_timeout)
             )
@@ -334,6 +388,8 @@ class Connection:
         assert client is not None
         pump = asyncio.create_task(self._pump(client), name=f"qmp-pump:{self.name}")
         poller = asyncio.create_task(self._poll_loop(), name=f"qmp-poll:{self.name}")
+        for task in (pump, poller):
+            task.add_done_callback(_retrieve)
         cause: BaseException | None = None
         try:
             # The pump is watched too: if it died, events would pile up unread in qemu.qmp's queue.
@@ -345,8 +401,7 @@ class Connection:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     cause = cause or task.exception()
         finally:
-            pump.cancel()
-            poller.cancel()
+            await _finish(pump, poller)
             ended = await _disconnect(client)
             # A query cut short by the session ending says less than the session's own error.
             if ended is not None and (cause is None or isinstance(cause, ConnectionLostError)):
@@ -400,12 +455,17 @@ class Connection:
             self._wake.clear()
             if self._stopping:
                 return
-            if self._want_nodes or time.monotonic() - last_nodes >= self.refresh_interval:
-                self._want_nodes = False
-                await self.refresh_nodes()
-                last_nodes = time.monotonic()
-            if busy or self.model.active_jobs:
-                await self.refresh_jobs()
+            try:
+                if self._want_nodes or time.monotonic() - last_nodes >= self.refresh_interval:
+                    self._want_nodes = False
+                    await self.refresh_nodes()
+                    last_nodes = time.monotonic()
+                if busy or self.model.active_jobs:
+                    await self.refresh_jobs()
+            except (NotConnectedError, ConnectionLostError):
+                if self._stopping:  # the link is being closed under the query: not a failure
+                    return
+                raise
 
     @contextlib.contextmanager
     def quiet_nodes(self) -> Iterator[None]:
@@ -470,35 +530,43 @@ class Connection:
         client = self._client
         if client is None or client.runstate != Runstate.RUNNING:
             raise NotConnectedError(f"{self.name} is not connected")
+        # Write-ahead: the intent is on disk before the command leaves (AuditError: not sent).
+        audit = self.audit if mutating else None
+        entry = audit.intent(self.name, command, arguments) if audit is not None else ""
         try:
             reply = await asyncio.wait_for(
                 client.execute(command, arguments), timeout or self.command_timeout
             )
         except ExecuteError as exc:
-            if mutating and self.audit:
-                self.audit.record(self.name, command, arguments, error=f"{exc.error_class}: {exc}")
+            if audit is not None:
+                audit.outcome(entry, error=f"{exc.error_class}: {exc}")
             raise QMPCommandError(command, exc.error_class, str(exc)) from None
         except ExecInterruptedError:
-            if mutating and self.audit:
-                self.audit.record(self.name, command, arguments, error="connection lost")
+            if audit is not None:
+                audit.outcome(entry, error="connection lost")
             raise ConnectionLostError(
                 f"{self.name}: connection lost before QEMU answered '{command}'"
             ) from None
         except TimeoutError:
-            if mutating and self.audit:
-                self.audit.record(self.name, command, arguments, error="timeout")
+            if audit is not None:
+                audit.outcome(entry, error="timeout")
             # A QMP monitor answers in order: one stuck reply means the link is unusable.
             # Kept referenced until done: the loop holds only a weak reference to tasks.
             task = asyncio.get_running_loop().create_task(self._drop(client))
+            task.add_done_callback(_retrieve)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             raise CommandTimeoutError(
                 f"{self.name}: QEMU did not answer '{command}' within "
                 f"{timeout or self.command_timeout:g} s"
             ) from None
+        except BaseException as exc:  # cancelled, or the client failed otherwise: effect unknown
+            if audit is not None:
+                audit.outcome(entry, error=f"not answered: {type(exc).__name__}")
+            raise
         if mutating:
-            if self.audit:
-                self.audit.record(self.name, command, arguments, reply=reply)
+            if audit is not None:
+                audit.outcome(entry, reply=reply)
             if not command.startswith("human-monitor"):
                 with contextlib.suppress(Exception):
                     await self.refresh()

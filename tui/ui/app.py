@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from tui.model.store import Store
+from tui.text import shown, shown_lines
 from tui.ui.actions import APP, DASHBOARD, UiAction, bindings, help_groups, known_ids, refuses
 from tui.ui.actions import group as action_group
 from tui.ui.palette import ContextCommands
@@ -67,6 +68,10 @@ class BitmapTuiApp(App[int]):
         """Remap keys by binding id (the config's ``keymap``); the help screen follows."""
         self.keymap_overrides = dict(keymap)
         super().set_keymap(keymap)
+
+    def notify(self, message: str, *, title: str = "", **options: Any) -> None:
+        """Every notification, made safe: control characters escaped, long values cut."""
+        super().notify("\n".join(shown_lines(message)), title=shown(title), **options)
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # $bitmap-frozen and friends default to the current theme's colours; themes may override.

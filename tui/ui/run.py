@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +20,8 @@ from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint
 from tui.sandbox import SandboxError
 from tui.session import Session
+from tui.terminal import EXIT_INTERRUPTED, TerminalGuard
+from tui.text import LINE_LIMIT, shown
 from tui.txn.model import Transaction
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.demo_commands import palette_commands
@@ -27,7 +29,8 @@ from tui.ui.palette import register_commands
 from tui.ui.themes import ThemeSet, load_themes
 
 Startup = Callable[[Any], Awaitable[None]]
-EXIT_INTERRUPTED = 143
+# How long a lost terminal's shutdown waits for the connections to close before the app goes.
+FLEET_CLOSE_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,7 @@ def run_console(session: Session, *, startup: Startup | None = None,
     try:
         return _run(_serve(session, themes, startup, demo))
     except SandboxError as exc:
-        print(f"bitmap-tui: cannot start the demo QEMU: {exc}", file=sys.stderr)
+        print(f"bitmap-tui: cannot start the demo QEMU: {shown(str(exc), LINE_LIMIT)}", file=sys.stderr)
         return 2
 
 
@@ -77,38 +80,62 @@ def _run(coro: Any) -> int:
 async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
                  demo_settings: DemoSettings | None) -> int:
     app: BitmapTuiApp | None = None
+    fleet: Any = None
+    demo: Demo | None = None
     main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
 
-    def stop() -> None:
-        # A plain `kill` or a closed terminal must also stop the demo QEMU: leave through the
-        # cleanup path, whether the app is up yet or the demo is still starting.
+    async def leave() -> None:
+        # The QMP sockets first (the next session must be able to connect), then the app: its
+        # driver may block on a terminal nobody reads any more (the watchdog covers that).
+        if fleet is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(fleet.stop(), FLEET_CLOSE_SECONDS)
         if app is not None and app.is_running:
-            app.exit()
+            app.exit(EXIT_INTERRUPTED)
         elif main is not None:
             main.cancel()
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop)
-    async with contextlib.AsyncExitStack() as stack:
-        demo = None
-        endpoints = None
-        if demo_settings is not None:
-            # The demo sandbox, removed again on the way out; its audit log lives (and goes)
-            # with its scratch directory.
-            demo = Demo(write_interval=demo_settings.write_interval)
-            stack.push_async_callback(demo.close)
-            await demo.start()
-            register_commands(palette_commands)
-            endpoints = [Endpoint("demo", parse_address(demo.address))]
-            session = session.with_options(audit_log=str(demo.sandbox.path("audit.jsonl")))
-        stack.callback(session.close)
-        fleet = session.open_fleet(endpoints, reconnect=True)
-        stack.push_async_callback(fleet.stop)
-        app = BitmapTuiApp(fleet=fleet, theme_name=session.theme, themes=themes,
-                           keymap=session.config.keymap, demo=demo,
-                           policies=dict(session.config.policies), startup=startup)
-        app.first_answer_timeout = session.first_answer_timeout
-        await app.run_async()
-        return app.return_code or 0
+    pending: set[asyncio.Task[None]] = set()
+
+    def lost() -> None:
+        task = loop.create_task(leave())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    def emergency() -> None:
+        # From the watchdog thread, right before os._exit: the demo QEMU and its scratch files.
+        if demo is not None:
+            with contextlib.suppress(Exception):
+                demo.sandbox.kill()
+            shutil.rmtree(demo.sandbox.dir, ignore_errors=True)
+
+    guard = TerminalGuard(loop, lost, emergency)
+    guard.install()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            endpoints = None
+            if demo_settings is not None:
+                # The demo sandbox, removed again on the way out; its audit log lives (and goes)
+                # with its scratch directory.
+                demo = Demo(write_interval=demo_settings.write_interval)
+                stack.push_async_callback(demo.close)
+                await demo.start()
+                register_commands(palette_commands)
+                endpoints = [Endpoint("demo", parse_address(demo.address))]
+                session = session.with_options(audit_log=str(demo.sandbox.path("audit.jsonl")))
+            stack.callback(session.close)
+            fleet = session.open_fleet(endpoints, reconnect=True)
+            stack.push_async_callback(fleet.stop)
+            app = BitmapTuiApp(fleet=fleet, theme_name=session.theme, themes=themes,
+                               keymap=session.config.keymap, demo=demo,
+                               policies=dict(session.config.policies), startup=startup)
+            app.first_answer_timeout = session.first_answer_timeout
+            try:
+                await app.run_async()
+            finally:
+                # no new reconcile runs while the connections close
+                getattr(app, "_chains_unwatch", lambda: None)()
+            return app.return_code or 0
+    finally:
+        guard.uninstall()

@@ -30,6 +30,7 @@ from tui.chains.view import ChainsView, Problem, build_view
 from tui.errors import BitmapTuiError
 from tui.format import human_bytes
 from tui.model.store import Store
+from tui.text import LINE_LIMIT, shown
 from tui.ui.actions import CHAINS, DIALOG, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import ChainsVerified, PolicyRunFinished, RestoreFinished
@@ -136,7 +137,7 @@ class ChainsScreen(Screen[None]):
                 label = f"{d.connection}/{d.drive}" if i == 0 else ""
                 size = human_bytes(im.size) if im.size is not None else "?"
                 state = im.state.upper() + (" (deleted)" if im.deleted else "")
-                chains.add_row(*(Text(c) for c in (label, os.path.basename(im.path), im.kind,
+                chains.add_row(*(Text(shown(c)) for c in (label, os.path.basename(im.path), im.kind,
                                                    state, size)))
         lines = []
         for d in self.view_data.drives:
@@ -151,12 +152,12 @@ class ChainsScreen(Screen[None]):
         lines += self.verify_lines
         if self.restore_line:
             lines.append(self.restore_line)
-        self.query_one("#next", Static).update(Text("\n".join(lines)))
+        self.query_one("#next", Static).update(Text("\n".join(shown(line, LINE_LIMIT) for line in lines)))
         problems = self.query_one("#problems", DataTable)
         problems.clear()
         for n, pr in enumerate(self.view_data.problems, 1):
             # Text, not markup: "[orphan]" and bitmap names must show as they are.
-            problems.add_row(Text(str(n)), Text(f"[{pr.kind}] {pr.text}"), Text(pr.fix))
+            problems.add_row(Text(str(n)), Text(shown(f"[{pr.kind}] {pr.text}", LINE_LIMIT)), Text(shown(pr.fix, LINE_LIMIT)))
 
     def action_reload(self) -> None:
         self._reconcile_and_reload()
@@ -265,7 +266,8 @@ class ChainsScreen(Screen[None]):
 
         def local() -> Any:
             with PointsLedger(self.ledger.path) as own:  # SQLite objects stay in their thread
-                return restore_local(own, point, target, "qcow2", on_progress=progress)
+                return restore_local(own, point, target, "qcow2", on_progress=progress,
+                                     audit=getattr(self.fleet, "audit", None))
 
         self.restore_line = f"restoring {point.drive} point {point.point} to {target}…"
         self.reload()
@@ -379,7 +381,8 @@ class ChainsScreen(Screen[None]):
 
         live = self.store.state.connections.get(pr.connection)
         open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
-        result = delete_images(self.ledger, pr.connection, pr.image_ids, open_files)
+        result = delete_images(self.ledger, pr.connection, pr.image_ids, open_files,
+                               audit=getattr(self.fleet, "audit", None))
         self.notify("\n".join(result.lines()), title="invalid images",
                     severity="information" if result.ok else "error", timeout=10)
         self.reload()

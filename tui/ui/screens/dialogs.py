@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from tui.ops.jobs import parse_speed
+from tui.text import shown_lines
 from tui.ui.actions import CONFIRM, DIALOG, bindings
 
 T = TypeVar("T")
@@ -54,7 +55,7 @@ class ConfirmDialog(ModalScreen[bool]):
         with Vertical(id="dialog-box") as box:
             box.border_title = self.title_text
             # Names (bitmaps, files, QEMU's texts) may hold '[': never read them as markup.
-            yield Static(escape(self.question), id="question")
+            yield Static(escape("\n".join(shown_lines(self.question))), id="question")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
                 yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error", compact=True)

@@ -10,11 +10,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich.text import Text
+
 # Private to Textual (DataTable keeps its row order in one); pinned by textual<9 in pyproject.
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
 
+from tui.text import is_plain, shown
+
 Row = tuple[str, tuple[Any, ...]]
+
+
+def safe_cell(cell: Any) -> Any:
+    """A cell as it may be drawn: strings as plain text (no markup), control characters
+    escaped; a styled Text keeps its style."""
+    if isinstance(cell, str):
+        return Text(shown(cell))
+    if isinstance(cell, Text) and not is_plain(cell.plain):
+        return Text(shown(cell.plain), style=cell.style)
+    return cell
 
 
 class DiffTable(DataTable[Any]):
@@ -59,7 +73,8 @@ class DiffTable(DataTable[Any]):
             self.remove_row(key)
             del self._shown[key]
             changes += 1
-        for key, cells in rows:
+        for key, raw in rows:
+            cells = tuple(safe_cell(c) for c in raw)
             old = self._shown.get(key)
             if old is None:
                 self.add_row(*cells, key=key)

@@ -18,6 +18,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui.model.state import EventRecord
+from tui.text import LINE_LIMIT, shown
 
 SEVERITY_CLASSES = set({"event--error", "event--warning", "event--info", "event--time"})
 MAX_LINES = 5000  # lines the log holds (the store keeps its own, longer history)
@@ -132,11 +133,11 @@ class EventLog(ScrollView, can_focus=True):
         stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
         out = Text(stamp + " ", style=self.get_component_rich_style("event--time", partial=True))
         style = self.get_component_rich_style(f"event--{ev.severity}", partial=True)
-        out.append(f"{ev.connection} {ev.name}", style=style)
+        out.append(shown(f"{ev.connection} {ev.name}"), style=style)
         if detail is None:
             detail = summary(ev.data)
         if detail:
-            out.append(" " + detail, style=style if ev.severity != "info" else "")
+            out.append(" " + shown(detail, LINE_LIMIT), style=style if ev.severity != "info" else "")
         return out
 
     def _strip(self, index: int) -> Strip:
