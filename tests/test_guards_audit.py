@@ -124,6 +124,7 @@ def failed_image(led: Ledger, path: Path) -> int:
     iid = led.add_image(txn_id=txn, connection="vm", policy="p", drive="d0", node="n-d0",
                         bitmap="bm", path=str(path), kind="full", parent_id=None,
                         job_id=f"j{txn}", source_file=None, source_size=None)
+    led.set_file_identity(iid, os.stat(path))  # the file this ledger created
     led.mark_sending(txn, [iid])
     led.mark_sent(txn)
     led.record_job("vm", f"j{txn}", JobState.FAILED, "boom")

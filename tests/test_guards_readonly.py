@@ -5,6 +5,7 @@ every command sent to a real QEMU. Nothing but queries may pass, and no file may
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,18 +29,22 @@ def files_under(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file() and not p.is_socket()}
 
 
-def ledger_with_problems(path: Path, image: Path) -> None:
-    """vm/drive0 (node disk0) with one failed (INVALID, deletable) full image on disk."""
+def ledger_with_problems(path: Path, image: Path) -> str:
+    """vm/drive0 (node disk0) with one failed (INVALID, deletable) full image on disk; returns
+    the name of a bitmap of this ledger that no chain uses (its fix would remove it)."""
     image.write_bytes(b"not really an image")
     with Ledger(path) as led:
+        retired = led.chain_bitmap("old", 0)
         txn = led.new_txn("vm", "p", "individual")
         iid = led.add_image(txn_id=txn, connection="vm", policy="p", drive="drive0",
                             node="disk0", bitmap="bm", path=str(image), kind="full",
                             parent_id=None, job_id=f"j{txn}", source_file=None, source_size=None)
+        led.set_file_identity(iid, os.stat(image))  # the file this ledger created
         led.mark_sending(txn, [iid])
         led.mark_sent(txn)
         led.record_job("vm", f"j{txn}", JobState.FAILED, "boom")
         led.settle(txn)
+    return retired
 
 
 def config(path: Path, proxy: RecordingProxy, backups: Path, *, read_only: bool) -> Path:
@@ -77,14 +82,15 @@ async def drive_console(argv: list[str], keys: list[str], ready: str) -> None:
 @pytest.mark.parametrize("how", ["flag", "config"])
 async def test_read_only_sends_only_queries_and_deletes_nothing(make_sandbox, tmp_path, how):
     sb = await make_sandbox(drives=1)
-    await sb.add_bitmap(0, "stray")  # an orphan: its fix would remove it
+    await sb.add_bitmap(0, "stray")  # another tool's: never offered for removal
     await sb.write(0, 0, "1M")
     proxy = await RecordingProxy(tmp_path / "proxy.sock", sb.socket).start()
     backups = tmp_path / "backups"
     backups.mkdir()
     ledger = default_ledger_path()  # the console's chains screen uses the default ledger
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    ledger_with_problems(ledger, backups / "drive0-full-1.qcow2")
+    retired = ledger_with_problems(ledger, backups / "drive0-full-1.qcow2")
+    await sb.add_bitmap(0, retired)  # ours, retired: its fix would remove it
     cfg = config(tmp_path / "config.yaml", proxy, backups, read_only=how == "config")
     txn = tmp_path / "txn.yaml"
     txn.write_text(dumps(Transaction((
@@ -94,7 +100,7 @@ async def test_read_only_sends_only_queries_and_deletes_nothing(make_sandbox, tm
     before = files_under(tmp_path) | files_under(ledger.parent)
     try:
         code, out = await run("chains", *common, *flag)
-        assert code == 0 and "problem 1 [invalid-images]" in out and "[orphan]" in out, out
+        assert code == 0 and "problem 1 [invalid-images]" in out and "[retired]" in out, out
         runs = [
             ["status", "--config", str(cfg), *flag],
             ["chains", *common, *flag],
@@ -129,7 +135,7 @@ async def test_read_only_sends_only_queries_and_deletes_nothing(make_sandbox, tm
     assert before - after == set(), "a read-only run deleted a file"
     nodes = await sb.qmp("query-named-block-nodes", {"flat": True})
     names = {b["name"] for n in nodes for b in n.get("dirty-bitmaps", [])}
-    assert names == {"stray"}
+    assert names == {"stray", retired}
 
 
 @pytest.mark.skipif(not HAVE_TMUX, reason="tmux not installed")

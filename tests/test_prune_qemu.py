@@ -255,4 +255,4 @@ async def test_prune_cli_dry_run_read_only_and_auto(make_sandbox, setup, tmp_pat
     assert res.returncode == 0, res.stderr
     audit = os.path.join(env["XDG_STATE_HOME"], "bitmap-tui", "audit.jsonl")
     text = await asyncio.to_thread(subprocess.run, ["cat", audit], capture_output=True, text=True)
-    assert '"command":"qemu-img commit"' in text.stdout and '"command":"delete"' in text.stdout
+    assert '"command":"qemu-img commit"' in text.stdout and '"command":"unlink"' in text.stdout
