@@ -3,7 +3,7 @@
 Both sides drain the same flood (``floodserver``, a separate process) on a unix socket:
 - bare: a ``qemu.qmp`` QMPClient iterating its ``events`` listener and counting;
 - bare_quiet: the same with the app's QuietQMPClient (no eager debug formatting);
-- app: :class:`tui.qmp.connection.Connection` (its one event pump) → ``Store.apply_event`` →
+- app: :class:`tui.qmp.connection.Connection` (its one event pump) → ``Store.apply_events`` (a batch at a time) →
   reducer, with one store listener standing in for the UI's change callback.
 Runs alternate (bare, app, bare, app, ...) and the medians are compared.
 """

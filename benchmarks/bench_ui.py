@@ -78,16 +78,18 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
 
     async with app.run_test(size=SIZE, message_hook=hook):
         await _until(lambda: conn.connected and store.connection("vm").synced, 60, "connect")
-        original = store.apply_event
+        original = store.apply_events
 
-        def apply_event(name: str, event: Any) -> None:
-            original(name, event)
-            data = event.get("data")
-            sent = data.get("bench-sent") if isinstance(data, dict) else None
-            if isinstance(sent, float):
-                arrivals.append((store.generation, sent))
+        def apply_events(name: str, events: Any) -> None:
+            events = list(events)
+            original(name, events)
+            for event in events:  # a batch: every event of it is in this generation
+                data = event.get("data")
+                sent = data.get("bench-sent") if isinstance(data, dict) else None
+                if isinstance(sent, float):
+                    arrivals.append((store.generation, sent))
 
-        store.apply_event = apply_event  # type: ignore[method-assign]
+        store.apply_events = apply_events  # type: ignore[method-assign]
         FrameRecorder(app, lambda t: frames.append((t, rendered[0])))
         # Where a frame's time goes: the dashboard's state → widgets step, and the compositor
         # (widgets → screen update → terminal text).
@@ -122,7 +124,7 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
         cpu_pct = cpu.percent()
         waiting = cpu.waiting_percent()
         log_lines = app.dashboard.event_log.shown
-        store.apply_event = original  # type: ignore[method-assign]
+        store.apply_events = original  # type: ignore[method-assign]
     await fleet.stop()
     latencies: list[float] = []
     fi = 0

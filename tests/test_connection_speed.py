@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -49,13 +50,14 @@ async def test_connection_uses_quiet_client_and_hands_the_store_plain_dicts(fake
     assert isinstance(conn._client, QuietQMPClient)
     store = fleet.store
     seen: list[type] = []
-    original = store.apply_event
+    original = store.apply_events
 
-    def spy(name, event):  # type: ignore[no-untyped-def]
-        seen.append(type(event))
-        original(name, event)
+    def spy(name, events):  # type: ignore[no-untyped-def]
+        events = list(events)
+        seen.extend(type(e) for e in events)
+        original(name, events)
 
-    store.apply_event = spy  # type: ignore[method-assign]
+    store.apply_events = spy  # type: ignore[method-assign]
     await srv.emit("JOB_STATUS_CHANGE", {"id": "j1", "status": "running"})
     await wait_for(lambda: "j1" in store.connection("vm0").jobs, what="event in the store")
     assert seen == [dict]
@@ -89,3 +91,31 @@ async def test_poll_answer_older_than_events_does_not_undo_them() -> None:
     job = store.connection("vm").jobs["j1"]
     assert job.result is JobResult.COMPLETED
     assert job.finished
+
+
+async def test_a_flood_is_reduced_in_batches_in_order_and_forgotten_by_the_client(
+        fake_qmp, fleet_for):
+    """Events already queued when one arrives are reduced with it (one snapshot and one
+    notification per batch), in order; the client keeps no history of them (qemu.qmp's own
+    listener would keep every event forever)."""
+    from tests.conftest import wait_for
+
+    srv = await fake_qmp()
+    fleet = await fleet_for(srv.address, refresh_interval=30)
+    store = fleet.store
+    notified = []
+    store.subscribe(lambda: notified.append(store.events_seen))
+    before = store.events_seen
+    count = 2000
+    flood = b"".join(json.dumps({"event": "JOB_STATUS_CHANGE", "data": {"id": "j1", "status": f"s{i}"},
+                                 "timestamp": {"seconds": 1, "microseconds": 0}}).encode() + b"\r\n"
+                     for i in range(count))
+    await srv.send_raw(flood)  # one write: the client finds most of them already queued
+    await wait_for(lambda: store.events_seen - before >= count, what="every event")
+    assert store.events_seen - before == count
+    assert store.connection("vm0").jobs["j1"].status == f"s{count - 1}"  # the last one wins
+    statuses = [e.data.get("status") for e in list(store.events)[-count:]]
+    assert statuses == [f"s{i}" for i in range(count)]
+    changes = [n for n in notified if n > before]
+    assert len(changes) < count / 4, len(changes)  # batched, not one per event
+    assert fleet["vm0"]._client.events.history == ()

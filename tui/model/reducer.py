@@ -6,7 +6,7 @@ replayed in unit tests and fuzzed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -54,28 +54,46 @@ def _with_progress(job: Job, data: Mapping[str, Any]) -> Job:
 
 def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionModel:
     """Apply one QMP event (``{"event", "data", "timestamp"}``) to a connection's state."""
+    return reduce_events(conn, (event,))
+
+
+def reduce_events(conn: ConnectionModel, events: Iterable[Mapping[str, Any]]) -> ConnectionModel:
+    """Apply QMP events in order; one new state for the batch (``conn`` itself if none mattered)."""
+    jobs: dict[str, Job] | None = None  # copied on the first change
+    for event in events:
+        current = conn.jobs if jobs is None else jobs
+        changed = _job_after(current, event)
+        if changed is None:
+            continue
+        if jobs is None:
+            jobs = dict(conn.jobs)
+        jobs[changed.id] = changed
+    return conn if jobs is None else replace(conn, jobs=jobs)
+
+
+def _job_after(jobs: Mapping[str, Job], event: Mapping[str, Any]) -> Job | None:
+    """The job an event changes, as it is after the event (None: the event changes nothing)."""
     name = event.get("event")
     data = event.get("data")
     if not isinstance(name, str) or name not in JOB_EVENTS:
-        return conn
+        return None
     if not isinstance(data, Mapping):
-        return conn
+        return None
     jid = _job_id(name, data)
     if jid is None:
-        return conn
-    job = conn.jobs.get(jid)
-    if job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "null":
+        return None
+    before = jobs.get(jid)
+    if before is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "null":
         # The last word of a job the operator already dismissed from view: do not resurrect it.
-        return conn
-    if job is None:
-        job = Job(id=jid, type="?", status="running")
+        return None
+    job = before if before is not None else Job(id=jid, type="?", status="running")
     jtype = data.get("type")
     if job.type == "?" and isinstance(jtype, str) and jtype:
         job = replace(job, type=jtype)
     if name == "JOB_STATUS_CHANGE":
         status = data.get("status")
         if not isinstance(status, str):
-            return conn
+            return None
         job = replace(job, status=status, paused=status == "paused")
     elif name == "BLOCK_JOB_COMPLETED":
         error = data.get("error")
@@ -103,11 +121,7 @@ def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionM
         job = replace(job, status="pending")
     elif name == "BLOCK_JOB_READY":
         job = replace(_with_progress(job, data), status="ready")
-    if job is conn.jobs.get(jid):
-        return conn
-    jobs = dict(conn.jobs)
-    jobs[jid] = job
-    return replace(conn, jobs=jobs)
+    return None if job is before else job
 
 
 def apply_nodes(conn: ConnectionModel, nodes: dict[str, Node]) -> ConnectionModel:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from tui.model.reducer import event_record, reduce_event
+from tui.model.reducer import event_record, reduce_events
 from tui.model.state import ConnectionModel, EventRecord, FleetState
 
 Listener = Callable[[], None]
@@ -67,12 +67,21 @@ class Store:
 
     def apply_event(self, name: str, event: Mapping[str, Any]) -> None:
         """Log one QMP event and reduce it into the connection's state (a single notification)."""
-        self.events_seen += 1
-        self.events.append(event_record(name, event, time.time()))
+        self.apply_events(name, (event,))
+
+    def apply_events(self, name: str, events: Iterable[Mapping[str, Any]]) -> None:
+        """Log and reduce a batch of one connection's events in order: one new state, one
+        notification (an event flood costs one snapshot per batch, not per event)."""
+        batch = list(events)
+        if not batch:
+            return
+        now = time.time()
+        self.events.extend(event_record(name, event, now) for event in batch)
+        self.events_seen += len(batch)
         old = self.state.connections.get(name)
         if old is None:
             return
-        new = reduce_event(old, event)
+        new = reduce_events(old, batch)
         if new is not old:
             conns = dict(self.state.connections)
             conns[name] = new

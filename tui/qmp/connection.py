@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, Runstate
+from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, Message, QMPClient, Runstate
 from qemu.qmp.error import ProtocolError
 from qemu.qmp.message import DeserializationError, UnexpectedTypeError
 from qemu.qmp.protocol import ConnectError as QMPConnectError
@@ -61,13 +61,33 @@ EVENT_DEBOUNCE = 0.05
 Opener = Callable[[Address], Awaitable[tuple[Any, ssl_mod.SSLContext | None, Callable[[], Awaitable[None]]]]]
 
 
+class ForgetfulListener(EventListener):
+    """An event listener that keeps no history.
+
+    qemu.qmp's listener appends every event it ever heard to its ``history`` list, which never
+    shrinks: a console open for days under event floods would grow without bound. The Store keeps
+    its own bounded log. (``_history`` is private to qemu.qmp, pinned below 0.1 in pyproject.)
+    """
+
+    async def put(self, event: Message) -> None:
+        await super().put(event)
+        self._history.clear()
+
+
 class QuietQMPClient(TLSNudgingQMPClient):
-    """The app's client: formats messages for its debug log only when debug logging is on.
+    """The app's client: formats messages for its debug log only when debug logging is on, and
+    its event listener keeps no history.
 
     qemu.qmp's message hooks call ``str(msg)`` (an indented ``json.dumps``) for every message in
     and out before ``logger.debug`` decides to drop it; on an event flood that is about half of
     the client's per-message cost (benchmarks/: event_pipeline).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # qemu.qmp refuses to unregister its default listener: make that one forget instead
+        # (same object, same queue; only put() differs).
+        self.events.__class__ = ForgetfulListener
 
     def _cb_inbound(self, msg: Any) -> Any:
         if self.logger.isEnabledFor(logging.DEBUG):
@@ -414,24 +434,37 @@ class Connection:
             self._set_link(LinkState.DISCONNECTED, f"connection lost: {error}")
 
     async def _pump(self, client: QMPClient) -> None:
-        """The only consumer of the client's event queue (it is unbounded)."""
+        """The only consumer of the client's event queue (it is unbounded). Whatever is queued
+        when an event arrives is taken with it and reduced as one batch."""
         store = self.store
         name = self.name
-        job_events = reducer.JOB_EVENTS
-        async for message in client.events:
+        listener = client.events
+        while True:
+            first = await listener.get()
             # A plain dict: the reducer's many lookups on qemu.qmp's Message go through the
             # generic Mapping machinery, several times slower than dict access.
-            event = dict(message)
-            store.apply_event(name, event)
-            if event.get("event") in job_events:
-                self._event_serial += 1
-                data = event.get("data")
-                if isinstance(data, dict):
-                    for key in ("id", "device"):
-                        if isinstance(data.get(key), str):
-                            self._job_event_at[data[key]] = self._event_serial
-                self._want_nodes = True
-                self._wake.set()
+            batch = [dict(first), *(dict(m) for m in listener.clear())]
+            store.apply_events(name, batch)
+            self._note_job_events(batch)
+
+    def _note_job_events(self, events: list[dict[str, Any]]) -> None:
+        """Job events mark their jobs (a poll answered before them must not undo them) and ask
+        for a node refresh (their bitmaps changed)."""
+        job_events = reducer.JOB_EVENTS
+        seen = False
+        for event in events:
+            if event.get("event") not in job_events:
+                continue
+            seen = True
+            self._event_serial += 1
+            data = event.get("data")
+            if isinstance(data, dict):
+                for key in ("id", "device"):
+                    if isinstance(data.get(key), str):
+                        self._job_event_at[data[key]] = self._event_serial
+        if seen:
+            self._want_nodes = True
+            self._wake.set()
 
     # ---------------------------------------------------------------- polling
 
