@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from tui.audit import AuditLog, open_audit
+from tui.chains.policy import Policy
 from tui.config import Config, load_config
-from tui.errors import ReadOnlyError
+from tui.errors import ConfigError, ReadOnlyError
 from tui.paths import default_ledger_path
 from tui.qmp.fleet import Endpoint, Fleet, endpoints_from
 
@@ -105,6 +106,14 @@ class Session:
         """The backup-chain ledger of this session."""
         return Path(self.options.ledger).expanduser() if self.options.ledger \
             else default_ledger_path()
+
+    def policy(self, name: str) -> Policy:
+        """The config's policy ``name``; one ConfigError line naming the known ones if none."""
+        found = self.config.policies.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.config.policies)) or "none"
+            raise ConfigError(f"no policy named '{name}' (known: {known})")
+        return found
 
     def may_change(self, what: str) -> None:
         """Refuse a local change (a file deletion, ...) in read-only mode with one line."""

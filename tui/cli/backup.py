@@ -19,8 +19,7 @@ from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
-    add_ledger_option,
-    add_session_options,
+    add_policy_command,
     error,
     say,
     session_of,
@@ -33,11 +32,7 @@ from tui.session import Session
 
 def register(sub: Any) -> None:
     """Add ``backup``."""
-    b = sub.add_parser("backup", help="run a backup policy once (full or incremental per drive)")
-    b.add_argument("policy", help="policy name from the config file")
-    add_session_options(b)
-    add_ledger_option(b)
-    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b = add_policy_command(sub, "backup", "run a backup policy once (full or incremental per drive)")
     b.add_argument("--plan", action="store_true", help="only show what would be done")
     b.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                    help="give up waiting for the jobs after this long (they keep running)")
@@ -51,12 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _backup(session: Session, args: argparse.Namespace) -> int:
-    policies = session.config.policies
-    pol = policies.get(args.policy)
-    if pol is None:
-        known = ", ".join(sorted(policies)) or "none"
-        error(f"no policy named '{args.policy}' (known: {known})")
-        return EXIT_REFUSED
+    pol = session.policy(args.policy)
     if pol.connection not in session.endpoint_names():
         error(f"policy '{pol.name}' uses connection '{pol.connection}', which has no address "
               f"(give --connect {pol.connection}=ADDR or add it to the config)")

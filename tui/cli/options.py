@@ -50,6 +50,17 @@ def add_session_options(p: argparse.ArgumentParser, *, top: bool = False) -> Non
                    help="allow plaintext TCP to a non-loopback host (QMP has no authentication)")
 
 
+def add_policy_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand that works on one backup policy: ``NAME POLICY``, the session options,
+    ``--ledger`` and ``--json``."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p.add_argument("policy", help="policy name from the config file")
+    add_session_options(p)
+    add_ledger_option(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
 def add_ledger_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", metavar="FILE", help="ledger database (default: XDG state dir)")
 

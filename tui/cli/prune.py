@@ -18,8 +18,7 @@ from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
-    add_ledger_option,
-    add_session_options,
+    add_policy_command,
     error,
     session_of,
 )
@@ -28,23 +27,15 @@ from tui.session import Session
 
 def register(sub: Any) -> None:
     """Add ``prune``."""
-    p = sub.add_parser("prune", help="remove the restore points outside the policy's keep rules")
-    p.add_argument("policy", help="policy name from the config file")
-    add_session_options(p)
-    add_ledger_option(p)
+    p = add_policy_command(sub, "prune", "remove the restore points outside the policy's keep rules")
     p.add_argument("--dry-run", action="store_true", help="only show exactly what would be done")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """The ``prune`` handler."""
     session = session_of(args)
-    pol = session.config.policies.get(args.policy)
-    if pol is None:
-        known = ", ".join(sorted(session.config.policies)) or "none"
-        error(f"no policy named '{args.policy}' (known: {known})")
-        return EXIT_REFUSED
+    pol = session.policy(args.policy)
     if pol.keep is None:
         error(f"policy {pol.name} has no 'keep' rules: nothing to prune by")
         return EXIT_REFUSED

@@ -33,12 +33,11 @@ from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
-    add_ledger_option,
-    add_session_options,
+    add_policy_command,
     error,
     session_of,
 )
-from tui.errors import BitmapTuiError, ReadOnlyError
+from tui.errors import BitmapTuiError, ConfigError, ReadOnlyError
 from tui.model.state import LinkState
 from tui.qmp.address import parse_address_lenient
 from tui.session import Session
@@ -46,8 +45,8 @@ from tui.session import Session
 
 def register(sub: Any) -> None:
     """Add ``restore``."""
-    r = sub.add_parser("restore", help="write a drive's restore point to a new image, or export it")
-    r.add_argument("policy", help="policy name from the config file")
+    r = add_policy_command(sub, "restore",
+                           "write a drive's restore point to a new image, or export it")
     r.add_argument("drive", help="the drive (as the policy names it)")
     which = r.add_mutually_exclusive_group(required=True)
     which.add_argument("--point", type=int, metavar="N", help="point number (see `points`)")
@@ -66,9 +65,6 @@ def register(sub: Any) -> None:
                    help="limit the copy to this many bytes per second (default: unlimited)")
     r.add_argument("--for", dest="seconds", type=float, metavar="SECONDS",
                    help="with --export: remove the export after this long (default: Ctrl-C)")
-    add_session_options(r)
-    add_ledger_option(r)
-    r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(handler=run)
 
 
@@ -99,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _point(session: Session, ledger: PointsLedger, args: argparse.Namespace) -> tuple[Point, str]:
-    pol = session.config.policies.get(args.policy)
-    if pol is None:
-        known = ", ".join(sorted(session.config.policies)) or "none"
-        raise RestoreRefused(f"no policy named '{args.policy}' (known: {known})")
+    try:
+        pol = session.policy(args.policy)
+    except ConfigError as exc:
+        raise RestoreRefused(str(exc)) from None
     points = list_points(ledger, policy=pol.name, drive=args.drive, connection=pol.connection)
     if not points:
         raise RestoreRefused(f"policy {pol.name} has no points of drive {args.drive}")
