@@ -60,3 +60,42 @@ async def test_old_qemu_2_6_end_to_end(fake_qmp, fleet_for):
     assert conn.jobs["drive0"].progress == 0.1
     await wait_for(lambda: srv.commands.count("query-block-jobs") >= 3, what="old-style job polling")
     assert "query-jobs" not in srv.commands
+
+
+async def test_off_screen_connections_are_polled_less_often_and_say_so(fake_qmp, fleet_for):
+    """On screen: every refresh_interval. Off screen: OFF_SCREEN_FACTOR times less often, twice
+    less again once nothing changed for a while (the model says how often); an event or coming
+    into view refreshes at once."""
+    from tui.qmp.connection import OFF_SCREEN_FACTOR, UNCHANGED_ROUNDS
+
+    srv = await fake_qmp()
+    fleet = await fleet_for(srv.address, refresh_interval=0.05)
+    conn = fleet["vm0"]
+
+    def nodes_polls() -> int:
+        return srv.commands.count("query-named-block-nodes")
+
+    start = nodes_polls()
+    await asyncio.sleep(0.6)
+    on_screen = nodes_polls() - start
+    assert on_screen >= 6  # about every 50 ms
+    assert fleet.store.connection("vm0").slow_poll is None
+
+    conn.set_on_screen(False)
+    assert fleet.store.connection("vm0").slow_poll == 0.05 * OFF_SCREEN_FACTOR
+    await wait_for(lambda: conn._unchanged_rounds >= UNCHANGED_ROUNDS, timeout=5,
+                   what="unchanged rounds")
+    assert fleet.store.connection("vm0").slow_poll == 0.05 * OFF_SCREEN_FACTOR * 2
+    start = nodes_polls()
+    await asyncio.sleep(0.6)
+    off_screen = nodes_polls() - start
+    assert off_screen <= 2, (on_screen, off_screen)  # every 400 ms now
+
+    before = nodes_polls()
+    await srv.emit("JOB_STATUS_CHANGE", {"id": "j9", "status": "concluded"})
+    await wait_for(lambda: nodes_polls() > before, timeout=0.3, what="refresh on an event")
+
+    before = nodes_polls()
+    conn.set_on_screen(True)
+    assert fleet.store.connection("vm0").slow_poll is None
+    await wait_for(lambda: nodes_polls() > before, timeout=0.3, what="refresh on coming into view")

@@ -153,6 +153,9 @@ class ConnectionModel:
     jobs: dict[str, Job] = field(default_factory=dict)
     # True once nodes have been read at least once since the last (re)connect.
     synced: bool = False
+    # Seconds between node refreshes when polled less often than the configured interval (off
+    # screen, or unchanged for a while); None: at the configured interval.
+    slow_poll: float | None = None
 
     @property
     def active_jobs(self) -> list[Job]:

@@ -55,6 +55,12 @@ READ_ONLY_COMMANDS = frozenset(
 
 # Pause after a job event before re-reading bitmaps, so a burst of events costs one query.
 EVENT_DEBOUNCE = 0.05
+# A connection not on screen is polled this many times less often; after UNCHANGED_ROUNDS
+# refreshes that changed nothing, twice less again, never slower than SLOWEST_POLL seconds.
+# Events (and coming into view) still refresh it at once.
+OFF_SCREEN_FACTOR = 4
+UNCHANGED_ROUNDS = 3
+SLOWEST_POLL = 30.0
 
 # Opens the transport: returns what QMPClient.connect() takes, an SSL context or None, and a
 # cleanup coroutine (e.g. closing an SSH tunnel). Remote transports plug in here.
@@ -264,6 +270,9 @@ class Connection:
         self.command_timeout = command_timeout
         self.refresh_interval = refresh_interval
         self.job_poll_interval = job_poll_interval
+        # Whether a screen shows this connection (headless users leave it on: full rate).
+        self.on_screen = True
+        self._unchanged_rounds = 0
         self.reconnect = reconnect
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -473,12 +482,38 @@ class Connection:
         self._want_nodes = True
         self._wake.set()
 
+    def set_on_screen(self, shown: bool) -> None:
+        """A screen started or stopped showing this connection: off screen it is polled less
+        often; coming into view it is refreshed at once."""
+        if shown == self.on_screen:
+            return
+        self.on_screen = shown
+        self._unchanged_rounds = 0
+        if shown:
+            self.request_refresh()
+        self._note_poll_interval()
+
+    def node_interval(self) -> float:
+        """Seconds between node refreshes now (see OFF_SCREEN_FACTOR)."""
+        if self.on_screen:
+            return self.refresh_interval
+        slow = self.refresh_interval * OFF_SCREEN_FACTOR
+        if self._unchanged_rounds >= UNCHANGED_ROUNDS:
+            slow *= 2
+        return max(self.refresh_interval, min(slow, SLOWEST_POLL))
+
+    def _note_poll_interval(self) -> None:
+        every = self.node_interval()
+        slow = None if every <= self.refresh_interval else every
+        if self.model.slow_poll != slow:
+            self.store.update(self.name, lambda c: replace(c, slow_poll=slow))
+
     async def _poll_loop(self) -> None:
         last_nodes = time.monotonic()
         while True:
             busy = bool(self.model.active_jobs)
             wait = self.job_poll_interval if busy else max(
-                0.0, self.refresh_interval - (time.monotonic() - last_nodes)
+                0.0, self.node_interval() - (time.monotonic() - last_nodes)
             )
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -489,7 +524,7 @@ class Connection:
             if self._stopping:
                 return
             try:
-                if self._want_nodes or time.monotonic() - last_nodes >= self.refresh_interval:
+                if self._want_nodes or time.monotonic() - last_nodes >= self.node_interval():
                     self._want_nodes = False
                     await self.refresh_nodes()
                     last_nodes = time.monotonic()
@@ -526,7 +561,10 @@ class Connection:
         ) else None
         blocks = await self._query("query-block")
         nodes = parse_nodes(named, blocks)
+        before = self.model
         self.store.update(self.name, lambda c: reducer.apply_nodes(c, nodes))
+        self._unchanged_rounds = self._unchanged_rounds + 1 if self.model is before else 0
+        self._note_poll_interval()
 
     async def refresh_jobs(self) -> None:
         cmds = self.model.commands
