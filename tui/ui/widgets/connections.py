@@ -27,7 +27,12 @@ class ConnectionsTable(DiffTable):
 
     def row_for(self, conn: ConnectionModel) -> tuple[Any, ...]:
         state = styled(self, conn.state.value, f"link--{conn.state.value}")
-        error = styled(self, conn.error, "text--error") if conn.error else Text("")
+        if conn.error:
+            error = styled(self, conn.error, "text--error")
+        elif conn.slow_poll is not None:  # off screen or quiet: say how stale it may be
+            error = Text(f"refreshed every {conn.slow_poll:g} s (off screen)")
+        else:
+            error = Text("")
         return (
             conn.name,
             state,
