@@ -19,7 +19,16 @@ measured counts), ``next`` (sentences), ``checks``, ``accepted``/``error``, ``ex
 ``to_dict()`` (the ``apply --json`` shape).
 """
 
-from tui.txn.checks import ERROR, INFO, NOTICE, WARNING, Finding, Prepared, blockdev_equivalent, prepare
+from tui.txn.checks import (
+    ERROR,
+    INFO,
+    NOTICE,
+    WARNING,
+    Finding,
+    Prepared,
+    blockdev_equivalent,
+    prepare,
+)
 from tui.txn.files import dumps, load, loads, save
 from tui.txn.model import GROUPED, INDIVIDUAL, Action, Transaction
 from tui.txn.tracker import JobView, TransactionRun, apply_transaction

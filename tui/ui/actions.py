@@ -198,12 +198,19 @@ COMPOSER = register("composer", "Transaction composer", [
     UiAction("composer.down", "shift+down", "Move down", "move(1)", "move the action down"),
     UiAction("composer.mode", "m", "Mode", "toggle_mode",
              "completion mode: individual / grouped"),
+    UiAction("composer.mode_any", "f2", "Mode", "toggle_mode",
+             "completion mode, also while a field has the focus", show=False, priority=True),
     UiAction("composer.fix", "f", "Use fix", "use_fix",
              "replace the action by its suggested fix", mutating=True, show=False),
     UiAction("composer.send", "s", "Send", "send", "check and send the transaction",
              mutating=True),
-    UiAction("composer.save", "ctrl+s", "Save", "save", "save the transaction to its file"),
+    UiAction("composer.send_any", "f5", "Send", "send",
+             "send, also while a field has the focus", mutating=True, show=False, priority=True),
+    UiAction("composer.save", "ctrl+s", "Save", "save", "save the transaction to its file",
+             priority=True),
     UiAction("composer.view", "v", "View", "next_view", "next panel"),
+    UiAction("composer.view_any", "f6", "View", "next_view",
+             "next panel, also while a field has the focus", show=False, priority=True),
     UiAction("composer.form", "1", "Form", "view('tab-form')", "the action's form", show=False),
     UiAction("composer.json", "2", "JSON", "view('tab-json')", "the QMP JSON", show=False),
     UiAction("composer.checks", "3", "Checks", "view('tab-checks')", "the pre-flight checks",
@@ -212,7 +219,8 @@ COMPOSER = register("composer", "Transaction composer", [
              "what each outcome would leave behind", show=False),
     UiAction("composer.run", "5", "Run", "view('tab-run')", "the jobs and the verdict",
              show=False),
-    UiAction("composer.back", "escape", "Back", "back", "back to the dashboard"),
+    UiAction("composer.back", "escape", "Back", "back",
+             "from a field: back to the actions; else back to the dashboard (asks when unsent)"),
 ])
 
 CHAINS = register("chains", "Backup chains", [
@@ -230,7 +238,8 @@ DIALOG = register("dialog", "Dialogs", [
 ])
 
 CONFIRM = register("confirm", "Confirmation", [
-    UiAction("dialog.no", "n", "No", "cancel", "no: change nothing", show=False),
+    UiAction("dialog.no", "n", "No", "no", "no (the other choice, when the dialog offers one)",
+             show=False),
     UiAction("dialog.yes", "y", "Yes", "confirm", "yes: do it"),
 ])
 

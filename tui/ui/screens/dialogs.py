@@ -39,16 +39,22 @@ class FormDialog(ModalScreen[T | None]):
 
 
 class ConfirmDialog(ModalScreen[bool]):
-    """Asks before a destructive action; names what is affected. Cancel has the focus, so a
-    stray Enter never confirms: it takes ``y`` or choosing the confirm button."""
+    """Asks before a destructive action; names what is affected. The back button has the focus,
+    so a stray Enter never confirms: it takes ``y`` or choosing the confirm button.
+
+    With ``no_label`` there are three answers: ``y`` True, ``n`` False (the other choice) and
+    Esc None (change nothing)."""
 
     BINDINGS = bindings(DIALOG) + bindings(CONFIRM)
 
-    def __init__(self, title: str, question: str, confirm_label: str) -> None:
+    def __init__(self, title: str, question: str, confirm_label: str, *,
+                 back_label: str = "Back", no_label: str | None = None) -> None:
         super().__init__(classes="dialog")
         self.title_text = title
         self.question = question
         self.confirm_label = confirm_label
+        self.back_label = back_label
+        self.no_label = no_label
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog-box") as box:
@@ -56,16 +62,24 @@ class ConfirmDialog(ModalScreen[bool]):
             # Names (bitmaps, files, QEMU's texts) may hold '[': never read them as markup.
             yield Static(escape(self.question), id="question")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel", compact=True)
+                yield Button(f"{self.back_label} (esc)", id="cancel", compact=True)
+                if self.no_label is not None:
+                    yield Button(f"{self.no_label} (n)", id="no", compact=True)
                 yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm")
+        answers = {"confirm": True, "no": False}
+        self.dismiss(answers.get(event.button.id or "",
+                                 None if self.no_label is not None else False))
 
     def action_cancel(self) -> None:
+        """Esc (and ``n`` in a yes/no dialog): change nothing."""
+        self.dismiss(None if self.no_label is not None else False)
+
+    def action_no(self) -> None:
         self.dismiss(False)
 
     def action_confirm(self) -> None:
