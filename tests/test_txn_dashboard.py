@@ -66,7 +66,7 @@ async def test_compose_and_backup_of_the_selected_drive(sandbox, fleet_for):
         composer = app.screen
         assert isinstance(composer, ComposerScreen)
         assert [(a.data["device"], a.data["bitmap"], a.data["target"])
-                for a in composer.txn.actions] == [("drive1", "other", "disk1-1")]
+                for a in composer.txn.actions] == [("disk1", "other", "disk1-1")]
         assert [t.path for t in composer.targets] == ["/b/disk1-1.qcow2"]
         assert composer.prepared is not None
         assert [w.message.split(":")[0] for w in composer.prepared.warnings] == [

@@ -53,7 +53,7 @@ def test_drives_without_a_usable_bitmap_are_skipped_with_the_reason() -> None:
     m = demo_like(disk3=Node("disk3", "qcow2", "/vm/d3.qcow2", 1, device="drive3",
                              bitmaps=(bm("off", recording=False),)))
     plan = plan_incremental(m, ["drive0", "drive2", "drive3"], exists=nothing_exists)
-    assert [a.data["device"] for a in plan.transaction.actions] == ["drive0"]
+    assert [a.data["device"] for a in plan.transaction.actions] == ["disk0"]
     assert [str(s) for s in plan.skipped] == [
         "drive2: skipped (no bitmap: add one (n) and take a full backup first)",
         "drive3: skipped (no active bitmap (off disabled))"]
@@ -68,10 +68,10 @@ def test_targets_are_blockdev_backups_next_to_the_image_numbered_without_collisi
         ("drive0", "/vm/drive0-incr-3.qcow2", "drive0-incr-3", 64 << 20),
         ("drive1", "/vm/drive1-incr-2.qcow2", "drive1-incr-2", 64 << 20)]
     assert [a.to_qmp() for a in plan.transaction.actions] == [
-        {"type": "blockdev-backup", "data": {"device": "drive0", "job-id": "drive0-incr-3",
+        {"type": "blockdev-backup", "data": {"device": "disk0", "job-id": "drive0-incr-3",
                                              "sync": "incremental", "bitmap": "nightly",
                                              "target": "drive0-incr-3"}},
-        {"type": "blockdev-backup", "data": {"device": "drive1", "job-id": "drive1-incr-2",
+        {"type": "blockdev-backup", "data": {"device": "disk1", "job-id": "drive1-incr-2",
                                              "sync": "incremental", "bitmap": "bitmap0",
                                              "target": "drive1-incr-2"}}]
     # the checks accept the targets that will be created, and find nothing else to say

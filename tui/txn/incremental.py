@@ -160,8 +160,10 @@ def plan_incremental(
         job = _free_id(f"{dev}-incr-{n}", jobs_taken)
         jobs_taken.add(job)
         targets.append(PlannedTarget(dev, path, tnode, node.size))
+        # by node name: while another job runs on the drive, its device name points at that
+        # job's filter node, which has none of the drive's bitmaps
         actions.append(Action("blockdev-backup", {
-            "device": dev, "job-id": job, "sync": "incremental", "bitmap": bm.name,
+            "device": node.node_name, "job-id": job, "sync": "incremental", "bitmap": bm.name,
             "target": tnode}))
     return IncrementalPlan(Transaction(tuple(actions), mode), tuple(targets), tuple(skipped))
 

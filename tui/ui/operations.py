@@ -315,7 +315,7 @@ class DashboardOperations:
             why = "; ".join(str(s) for s in plan.skipped) or f"{name} has no drive"
             self.report(refused(f"nothing to back up: {why}"))
             return
-        usable = [a.data["device"] for a in plan.transaction.actions]
+        usable = [t.device for t in plan.targets]
 
         def chosen(pattern: str | None) -> None:
             if pattern:

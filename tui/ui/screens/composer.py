@@ -293,7 +293,7 @@ class ComposerScreen(Screen[Draft | None]):
             return
         table = self.query_one("#jobs", DataTable)
         with self.app.batch_update():
-            for view in run.jobs():
+            for view in run.jobs() if run.accepted else ():
                 cells = {
                     # QEMU's "null" (the job is gone) means nothing to an operator
                     "job": view.job_id, "drive": view.label,
