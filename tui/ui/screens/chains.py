@@ -18,7 +18,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, OptionList, Static
+from textual.widgets import DataTable, OptionList, Static
 
 from tui.chains.ledger import Ledger
 from tui.chains.policy import Policy
@@ -33,6 +33,7 @@ from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.palette import PaletteCommand
 from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.widgets.footer import RankedFooter
 
 RELOAD_DELAY = 0.2  # coalesce bursts of store changes into one reload
 
@@ -89,7 +90,7 @@ class ChainsScreen(Screen[None]):
             yield DataTable(id="chains", cursor_type="row", zebra_stripes=True)
             yield Static("", id="next")
             yield DataTable(id="problems", cursor_type="row")
-        yield Footer()
+        yield RankedFooter()
 
     def on_mount(self) -> None:
         chains = self.query_one("#chains", DataTable)

@@ -21,7 +21,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import (
     DataTable,
-    Footer,
     Label,
     ListItem,
     ListView,
@@ -63,6 +62,7 @@ from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.screens.dialogs import ConfirmDialog
 from tui.ui.screens.txn_dialogs import AskDialog
 from tui.ui.widgets.action_form import ActionForm
+from tui.ui.widgets.footer import RankedFooter
 
 # At most this many redraws a second from store changes (a frame budget for the live view).
 REDRAW_INTERVAL = 0.1
@@ -206,7 +206,7 @@ class ComposerScreen(Screen[Draft | None]):
                                                                   id="run-panel"):
                     yield DataTable(id="jobs", cursor_type="row")
                     yield Static("Not sent yet: press s to send.", id="verdict")
-        yield Footer()
+        yield RankedFooter()
 
     @property
     def model(self) -> ConnectionModel:

@@ -17,7 +17,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input
 from textual.worker import Worker, WorkerState
 
 from tui.model.state import ConnectionModel, JobResult, Node
@@ -30,6 +30,7 @@ from tui.ui.operations import DashboardOperations
 from tui.ui.palette import PaletteCommand
 from tui.ui.widgets.connections import ConnectionsTable
 from tui.ui.widgets.events import EventLog
+from tui.ui.widgets.footer import RankedFooter
 from tui.ui.widgets.jobs import JobsTable, job_key, split_key
 from tui.ui.widgets.nodes import NodesTable, bitmap_key, node_key
 
@@ -68,7 +69,7 @@ class DashboardScreen(Screen[None]):
                 yield JobsTable(id="jobs", clock=self.clock)
                 yield EventLog(id="events")
         yield Input(id="filter", placeholder="filter (esc clears)", compact=True)
-        yield Footer()
+        yield RankedFooter()
 
     @property
     def connections_table(self) -> ConnectionsTable:
