@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tui.demo import Demo
+from tui.demo import CONNECTION, Demo
 from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint
 from tui.sandbox import SandboxError
@@ -106,6 +106,8 @@ async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
         stack.callback(session.close)
         fleet = session.open_fleet(endpoints, reconnect=True)
         stack.push_async_callback(fleet.stop)
+        if demo is not None:
+            fleet.connections[CONNECTION].note_job_node(demo.backup_job, demo.backup_node)
         app = BitmapTuiApp(fleet=fleet, theme_name=session.theme, themes=themes,
                            keymap=session.config.keymap, demo=demo,
                            policies=dict(session.config.policies), startup=startup)

@@ -28,6 +28,7 @@ from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.operations import DashboardOperations
 from tui.ui.palette import PaletteCommand
+from tui.ui.screens.dialogs import InfoDialog
 from tui.ui.widgets.connections import ConnectionsTable
 from tui.ui.widgets.events import EventLog
 from tui.ui.widgets.footer import RankedFooter
@@ -165,13 +166,13 @@ class DashboardScreen(Screen[None]):
             self.show_job_details(str(event.row_key.value))
 
     def show_job_details(self, key: str) -> None:
-        """Notify the job's node, status and full error text."""
+        """The job's node, status, progress and full error text, in a panel."""
         conn, job_id = split_key(key)
         model = self.store.state.connections.get(conn)
         job = model.jobs.get(job_id) if model is not None else None
         if job is not None:
-            self.notify(self.jobs_table.job_details(key, job), title=f"job {job_id}", timeout=15,
-                        severity="error" if job.error else "information")
+            self.app.push_screen(InfoDialog(f"Job {job_id}",
+                                            self.jobs_table.job_details(key, job)))
 
     def select_bitmap(self, connection: str, node: str, name: str | None = None) -> bool:
         """Put the nodes cursor on a bitmap (or on the node when ``name`` is None)."""

@@ -6,7 +6,7 @@ from typing import TypeVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -84,6 +84,34 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def action_confirm(self) -> None:
         self.dismiss(True)
+
+
+class InfoDialog(ModalScreen[None]):
+    """Some lines to read (a job's details), in a scrollable panel; Esc or Enter closes."""
+
+    BINDINGS = bindings(DIALOG)
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box") as box:
+            box.border_title = self.title_text
+            with VerticalScroll(id="info"):
+                yield Static(escape(self.text), id="info-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Close (esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def on_button_pressed(self, _event: Button.Pressed) -> None:
+        self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class SpeedDialog(FormDialog[int]):
