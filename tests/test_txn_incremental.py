@@ -99,3 +99,27 @@ def test_blkdebug_and_json_file_names_give_the_image_path(tmp_path: Any) -> None
     m = ConnectionModel("vm0", "unix:/x", LinkState.CONNECTED, nodes={"disk1": blk})
     assert plan_incremental(m, ["drive1"], exists=nothing_exists).targets[0].path == \
         "/vm/drive1-incr-1.qcow2"
+
+
+def test_a_drive_with_a_running_job_is_skipped_and_named() -> None:
+    from dataclasses import replace
+
+    from tui.model.state import Job
+
+    m = replace(demo_like(), jobs={"demo-backup": Job("demo-backup", "backup", "running",
+                                                      node="disk1")})
+    plan = plan_incremental(m, ["drive0", "drive1"], exists=nothing_exists)
+    assert [t.device for t in plan.targets] == ["drive0"]
+    assert [str(s) for s in plan.skipped] == ["drive1: skipped (job demo-backup is running on it)"]
+
+
+def test_the_frozen_bitmap_refusal_names_the_job() -> None:
+    from tui.model.state import Job
+    from tui.ops.bitmaps import check_action
+
+    node = demo_like().nodes["disk1"]
+    jobs = [Job("demo-backup", "backup", "running", node="disk1"),
+            Job("other", "backup", "running", node="disk0")]
+    refusal = check_action(node, "in-backup", "clear", jobs).refusal
+    assert refusal is not None and "(in use by job demo-backup)" in refusal
+    assert "(in use by a job)" in (check_action(node, "in-backup", "clear").refusal or "")

@@ -140,10 +140,14 @@ def plan_incremental(
     paths = _taken_paths(model)
     nodes_taken = set(model.nodes)
     jobs_taken = set(model.jobs)
+    busy = {j.node: j.id for j in model.active_jobs if j.node}
     for dev in devices:
         node = model.find_node(dev)
         if node is None:
             skipped.append(Skipped(dev, "no such drive"))
+            continue
+        if node.node_name in busy:
+            skipped.append(Skipped(dev, f"job {busy[node.node_name]} is running on it"))
             continue
         bm, reason = pick_bitmap(node, selected=(selected or {}).get(dev),
                                  preferred=(preferred or {}).get(dev, ()))

@@ -151,7 +151,7 @@ class DashboardOperations:
         if ctx is None:
             return
         conn, node, name = ctx
-        check = bitmap_ops.check_action(node, name, verb)
+        check = bitmap_ops.check_action(node, name, verb, conn.jobs.values())
         if not check.ok:
             self.report(refused(check.refusal or ""))
             return

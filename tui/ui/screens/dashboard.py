@@ -95,6 +95,11 @@ class DashboardScreen(Screen[None]):
         self.render_state()
         self.nodes_table.focus()
 
+    def on_screen_resume(self) -> None:
+        """Back from another screen: the event log follows again (it could not scroll while
+        the dashboard was covered)."""
+        self.call_after_refresh(self.event_log.follow_again)
+
     def on_unmount(self) -> None:
         if self._bridge is not None:
             self._bridge.close()
