@@ -238,7 +238,7 @@ COMPOSER = register("composer", "Transaction composer", [
 ])
 
 CHAINS = register("chains", "Backup chains", [
-    UiAction("chains.back", "escape", "Back", "back", "back to the dashboard"),
+    UiAction("chains.back", "escape", "Back", "back", "back to the dashboard", rank=0),
     UiAction("chains.run", "r", "Run policy", "run_policy", "preview and run a backup policy",
              mutating=True),
     UiAction("chains.fix", "x", "Fix problem", "fix", "apply the selected problem's fix",

@@ -38,6 +38,14 @@ from tui.ui.widgets.footer import RankedFooter
 RELOAD_DELAY = 0.2  # coalesce bursts of store changes into one reload
 
 
+def no_backups_hint(policies: dict[str, Policy]) -> str:
+    """What an empty chains screen suggests: run a policy, or write one first."""
+    if policies:
+        return "no backups yet: press r to run a policy"
+    return ("no backups yet, and no policy: add one to the config file (key 'policies'); "
+            "b / B on the dashboard back up without one")
+
+
 class PolicyPicker(ModalScreen[str | None]):
     """Choose one of several policies."""
 
@@ -63,9 +71,9 @@ class ChainsScreen(Screen[None]):
     """The chain view of every drive the ledger knows, live against the fleet."""
 
     DEFAULT_CSS = """
-    ChainsScreen #chains { height: 1fr; }
+    ChainsScreen #chains { height: auto; max-height: 60%; }
     ChainsScreen #next { height: auto; max-height: 8; padding: 0 1; }
-    ChainsScreen #problems { height: auto; max-height: 8; }
+    ChainsScreen #problems { height: 1fr; min-height: 4; }
     """
 
     BINDINGS = bindings(CHAINS)
@@ -100,7 +108,8 @@ class ChainsScreen(Screen[None]):
         chains.add_column("State", width=len("UNKNOWN (deleted)"))
         chains.add_column("Size")
         problems = self.query_one("#problems", DataTable)
-        problems.add_columns("#", "Problem", "Suggested fix")
+        # the fix under its problem: both readable at 80 columns
+        problems.add_columns("#", "Problem, then its suggested fix")
         # Bitmap changes (lost/orphan) come from the store: at most one reload per RELOAD_DELAY.
         self._bridge = StoreBridge(self.store, self, delay=RELOAD_DELAY)
         self.reload()
@@ -139,14 +148,15 @@ class ChainsScreen(Screen[None]):
         for p in self.view_data.points:
             lines.append(f"VM-wide point ({p.connection}, {p.policy}): transaction {p.txn_id}")
         if not self.view_data.drives:
-            lines.append("no backups yet: press r to run a policy")
+            lines.append(no_backups_hint(self.policies))
         lines += self.verify_lines
         self.query_one("#next", Static).update(Text("\n".join(lines)))
         problems = self.query_one("#problems", DataTable)
         problems.clear()
         for n, pr in enumerate(self.view_data.problems, 1):
             # Text, not markup: "[orphan]" and bitmap names must show as they are.
-            problems.add_row(Text(str(n)), Text(f"[{pr.kind}] {pr.text}"), Text(pr.fix))
+            problems.add_row(Text(str(n)), Text(f"[{pr.kind}] {pr.text}\n  fix (x): {pr.fix}"),
+                             height=2)
 
     def action_reload(self) -> None:
         self._reconcile_and_reload()
