@@ -357,3 +357,21 @@ def test_job_ids_in_full_where_they_fit_else_cut_in_the_middle():
     assert id_width([long], narrow=True) == ID_MAX_NARROW
     cut = cut_middle(long, ID_MAX_NARROW)
     assert len(cut) == ID_MAX_NARROW and cut.startswith("nightly") and cut.endswith("-17")
+
+
+async def test_finished_jobs_do_not_squeeze_the_nodes_at_80x24():
+    from dataclasses import replace
+
+    from tui.model.state import Job, JobResult
+
+    store = build_store()
+    done = {f"old-{i}": Job(f"old-{i}", "backup", "concluded", result=JobResult.COMPLETED)
+            for i in range(12)}
+    store.update("web", lambda c: replace(c, jobs={**c.jobs, **done}))
+    app = BitmapTuiApp(store=store, clock=lambda: 1000.0)
+    async with watch(app, size=(80, 24)) as pilot:
+        dash = app.dashboard
+        await settle(pilot, dash)
+        assert dash.jobs_table.row_count >= 12
+        assert dash.jobs_table.outer_size.height <= 6  # border, header, 4 jobs: the rest scrolls
+        assert dash.nodes_table.outer_size.height >= 7
