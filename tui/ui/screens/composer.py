@@ -382,8 +382,7 @@ class ComposerScreen(Screen[Draft | None]):
         mode = GROUPED if self.txn.completion_mode == INDIVIDUAL else INDIVIDUAL
         self.txn = self.txn.with_mode(mode)
         self._new_run()
-        self._recheck()
-        self.notify(f"completion-mode {mode}")
+        self._recheck()  # the mode line says it: no toast over the panels
 
     def action_use_fix(self) -> None:
         """Replace the selected drive-backup by its blockdev-backup equivalent, first offering

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from tui.ops.jobs import parse_speed
+from tui.ops.jobs import parse_speed, speed_text
 from tui.ui.actions import CONFIRM, DIALOG, bindings
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class SpeedDialog(FormDialog[int]):
         with Vertical(id="dialog-box") as box:
             box.border_title = f"Speed of job {self.job_id}"
             yield Label("Bytes per second (0 = unlimited; 512K, 10M, ...):")
-            yield Input(str(self.current), id="speed", compact=True)
+            yield Input(speed_text(self.current), id="speed", compact=True)
             yield Static("", id="reason", classes="reason")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
