@@ -13,6 +13,7 @@ from typing import Any
 from tui.chains.cleanup import deletable_images
 from tui.chains.ledger import ImageRow, ImageState, Ledger, TxnState
 from tui.chains.plan import chain_state
+from tui.format import human_bytes
 from tui.model.state import BitmapState, ConnectionModel, FleetState, LinkState
 from tui.qmp.address import parse_address_lenient
 
@@ -188,7 +189,7 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
                     view.problems.append(Problem(
                         "orphan", conn_name, node.node_name, bm.name or "",
                         f"bitmap '{bm.name}' on {node.node_name} is unknown to the ledger "
-                        f"({bm.state}, {bm.count} dirty bytes)",
+                        f"({bm.state}, {human_bytes(bm.count)} dirty)",
                         "if no other tool uses it, remove it (it costs memory and slows writes)",
                         ("block-dirty-bitmap-remove", {"node": node.node_name, "name": bm.name}),
                     ))

@@ -427,8 +427,7 @@ def _check_target(sim: _Sim, i: int, action: Action, node: Node | None) -> None:
     if action.type == "blockdev-backup":
         tnode = sim.model.find_node(target)
         if tnode is None and target in sim.planned:
-            sim.note(INFO, i, f"target node '{target}' is created (blockdev-create, "
-                              "blockdev-add) right before sending")
+            pass  # created (blockdev-create, blockdev-add) right before sending
         elif tnode is None:
             sim.error(i, f"unknown target node '{target}' (blockdev-add it first)")
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import textwrap
 from functools import partial
 from typing import Any
 
@@ -153,10 +154,16 @@ class ChainsScreen(Screen[None]):
         self.query_one("#next", Static).update(Text("\n".join(lines)))
         problems = self.query_one("#problems", DataTable)
         problems.clear()
+        width = max(self.size.width - 8, 30)
         for n, pr in enumerate(self.view_data.problems, 1):
+            # wrapped to the screen, so the problem and its fix are read whole at 80 columns
+            lines = textwrap.wrap(f"[{pr.kind}] {pr.text}", width) + textwrap.wrap(
+                f"fix (x): {pr.fix}", width, initial_indent="  ", subsequent_indent="    ")
             # Text, not markup: "[orphan]" and bitmap names must show as they are.
-            problems.add_row(Text(str(n)), Text(f"[{pr.kind}] {pr.text}\n  fix (x): {pr.fix}"),
-                             height=2)
+            problems.add_row(Text(str(n)), Text("\n".join(lines)), height=len(lines))
+
+    def on_resize(self) -> None:
+        self.reload()
 
     def action_reload(self) -> None:
         self._reconcile_and_reload()

@@ -261,7 +261,8 @@ class ComposerScreen(Screen[Draft | None]):
         p = self.prepared
         mode = self.txn.completion_mode
         title = (f"Transaction on {model.name} ({model.state.value}) · {len(self.txn.actions)} "
-                 f"action(s) · {len(p.errors)} error(s), {len(p.warnings)} warning(s)")
+                 f"action(s) · {len(p.errors)} error(s), {len(p.warnings)} warning(s)"
+                 + (f", {len(p.notices)} notice(s)" if p.notices else ""))
         self.query_one("#composer-title", Static).update(escape(title))
         self.query_one("#mode", Static).update(
             f"completion-mode: [b]{mode}[/b]  (m toggles)")

@@ -89,6 +89,9 @@ class ConfirmDialog(ModalScreen[bool]):
 class InfoDialog(ModalScreen[None]):
     """Some lines to read (a job's details), in a scrollable panel; Esc or Enter closes."""
 
+    DEFAULT_CSS = """
+    InfoDialog #info { height: auto; max-height: 16; }
+    """
     BINDINGS = bindings(DIALOG)
 
     def __init__(self, title: str, text: str) -> None:
