@@ -123,3 +123,14 @@ def test_the_frozen_bitmap_refusal_names_the_job() -> None:
     refusal = check_action(node, "in-backup", "clear", jobs).refusal
     assert refusal is not None and "(in use by job demo-backup)" in refusal
     assert "(in use by a job)" in (check_action(node, "in-backup", "clear").refusal or "")
+
+
+def test_targets_on_a_remote_qemu_are_flagged_unverified() -> None:
+    from dataclasses import replace
+
+    local = plan_incremental(demo_like(), ["drive0"], exists=nothing_exists)
+    assert local.targets[0].warning() is None
+    remote = plan_incremental(replace(demo_like(), address="tcp:db.example:4444"), ["drive0"],
+                              exists=nothing_exists)
+    warning = remote.targets[0].warning()
+    assert warning is not None and "truncates" in warning and "/vm/drive0-incr-1.qcow2" in warning

@@ -193,3 +193,26 @@ async def test_save_asks_for_a_file_and_writes_loadable_yaml(tmp_path: Any) -> N
         await pilot.press("enter")
         await pilot.pause()
         assert load(target) == screen.txn and screen.txn.completion_mode == "grouped"
+
+
+async def test_targets_on_a_remote_qemu_ask_before_sending() -> None:
+    from tui.ui.screens.dialogs import ConfirmDialog
+
+    fleet = StoreOnly()
+    fleet.store.update("vm0", lambda c: replace(c, address="tcp:vm0.example:4444"))
+
+    class Remote(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(ComposerScreen.for_incremental(fleet, "vm0", ["drive0"]))
+
+    app = Remote()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, ComposerScreen)
+        screen.query_one("#actions").focus()
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and "truncates" in app.screen.question
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen and screen.run is None

@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 
 from tui.chains.targets import QMPConn, create_target
 from tui.model.state import Bitmap, BitmapState, ConnectionModel, Node
+from tui.qmp.address import parse_address_lenient
 from tui.txn.model import GROUPED, Action, Transaction
 
 #: The default target name: next to the drive's image, numbered per drive.
@@ -35,6 +36,16 @@ class PlannedTarget:
     path: str
     node: str
     size: int
+    #: QEMU runs on another machine: whether a file of this name exists there is unknown (and
+    #: blockdev-create would truncate it), so sending asks first
+    unverified: bool = False
+
+    def warning(self) -> str | None:
+        """The risk of creating this target, when there is one."""
+        if not self.unverified:
+            return None
+        return (f"{self.device}: QEMU is on another machine; if {self.path} exists there, "
+                "creating the target truncates it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +151,7 @@ def plan_incremental(
     paths = _taken_paths(model)
     nodes_taken = set(model.nodes)
     jobs_taken = set(model.jobs)
+    remote = parse_address_lenient(model.address).kind != "unix"
     busy = {j.node: j.id for j in model.active_jobs if j.node}
     for dev in devices:
         node = model.find_node(dev)
@@ -163,7 +175,7 @@ def plan_incremental(
         nodes_taken.add(tnode)
         job = _free_id(f"{dev}-incr-{n}", jobs_taken)
         jobs_taken.add(job)
-        targets.append(PlannedTarget(dev, path, tnode, node.size))
+        targets.append(PlannedTarget(dev, path, tnode, node.size, unverified=remote))
         # by node name: while another job runs on the drive, its device name points at that
         # job's filter node, which has none of the drive's bitmaps
         actions.append(Action("blockdev-backup", {

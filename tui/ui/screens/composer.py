@@ -271,6 +271,7 @@ class ComposerScreen(Screen[Draft | None]):
             + json.dumps(p.transaction.to_qmp(), indent=2))
         lines = [escape(line) for line in describe_targets(pending(self.targets, model))]
         lines += [f"[$warning]{escape(str(sk))}[/]" for sk in self.skipped]
+        lines += [f"[$warning]warning: {escape(w)}[/]" for w in self._target_risks()]
         for f in p.findings:
             style = {"error": "$error", "warning": "$warning"}.get(f.level, "$text-muted")
             lines.append(f"[{style}]{escape(str(f))}[/]")
@@ -520,13 +521,17 @@ class ComposerScreen(Screen[Draft | None]):
             tabs.active = "tab-checks"
             self.notify(f"{len(p.errors)} error(s): fix them before sending", severity="error")
             return
-        if p.warnings:
-            lines = [str(w) for w in p.warnings]  # risks to data; notices need no answer
+        risks = [str(w) for w in p.warnings] + [f"warning: {w}" for w in self._target_risks()]
+        if risks:  # risks to data ask first; notices need no answer
             self.app.push_screen(ConfirmDialog("Send despite these warnings?",
-                                               "\n".join(lines), "Send anyway"),
+                                               "\n".join(risks), "Send anyway"),
                                  self._confirmed)
             return
         self._start(p)
+
+    def _target_risks(self) -> list[str]:
+        """What creating the pending targets may overwrite (a QEMU on another machine)."""
+        return [w for t in pending(self.targets, self.model) if (w := t.warning())]
 
     def _confirmed(self, yes: bool | None) -> None:
         if yes and self.prepared is not None:
