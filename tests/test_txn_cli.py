@@ -179,7 +179,9 @@ async def test_compose_in_a_real_terminal(make_sandbox, tmp_path):
         await screen_shows("completion-mode: grouped")
         await tmux_do("send-keys", "-t", session, "4")
         await screen_shows("completion-mode grouped: what each outcome")
-        await tmux_do("send-keys", "-t", session, "Escape")  # back to the dashboard
+        await tmux_do("send-keys", "-t", session, "Escape")  # unsent changes: it asks first
+        await screen_shows("Leave the composer?")
+        await tmux_do("send-keys", "-t", session, "y")  # back to the dashboard (draft kept)
         await screen_shows("Nodes and bitmaps")
         await tmux_do("send-keys", "-t", session, "q")
         for _ in range(200):

@@ -45,6 +45,8 @@ async def test_backup_every_drive_from_the_dashboard(make_sandbox, fleet_for):
         assert [b.outcome for b in composer.verdict.bitmaps] == ["cleared", "cleared"]
         assert all(os.path.exists(t.path) for t in composer.targets)  # noqa: ASYNC240
         assert app.focused is composer.query_one("#run-panel")
+        # the target's create jobs were dismissed by the console: not left in the jobs table
+        assert not [j for j in fleet["vm0"].model.jobs.values() if j.type == "create"]
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is dash  # sent: nothing to ask about
