@@ -65,6 +65,9 @@ async def test_individual_example_in_few_keys(make_sandbox, fleet_for):
         assert [(b.name, b.outcome) for b in v.bitmaps] == [
             ("bitmap0", "cleared"), ("bitmap1", "restored")]
         assert app.focused is composer.query_one("#run-panel")  # readable and scrollable
+        await pilot.pause(0.3)
+        # no toast over the verdict: the failure is in the verdict itself
+        assert [n.message for n in app._notifications] == []
 
 
 async def test_grouped_example_in_few_keys(make_sandbox, fleet_for):

@@ -134,3 +134,24 @@ def test_targets_on_a_remote_qemu_are_flagged_unverified() -> None:
                               exists=nothing_exists)
     warning = remote.targets[0].warning()
     assert warning is not None and "truncates" in warning and "/vm/drive0-incr-1.qcow2" in warning
+
+
+def test_the_dashboard_prefers_the_configs_policy_bitmaps() -> None:
+    from types import SimpleNamespace
+
+    from tui.chains.policy import Policy
+    from tui.ui.operations import DashboardOperations
+
+    two = Node("disk5", "qcow2", "/vm/d5.qcow2", 1, device="drive5",
+               bitmaps=(bm("adhoc"), bm("bitmap-tui")))
+    m = ConnectionModel("vm0", "unix:/x", LinkState.CONNECTED, nodes={"disk5": two})
+    policies = {"nightly": Policy("nightly", "vm0", ("disk5",), bitmap="bitmap-tui"),
+                "elsewhere": Policy("elsewhere", "vm1", ("disk5",), bitmap="adhoc")}
+    ops = DashboardOperations(SimpleNamespace(app=SimpleNamespace(chains_policies=policies)))
+    preferred = ops.preferred_bitmaps(m)
+    assert preferred == {"drive5": ["bitmap-tui"]}  # by device; the other VM's policy ignored
+    plan = plan_incremental(m, ["drive5"], preferred=preferred, exists=nothing_exists)
+    assert plan.transaction.actions[0].data["bitmap"] == "bitmap-tui"
+    # without the policy, two active bitmaps: the drive is skipped, the operator must choose
+    assert plan_incremental(m, ["drive5"], exists=nothing_exists).skipped[0].reason.startswith(
+        "2 active bitmaps")

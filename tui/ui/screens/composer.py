@@ -179,6 +179,11 @@ class ComposerScreen(Screen[Draft | None]):
         """Whether leaving now would leave changes that were neither sent nor saved."""
         return bool(self.txn.actions) and self.txn != self._clean
 
+    def follows_job(self, connection: str, job_id: str) -> bool:
+        """Whether this screen shows the job's outcome (a job of its transaction)."""
+        return (connection == self.connection and self.run is not None
+                and job_id in self.run.job_ids)
+
     def draft(self) -> Draft | None:
         """The unsent transaction, if any (what the dashboard keeps for ``t``)."""
         if not self.unsent:

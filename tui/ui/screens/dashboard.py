@@ -153,8 +153,15 @@ class DashboardScreen(Screen[None]):
                 key = job_key(conn.name, job.id)
                 if job.result is JobResult.FAILED and key not in self._notified:
                     self._notified.add(key)
+                    if self._shown_on_top(conn.name, job.id):
+                        continue  # the screen on top reports it (a toast would cover it)
                     self.notify(f"job {job.id} on {conn.name} failed: {job.error or 'error'}",
                                 title="Job failed", severity="error", timeout=15)
+
+    def _shown_on_top(self, connection: str, job_id: str) -> bool:
+        """Whether the screen on top follows this job itself (the composer's transaction)."""
+        follows = getattr(self.app.screen, "follows_job", None)
+        return callable(follows) and bool(follows(connection, job_id))
 
     # ------------------------------------------------------------------ selection
 
