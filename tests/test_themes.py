@@ -216,3 +216,28 @@ def test_every_state_colour_reads_at_4_5_to_1_on_its_backgrounds(name):
         low = {var: round(contrast(_rgb(spec.variables[var]), bg), 2)
                for var in STATE_VARIABLES if contrast(_rgb(spec.variables[var]), bg) < 4.5}
         assert not low, f"{name} on {where} ({value}): {low}"
+
+
+def test_a_16_colour_terminal_gets_the_ansi_theme(monkeypatch):
+    """With 16 colours the dark theme's greys collapse into the body colour: the ANSI theme's
+    colours stay apart. A 256-colour or true-colour terminal keeps the chosen theme."""
+    from tui.ui.app import BitmapTuiApp
+    from tui.ui.themes import adapt_to_terminal, theme_for_terminal
+
+    app = BitmapTuiApp()
+    themes = app.available_themes
+    assert theme_for_terminal("dark", "standard", themes) == "ansi"
+    assert theme_for_terminal("light", "windows", themes) == "ansi"
+    assert theme_for_terminal("dark", "256", themes) == "dark"
+    assert theme_for_terminal("dark", "truecolor", themes) == "dark"
+    assert theme_for_terminal("ansi", "standard", themes) == "ansi"
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("COLORTERM", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    app16 = BitmapTuiApp(theme_name="dark")
+    assert app16.console.color_system == "standard" and app16.theme == "dark"
+    assert adapt_to_terminal(app16) == "ansi" and app16.theme == "ansi"
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    app24 = BitmapTuiApp(theme_name="dark")
+    assert adapt_to_terminal(app24) == "dark"

@@ -24,7 +24,7 @@ from tui.txn.model import Transaction
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.demo_commands import palette_commands
 from tui.ui.palette import register_commands
-from tui.ui.themes import ThemeSet, load_themes
+from tui.ui.themes import ThemeSet, adapt_to_terminal, load_themes
 
 Startup = Callable[[Any], Awaitable[None]]
 EXIT_INTERRUPTED = 143
@@ -112,5 +112,6 @@ async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
                            keymap=session.config.keymap, demo=demo,
                            policies=dict(session.config.policies), startup=startup)
         app.first_answer_timeout = session.first_answer_timeout
+        adapt_to_terminal(app)  # 16 colours: the ANSI theme, whose states stay apart
         await app.run_async()
         return app.return_code or 0
