@@ -183,7 +183,9 @@ async def test_compose_in_a_real_terminal(make_sandbox, tmp_path):
         await screen_shows("Leave the composer?")
         await tmux_do("send-keys", "-t", session, "y")  # back to the dashboard (draft kept)
         await screen_shows("Nodes and bitmaps")
-        await tmux_do("send-keys", "-t", session, "q")
+        await tmux_do("send-keys", "-t", session, "q")  # the draft would be lost: it asks
+        await screen_shows("Quit?")
+        await tmux_do("send-keys", "-t", session, "y")
         for _ in range(200):
             if "compose" not in await tmux_do("list-sessions"):
                 break

@@ -216,3 +216,24 @@ async def test_targets_on_a_remote_qemu_ask_before_sending() -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is screen and screen.run is None
+
+
+async def test_quit_with_an_unsent_transaction_asks() -> None:
+    from tui.ui.app import BitmapTuiApp
+    from tui.ui.screens.dialogs import ConfirmDialog
+
+    fleet = StoreOnly()
+    app = BitmapTuiApp(fleet=fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.push_screen(ComposerScreen.for_incremental(fleet, "vm0", ["drive0"]))
+        await pilot.pause()
+        app.screen.query_one("#actions").focus()
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and "vm0" in app.screen.question
+        await pilot.press("escape")  # stay: nothing lost
+        await pilot.pause()
+        assert isinstance(app.screen, ComposerScreen) and app.return_code is None
+        await pilot.press("q", "y")
+        await pilot.pause()
+    assert app.return_code == 0

@@ -264,9 +264,11 @@ class DashboardOperations:
         draft = self.drafts.get(name)
         screen = (ComposerScreen.from_draft(self.screen.fleet, name, draft) if draft
                   else ComposerScreen(self.screen.fleet, name))
-        self._open_composer(name, screen)
+        self.open_composer(name, screen)
 
-    def _open_composer(self, name: str, screen: ComposerScreen) -> None:
+    def open_composer(self, name: str, screen: ComposerScreen) -> None:
+        """Push a composer; what it leaves unsent is kept as ``name``'s draft (``t`` reopens
+        it)."""
         def left(draft: Draft | None) -> None:
             if draft is None:
                 self.drafts.pop(name, None)
@@ -319,7 +321,7 @@ class DashboardOperations:
 
         def chosen(pattern: str | None) -> None:
             if pattern:
-                self._open_composer(name, ComposerScreen.for_incremental(
+                self.open_composer(name, ComposerScreen.for_incremental(
                     self.screen.fleet, name, drives, pattern, selected=selected,
                     preferred=preferred))
 

@@ -62,7 +62,9 @@ def open_composer_at_start(connection: str, txn: Transaction | None,
         # the forms offer what exists: wait for the first answer before building them
         with contextlib.suppress(TimeoutError):
             await app.fleet.wait_first_answer(app.first_answer_timeout)
-        await app.push_screen(ComposerScreen(app.fleet, connection, txn, path=path))
+        # through the dashboard: what is left unsent is kept as a draft (t reopens it)
+        app.dashboard.ops.open_composer(connection,
+                                        ComposerScreen(app.fleet, connection, txn, path=path))
 
     return open_composer
 
