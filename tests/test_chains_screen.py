@@ -202,3 +202,11 @@ async def test_help_palette_and_deleting_an_invalid_image(make_sandbox, fleet_fo
         assert next(i for i in ledger.images() if i.path == bad).deleted is not None
         await wait_for(lambda: "INVALID (deleted)" in screen_text(app), what="marked deleted")
     ledger.close()
+
+
+def test_with_no_policy_the_empty_screen_does_not_offer_r():
+    from tui.chains.policy import Policy
+    from tui.ui.screens.chains import no_backups_hint
+
+    assert "press r" not in no_backups_hint({}) and "policies" in no_backups_hint({})
+    assert "press r" in no_backups_hint({"p": Policy("p", "vm0", ("drive0",))})

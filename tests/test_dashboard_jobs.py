@@ -129,7 +129,7 @@ async def test_failed_job_is_highlighted_and_notified(make_sandbox, fleet_for):
         await wait_for(lambda: job(fleet, "bad").result is JobResult.FAILED, what="failure")
         await settle(pilot, dash)
         row = dash.jobs_table.get_row("vm0\x1fbad")
-        assert str(row[2]) == "failed" and "Input/output error" in str(row[6])
+        assert str(row[2]) == "failed" and "Input/output error" in str(row[7])
         notes = [n for n in app._notifications if n.severity == "error"]
         assert any("bad" in n.message and "Input/output error" in n.message for n in notes)
         log = dash.event_log

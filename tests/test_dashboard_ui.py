@@ -332,12 +332,46 @@ async def test_narrow_layout_keeps_file_name_end_node_and_error_in_view():
         assert "b-disk0.qcow2" in screen and err in screen and "disk1" in screen
         dash.select_job("web", "inc-1")
         jobs.focus()
-        await pilot.press("enter")
-        await wait_for(lambda: any("error: Input/output error" in n.message
-                                   for n in app._notifications), what="job details")
+        await pilot.press("enter")  # the job's details in a panel, not a toast
+        from tui.ui.screens.dialogs import InfoDialog
+        await wait_for(lambda: isinstance(app.screen, InfoDialog), what="job details")
+        assert "error: Input/output error" in app.screen.text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is dash
         await pilot.resize_terminal(140, 40)
         await wait_for(lambda: not jobs.narrow and nodes.full_paths, what="wide layout")
         await wait_for(lambda: _cell(nodes, node_key("web", "disk0"), "file")
                        == "qcow2 · /srv/vm/web-disk0.qcow2", what="full path")
         assert _cell(jobs, job_key("web", "inc-1"), "error") == "Input/output error"
-        assert [c.key.value for c in jobs.ordered_columns][-3:] == ["eta", "error", "node"]
+        assert [c.key.value for c in jobs.ordered_columns][-3:] == ["eta", "node", "error"]
+
+
+def test_job_ids_in_full_where_they_fit_else_cut_in_the_middle():
+    from tui.ui.widgets.jobs import ID_MAX_NARROW, cut_middle, id_width
+
+    ids = ["demo-backup", "demo-backup-2", "demo-backup-3"]
+    assert id_width(ids, narrow=True) == len("demo-backup-2")
+    assert cut_middle("demo-backup-2", 13) == "demo-backup-2"
+    long = "nightly-backup-of-drive0-17"
+    assert id_width([long], narrow=True) == ID_MAX_NARROW
+    cut = cut_middle(long, ID_MAX_NARROW)
+    assert len(cut) == ID_MAX_NARROW and cut.startswith("nightly") and cut.endswith("-17")
+
+
+async def test_finished_jobs_do_not_squeeze_the_nodes_at_80x24():
+    from dataclasses import replace
+
+    from tui.model.state import Job, JobResult
+
+    store = build_store()
+    done = {f"old-{i}": Job(f"old-{i}", "backup", "concluded", result=JobResult.COMPLETED)
+            for i in range(12)}
+    store.update("web", lambda c: replace(c, jobs={**c.jobs, **done}))
+    app = BitmapTuiApp(store=store, clock=lambda: 1000.0)
+    async with watch(app, size=(80, 24)) as pilot:
+        dash = app.dashboard
+        await settle(pilot, dash)
+        assert dash.jobs_table.row_count >= 12
+        assert dash.jobs_table.outer_size.height <= 6  # border, header, 4 jobs: the rest scrolls
+        assert dash.nodes_table.outer_size.height >= 7

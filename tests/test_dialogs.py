@@ -20,3 +20,22 @@ async def test_confirm_dialog_shows_markup_characters_literally_and_enter_cancel
         await pilot.press("enter")  # Cancel has the focus
         await pilot.pause()
     assert answers == [False]
+
+
+async def test_checkbox_state_is_in_its_text():
+    from textual.app import App, ComposeResult
+
+    from tui.ui.widgets.checkbox import TextCheckbox
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield TextCheckbox("persistent", id="c")
+
+    app = One()
+    async with app.run_test(size=(40, 3)) as pilot:
+        box = app.query_one("#c", TextCheckbox)
+        assert "[ ]" in str(box.render()) and "[x]" not in str(box.render())
+        box.focus()
+        await pilot.press("space")
+        await pilot.pause()
+        assert box.value and "[x]" in str(box.render())

@@ -84,3 +84,59 @@ async def test_paused_log_keeps_its_place_and_filter_reapplies():
         assert log.toggle_follow() is True
         await pilot.pause()
         assert "id=b49" in [t for t in visible_text(log) if t][-1]
+
+
+async def test_empty_log_has_a_placeholder():
+    from tui.model.store import Store
+
+    store = Store()
+    store.add_connection("web", "unix:/x")
+    app = BitmapTuiApp(store=store)
+    async with watch(app, size=(80, 24)) as pilot:
+        dash = app.dashboard
+        await settle(pilot, dash)
+        assert visible_text(dash.event_log)[0].startswith("No events yet")
+        store.apply_event("web", {"event": "RESUME", "data": {}})
+        await settle(pilot, dash)
+        assert "RESUME" in visible_text(dash.event_log)[0]
+
+
+async def test_the_log_follows_again_when_a_screen_returns():
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with watch(app, size=(80, 24)) as pilot:
+        dash = app.dashboard
+        log = dash.event_log
+        await settle(pilot, dash)
+        from textual.screen import Screen
+
+        await app.push_screen(Screen())  # a full screen over the dashboard (as the composer)
+        await pilot.pause()
+        assert app.screen is not dash
+        for i in range(200):
+            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
+                                      "data": {"id": f"j{i}", "status": "running"}})
+        await pilot.pause(0.3)
+        app.pop_screen()
+        await settle(pilot, dash)
+        await wait_for(lambda: log.max_scroll_y > 0 and log.scroll_offset.y == log.max_scroll_y,
+                       what="the log at its newest line")
+        assert "id=j199" in [t for t in visible_text(log) if t][-1]
+
+
+async def test_the_log_follows_when_its_box_shrinks():
+    """More jobs (or a smaller terminal) shrink the log: its newest line stays in view."""
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with watch(app, size=(80, 40)) as pilot:
+        dash = app.dashboard
+        log = dash.event_log
+        for i in range(200):
+            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
+                                      "data": {"id": f"j{i}", "status": "running"}})
+        await settle(pilot, dash)
+        assert log.scroll_offset.y == log.max_scroll_y > 0
+        await pilot.resize_terminal(80, 24)
+        await wait_for(lambda: log.scroll_offset.y == log.max_scroll_y, timeout=3,
+                       what="the log at its newest line")
+        assert "id=j199" in [t for t in visible_text(log) if t][-1]

@@ -189,3 +189,9 @@ async def test_ops_refuse_in_read_only_without_sending():
             await j.set_speed(target, "inc-0", 0)]
     assert all(not o.ok and not o.sent and "read-only" in o.message for o in outs)
     assert target.sent == []
+
+
+@pytest.mark.parametrize("speed,text", [(0, "0"), (524288, "512K"), (2**20, "1M"),
+                                        (3 * 2**30, "3G"), (1000, "1000")])
+def test_speed_text_is_read_back_by_parse_speed(speed, text):
+    assert j.speed_text(speed) == text and j.parse_speed(text) == speed

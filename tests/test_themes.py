@@ -165,3 +165,79 @@ def test_user_dir_defaults_to_xdg(tmp_path, monkeypatch):
     d.mkdir(parents=True)
     (d / "x.yaml").write_text("name: x\n")
     assert "x" in load_themes().themes
+
+
+# xterm's default 16-colour palette: the reference for the ANSI theme (whose real shades are the
+# terminal's), on xterm's default black background.
+XTERM_16 = {
+    "black": "#000000", "red": "#cd0000", "green": "#00cd00", "yellow": "#cdcd00",
+    "blue": "#0000ee", "magenta": "#cd00cd", "cyan": "#00cdcd", "white": "#e5e5e5",
+    "bright_black": "#7f7f7f", "bright_red": "#ff0000", "bright_green": "#00ff00",
+    "bright_yellow": "#ffff00", "bright_blue": "#5c5cff", "bright_magenta": "#ff00ff",
+    "bright_cyan": "#00ffff", "bright_white": "#ffffff",
+}
+XTERM_DEFAULT_BACKGROUND = "#000000"
+
+
+def _rgb(value: str) -> Color:
+    if value.startswith("ansi_"):
+        name = value.removeprefix("ansi_")
+        return Color.parse(XTERM_16[name] if name != "default" else XTERM_DEFAULT_BACKGROUND)
+    return Color.parse(value)
+
+
+def _luminance(c: Color) -> float:
+    def channel(v: int) -> float:
+        s = v / 255
+        return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b)
+
+
+def contrast(a: Color, b: Color) -> float:
+    """The WCAG contrast ratio of two colours (1 to 21)."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_contrast_of_black_on_white_is_21():
+    assert round(contrast(Color.parse("#000000"), Color.parse("#ffffff")), 1) == 21.0
+    assert round(contrast(Color.parse("#777777"), Color.parse("#ffffff")), 2) == 4.48
+
+
+@pytest.mark.parametrize("name", BUILTIN_NAMES)
+def test_every_state_colour_reads_at_4_5_to_1_on_its_backgrounds(name):
+    spec = parse_theme(BUILTIN_DIR / f"{name}.yaml")
+    theme = spec.to_theme()
+    generated = {**theme.to_color_system().generate(), **theme.variables}
+    for where in ("background", "surface"):
+        value = spec.colors.get(where) or generated[where]
+        bg = _rgb(value if value != "ansi_default" else "ansi_default")
+        low = {var: round(contrast(_rgb(spec.variables[var]), bg), 2)
+               for var in STATE_VARIABLES if contrast(_rgb(spec.variables[var]), bg) < 4.5}
+        assert not low, f"{name} on {where} ({value}): {low}"
+
+
+def test_a_16_colour_terminal_gets_the_ansi_theme(monkeypatch):
+    """With 16 colours the dark theme's greys collapse into the body colour: the ANSI theme's
+    colours stay apart. A 256-colour or true-colour terminal keeps the chosen theme."""
+    from tui.ui.app import BitmapTuiApp
+    from tui.ui.themes import adapt_to_terminal, theme_for_terminal
+
+    app = BitmapTuiApp()
+    themes = app.available_themes
+    assert theme_for_terminal("dark", "standard", themes) == "ansi"
+    assert theme_for_terminal("light", "windows", themes) == "ansi"
+    assert theme_for_terminal("dark", "256", themes) == "dark"
+    assert theme_for_terminal("dark", "truecolor", themes) == "dark"
+    assert theme_for_terminal("ansi", "standard", themes) == "ansi"
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("COLORTERM", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    app16 = BitmapTuiApp(theme_name="dark")
+    assert app16.console.color_system == "standard" and app16.theme == "dark"
+    assert adapt_to_terminal(app16) == "ansi" and app16.theme == "ansi"
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    app24 = BitmapTuiApp(theme_name="dark")
+    assert adapt_to_terminal(app24) == "dark"

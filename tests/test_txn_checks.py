@@ -212,12 +212,17 @@ def test_valid_documentation_example_resolves_cleanly() -> None:
     assert p.ok
     # job-id filled with the device name (QEMU's own default, the doc's event "device")
     assert [a.job_id for a in p.transaction.actions] == ["drive0", "drive1"]
-    # drive-backup: a warning with the blockdev-backup equivalent
-    assert [w.level for w in p.warnings] == ["warning", "warning"]
-    fix = p.warnings[0].fix
+    # drive-backup: a notice (not a warning: no confirmation) with the blockdev-backup equivalent
+    assert p.warnings == [] and [n.level for n in p.notices] == ["notice", "notice"]
+    fix = p.notices[0].fix
     assert fix is not None and fix.type == "blockdev-backup" and fix.data["target"] == "d0"
     assert "format" not in fix.data and "mode" not in fix.data and fix.data["bitmap"] == "bitmap0"
-    assert p.warnings[0].fix_prepare[0][1]["file"]["filename"] == "/b/d0.qcow2"
+    assert p.notices[0].fix_prepare[0][1]["file"]["filename"] == "/b/d0.qcow2"
+    # apply prints it as one line with the commands to use instead
+    from tui.cli.apply import notice_line
+    line = notice_line(p.notices[0])
+    assert "\n" not in line and line.startswith("notice: action 1: drive-backup is deprecated")
+    assert '"execute": "blockdev-add"' in line and '"type": "blockdev-backup"' in line
     # individual mode sends no properties: byte-for-byte the documentation's arguments
     assert "properties" not in p.transaction.to_qmp()
     assert p.transaction.with_mode(GROUPED).to_qmp()["properties"] == {"completion-mode": "grouped"}
@@ -299,3 +304,26 @@ def test_auto_finalize_false_is_a_warning() -> None:
     p = prepare(Transaction((bd("disk0", "tgt0", sync="full", **{"auto-finalize": False}),)),
                 model())
     assert p.ok and [w.message.split(":")[0] for w in p.warnings] == ["auto-finalize false"]
+
+
+def test_disabled_or_empty_source_bitmap_is_a_warning() -> None:
+    m = model()
+    disk1 = m.nodes["disk1"]
+    nodes = dict(m.nodes)
+    nodes["disk1"] = Node("disk1", "qcow2", disk1.file, disk1.size, device="drive1",
+                          bitmaps=(bm("off", 4096, recording=False), bm("empty", 0)))
+    m2 = model(nodes=nodes)
+    for name, word in (("off", "is disabled"), ("empty", "is empty")):
+        p = prepare(Transaction((bd("drive1", "tgt0", sync="incremental", bitmap=name),)), m2)
+        assert p.ok and [w.message.split(": ")[0] for w in p.warnings] == [
+            f"bitmap '{name}' on disk1 {word}"]
+    # a recording bitmap with changes: nothing to warn about
+    p = prepare(Transaction((bd("drive1", "tgt0", sync="incremental", bitmap="bitmap1"),)), m)
+    assert p.warnings == []
+
+
+def test_planned_target_nodes_are_accepted() -> None:
+    a = bd("drive1", "new-target", sync="incremental", bitmap="bitmap1")
+    assert any("unknown target node" in e for e in errors(a))
+    p = prepare(Transaction((a,)), model(), planned=frozenset({"new-target"}))
+    assert p.ok and not any("target" in f.message for f in p.findings)

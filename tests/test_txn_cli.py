@@ -45,18 +45,11 @@ async def test_apply_exit_1_partial_failure_json(make_sandbox, tmp_path):
         run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(sb.path(f"d{d}-incr-1.qcow2")), "64M"])
     await sb.arm_read_error(1)
     path = doc_example(sb, tmp_path)
-    # drive-backup is deprecated: refused (2) until the warning is accepted
+    # drive-backup is deprecated: sent without --yes, with a notice (not a warning) in checks
     code, out, _ = await apply(str(path), "--connect", sb.address, "--json")
     data = json.loads(out)
-    assert code == 2 and data["accepted"] is False and "--yes" in data["error"]
-    assert data["jobs"] == [] and any("deprecated" in c for c in data["checks"])
-
-    code, out, _ = await apply(str(path), "--connect", sb.address)  # text: the equivalents
-    assert code == 2 and "action 2 without drive-backup:" in out
-    assert '"execute": "blockdev-add"' in out and '"type": "blockdev-backup"' in out
-
-    code, out, _ = await apply(str(path), "--connect", sb.address, "--json", "--yes")
-    data = json.loads(out)
+    assert any(c.startswith("notice: action 1: drive-backup is deprecated") for c in data["checks"])
+    assert not any(c.startswith("warning") for c in data["checks"])
     assert code == 1, out
     assert KEYS <= set(data) and data["accepted"] is True and data["error"] is None
     assert data["completion_mode"] == "individual"
@@ -130,6 +123,14 @@ async def test_apply_exit_2_refusals(make_sandbox, tmp_path):
     names = [b.get("name") for n in await sb.qmp("query-named-block-nodes")
              for b in n.get("dirty-bitmaps", []) if n["node-name"] == "disk0"]
     assert "new" not in names
+    # a warning that risks data (a disabled source bitmap) still needs --yes
+    await sb.add_bitmap(1, "off", disabled=True)
+    path.write_text(dumps(Transaction((Action("drive-backup", {
+        "device": "drive1", "sync": "incremental", "bitmap": "off", "mode": "existing",
+        "format": "qcow2", "target": str(sb.path("never.qcow2"))}),))))
+    code, out, _ = await apply(str(path), "--connect", sb.address, "--json")
+    data = json.loads(out)
+    assert code == 2 and "--yes" in data["error"] and "is disabled" in data["error"]
     # a bad file: one line naming file, line and key
     bad = tmp_path / "bad.yaml"
     bad.write_text("actions:\n  - type: drive-backup\n    data:\n      device: drive0\n"
@@ -178,9 +179,13 @@ async def test_compose_in_a_real_terminal(make_sandbox, tmp_path):
         await screen_shows("completion-mode: grouped")
         await tmux_do("send-keys", "-t", session, "4")
         await screen_shows("completion-mode grouped: what each outcome")
-        await tmux_do("send-keys", "-t", session, "Escape")  # back to the dashboard
+        await tmux_do("send-keys", "-t", session, "Escape")  # unsent changes: it asks first
+        await screen_shows("Leave the composer?")
+        await tmux_do("send-keys", "-t", session, "y")  # back to the dashboard (draft kept)
         await screen_shows("Nodes and bitmaps")
-        await tmux_do("send-keys", "-t", session, "q")
+        await tmux_do("send-keys", "-t", session, "q")  # the draft would be lost: it asks
+        await screen_shows("Quit?")
+        await tmux_do("send-keys", "-t", session, "y")
         for _ in range(200):
             if "compose" not in await tmux_do("list-sessions"):
                 break

@@ -81,10 +81,7 @@ async def test_compose_toggle_send_and_read_the_grouped_verdict(make_sandbox, fl
         assert "if drive1's job (drive1) fails:" in whatif
         assert "re-run the same transaction" in whatif
 
-        await pilot.press("s")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmDialog)  # drive-backup is deprecated: confirm
-        await pilot.press("y")
+        await pilot.press("s")  # drive-backup is deprecated: a notice, sent without asking
         await wait_for(lambda: screen.verdict is not None, 60, "the verdict")
         await pilot.pause(0.3)
         assert screen.query_one("#right", TabbedContent).active == "tab-run"
@@ -137,6 +134,7 @@ async def test_reorder_delete_and_refusal_sends_nothing(sandbox, fleet_for):
 
 async def test_fix_replaces_drive_backup_by_blockdev_backup(sandbox, fleet_for):
     await sandbox.add_bitmap(0, "bitmap0")
+    await sandbox.write(0, 0, "64k")  # something to back up (an empty bitmap is a warning)
     img = sandbox.path("d0-incr-1.qcow2")
     full = sandbox.path("d0-full.qcow2")
     run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(full), "64M"])
@@ -149,7 +147,7 @@ async def test_fix_replaces_drive_backup_by_blockdev_backup(sandbox, fleet_for):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         assert isinstance(screen, ComposerScreen)
-        assert screen.prepared is not None and len(screen.prepared.warnings) == 1
+        assert screen.prepared is not None and len(screen.prepared.notices) == 1
         screen.query_one("#actions", ListView).focus()
         await pilot.press("f")
         await pilot.pause()
@@ -158,7 +156,7 @@ async def test_fix_replaces_drive_backup_by_blockdev_backup(sandbox, fleet_for):
         await wait_for(lambda: screen.txn.actions[0].type == "blockdev-backup", 20, "the fix")
         assert "d0-incr-1" in fleet.store.connection("vm0").nodes
         await pilot.pause()
-        assert screen.prepared.ok and not screen.prepared.warnings
+        assert screen.prepared.ok and not screen.prepared.notices
         await pilot.press("s")
         await wait_for(lambda: screen.verdict is not None, 30, "the verdict")
         assert screen.verdict.all_succeeded

@@ -72,8 +72,9 @@ async def prepared_doc_example(sb: Sandbox, fleet, mode: str):
     await conn.refresh_nodes()
     prepared = prepare(txn, conn.model)
     assert prepared.ok, prepared.errors
-    # drive-backup is deprecated: a warning with the blockdev-backup equivalent
-    assert len(prepared.warnings) == 2 and prepared.warnings[0].fix is not None
+    # drive-backup is deprecated: a notice (no confirmation) with the blockdev-backup equivalent
+    assert not prepared.warnings
+    assert len(prepared.notices) == 2 and prepared.notices[0].fix is not None
     assert [a.job_id for a in prepared.transaction.actions] == ["drive0", "drive1"]
     for i in (0, 1):
         bm = conn.model.nodes[f"disk{i}"].bitmap(f"bitmap{i}")

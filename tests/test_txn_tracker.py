@@ -134,11 +134,11 @@ async def test_apply_transaction_in_one_call() -> None:
     from tui.txn import apply_transaction
 
     conn = FakeConn()
-    drive = Transaction((Action("drive-backup", {"device": "drive0", "sync": "full",
-                                                 "target": "/b/x.qcow2"}),))
-    refused = await apply_transaction(conn, drive)  # deprecated: a warning, not accepted
+    first = txn().actions[0]
+    waits = txn().with_action(first.with_data(auto_finalize=False), 0)
+    refused = await apply_transaction(conn, waits)  # a warning, not accepted
     assert refused.exit_code == 2 and "warning not accepted" in (refused.error or "")
-    assert conn.sent == [] and any("deprecated" in c for c in refused.checks)
+    assert conn.sent == [] and any("auto-finalize" in c for c in refused.checks)
     bad = await apply_transaction(conn, txn().with_mode("grouped").with_action(
         Action("block-dirty-bitmap-clear", {"node": "disk0", "name": "bitmap0"})))
     assert bad.exit_code == 2 and "grouped" in (bad.error or "") and conn.sent == []

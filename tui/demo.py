@@ -67,6 +67,11 @@ class Demo:
         self._rng = random.Random(self.seed)
 
     @property
+    def backup_node(self) -> str:
+        """The source node of the demo's backup job (QEMU does not report a job's node)."""
+        return f"disk{FAILING_DRIVE}"
+
+    @property
     def address(self) -> str:
         """The QMP address the app connects to (the sandbox's second monitor is its own)."""
         return self.sandbox.address

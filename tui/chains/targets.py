@@ -12,9 +12,11 @@ import contextlib
 import os
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tui.errors import BitmapTuiError, QMPCommandError
+from tui.model import reducer
 from tui.model.parse import parse_jobs
 from tui.qmp.link import Link
 
@@ -50,12 +52,20 @@ async def _wait_create_job(conn: QMPConn, job_id: str, timeout: float) -> None:
         if job.status == "concluded":
             with contextlib.suppress(QMPCommandError):
                 await conn.execute("job-dismiss", {"id": job_id})
+                _forget_job(conn, job_id)
             if job.error:
                 raise TargetError(f"creating the target failed: {job.error}")
             return
         if loop.time() > end:
             raise TargetError(f"{job_id}: target creation did not finish within {timeout:g} s")
         await asyncio.sleep(0.05)
+
+
+def _forget_job(conn: QMPConn, job_id: str) -> None:
+    """A create job this module dismissed is nothing the operator must see or dismiss."""
+    store = getattr(conn, "store", None)
+    if store is not None:
+        store.update(conn.name, partial(reducer.dismiss_job, job_id=job_id))
 
 
 async def _create_job(conn: QMPConn, job_id: str, options: dict[str, Any], timeout: float) -> None:

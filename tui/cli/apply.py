@@ -2,7 +2,8 @@
 
 Exit codes: 0 every job completed; 1 a job failed or was cancelled (or its end was lost);
 2 refused before any job started (bad file, no connection, a pre-flight error, unconfirmed
-warnings, or QEMU refused the transaction).
+warnings, or QEMU refused the transaction). A deprecated ``drive-backup`` is only a notice (one
+line with its blockdev equivalent on stderr): ``--yes`` is for warnings that risk data.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tui.cli.options import EXIT_REFUSED, add_session_options, error, say, sessi
 from tui.errors import BitmapTuiError
 from tui.model.state import LinkState
 from tui.session import Session
-from tui.txn.checks import prepare
+from tui.txn.checks import Finding, prepare
 from tui.txn.files import load
 from tui.txn.model import COMPLETION_MODES, Transaction
 from tui.txn.tracker import TransactionRun
@@ -41,7 +42,8 @@ def register(subparsers: Any) -> None:
                    help="override the file's completion mode")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--yes", action="store_true",
-                   help="accept warnings (e.g. deprecated drive-backup) and send anyway")
+                   help="accept warnings that risk data (e.g. a disabled source bitmap) and "
+                   "send anyway; a deprecated drive-backup needs no --yes")
     p.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
                    help="stop waiting after this long (unfinished jobs count as lost)")
     p.set_defaults(handler=run)
@@ -104,15 +106,12 @@ async def _apply(session: Session, args: argparse.Namespace, txn: Transaction) -
             return _emit(_refused(mode, f"{len(prepared.errors)} pre-flight error(s): "
                                         f"{prepared.errors[0].message}", checks), args.json)
         if prepared.warnings and not args.yes:
-            code = _emit(_refused(mode, f"{len(prepared.warnings)} warning(s) need confirmation "
+            return _emit(_refused(mode, f"{len(prepared.warnings)} warning(s) need confirmation "
                                         f"(--yes): {prepared.warnings[0].message}", checks),
                          args.json)
-            if not args.json:
-                _print_fixes(prepared)
-            return code
         if not args.json:
-            for line in checks:
-                say(line, file=sys.stderr)
+            for f in prepared.findings:
+                say(notice_line(f) if f.fix is not None else str(f), file=sys.stderr)
         run = TransactionRun(conn, prepared)
         if not await run.send():
             assert run.verdict is not None
@@ -146,12 +145,10 @@ def compose(args: argparse.Namespace) -> int:
     return run_console(session, startup=open_composer_at_start(endpoints[0].name, txn, args.file))
 
 
-def _print_fixes(prepared: Any) -> None:
-    """The blockdev-backup equivalents offered for deprecated drive-backups, ready to use."""
-    for f in prepared.findings:
-        if f.fix is None:
-            continue
-        say(f"action {f.index + 1} without drive-backup:")
-        for cmd, cmd_args in f.fix_prepare:
-            say(f"  first:   {json.dumps({'execute': cmd, 'arguments': cmd_args})}")
-        say(f"  then:    {json.dumps(f.fix.to_qmp())}")
+def notice_line(finding: Finding) -> str:
+    """One line: the finding and its blockdev equivalent (the commands to send instead)."""
+    assert finding.fix is not None
+    steps = [json.dumps({"execute": cmd, "arguments": a}) for cmd, a in finding.fix_prepare]
+    steps.append(json.dumps(finding.fix.to_qmp()))
+    return f"{finding.level}: action {(finding.index or 0) + 1}: drive-backup is deprecated; " \
+           f"blockdev equivalent: {' then '.join(steps)}"

@@ -84,12 +84,17 @@ _JSON_FILENAME = re.compile(r'"(?:[\w.-]*\.)?filename":\s*"((?:[^"\\]|\\.)*)"')
 
 
 def clean_file(file: str) -> str:
-    """QEMU names a node with filter drivers (e.g. blkdebug) ``json:{...}``; show the image path
-    inside it instead."""
+    """QEMU names a node with filter drivers (e.g. blkdebug) ``json:{...}`` or
+    ``blkdebug:CONFIG:IMAGE``; show the image path inside it instead."""
     if file.startswith("json:"):
         m = _JSON_FILENAME.search(file)
         if m:
             return m.group(1)
+    if file.startswith("blkdebug:"):
+        # blkdebug with a config file: "blkdebug:CONFIG:IMAGE"
+        _config, sep, image = file.removeprefix("blkdebug:").partition(":")
+        if sep and image:
+            return clean_file(image)
     return file
 
 

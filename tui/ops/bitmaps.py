@@ -7,11 +7,12 @@ reason before anything is sent; QEMU still has the last word, and its desc is sh
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from tui.limits import bitmap_name_problem, granularity_problem
-from tui.model.state import Bitmap, BitmapState, ConnectionModel, Node
+from tui.model.state import Bitmap, BitmapState, ConnectionModel, Job, Node
 from tui.ops.common import Check, Outcome, Target, refused, run
 
 GRANULARITY_PRESETS = (512, 4096, 65536, 2**20, 2**26)
@@ -77,8 +78,18 @@ def check_add(node: Node | None, name: str, granularity: int | None = None,
     return Check()
 
 
-def check_action(node: Node | None, name: str, action: str) -> Check:
-    """May ``action`` (clear/enable/disable/merge/remove) be applied to this bitmap?"""
+def frozen_by(node: Node, jobs: Iterable[Job]) -> str:
+    """Which job holds a frozen bitmap of ``node``: "job X" (or "jobs X, Y") when the jobs on
+    the node are known, else "a job"."""
+    ids = [j.id for j in jobs if j.node == node.node_name and not j.finished]
+    if not ids:
+        return "a job"
+    return ("job " if len(ids) == 1 else "jobs ") + ", ".join(ids)
+
+
+def check_action(node: Node | None, name: str, action: str, jobs: Iterable[Job] = ()) -> Check:
+    """May ``action`` (clear/enable/disable/merge/remove) be applied to this bitmap? ``jobs``
+    (the connection's) name the job holding a frozen bitmap."""
     if node is None:
         return Check(refusal="no such node")
     bm = node.bitmap(name)
@@ -86,8 +97,9 @@ def check_action(node: Node | None, name: str, action: str) -> Check:
         return Check(refusal=f"no bitmap '{name}' on {node.node_name}")
     state = bm.state
     if state is BitmapState.FROZEN:
-        return Check(refusal=f"bitmap '{name}' on {node.node_name} is frozen (in use by a job): "
-                             "nothing can be done with it until the job ends")
+        return Check(refusal=f"bitmap '{name}' on {node.node_name} is frozen (in use by "
+                             f"{frozen_by(node, jobs)}): nothing can be done with it until the "
+                             "job ends")
     if state is BitmapState.INCONSISTENT and action != "remove":
         return Check(refusal=f"bitmap '{name}' on {node.node_name} is inconsistent (not saved "
                              "cleanly): it can only be removed")
@@ -160,7 +172,8 @@ async def act(target: Target, node_name: str, name: str, action: str) -> Outcome
     verb = VERBS.get(action)
     if verb is None:
         return refused(f"unknown bitmap action '{action}'")
-    check = check_action(target.model.node(node_name), name, action)
+    check = check_action(target.model.node(node_name), name, action,
+                         target.model.jobs.values())
     if not check.ok:
         return refused(check.refusal or "")
     return await run(target, verb.command, {"node": node_name, "name": name},

@@ -35,6 +35,14 @@ def parse_speed(text: str) -> int:
     return int(m.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m.group(2).lower()]
 
 
+def speed_text(speed: int) -> str:
+    """A speed as :func:`parse_speed` reads it, in the largest exact unit: 524288 → '512K'."""
+    for suffix, unit in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if speed and speed % unit == 0:
+            return f"{speed // unit}{suffix}"
+    return str(speed)
+
+
 def gone(job: Job) -> bool:
     """QEMU no longer knows this job: only the view remembers it."""
     return job.status == "null" or job.result is JobResult.LOST

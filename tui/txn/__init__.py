@@ -19,7 +19,16 @@ measured counts), ``next`` (sentences), ``checks``, ``accepted``/``error``, ``ex
 ``to_dict()`` (the ``apply --json`` shape).
 """
 
-from tui.txn.checks import ERROR, INFO, WARNING, Finding, Prepared, blockdev_equivalent, prepare
+from tui.txn.checks import (
+    ERROR,
+    INFO,
+    NOTICE,
+    WARNING,
+    Finding,
+    Prepared,
+    blockdev_equivalent,
+    prepare,
+)
 from tui.txn.files import dumps, load, loads, save
 from tui.txn.model import GROUPED, INDIVIDUAL, Action, Transaction
 from tui.txn.tracker import JobView, TransactionRun, apply_transaction
@@ -39,7 +48,7 @@ from tui.txn.verdict import (
 )
 
 __all__ = [
-    "ERROR", "GROUPED", "INCOMPLETE", "INDIVIDUAL", "INFO", "INVALID", "VALID", "WARNING", "Action", "BitmapVerdict", "Finding",
+    "ERROR", "GROUPED", "INCOMPLETE", "INDIVIDUAL", "INFO", "INVALID", "NOTICE", "VALID", "WARNING", "Action", "BitmapVerdict", "Finding",
     "ImageVerdict", "JobVerdict", "JobView", "Prepared", "Scenario", "Transaction",
     "TransactionRun", "Verdict", "apply_transaction", "blockdev_equivalent", "decide", "describe",
     "dumps", "image_verdict", "load", "loads", "prepare", "save", "what_if",

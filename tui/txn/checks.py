@@ -1,8 +1,9 @@
 """Pre-flight checks of a transaction against the live state, and its resolution for sending.
 
 :func:`prepare` returns the transaction as it will be sent (bitmap actions addressed by node name,
-job ids filled in) and a list of :class:`Finding`. Errors block sending; warnings need an explicit
-confirmation; infos only explain what was changed. QEMU's own rules are checked up front, so the
+job ids filled in) and a list of :class:`Finding`. Errors block sending; warnings (a risk to
+data) need an explicit confirmation; notices (e.g. a deprecated command, with its current
+equivalent) are shown and need none; infos only explain what was changed. QEMU's own rules are checked up front, so the
 operator gets one line per problem instead of QEMU's first error only, and the combinations that
 make QEMU 7.2 abort are refused before anything is sent (docs/qemu-bitmap-semantics.md).
 
@@ -22,6 +23,7 @@ from tui.txn.model import BACKUP_TYPES, BITMAP_MODES, GROUPED, SYNC_MODES, Actio
 
 ERROR = "error"
 WARNING = "warning"
+NOTICE = "notice"
 INFO = "info"
 
 # QEMU's job type of blockdev-create.
@@ -63,6 +65,10 @@ class Prepared:
         return [f for f in self.findings if f.level == WARNING]
 
     @property
+    def notices(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == NOTICE]
+
+    @property
     def ok(self) -> bool:
         return not self.errors
 
@@ -78,9 +84,11 @@ class _BackupSource:
 class _Sim:
     """The live state as the transaction's earlier actions leave it, and the findings so far."""
 
-    def __init__(self, model: ConnectionModel, fill_job_ids: bool) -> None:
+    def __init__(self, model: ConnectionModel, fill_job_ids: bool,
+                 planned: frozenset[str] = frozenset()) -> None:
         self.model = model
         self.fill_job_ids = fill_job_ids
+        self.planned = planned
         self.findings: list[Finding] = []
         self.bitmaps: dict[tuple[str, str], Bitmap | None] = {}
         for node in model.nodes.values():
@@ -171,9 +179,11 @@ def _bitmap_problem(bm: Bitmap, allow_inconsistent: bool = False) -> str | None:
     return None
 
 
-def prepare(txn: Transaction, model: ConnectionModel, *, fill_job_ids: bool = True) -> Prepared:
-    """Check ``txn`` against ``model`` and resolve it for sending (see module docstring)."""
-    sim = _Sim(model, fill_job_ids)
+def prepare(txn: Transaction, model: ConnectionModel, *, fill_job_ids: bool = True,
+            planned: frozenset[str] = frozenset()) -> Prepared:
+    """Check ``txn`` against ``model`` and resolve it for sending (see module docstring).
+    ``planned`` are target node names created right before sending (accepted as targets)."""
+    sim = _Sim(model, fill_job_ids, planned)
     _check_whole(sim, txn)
     actions = [_check_action(sim, i, action, txn.completion_mode)
                for i, action in enumerate(txn.actions)]
@@ -388,6 +398,21 @@ def _check_backup_bitmap(sim: _Sim, i: int, d: dict[str, Any], node: Node | None
     name = str(bitmap)
     if sim.bitmap_usable(i, node.node_name, name):
         sim.frozen_by[(node.node_name, name)] = i
+        _warn_source_bitmap(sim, i, node, name, str(d.get("sync")))
+
+
+def _warn_source_bitmap(sim: _Sim, i: int, node: Node, name: str, sync: str) -> None:
+    """A disabled source bitmap has not recorded the writes since it was disabled (the backup
+    misses them); an empty one copies nothing."""
+    _known, bm = sim.get(node.node_name, name)
+    if bm is None or sync not in ("incremental", "bitmap"):
+        return
+    if bm.state is BitmapState.DISABLED:
+        sim.note(WARNING, i, f"bitmap '{name}' on {node.node_name} is disabled: writes since it "
+                             "was disabled are not in it, so this backup misses them")
+    elif bm.count == 0:
+        sim.note(WARNING, i, f"bitmap '{name}' on {node.node_name} is empty: the backup copies "
+                             "nothing (an image with no changes)")
 
 
 def _check_target(sim: _Sim, i: int, action: Action, node: Node | None) -> None:
@@ -398,7 +423,9 @@ def _check_target(sim: _Sim, i: int, action: Action, node: Node | None) -> None:
     tkey = target
     if action.type == "blockdev-backup":
         tnode = sim.model.find_node(target)
-        if tnode is None:
+        if tnode is None and target in sim.planned:
+            pass  # created (blockdev-create, blockdev-add) right before sending
+        elif tnode is None:
             sim.error(i, f"unknown target node '{target}' (blockdev-add it first)")
         else:
             tkey = tnode.node_name
@@ -420,6 +447,6 @@ def _warn_backup(sim: _Sim, i: int, action: Action) -> None:
                              "is run; its verdict waits for that")
     if action.type == "drive-backup":
         fix, prep = blockdev_equivalent(action)
-        sim.note(WARNING, i, "drive-backup is deprecated; the blockdev-backup equivalent opens the "
-                             f"target with blockdev-add first and backs up to node "
-                             f"'{fix.data['target']}'", fix, prep)
+        sim.note(NOTICE, i, "drive-backup is deprecated (accepted): its blockdev equivalent is "
+                            f"blockdev-add of the target, then blockdev-backup to node "
+                            f"'{fix.data['target']}' (f on the action)", fix, prep)

@@ -147,35 +147,3 @@ class Transaction:
         acts[index], acts[new] = acts[new], acts[index]
         return replace(self, actions=tuple(acts))
 
-
-def target_for(pattern: str, device: str, node: str = "", n: int = 1, directory: str = ".") -> str:
-    """A target name from a pattern: ``{device}``, ``{node}``, ``{n}`` and ``{dir}`` (the
-    directory of the drive's image). An unknown placeholder is kept as typed."""
-    values = {"device": device, "node": node or device, "n": str(n), "dir": directory}
-    out = pattern
-    for key, value in values.items():
-        out = out.replace("{" + key + "}", value)
-    return out
-
-
-def incremental_of(
-    items: list[tuple[str, str | None, str]], *, use_blockdev: bool = False, mode: str = GROUPED,
-    n: int = 1,
-) -> Transaction:
-    """"Incremental backup of these drives": one backup action per ``(device, bitmap, target)``.
-
-    With ``use_blockdev`` the target is a node name (it must be blockdev-add'ed first); otherwise
-    a drive-backup to an existing image (create it backed by the previous one).
-    """
-    actions = []
-    for dev, bitmap, target in items:
-        data: dict[str, Any] = {"device": dev, "job-id": f"{dev}-incr-{n}", "sync": "incremental",
-                                "target": target}
-        if bitmap:
-            data["bitmap"] = bitmap
-        if use_blockdev:
-            actions.append(Action("blockdev-backup", data))
-        else:
-            data.update({"format": "qcow2", "mode": "existing"})
-            actions.append(Action("drive-backup", data))
-    return Transaction(tuple(actions), mode)

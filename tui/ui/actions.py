@@ -33,6 +33,8 @@ class UiAction:
     priority: bool = False  #: a priority binding (works whatever has focus)
     #: ``offered(screen)``: whether the palette offers it now (the selection allows it)
     offered: Callable[[Any], bool] | None = None
+    #: place in the footer, lower first (the most used keys stay visible at 80 columns)
+    rank: int = 50
 
     @property
     def name(self) -> str:
@@ -81,6 +83,15 @@ def bindings(group: ActionGroup) -> BindingList:
     ``app.dashboard(...)``: one generic route instead of a forwarding method per action."""
     return [Binding(a.key, routed(a.action) if group.route else a.action, a.label, show=a.show,
                     id=a.id, priority=a.priority) for a in group]
+
+
+def footer_rank(binding_id: str | None) -> int:
+    """The footer place of a binding id (unknown ids last)."""
+    for g in _GROUPS.values():
+        for a in g:
+            if a.id == binding_id:
+                return a.rank
+    return 100
 
 
 def routed(action: str) -> str:
@@ -172,38 +183,47 @@ DASHBOARD = register("dashboard", "Dashboard", [
     UiAction("nodes.anonymous", "i", "Internal", "toggle_anonymous",
              "show or hide internal (anonymous) bitmaps", palette="view: Internal bitmaps",
              show=False),
-    UiAction("txn.compose", "t", "Transaction", "compose", "open the transaction composer",
-             palette="transaction: Compose", show=False),
-    UiAction("txn.backup", "b", "Backup…", "backup('selected')",
+    UiAction("txn.compose", "t", "Txn", "compose",
+             "open the transaction composer (an unsent one comes back)",
+             palette="transaction: Compose", rank=5),
+    UiAction("txn.backup", "b", "Backup", "backup('selected')",
              "an incremental backup of the selected drive (composer)",
-             palette="transaction: Incremental backup of this drive", show=False),
-    UiAction("txn.backup_all", "B", "Backup all…", "backup('all')",
-             "an incremental backup of every drive with a bitmap (a VM-wide point)",
-             palette="transaction: Incremental backup of every drive", show=False),
+             palette="transaction: Incremental backup of this drive", rank=3),
+    UiAction("txn.backup_all", "B", "All", "backup('all')",
+             "an incremental backup of every drive (a VM-wide point; grouped)",
+             palette="transaction: Incremental backup of every drive", rank=4),
 ])
 
 APP = register("app", "Everywhere", [
-    UiAction("app.quit", "q", "Quit", "quit", "quit"),
+    UiAction("app.quit", "q", "Quit", "quit", "quit", rank=2),
     UiAction("app.interrupt", "ctrl+c", "Quit", "quit", "quit", show=False, priority=True),
     UiAction("app.help", "question_mark", "Help", "help", "every key of this screen",
-             palette="help: Keys"),
+             palette="help: Keys", rank=1),
     UiAction("app.chains", "l", "Chains", "chains", "backup chains (ledger, policies)",
-             palette="view: Backup chains"),
+             palette="view: Backup chains", rank=6),
 ])
 
 COMPOSER = register("composer", "Transaction composer", [
     UiAction("composer.add", "a", "Add", "add", "add an action"),
     UiAction("composer.delete", "x,delete", "Delete", "delete", "delete the selected action"),
-    UiAction("composer.up", "shift+up", "Move up", "move(-1)", "move the action up"),
-    UiAction("composer.down", "shift+down", "Move down", "move(1)", "move the action down"),
+    UiAction("composer.up", "shift+up", "Move up", "move(-1)", "move the action up", rank=60),
+    UiAction("composer.down", "shift+down", "Move down", "move(1)", "move the action down",
+             rank=60),
     UiAction("composer.mode", "m", "Mode", "toggle_mode",
-             "completion mode: individual / grouped"),
+             "completion mode: individual / grouped", rank=0),
+    UiAction("composer.mode_any", "f2", "Mode", "toggle_mode",
+             "completion mode, also while a field has the focus", show=False, priority=True),
     UiAction("composer.fix", "f", "Use fix", "use_fix",
              "replace the action by its suggested fix", mutating=True, show=False),
     UiAction("composer.send", "s", "Send", "send", "check and send the transaction",
-             mutating=True),
-    UiAction("composer.save", "ctrl+s", "Save", "save", "save the transaction to its file"),
-    UiAction("composer.view", "v", "View", "next_view", "next panel"),
+             mutating=True, rank=0),
+    UiAction("composer.send_any", "f5", "Send", "send",
+             "send, also while a field has the focus", mutating=True, show=False, priority=True),
+    UiAction("composer.save", "ctrl+s", "Save", "save", "save the transaction to its file",
+             priority=True),
+    UiAction("composer.view", "v", "View", "next_view", "next panel", rank=0),
+    UiAction("composer.view_any", "f6", "View", "next_view",
+             "next panel, also while a field has the focus", show=False, priority=True),
     UiAction("composer.form", "1", "Form", "view('tab-form')", "the action's form", show=False),
     UiAction("composer.json", "2", "JSON", "view('tab-json')", "the QMP JSON", show=False),
     UiAction("composer.checks", "3", "Checks", "view('tab-checks')", "the pre-flight checks",
@@ -212,11 +232,13 @@ COMPOSER = register("composer", "Transaction composer", [
              "what each outcome would leave behind", show=False),
     UiAction("composer.run", "5", "Run", "view('tab-run')", "the jobs and the verdict",
              show=False),
-    UiAction("composer.back", "escape", "Back", "back", "back to the dashboard"),
+    UiAction("composer.back", "escape", "Back", "back",
+             "from a field: back to the actions; else back to the dashboard (asks when unsent)",
+             rank=0),
 ])
 
 CHAINS = register("chains", "Backup chains", [
-    UiAction("chains.back", "escape", "Back", "back", "back to the dashboard"),
+    UiAction("chains.back", "escape", "Back", "back", "back to the dashboard", rank=0),
     UiAction("chains.run", "r", "Run policy", "run_policy", "preview and run a backup policy",
              mutating=True),
     UiAction("chains.fix", "x", "Fix problem", "fix", "apply the selected problem's fix",
@@ -233,7 +255,8 @@ DIALOG = register("dialog", "Dialogs", [
 ])
 
 CONFIRM = register("confirm", "Confirmation", [
-    UiAction("dialog.no", "n", "No", "cancel", "no: change nothing", show=False),
+    UiAction("dialog.no", "n", "No", "no", "no (the other choice, when the dialog offers one)",
+             show=False),
     UiAction("dialog.yes", "y", "Yes", "confirm", "yes: do it"),
 ])
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -118,6 +119,34 @@ class BitmapTuiApp(App[int]):
         if action == "dashboard" and parameters:
             return not refuses(str(parameters[0]).split("(", 1)[0], self.read_only)
         return True
+
+    def unsent_transactions(self) -> list[str]:
+        """Connections with a transaction neither sent nor saved: an open composer's or a
+        draft the dashboard keeps."""
+        from tui.ui.screens.composer import ComposerScreen
+
+        names = set()
+        with contextlib.suppress(LookupError):
+            names |= set(self.dashboard.ops.drafts)
+        names |= {s.connection for s in self.screen_stack
+                  if isinstance(s, ComposerScreen) and s.unsent}
+        return sorted(names)
+
+    async def action_quit(self) -> None:
+        """Quit; with unsent transactions, ask first (one key must not lose them)."""
+        unsent = self.unsent_transactions()
+        if not unsent:
+            self.exit()
+            return
+        from tui.ui.screens.dialogs import ConfirmDialog
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmDialog(
+            "Quit?", f"The transaction of {', '.join(unsent)} is not sent and would be lost.",
+            "Quit", back_label="Stay"), answered)
 
     def action_chains(self) -> None:
         """Open the backup chains screen (ledger, policies, run policy)."""

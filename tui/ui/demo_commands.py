@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tui.demo import Demo
+from tui.demo import CONNECTION, Demo
 from tui.ui.palette import PaletteCommand
 
 
@@ -21,6 +21,9 @@ def palette_commands(app: Any) -> list[Any]:
 
     async def backup() -> None:
         await demo.restart_backup()
+        fleet = getattr(app, "fleet", None)
+        if fleet is not None and CONNECTION in fleet.connections:
+            fleet.connections[CONNECTION].note_job_node(demo.backup_job, demo.backup_node)
         app.notify(f"backup {demo.backup_job} of drive1 started")
 
     def run(coro: Any, name: str) -> Any:

@@ -19,9 +19,10 @@ from tui.ops import bitmaps as bitmap_ops
 from tui.ops import jobs as job_ops
 from tui.ops.bitmaps import BitmapRef
 from tui.ops.common import Outcome, refused
+from tui.txn.incremental import plan_incremental
 from tui.ui.messages import OperationFinished
 from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, AddRequest, MergeDialog
-from tui.ui.screens.composer import ComposerScreen
+from tui.ui.screens.composer import ComposerScreen, Draft
 from tui.ui.screens.dialogs import ConfirmDialog, SpeedDialog
 from tui.ui.screens.txn_dialogs import PatternDialog
 
@@ -53,6 +54,8 @@ class DashboardOperations:
 
     def __init__(self, screen: Host) -> None:
         self.screen = screen
+        #: connection → its unsent transaction (kept while the operator is elsewhere)
+        self.drafts: dict[str, Draft] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -154,7 +157,7 @@ class DashboardOperations:
         if ctx is None:
             return
         conn, node, name = ctx
-        check = bitmap_ops.check_action(node, name, verb)
+        check = bitmap_ops.check_action(node, name, verb, conn.jobs.values())
         if not check.ok:
             self.report(refused(check.refusal or ""))
             return
@@ -241,7 +244,7 @@ class DashboardOperations:
             return
         self.app.push_screen(ConfirmDialog(
             "Cancel job", f"Cancel job '{job.id}' on {conn_name}? Its target image will be "
-            "incomplete.", "Cancel job"), go)
+            "incomplete.", "Stop the job", back_label="Let it run"), go)
 
     def job_speed(self) -> None:
         ctx = self._job_context("set-speed")
@@ -267,34 +270,85 @@ class DashboardOperations:
         return name
 
     def compose(self) -> None:
-        """Open an empty composer on the selected connection (composing is allowed read-only:
-        to prepare, check and save; the composer refuses to send)."""
+        """Open the composer on the selected connection: its unsent draft if there is one, else
+        empty (composing is allowed read-only: to prepare, check and save; the composer refuses
+        to send)."""
         name = self._txn_connection()
-        if name is not None:
-            self.app.push_screen(ComposerScreen(self.screen.fleet, name))
+        if name is None:
+            return
+        draft = self.drafts.get(name)
+        screen = (ComposerScreen.from_draft(self.screen.fleet, name, draft) if draft
+                  else ComposerScreen(self.screen.fleet, name))
+        self.open_composer(name, screen)
+
+    def open_composer(self, name: str, screen: ComposerScreen) -> None:
+        """Push a composer; what it leaves unsent is kept as ``name``'s draft (``t`` reopens
+        it)."""
+        def left(draft: Draft | None) -> None:
+            if draft is None:
+                self.drafts.pop(name, None)
+            else:
+                self.drafts[name] = draft
+
+        self.app.push_screen(screen, left)
+
+    def preferred_bitmaps(self, model: ConnectionModel) -> dict[str, list[str]]:
+        """Device → the bitmaps the config's policies use on it (tried first by ``b``/``B``)."""
+        out: dict[str, list[str]] = {}
+        for policy in (getattr(self.app, "chains_policies", None) or {}).values():
+            if policy.connection != model.name:
+                continue
+            for drive in policy.drives:
+                node = model.find_node(drive)
+                if node is not None:
+                    out.setdefault(node.device or node.node_name, []).append(policy.bitmap)
+        return out
 
     def backup(self, scope: str) -> None:
-        """An incremental backup of the selected drive (``selected``) or of every drive with a
-        bitmap (``all``: a VM-wide point in time), in the composer."""
+        """An incremental backup of the selected drive (``selected``) or of every drive
+        (``all``: a VM-wide point in time), in the composer. Each drive uses the bitmap under
+        the cursor, else a policy's, else its one active bitmap; drives with none are named in
+        the dialog with the reason and left out."""
         name = self._txn_connection()
         if name is None:
             return
         model = self.screen.store.connection(name)
+        selected: dict[str, str] = {}
         if scope == "all":
-            drives = sorted(n.device for n in model.nodes.values() if n.device and n.named_bitmaps)
-            if not drives:
-                self.report(refused(f"no drive of {name} has a bitmap: start a chain first"))
-                return
+            drives = sorted(n.device for n in model.nodes.values() if n.device)
         else:
             picked = self.selected_node()
             if picked is None:
                 self.report(refused("select a drive (a node row) first"))
                 return
-            drives = [picked[1].device or picked[1].node_name]
+            drive = picked[1].device or picked[1].node_name
+            drives = [drive]
+            bm = self.selected_bitmap()
+            if bm is not None and bm.name is not None:
+                selected[drive] = bm.name
+        preferred = self.preferred_bitmaps(model)
+        plan = plan_incremental(model, drives, selected=selected, preferred=preferred)
+        if not plan.transaction.actions:
+            why = "; ".join(str(s) for s in plan.skipped) or f"{name} has no drive"
+            self.report(refused(f"nothing to back up: {why}"))
+            return
+        usable = [t.device for t in plan.targets]
 
         def chosen(pattern: str | None) -> None:
             if pattern:
-                self.app.push_screen(ComposerScreen.for_incremental(self.screen.fleet, name,
-                                                                    drives, pattern))
+                self.open_composer(name, ComposerScreen.for_incremental(
+                    self.screen.fleet, name, drives, pattern, selected=selected,
+                    preferred=preferred))
 
-        self.app.push_screen(PatternDialog(drives), chosen)
+        def ask_pattern(replace: bool | None = True) -> None:
+            if replace:
+                self.app.push_screen(PatternDialog(usable, skipped=[str(s) for s in plan.skipped]),
+                                     chosen)
+
+        if name in self.drafts:
+            self.app.push_screen(ConfirmDialog(
+                "Replace the unsent transaction?", f"{name} has an unsent transaction (t "
+                "reopens it). Start a new one instead?", "Replace", back_label="Keep it"),
+                ask_pattern)
+            return
+        ask_pattern()

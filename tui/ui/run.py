@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tui.demo import Demo
+from tui.demo import CONNECTION, Demo
 from tui.qmp.address import parse_address
 from tui.qmp.fleet import Endpoint
 from tui.sandbox import SandboxError
@@ -26,7 +26,7 @@ from tui.txn.model import Transaction
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.demo_commands import palette_commands
 from tui.ui.palette import register_commands
-from tui.ui.themes import ThemeSet, load_themes
+from tui.ui.themes import ThemeSet, adapt_to_terminal, load_themes
 
 Startup = Callable[[Any], Awaitable[None]]
 # How long a lost terminal's shutdown waits for the connections to close before the app goes.
@@ -65,7 +65,9 @@ def open_composer_at_start(connection: str, txn: Transaction | None,
         # the forms offer what exists: wait for the first answer before building them
         with contextlib.suppress(TimeoutError):
             await app.fleet.wait_first_answer(app.first_answer_timeout)
-        await app.push_screen(ComposerScreen(app.fleet, connection, txn, path=path))
+        # through the dashboard: what is left unsent is kept as a draft (t reopens it)
+        app.dashboard.ops.open_composer(connection,
+                                        ComposerScreen(app.fleet, connection, txn, path=path))
 
     return open_composer
 
@@ -127,10 +129,13 @@ async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
             stack.callback(session.close)
             fleet = session.open_fleet(endpoints, reconnect=True)
             stack.push_async_callback(fleet.stop)
+            if demo is not None:
+                fleet.connections[CONNECTION].note_job_node(demo.backup_job, demo.backup_node)
             app = BitmapTuiApp(fleet=fleet, theme_name=session.theme, themes=themes,
                                keymap=session.config.keymap, demo=demo,
                                policies=dict(session.config.policies), startup=startup)
             app.first_answer_timeout = session.first_answer_timeout
+            adapt_to_terminal(app)  # 16 colours: the ANSI theme, whose states stay apart
             try:
                 await app.run_async()
             finally:

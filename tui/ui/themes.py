@@ -12,6 +12,7 @@ every theme defines, so the stylesheets use ``$bitmap-frozen`` and never a liter
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,31 @@ class ThemeSet:
             raise ConfigError(
                 f"unknown theme '{name}' (available: {', '.join(self.themes)})"
             ) from None
+
+
+#: Rich's names for terminals with only the 16 ANSI colours.
+SIXTEEN_COLOURS = frozenset({"standard", "windows"})
+ANSI_THEME = "ansi"
+
+
+def theme_for_terminal(name: str, color_system: str | None, themes: Mapping[str, Theme]) -> str:
+    """The theme to use: ``name``, except on a 16-colour terminal, where a true-colour theme's
+    shades collapse into the same few colours (``disabled`` reads as body text) and the ANSI
+    theme (the terminal's own 16 colours, chosen to stay apart) is used instead."""
+    theme = themes.get(name)
+    if color_system in SIXTEEN_COLOURS and theme is not None and not theme.ansi \
+            and ANSI_THEME in themes:
+        return ANSI_THEME
+    return name
+
+
+def adapt_to_terminal(app: Any) -> str:
+    """Switch ``app`` to the theme its terminal can show (see :func:`theme_for_terminal`); the
+    theme now in use. The console calls it once before it starts (tests keep their theme)."""
+    chosen = theme_for_terminal(app.theme, app.console.color_system, app.available_themes)
+    if chosen != app.theme:
+        app.theme = chosen
+    return str(app.theme)
 
 
 def builtin_specs() -> dict[str, ThemeSpec]:

@@ -16,6 +16,7 @@ from tui.ops import bitmaps as ops
 from tui.ops.bitmaps import BitmapRef
 from tui.ui.actions import DIALOG, bindings
 from tui.ui.screens.dialogs import FormDialog
+from tui.ui.widgets.checkbox import TextCheckbox
 
 CUSTOM = -1
 
@@ -48,8 +49,8 @@ class AddBitmapDialog(FormDialog[AddRequest]):
             yield Label("Granularity")
             yield Select(presets, value=0, allow_blank=False, id="preset", compact=True)
             yield Input(id="granularity", placeholder="typed: 64K, 1M, 65536", compact=True)
-            yield Checkbox("persistent (stored in the qcow2 image)", id="persistent", compact=True)
-            yield Checkbox("disabled (not recording)", id="disabled", compact=True)
+            yield TextCheckbox("persistent (stored in the qcow2 image)", id="persistent", compact=True)
+            yield TextCheckbox("disabled (not recording)", id="disabled", compact=True)
             yield Static("", id="reason", classes="reason")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import textwrap
 from functools import partial
 from typing import Any
 
@@ -19,7 +20,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, OptionList, Static
+from textual.widgets import DataTable, OptionList, Static
 
 from tui.chains.chain import chain_state
 from tui.chains.ledger import Ledger
@@ -36,8 +37,17 @@ from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import ChainsVerified, PolicyRunFinished, RestoreFinished
 from tui.ui.palette import PaletteCommand
 from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.widgets.footer import RankedFooter
 
 RELOAD_DELAY = 0.2  # coalesce bursts of store changes into one reload
+
+
+def no_backups_hint(policies: dict[str, Policy]) -> str:
+    """What an empty chains screen suggests: run a policy, or write one first."""
+    if policies:
+        return "no backups yet: press r to run a policy"
+    return ("no backups yet, and no policy: add one to the config file (key 'policies'); "
+            "b / B on the dashboard back up without one")
 
 
 class PolicyPicker(ModalScreen[str | None]):
@@ -65,9 +75,9 @@ class ChainsScreen(Screen[None]):
     """The chain view of every drive the ledger knows, live against the fleet."""
 
     DEFAULT_CSS = """
-    ChainsScreen #chains { height: 1fr; }
+    ChainsScreen #chains { height: auto; max-height: 60%; }
     ChainsScreen #next { height: auto; max-height: 8; padding: 0 1; }
-    ChainsScreen #problems { height: auto; max-height: 8; }
+    ChainsScreen #problems { height: 1fr; min-height: 4; }
     """
 
     BINDINGS = bindings(CHAINS)
@@ -95,7 +105,7 @@ class ChainsScreen(Screen[None]):
             yield DataTable(id="chains", cursor_type="row", zebra_stripes=True)
             yield Static("", id="next")
             yield DataTable(id="problems", cursor_type="row")
-        yield Footer()
+        yield RankedFooter()
 
     def on_mount(self) -> None:
         chains = self.query_one("#chains", DataTable)
@@ -105,7 +115,8 @@ class ChainsScreen(Screen[None]):
         chains.add_column("State", width=len("UNKNOWN (deleted)"))
         chains.add_column("Size")
         problems = self.query_one("#problems", DataTable)
-        problems.add_columns("#", "Problem", "Suggested fix")
+        # the fix under its problem: both readable at 80 columns
+        problems.add_columns("#", "Problem, then its suggested fix")
         # Bitmap changes (lost/orphan) come from the store: at most one reload per RELOAD_DELAY.
         self._bridge = StoreBridge(self.store, self, delay=RELOAD_DELAY)
         self.reload()
@@ -148,16 +159,24 @@ class ChainsScreen(Screen[None]):
         for b in self.view_data.bitmaps:
             lines.append(f"bitmap {b.node}/{b.name}: {b.owner}{'' if b.ours else ' (not ours)'}")
         if not self.view_data.drives:
-            lines.append("no backups yet: press r to run a policy")
+            lines.append(no_backups_hint(self.policies))
         lines += self.verify_lines
         if self.restore_line:
             lines.append(self.restore_line)
         self.query_one("#next", Static).update(Text("\n".join(shown(line, LINE_LIMIT) for line in lines)))
         problems = self.query_one("#problems", DataTable)
         problems.clear()
+        width = max(self.size.width - 8, 30)
         for n, pr in enumerate(self.view_data.problems, 1):
+            # wrapped to the screen, so the problem and its fix are read whole at 80 columns
+            lines = textwrap.wrap(shown(f"[{pr.kind}] {pr.text}", LINE_LIMIT), width) + textwrap.wrap(
+                shown(f"fix (x): {pr.fix}", LINE_LIMIT), width, initial_indent="  ",
+                subsequent_indent="    ")
             # Text, not markup: "[orphan]" and bitmap names must show as they are.
-            problems.add_row(Text(str(n)), Text(shown(f"[{pr.kind}] {pr.text}", LINE_LIMIT)), Text(shown(pr.fix, LINE_LIMIT)))
+            problems.add_row(Text(str(n)), Text("\n".join(lines)), height=len(lines))
+
+    def on_resize(self) -> None:
+        self.reload()
 
     def action_reload(self) -> None:
         self._reconcile_and_reload()

@@ -8,6 +8,7 @@ this screen only shows it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import (
     DataTable,
-    Footer,
     Label,
     ListItem,
     ListView,
@@ -46,13 +46,23 @@ from tui.txn import (
     save,
     what_if,
 )
-from tui.txn.model import incremental_of, target_for
+from tui.txn.incremental import (
+    DEFAULT_PATTERN,
+    PlannedTarget,
+    Skipped,
+    create_targets,
+    describe_targets,
+    pending,
+    plan_incremental,
+    planned_nodes,
+)
 from tui.txn.verdict import bitmap_line, image_line
 from tui.ui.actions import COMPOSER, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.screens.dialogs import ConfirmDialog
-from tui.ui.screens.txn_dialogs import DEFAULT_PATTERN, AskDialog
+from tui.ui.screens.txn_dialogs import AskDialog
 from tui.ui.widgets.action_form import ActionForm
+from tui.ui.widgets.footer import RankedFooter
 
 # At most this many redraws a second from store changes (a frame budget for the live view).
 REDRAW_INTERVAL = 0.1
@@ -93,8 +103,21 @@ class ComposerCommands(Provider):
                 yield Hit(score, matcher.highlight(name), callback, help=help_)
 
 
-class ComposerScreen(Screen[None]):
-    """Compose a transaction for one connection, check it, send it and read the verdict."""
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An unsent transaction kept while the operator is on another screen (``t`` reopens it)."""
+
+    transaction: Transaction
+    targets: tuple[PlannedTarget, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    path: Path | None = None
+
+
+class ComposerScreen(Screen[Draft | None]):
+    """Compose a transaction for one connection, check it, send it and read the verdict.
+
+    Leaving with unsent changes asks first and hands the unsent transaction back to the caller
+    as a :class:`Draft` (the dismiss result; None when there is nothing unsent)."""
 
     COMMANDS = {ComposerCommands}
 
@@ -106,38 +129,66 @@ class ComposerScreen(Screen[None]):
     ComposerScreen #mode { height: 1; padding: 0 1; }
     ComposerScreen .panel { padding: 0 1; }
     ComposerScreen #jobs { height: auto; max-height: 8; }
+    ComposerScreen #run-panel:focus { border-left: thick $accent; }
     """
     BINDINGS = bindings(COMPOSER)
     ACTION_GROUPS = ("composer",)
     VIEWS = ("tab-form", "tab-json", "tab-checks", "tab-whatif", "tab-run")
 
     def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
-                 *, path: str | Path | None = None) -> None:
+                 *, path: str | Path | None = None, targets: tuple[PlannedTarget, ...] = (),
+                 skipped: tuple[Skipped, ...] = ()) -> None:
         super().__init__()
         self.fleet = fleet
         self.connection = connection
         self.txn = transaction or Transaction()
         self.path = Path(path) if path else None
+        #: target images created through QEMU right before sending
+        self.targets = targets
+        #: drives left out of a "backup of these drives", with the reason
+        self.skipped = skipped
         self.prepared: Prepared | None = None
         self.run: TransactionRun | None = None
         self.verdict: Verdict | None = None
         self._bridge: StoreBridge | None = None
+        # what was last sent, saved or loaded: leaving with anything else asks first
+        self._clean = self.txn if path else Transaction()
+
+    @classmethod
+    def from_draft(cls, fleet: Any, connection: str, draft: Draft) -> ComposerScreen:
+        """Reopen an unsent transaction."""
+        return cls(fleet, connection, draft.transaction, path=draft.path, targets=draft.targets,
+                   skipped=draft.skipped)
 
     @classmethod
     def for_incremental(cls, fleet: Any, connection: str, devices: list[str],
-                        pattern: str = DEFAULT_PATTERN) -> ComposerScreen:
-        """Start from a selection of drives: one incremental backup each, grouped, using each
-        drive's first bitmap (the operator can change it in the form). ``pattern`` names the
-        targets: ``{device}``, ``{node}``, ``{n}``, ``{dir}`` (the drive image's directory)."""
+                        pattern: str = DEFAULT_PATTERN, *,
+                        selected: dict[str, str] | None = None,
+                        preferred: dict[str, list[str]] | None = None) -> ComposerScreen:
+        """Start from a selection of drives: one incremental blockdev-backup each, grouped, to
+        a new image next to the drive's (created through QEMU when sent); see
+        :func:`tui.txn.incremental.plan_incremental` for the bitmap each drive uses."""
         model: ConnectionModel = fleet.store.connection(connection)
-        items: list[tuple[str, str | None, str]] = []
-        for dev in devices:
-            node = model.find_node(dev)
-            names = [b.name for b in node.named_bitmaps] if node else []
-            directory = str(Path(node.file).parent) if node and node.file else "."
-            target = target_for(pattern, dev, node.node_name if node else dev, 1, directory)
-            items.append((dev, names[0] if names else None, target))
-        return cls(fleet, connection, incremental_of(items))
+        plan = plan_incremental(model, devices, selected=selected, preferred=preferred,
+                                pattern=pattern)
+        return cls(fleet, connection, plan.transaction, targets=plan.targets,
+                   skipped=plan.skipped)
+
+    @property
+    def unsent(self) -> bool:
+        """Whether leaving now would leave changes that were neither sent nor saved."""
+        return bool(self.txn.actions) and self.txn != self._clean
+
+    def follows_job(self, connection: str, job_id: str) -> bool:
+        """Whether this screen shows the job's outcome (a job of its transaction)."""
+        return (connection == self.connection and self.run is not None
+                and job_id in self.run.job_ids)
+
+    def draft(self) -> Draft | None:
+        """The unsent transaction, if any (what the dashboard keeps for ``t``)."""
+        if not self.unsent:
+            return None
+        return Draft(self.txn, self.targets, self.skipped, self.path)
 
     # ------------------------------------------------------------------ layout
 
@@ -156,10 +207,11 @@ class ComposerScreen(Screen[None]):
                     yield Static(id="checks")
                 with TabPane("What-if", id="tab-whatif"), VerticalScroll(classes="panel"):
                     yield Static(id="whatif")
-                with TabPane("Run", id="tab-run"), VerticalScroll(classes="panel"):
+                with TabPane("Run", id="tab-run"), VerticalScroll(classes="panel",
+                                                                  id="run-panel"):
                     yield DataTable(id="jobs", cursor_type="row")
                     yield Static("Not sent yet: press s to send.", id="verdict")
-        yield Footer()
+        yield RankedFooter()
 
     @property
     def model(self) -> ConnectionModel:
@@ -209,18 +261,22 @@ class ComposerScreen(Screen[None]):
     def _recheck(self) -> None:
         """Re-run the checks and the what-if against the current state; redraw the panels."""
         model = self.model
-        self.prepared = prepare(self.txn, model)
+        self.prepared = prepare(self.txn, model,
+                                planned=planned_nodes(pending(self.targets, model)))
         p = self.prepared
         mode = self.txn.completion_mode
         title = (f"Transaction on {model.name} ({model.state.value}) · {len(self.txn.actions)} "
-                 f"action(s) · {len(p.errors)} error(s), {len(p.warnings)} warning(s)")
+                 f"action(s) · {len(p.errors)} error(s), {len(p.warnings)} warning(s)"
+                 + (f", {len(p.notices)} notice(s)" if p.notices else ""))
         self.query_one("#composer-title", Static).update(escape(title))
         self.query_one("#mode", Static).update(
             f"completion-mode: [b]{mode}[/b]  (m toggles)")
         self.query_one("#preview", Static).update(
             "transaction arguments, exactly as they will be sent:\n"
             + json.dumps(p.transaction.to_qmp(), indent=2))
-        lines = []
+        lines = [escape(line) for line in describe_targets(pending(self.targets, model))]
+        lines += [f"[$warning]{escape(str(sk))}[/]" for sk in self.skipped]
+        lines += [f"[$warning]warning: {escape(w)}[/]" for w in self._target_risks()]
         for f in p.findings:
             style = {"error": "$error", "warning": "$warning"}.get(f.level, "$text-muted")
             lines.append(f"[{style}]{escape(str(f))}[/]")
@@ -244,7 +300,7 @@ class ComposerScreen(Screen[None]):
             return
         table = self.query_one("#jobs", DataTable)
         with self.app.batch_update():
-            for view in run.jobs():
+            for view in run.jobs() if run.accepted else ():
                 cells = {
                     # QEMU's "null" (the job is gone) means nothing to an operator
                     "job": view.job_id, "drive": view.label,
@@ -260,7 +316,7 @@ class ComposerScreen(Screen[None]):
         text = self.query_one("#verdict", Static)
         if self.verdict is not None:
             body = "\n".join(escape(line) for line in describe(self.verdict))
-            head = "VERDICT" if self.verdict.accepted else "NOT SENT"
+            head = "VERDICT" if self.verdict.accepted else "REFUSED (no job started)"
             text.update(f"[b]{head}[/b]\n{body}")
         elif run.accepted:
             text.update("Sent. Waiting for every job to end...")
@@ -333,8 +389,7 @@ class ComposerScreen(Screen[None]):
         mode = GROUPED if self.txn.completion_mode == INDIVIDUAL else INDIVIDUAL
         self.txn = self.txn.with_mode(mode)
         self._new_run()
-        self._recheck()
-        self.notify(f"completion-mode {mode}")
+        self._recheck()  # the mode line says it: no toast over the panels
 
     def action_use_fix(self) -> None:
         """Replace the selected drive-backup by its blockdev-backup equivalent, first offering
@@ -353,12 +408,14 @@ class ComposerScreen(Screen[None]):
         lines.append(f"then action {i + 1} becomes: {finding.fix.summary() if finding.fix else ''}")
 
         def answered(yes: bool | None) -> None:
-            self.run_worker(self._apply_fix(i, finding, bool(yes)), name="txn-fix",
+            if yes is None:
+                return  # Esc: nothing changes
+            self.run_worker(self._apply_fix(i, finding, yes), name="txn-fix",
                             exclusive=True, exit_on_error=False, group="txn")
 
-        self.app.push_screen(ConfirmDialog("Open the target now?",
-                                           "\n".join(lines) + "\n\ny: open it now; n: only "
-                                           "replace the action", "Open"), answered)
+        self.app.push_screen(ConfirmDialog(
+            "Open the target now?", "\n".join(lines) + "\n\ny: open it now; n: only replace "
+            "the action; esc: change nothing", "Open it", no_label="Only replace"), answered)
 
     async def _apply_fix(self, i: int, finding: Finding, run_prepare: bool) -> None:
         if run_prepare:
@@ -396,16 +453,45 @@ class ComposerScreen(Screen[None]):
                 self.notify(f"cannot save {path}: {exc.strerror or exc}", severity="error")
                 return
             self.path = path
+            self._clean = self.txn
             self.notify(f"saved {path}")
 
         self.app.push_screen(AskDialog("Save transaction", "File (YAML):",
                                        str(self.path or "transaction.yaml"), "Save"), chosen)
 
     def action_back(self) -> None:
+        """Esc: from a form field back to the actions list; from the list, leave (asking first
+        when there are unsent changes; they are kept as a draft)."""
+        form = self.query_one("#form", ActionForm)
+        focused = self.focused
+        if focused is not None and (focused is form or form in focused.ancestors):
+            self.query_one("#actions", ListView).focus()
+            return
         if self.run is not None and self.verdict is None:
             self.notify("Jobs are still running; they are followed on the dashboard too.",
                         severity="warning")
-        self.dismiss(None)
+            self.dismiss(None)
+            return
+        if not self.unsent:
+            self.dismiss(None)
+            return
+
+        def answered(leave: bool | None) -> None:
+            if leave:
+                self.dismiss(self.draft())
+
+        n = len(self.txn.actions)
+        self.app.push_screen(ConfirmDialog(
+            "Leave the composer?", f"The transaction ({n} action(s)) is not sent. It is kept: "
+            "t on the dashboard reopens it.", "Leave", back_label="Stay"), answered)
+
+    @on(ListView.Selected, "#actions")
+    def _into_form(self) -> None:
+        """Enter on an action: into its form (Esc comes back)."""
+        form = self.query_one("#form", ActionForm)
+        fields = [w for w in form.query("*") if w.focusable]
+        if fields:
+            fields[0].focus()
 
     def _new_run(self) -> None:
         """Edits after a verdict start a new transaction view."""
@@ -440,13 +526,17 @@ class ComposerScreen(Screen[None]):
             tabs.active = "tab-checks"
             self.notify(f"{len(p.errors)} error(s): fix them before sending", severity="error")
             return
-        if p.warnings:
-            lines = [str(w) for w in p.warnings]
+        risks = [str(w) for w in p.warnings] + [f"warning: {w}" for w in self._target_risks()]
+        if risks:  # risks to data ask first; notices need no answer
             self.app.push_screen(ConfirmDialog("Send despite these warnings?",
-                                               "\n".join(lines), "Send anyway"),
+                                               "\n".join(risks), "Send anyway"),
                                  self._confirmed)
             return
         self._start(p)
+
+    def _target_risks(self) -> list[str]:
+        """What creating the pending targets may overwrite (a QEMU on another machine)."""
+        return [w for t in pending(self.targets, self.model) if (w := t.warning())]
 
     def _confirmed(self, yes: bool | None) -> None:
         if yes and self.prepared is not None:
@@ -458,23 +548,42 @@ class ComposerScreen(Screen[None]):
         self.post_message(StoreChanged(self.fleet.store.generation))
 
     def _start(self, prepared: Prepared) -> None:
-        conn = self.fleet[self.connection]
-        self.run = TransactionRun(conn, prepared, on_change=self._run_changed)
         self.query_one("#right", TabbedContent).active = "tab-run"
-        self._draw_run()
-        self.run_worker(self._follow(self.run), name="txn-send", exclusive=True,
+        self.run_worker(self._send(prepared), name="txn-send", exclusive=True,
                         exit_on_error=False, group="txn")
+
+    async def _send(self, prepared: Prepared) -> Verdict | None:
+        """Create the planned targets through QEMU, then send and follow the transaction."""
+        conn = self.fleet[self.connection]
+        todo = pending(self.targets, self.model)
+        if todo:
+            text = self.query_one("#verdict", Static)
+            text.update(escape(f"Creating {len(todo)} target image(s) through QEMU..."))
+            try:
+                await create_targets(conn, todo, self.model)
+                await conn.refresh_nodes()
+            except BitmapTuiError as exc:
+                text.update(f"[b]NOT SENT[/b]\n{escape(str(exc))}")
+                return None
+            self._recheck()
+            assert self.prepared is not None
+            if not self.prepared.ok:
+                self.query_one("#right", TabbedContent).active = "tab-checks"
+                return None
+            prepared = self.prepared
+        self.run = TransactionRun(conn, prepared, on_change=self._run_changed)
+        self._draw_run()
+        return await self._follow(self.run)
 
     async def _follow(self, run: TransactionRun) -> Verdict:
         verdict = await run.run() if not run.accepted else await run.wait()
         self.verdict = verdict
-        self._draw_run()
         if verdict.accepted:
-            self.notify("every job completed" if verdict.all_succeeded
-                        else "a job failed or was cancelled: read the verdict",
-                        severity="information" if verdict.all_succeeded else "warning")
-        else:
-            self.notify(verdict.error or "refused", severity="error")
+            self._clean = self.txn  # sent: nothing left to lose
+        self._draw_run()
+        # the verdict is read in its own focused, scrollable panel (no toast over it)
+        self.query_one("#right", TabbedContent).active = "tab-run"
+        self.query_one("#run-panel", VerticalScroll).focus()
         return verdict
 
     @on(Worker.StateChanged)

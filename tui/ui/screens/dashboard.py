@@ -17,7 +17,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input
 from textual.worker import Worker, WorkerState
 
 from tui.model.state import ConnectionModel, JobResult, Node
@@ -28,8 +28,10 @@ from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.operations import DashboardOperations
 from tui.ui.palette import PaletteCommand
+from tui.ui.screens.dialogs import InfoDialog
 from tui.ui.widgets.connections import ConnectionsTable
 from tui.ui.widgets.events import EventLog
+from tui.ui.widgets.footer import RankedFooter
 from tui.ui.widgets.jobs import JobsTable, job_key, split_key
 from tui.ui.widgets.nodes import NodesTable, bitmap_key, node_key
 
@@ -68,7 +70,7 @@ class DashboardScreen(Screen[None]):
                 yield JobsTable(id="jobs", clock=self.clock)
                 yield EventLog(id="events")
         yield Input(id="filter", placeholder="filter (esc clears)", compact=True)
-        yield Footer()
+        yield RankedFooter()
 
     @property
     def connections_table(self) -> ConnectionsTable:
@@ -93,6 +95,11 @@ class DashboardScreen(Screen[None]):
         self.render_state()
         self.nodes_table.focus()
 
+    def on_screen_resume(self) -> None:
+        """Back from another screen: the event log follows again (it could not scroll while
+        the dashboard was covered)."""
+        self.call_after_refresh(self.event_log.follow_again)
+
     def on_unmount(self) -> None:
         if self._bridge is not None:
             self._bridge.close()
@@ -114,6 +121,13 @@ class DashboardScreen(Screen[None]):
         if self.is_attached:
             self.render_state()
 
+    def _mark_on_screen(self, names: set[str]) -> None:
+        """Tell each connection whether it is on screen (off screen ones are polled less)."""
+        if self.fleet is None:
+            return
+        for name, conn in self.fleet.connections.items():
+            conn.set_on_screen(name in names)
+
     def shown_connections(self) -> list[ConnectionModel]:
         """The selected connection (the first one by default), or all with ``show_all``."""
         conns = self.store.state.connections
@@ -125,9 +139,10 @@ class DashboardScreen(Screen[None]):
 
     def render_state(self) -> None:
         """Put the store's current state on screen (diffs only)."""
+        shown = self.shown_connections()
+        self._mark_on_screen({c.name for c in shown})
         state = self.store.state
         generation = self.store.generation
-        shown = self.shown_connections()
         with self.app.batch_update():
             self.connections_table.show(state)
             self.nodes_table.show(shown, multi=len(shown) > 1)
@@ -146,8 +161,15 @@ class DashboardScreen(Screen[None]):
                 key = job_key(conn.name, job.id)
                 if job.result is JobResult.FAILED and key not in self._notified:
                     self._notified.add(key)
+                    if self._shown_on_top(conn.name, job.id):
+                        continue  # the screen on top reports it (a toast would cover it)
                     self.notify(f"job {job.id} on {conn.name} failed: {job.error or 'error'}",
                                 title="Job failed", severity="error", timeout=15)
+
+    def _shown_on_top(self, connection: str, job_id: str) -> bool:
+        """Whether the screen on top follows this job itself (the composer's transaction)."""
+        follows = getattr(self.app.screen, "follows_job", None)
+        return callable(follows) and bool(follows(connection, job_id))
 
     # ------------------------------------------------------------------ selection
 
@@ -164,13 +186,13 @@ class DashboardScreen(Screen[None]):
             self.show_job_details(str(event.row_key.value))
 
     def show_job_details(self, key: str) -> None:
-        """Notify the job's node, status and full error text."""
+        """The job's node, status, progress and full error text, in a panel."""
         conn, job_id = split_key(key)
         model = self.store.state.connections.get(conn)
         job = model.jobs.get(job_id) if model is not None else None
         if job is not None:
-            self.notify(self.jobs_table.job_details(key, job), title=f"job {job_id}", timeout=15,
-                        severity="error" if job.error else "information")
+            self.app.push_screen(InfoDialog(f"Job {job_id}",
+                                            self.jobs_table.job_details(key, job)))
 
     def select_bitmap(self, connection: str, node: str, name: str | None = None) -> bool:
         """Put the nodes cursor on a bitmap (or on the node when ``name`` is None)."""

@@ -7,10 +7,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
+from tui.txn.incremental import DEFAULT_PATTERN
 from tui.ui.actions import DIALOG, bindings
 from tui.ui.screens.dialogs import FormDialog
-
-DEFAULT_PATTERN = "{dir}/{device}-incr-{n}.qcow2"
 
 
 class AskDialog(FormDialog[str]):
@@ -50,10 +49,15 @@ class AskDialog(FormDialog[str]):
 
 
 class PatternDialog(AskDialog):
-    """The target name pattern of an incremental backup of some drives."""
+    """The target name pattern of an incremental backup of some drives (Enter keeps the
+    default); names the drives left out and why."""
 
-    def __init__(self, drives: list[str], pattern: str = DEFAULT_PATTERN) -> None:
+    def __init__(self, drives: list[str], pattern: str = DEFAULT_PATTERN, *,
+                 skipped: list[str] | None = None) -> None:
+        hint = "\n".join([*(skipped or []), "Enter: the composer (targets are created through "
+                           "QEMU when sent; check, edit and send from there)."])
         super().__init__(f"Incremental backup of {', '.join(drives)}",
                          "Target images ({device} {node} {n} {dir}):", pattern, "Compose",
-                         "Opens the composer: check, edit and send from there.", "pattern")
+                         hint, "pattern")
         self.drives = drives
+        self.skipped = skipped or []

@@ -27,6 +27,7 @@ from tui.txn.model import (
     SYNC_MODES,
     Action,
 )
+from tui.ui.widgets.checkbox import TextCheckbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ class ActionForm(VerticalScroll):
             return Select(choices, value=str(value) if value is not None else Select.NULL,
                           allow_blank=True, id=wid, prompt="(none)", compact=True)
         if f.kind == "bool":
-            return Checkbox(value=bool(value), id=wid, compact=True)
+            return TextCheckbox(value=bool(value), id=wid, compact=True)
         if f.kind == "sources":
             return Input(format_sources(value), placeholder="bitmap, node/bitmap, ...", id=wid,
                          compact=True)

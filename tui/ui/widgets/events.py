@@ -164,9 +164,30 @@ class EventLog(ScrollView, can_focus=True):
         index = scroll_y + y
         width = self.size.width
         rich_style = self.rich_style
+        if not self._records and y == 0:
+            return self._placeholder().crop_extend(0, width, rich_style)
         if index >= len(self._records):
             return Strip.blank(width, rich_style)
         return self._strip(index).crop_extend(scroll_x, scroll_x + width, rich_style)
+
+    def placeholder_text(self) -> str:
+        """What an empty log says (a log that is empty because of its filter says so)."""
+        if self.filter:
+            return f"No event matches the filter '{self.filter_text}' (/ changes it)."
+        return "No events yet: QEMU's events (jobs, errors, bitmaps) appear here as they come."
+
+    def _placeholder(self) -> Strip:
+        text = Text(self.placeholder_text(),
+                    style=self.get_component_rich_style("event--time", partial=True))
+        text.no_wrap = True
+        text.stylize_before(self.rich_style)
+        return Strip(text.render(self.app.console), text.cell_len)
+
+    def follow_again(self) -> None:
+        """Back at the newest line when following (a screen on top kept the log from
+        scrolling while events came in)."""
+        if self.following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def append(self, events: Iterable[EventRecord], seen: int) -> None:
         """Add the events that pass the filter (``seen`` is the store's events_seen)."""

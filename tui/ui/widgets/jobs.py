@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.format import human_duration, human_rate
+from tui.format import human_bytes, human_duration, human_rate
 from tui.model.state import ConnectionModel, Job, JobResult
 from tui.ui.actions import JOBS, bindings
 from tui.ui.widgets.difftable import DiffTable, Row
@@ -19,22 +19,43 @@ from tui.ui.widgets.styled import STATE_CLASSES, styled
 
 SEP = "\x1f"
 BAR_WIDTH = 8
-# Below this width (80-column terminals) the table drops Rate, puts Node before Error and
-# shortens the error to what fits; Enter on a job shows it in full.
+# Below this width (80-column terminals) the table drops Rate and shortens the error to what
+# fits (Node stays in view: Error is the last column everywhere); Enter on a job shows it all.
 NARROW = 100
+# The job id column: as wide as the longest id, within these bounds (an id longer than the most
+# is cut in the middle, where ids made by numbering differ least: "demo-b…kup-2").
+ID_MIN, ID_MAX_WIDE, ID_MAX_NARROW = 6, 32, 16
 WIDE_COLUMNS = (
-    ("id", "Job", 10), ("type", "Type", 7), ("status", "Status", 9), ("progress", "Progress", 13),
-    ("rate", "Rate", 10), ("eta", "ETA", 5), ("error", "Error", None), ("node", "Node", 10),
-)
+    ("id", "Job", ID_MIN), ("type", "Type", 7), ("status", "Status", 9),
+    ("progress", "Progress", 13), ("rate", "Rate", 12), ("eta", "ETA", 5), ("node", "Node", 10),
+    ("error", "Error", None),
+)  # "1023.9 KiB/s" (12 characters) is the widest rate
 NARROW_COLUMNS = (
-    ("id", "Job", 10), ("type", "Type", 6), ("status", "Status", 9), ("progress", "Progress", 13),
-    ("eta", "ETA", 5), ("node", "Node", 10), ("error", "Error", None),
+    ("id", "Job", ID_MIN), ("type", "Type", 6), ("status", "Status", 9),
+    ("progress", "Progress", 13), ("eta", "ETA", 5), ("node", "Node", 10), ("error", "Error", None),
 )
 
 
 def shorten(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters, with "…" when something was cut."""
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle ("demo-b…kup-2")."""
+    if len(text) <= width:
+        return text
+    if width < 3:
+        return text[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def id_width(ids: Iterable[str], narrow: bool) -> int:
+    """The id column's width for these ids."""
+    longest = max((len(i) for i in ids), default=ID_MIN)
+    return max(ID_MIN, min(longest, ID_MAX_NARROW if narrow else ID_MAX_WIDE))
 
 
 @dataclass(slots=True)
@@ -87,6 +108,7 @@ class JobsTable(DiffTable):
         self.text_filter = ""
         self.narrow = False
         self.error_width = 0  # narrow: characters of the error that fit; 0 = no limit
+        self.id_width = ID_MIN  # from the ids shown (see :func:`id_width`)
 
     def on_mount(self) -> None:
         self.border_title = "Jobs"
@@ -94,19 +116,26 @@ class JobsTable(DiffTable):
 
     def _add_columns(self) -> None:
         for key, label, width in NARROW_COLUMNS if self.narrow else WIDE_COLUMNS:
-            self.add_column(label, key=key, width=width)
+            self.add_column(label, key=key, width=self.id_width if key == "id" else width)
+
+    def _rebuild_columns(self) -> None:
+        self.reset()
+        self.clear(columns=True)
+        self._add_columns()
+
+    def _error_width(self) -> int:
+        fixed = sum(w + 2 * self.cell_padding for k, _, w in NARROW_COLUMNS if w and k != "id")
+        fixed += self.id_width + 2 * self.cell_padding
+        return max(self.size.width - fixed - 2 * self.cell_padding, 8)
 
     def on_resize(self) -> None:
         narrow = self.size.width < NARROW
-        fixed = sum(w + 2 * self.cell_padding for _, _, w in NARROW_COLUMNS if w)
-        error_width = max(self.size.width - fixed - 2 * self.cell_padding, 8) if narrow else 0
+        error_width = self._error_width() if narrow else 0
         if (narrow, error_width) == (self.narrow, self.error_width):
             return
         if narrow != self.narrow:
             self.narrow = narrow
-            self.reset()
-            self.clear(columns=True)
-            self._add_columns()
+            self._rebuild_columns()
         else:
             self.reset()  # rewrite the error cells at the new width
         self.error_width = error_width
@@ -119,7 +148,11 @@ class JobsTable(DiffTable):
         conn, _ = split_key(key)
         word, _ = job_word(job)
         lines = [f"{job.type} on {conn}, node {job.node or '-'}: {word}",
-                 f"progress {job.current} of {job.total} bytes"]
+                 f"progress {human_bytes(job.current)} of {human_bytes(job.total)} "
+                 f"({job.progress:.0%})",
+                 f"speed limit {human_rate(job.speed) if job.speed else 'none'}"]
+        if job.io_errors:
+            lines.append(f"I/O errors reported: {job.io_errors} (last: {job.last_io_error})")
         err = job.error or job.last_io_error
         if err:
             lines.append(f"error: {err}")
@@ -163,11 +196,12 @@ class JobsTable(DiffTable):
         error = styled(self, err, "text--error") if err else Text("")
         eta_text = human_duration(eta) if eta is not None else "-"
         progress = self.progress_cell(job)
+        jid = cut_middle(job.id, self.id_width)
         if self.narrow:
-            return (job.id, job.type, styled(self, word, cls), progress, eta_text,
+            return (jid, job.type, styled(self, word, cls), progress, eta_text,
                     job.node or "-", error)
-        return (job.id, job.type, styled(self, word, cls), progress,
-                human_rate(rate) if rate else "-", eta_text, error, job.node or "-")
+        return (jid, job.type, styled(self, word, cls), progress,
+                human_rate(rate) if rate else "-", eta_text, job.node or "-", error)
 
     def rows_for(self, conns: Iterable[ConnectionModel]) -> list[Row]:
         rows: list[Row] = []
@@ -184,4 +218,10 @@ class JobsTable(DiffTable):
         return rows
 
     def show(self, conns: list[ConnectionModel]) -> int:
+        width = id_width((j.id for c in conns for j in c.jobs.values()), self.narrow)
+        if width != self.id_width:
+            self.id_width = width
+            self._rebuild_columns()
+            if self.narrow:
+                self.error_width = self._error_width()
         return self.sync_rows(self.rows_for(conns))

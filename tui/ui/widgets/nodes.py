@@ -89,10 +89,12 @@ class NodesTable(DiffTable):
 
     def node_row(self, node: Node, prefix: str) -> tuple[Any, ...]:
         name = styled(self, prefix + node.node_name, "row--node")
-        # json: pseudo-filenames (blkdebug, null-co, ...) have no meaningful last component.
-        keep = self.full_paths or node.file.startswith("json:")
-        file = node.file if keep else node.file.rsplit("/", 1)[-1]
-        detail = f"{node.driver} · {file}" + (" (read-only)" if node.read_only else "")
+        # a json: pseudo-filename left (null-co, nbd, ...: no image file) says nothing useful
+        no_file = not node.file or node.file.startswith("json:")
+        keep = self.full_paths or no_file
+        file = "" if no_file else node.file if keep else node.file.rsplit("/", 1)[-1]
+        detail = (f"{node.driver} · {file}" if file else node.driver) + (
+            " (read-only)" if node.read_only else "")
         if self.file_width and len(detail) > self.file_width and not keep:
             # Too narrow for all of it: the file name matters most, and its end ("disk1.qcow2")
             # tells images apart; the driver only if there is room left.
