@@ -5,7 +5,11 @@ then runs in a fresh process of its own, so CPU and peak RSS are that side's alo
 - bare: one stock ``qemu.qmp`` QMPClient per connection issuing the same queries as the app
   (refresh: query-named-block-nodes, query-block, query-jobs, query-block-jobs; idle: the first
   two every refresh interval, which is what the app's poll loop sends when no job runs);
-- app: :class:`tui.qmp.fleet.Fleet` at the default refresh interval, into one Store.
+- app: :class:`tui.qmp.fleet.Fleet` at the default refresh interval, into one Store, with the
+  connections marked on screen as the dashboard marks them when it shows one connection (the
+  default view): that one at the refresh interval, the others polled less often
+  (``Connection.set_on_screen``). ``--all-on-screen`` measures every connection at full rate
+  (the dashboard's "all connections" view).
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ async def bare_side(
 
 
 async def app_side(
-    targets: list[str], rounds: int, idle_s: float, interval: float, settle: float
+    targets: list[str], rounds: int, idle_s: float, interval: float, settle: float,
+    all_on_screen: bool = False,
 ) -> dict[str, Any]:
     # A generous connect timeout: hundreds of simultaneous connects on a loaded 2-core box.
     fleet = Fleet(refresh_interval=interval, reconnect=False, connect_timeout=60, read_only=True)
@@ -100,6 +105,9 @@ async def app_side(
         await asyncio.gather(*(c.refresh() for c in fleet.connections.values()))
 
     times = await _timed(refresh_all, rounds)
+    if not all_on_screen:
+        for conn in list(fleet.connections.values())[1:]:
+            conn.set_on_screen(False)
     await asyncio.sleep(settle)
     idle = await _idle(idle_s)
     state = fleet.store.state
@@ -112,11 +120,12 @@ async def app_side(
 
 
 def _run_side(side: str, targets_file: Path, a: argparse.Namespace,
-              interval: float | None = None) -> dict[str, Any]:
+              interval: float | None = None, all_on_screen: bool = False) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_fleet", "--side", side, "--targets",
          str(targets_file), "--rounds", str(a.rounds), "--idle", str(a.idle),
-         "--interval", str(interval or a.interval), "--settle", str(a.settle)],
+         "--interval", str(interval or a.interval), "--settle", str(a.settle),
+         *(["--all-on-screen"] if all_on_screen else [])],
         cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
     )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
@@ -142,11 +151,14 @@ def main() -> None:
                    help="also measure a bare client without qemu.qmp's debug formatting, and the "
                    "app at --extra-interval")
     p.add_argument("--extra-interval", type=float, default=8.0)
+    p.add_argument("--all-on-screen", action="store_true",
+                   help="app side: every connection on screen (polled at the full rate)")
     a = p.parse_args()
     if a.side:
         targets = json.loads(Path(a.targets).read_text())
         if a.side == "app":
-            emit(asyncio.run(app_side(targets, a.rounds, a.idle, a.interval, a.settle)))
+            emit(asyncio.run(app_side(targets, a.rounds, a.idle, a.interval, a.settle,
+                                      a.all_on_screen)))
         else:
             quiet = a.side == "bare_quiet"
             emit(asyncio.run(bare_side(targets, a.rounds, a.idle, a.interval, a.settle, quiet)))
@@ -165,6 +177,8 @@ def main() -> None:
                 slow = _run_side("app", targets_file, a, interval=a.extra_interval)
                 extra["app_at_interval"] = {"interval_s": a.extra_interval,
                                             "idle_cpu_pct": slow["idle_cpu_pct"]}
+                every = _run_side("app", targets_file, a, all_on_screen=True)
+                extra["app_all_on_screen"] = {"idle_cpu_pct": every["idle_cpu_pct"]}
     result = dict(app)
     result.update(extra)
     result.update(
