@@ -3,6 +3,7 @@ performed from the dashboard on a real QEMU, counting the keys to the verdict.""
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from tests.conftest import requires_qemu, wait_for
@@ -68,6 +69,13 @@ async def test_individual_example_in_few_keys(make_sandbox, fleet_for):
         await pilot.pause(0.3)
         # no toast over the verdict: the failure is in the verdict itself
         assert [n.message for n in app._notifications] == []
+        # VALID only once released: the targets the console created are detached (flushed and
+        # closed by QEMU), so the image on disk is whole
+        nodes = {n["node-name"] for n in await sb.qmp("query-named-block-nodes", {"flat": True})}
+        assert not [n for n in nodes if "incr" in n], nodes
+        check = subprocess.run(["qemu-img", "check", v.images[0].path], capture_output=True,
+                               text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
 
 
 async def test_grouped_example_in_few_keys(make_sandbox, fleet_for):

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from tui.chains.targets import QMPConn, create_target
+from tui.chains.targets import QMPConn, Target, create_target, release_target
+from tui.errors import BitmapTuiError
 from tui.model.state import Bitmap, BitmapState, ConnectionModel, Node
 from tui.qmp.address import parse_address_lenient
 from tui.txn.model import GROUPED, Action, Transaction
@@ -209,15 +210,27 @@ def pending(targets: Iterable[PlannedTarget], model: ConnectionModel) -> list[Pl
 
 
 async def create_targets(conn: QMPConn, targets: Iterable[PlannedTarget],
-                         model: ConnectionModel) -> list[PlannedTarget]:
+                         model: ConnectionModel) -> list[Target]:
     """Create and attach every planned target not open yet; the ones created. Raises
     :class:`tui.chains.targets.TargetError` on the first failure (earlier ones stay open: the
     next send uses them)."""
     made = []
     for t in pending(targets, model):
-        await create_target(conn, t.path, t.size, node=t.node)
-        made.append(t)
+        made.append(await create_target(conn, t.path, t.size, node=t.node))
     return made
+
+
+async def release_targets(conn: QMPConn, targets: Iterable[Target]) -> dict[str, str]:
+    """Detach the targets this console created, once their jobs ended (``blockdev-del`` flushes
+    and closes each image). Returns path → why for each one that could not be released by us."""
+    failures: dict[str, str] = {}
+    for t in targets:
+        try:
+            if not await release_target(conn, t.node, t.file_node):
+                failures[t.path] = "its node was already gone"
+        except BitmapTuiError as exc:
+            failures[t.path] = str(exc)
+    return failures
 
 
 def planned_nodes(targets: Iterable[PlannedTarget]) -> frozenset[str]:

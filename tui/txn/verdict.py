@@ -22,11 +22,11 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tui.model.state import ConnectionModel
-from tui.txn.model import GROUPED, Action, Transaction
+from tui.txn.model import GROUPED, Transaction
 
 COMPLETED = "completed"
 FAILED = "failed"
@@ -37,6 +37,9 @@ LOST = "lost"
 VALID = "valid"
 INVALID = "invalid"
 INCOMPLETE = "incomplete"
+# A target the app created could not be detached after its job: nothing says QEMU flushed and
+# closed it, so it is neither a restore point nor a base (keep it; do not build on it).
+UNKNOWN = "unknown"
 IMAGE_VERDICTS = (VALID, INVALID, INCOMPLETE)
 
 # Bitmap outcomes.
@@ -52,6 +55,8 @@ IMAGE_ACTION = {
     VALID: "keep",
     INVALID: "delete",
     INCOMPLETE: "keep as the base of the next incremental; not a restore point",
+    UNKNOWN: "not trusted: its target was not detached, so it may not be flushed; do not build "
+             "on it",
 }
 
 
@@ -466,6 +471,18 @@ def what_if(txn: Transaction, model: ConnectionModel | None) -> list[Scenario]:
     return out
 
 
+def unreleased(v: Verdict, failures: dict[str, str]) -> Verdict:
+    """``v`` with the images whose targets could not be detached (path → why) made UNKNOWN: an
+    image is VALID only once its target was flushed and released."""
+    if not failures:
+        return v
+    images = tuple(replace(i, verdict=UNKNOWN) if i.path in failures and i.verdict != INVALID
+                   else i for i in v.images)
+    notes = tuple(f"{path}: UNKNOWN, its target could not be detached ({why}); take a full "
+                  "backup of its drive" for path, why in failures.items())
+    return replace(v, images=images, next=v.next + notes)
+
+
 def image_line(img: ImageVerdict) -> str:
     """``image PATH: VERDICT (what to do)``."""
     return f"image {img.path}: {img.verdict.upper()} ({IMAGE_ACTION[img.verdict]})"
@@ -495,10 +512,3 @@ def describe(v: Verdict) -> list[str]:
     lines += [bitmap_line(b) for b in v.bitmaps]
     lines += [f"next: {n}" for n in v.next]
     return lines
-
-
-def action_of(txn: Transaction, job_id: str) -> Action | None:
-    for a in txn.actions:
-        if a.job_id == job_id:
-            return a
-    return None

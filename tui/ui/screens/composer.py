@@ -30,6 +30,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
+from tui.chains.targets import Target
 from tui.errors import BitmapTuiError
 from tui.model.state import ConnectionModel
 from tui.txn import (
@@ -55,8 +56,9 @@ from tui.txn.incremental import (
     pending,
     plan_incremental,
     planned_nodes,
+    release_targets,
 )
-from tui.txn.verdict import bitmap_line, image_line
+from tui.txn.verdict import bitmap_line, image_line, unreleased
 from tui.ui.actions import COMPOSER, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.screens.dialogs import ConfirmDialog
@@ -151,6 +153,8 @@ class ComposerScreen(Screen[Draft | None]):
         self.run: TransactionRun | None = None
         self.verdict: Verdict | None = None
         self._bridge: StoreBridge | None = None
+        # Targets this screen created through QEMU: detached once their jobs ended.
+        self._created: list[Target] = []
         # what was last sent, saved or loaded: leaving with anything else asks first
         self._clean = self.txn if path else Transaction()
 
@@ -560,7 +564,7 @@ class ComposerScreen(Screen[Draft | None]):
             text = self.query_one("#verdict", Static)
             text.update(escape(f"Creating {len(todo)} target image(s) through QEMU..."))
             try:
-                await create_targets(conn, todo, self.model)
+                self._created += await create_targets(conn, todo, self.model)
                 await conn.refresh_nodes()
             except BitmapTuiError as exc:
                 text.update(f"[b]NOT SENT[/b]\n{escape(str(exc))}")
@@ -577,6 +581,11 @@ class ComposerScreen(Screen[Draft | None]):
 
     async def _follow(self, run: TransactionRun) -> Verdict:
         verdict = await run.run() if not run.accepted else await run.wait()
+        if verdict.accepted and self._created:
+            # VALID only once the target is flushed and closed: detach what this screen created.
+            failures = await release_targets(self.fleet[self.connection], self._created)
+            self._created = []
+            verdict = unreleased(verdict, failures)
         self.verdict = verdict
         if verdict.accepted:
             self._clean = self.txn  # sent: nothing left to lose
