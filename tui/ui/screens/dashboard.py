@@ -123,9 +123,8 @@ class DashboardScreen(Screen[None]):
 
     def _mark_on_screen(self, names: set[str]) -> None:
         """Tell each connection whether it is on screen (off screen ones are polled less)."""
-        if self.fleet is None:
-            return
-        for name, conn in self.fleet.connections.items():
+        # A view over a bare store (no live connections, e.g. a fleet stand-in) polls nothing.
+        for name, conn in getattr(self.fleet, "connections", {}).items():
             conn.set_on_screen(name in names)
 
     def shown_connections(self) -> list[ConnectionModel]:
