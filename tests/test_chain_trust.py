@@ -344,3 +344,23 @@ def test_a_composed_transaction_names_the_chains_it_breaks(ledger):
     assert [(w, r.policy, r.drive) for w, r in touched] == [
         ("clear", "nightly", "drive0"), ("merge", "nightly", "drive0"),
         ("backed up", "nightly", "drive0")]
+
+
+def test_the_composer_warns_before_and_records_when_sent(ledger):
+    """What the composer shows and records for a transaction touching a policy's chain: a
+    warning per chain, and on sending a recorded break (the policy's next run is a full)."""
+    from tui.chains.owners import transaction_breaks
+
+    full = image(ledger, "full", JobState.COMPLETED)
+    name = ledger.image(full).bitmap
+    actions = [("block-dirty-bitmap-clear", {"node": "disk0", "name": name})]
+    warned = transaction_breaks("vm", actions, ledger)
+    assert warned == ["policy nightly's chain for drive0 will need a new full backup "
+                      f"(this transaction clears its bitmap '{name}')"]
+    assert ledger.breaks("vm") == []  # warning only: nothing sent yet
+    assert transaction_breaks("vm", actions, ledger, record=True) == warned
+    assert [b.reason for b in ledger.breaks("vm")] == [
+        f"a composed transaction clears bitmap '{name}'"]
+    assert chain_state(ledger, "vm", "drive0").base is None  # the next run takes a full
+    assert transaction_breaks("vm", [("block-dirty-bitmap-add",
+                                      {"node": "disk0", "name": "n"})], ledger) == []

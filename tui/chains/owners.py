@@ -129,3 +129,29 @@ def record_console_break(connection: str, node: str, bitmap: str, action: str,
     finally:
         if ledger is None:
             led.close()
+
+
+# chains_touched's action words as a sentence's verb.
+_VERB = {"clear": "clears", "remove": "removes", "disable": "disables", "merge": "merges into",
+         "backed up": "backs up with"}
+
+
+def transaction_breaks(connection: str, actions: list[tuple[str, dict[str, Any]]],
+                       ledger: Ledger | None = None, *, record: bool = False) -> list[str]:
+    """The warnings for a composed transaction that breaks current chains of ours (one line
+    each); with ``record``, the breaks are also written to the ledger (before sending)."""
+    led = ledger if ledger is not None else _open_default()
+    if led is None:
+        return []
+    try:
+        touched = chains_touched(led, connection, actions)
+        if record:
+            for word, ref in touched:
+                led.record_break(connection, ref.node, ref.bitmap,
+                                 f"a composed transaction {_VERB.get(word, word)} bitmap "
+                                 f"'{ref.bitmap}'")
+        return [f"{ref.warning()} (this transaction {_VERB.get(word, word)} its bitmap "
+                f"'{ref.bitmap}')" for word, ref in touched]
+    finally:
+        if ledger is None:
+            led.close()

@@ -30,6 +30,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
+from tui.chains.owners import transaction_breaks
 from tui.chains.targets import Target
 from tui.errors import BitmapTuiError
 from tui.model.state import ConnectionModel
@@ -530,13 +531,23 @@ class ComposerScreen(Screen[Draft | None]):
             tabs.active = "tab-checks"
             self.notify(f"{len(p.errors)} error(s): fix them before sending", severity="error")
             return
-        risks = [str(w) for w in p.warnings] + [f"warning: {w}" for w in self._target_risks()]
+        risks = ([str(w) for w in p.warnings] + [f"warning: {w}" for w in self._target_risks()]
+                 + [f"warning: {w}" for w in self._chain_breaks()])
         if risks:  # risks to data ask first; notices need no answer
             self.app.push_screen(ConfirmDialog("Send despite these warnings?",
                                                "\n".join(risks), "Send anyway"),
                                  self._confirmed)
             return
         self._start(p)
+
+    def _actions(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(a.type, dict(a.data)) for a in self.txn.actions]
+
+    def _chain_breaks(self, *, record: bool = False) -> list[str]:
+        """The backup-policy chains this transaction breaks (recorded in the ledger when sent,
+        so their next run takes a full backup)."""
+        ledger = getattr(self.app, "chains_ledger", None)
+        return transaction_breaks(self.connection, self._actions(), ledger, record=record)
 
     def _target_risks(self) -> list[str]:
         """What creating the pending targets may overwrite (a QEMU on another machine)."""
@@ -552,6 +563,7 @@ class ComposerScreen(Screen[Draft | None]):
         self.post_message(StoreChanged(self.fleet.store.generation))
 
     def _start(self, prepared: Prepared) -> None:
+        self._chain_breaks(record=True)  # before anything is sent
         self.query_one("#right", TabbedContent).active = "tab-run"
         self.run_worker(self._send(prepared), name="txn-send", exclusive=True,
                         exit_on_error=False, group="txn")
