@@ -59,11 +59,12 @@ async def backup(sock: str, arguments: dict[str, Any]) -> None:
         with client.listener(("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")) as listener:
             await client.execute("blockdev-backup", arguments)
             async for event in listener:
-                if event["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED") and \
-                        event["data"].get("device") == arguments["job-id"]:
-                    if event["data"].get("error") or event["event"] == "BLOCK_JOB_CANCELLED":
-                        raise SystemExit(f"backup failed: {event['data']}")
-                    break
+                data: dict[str, Any] = dict(event["data"])  # type: ignore[call-overload]
+                if data.get("device") != arguments["job-id"]:
+                    continue
+                if data.get("error") or event["event"] == "BLOCK_JOB_CANCELLED":
+                    raise SystemExit(f"backup failed: {data}")
+                break
     finally:
         await client.disconnect()
 

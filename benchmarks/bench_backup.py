@@ -62,9 +62,10 @@ class JobClock:
         async for event in self.client.events:
             if event["event"] != "JOB_STATUS_CHANGE":
                 continue
-            ts = event["timestamp"]
+            ts: Any = event["timestamp"]
+            data: Any = event["data"]
             at = ts["seconds"] + ts["microseconds"] / 1e6
-            status, job = event["data"]["status"], event["data"]["id"]
+            status, job = data["status"], data["id"]
             if status == "created":
                 self.created[job] = at
             elif status == "concluded":
@@ -96,7 +97,7 @@ async def make_target(sb: Sandbox, n: int, size: int) -> tuple[str, Path]:
 
 async def drop_target(sb: Sandbox, node: str, path: Path) -> None:
     await sb.qmp("blockdev-del", {"node-name": node})
-    path.unlink()
+    await asyncio.to_thread(path.unlink)
 
 
 async def run_side(side: str, sb: Sandbox, job: str, node: str, env: dict[str, str],

@@ -21,6 +21,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,27 @@ def key_plan(app: Any) -> list[tuple[str, str, Callable[[], Check]]]:
     def filtered(text: str) -> Check:
         return lambda: table.name_filter == text
 
+    def filter_open() -> Check:
+        return lambda: bool(box.display and box.has_focus)
+
+    def filter_closed() -> Check:
+        return lambda: not box.display and table.name_filter == ""
+
+    def dialog_open() -> Check:
+        return lambda: isinstance(app.screen, AddBitmapDialog)
+
+    def dialog_closed() -> Check:
+        return lambda: app.screen is dash
+
     plan: list[tuple[str, str, Callable[[], Check]]] = []
     for step in [1] * 5 + [-1] * 5:
-        plan.append(("cursor", "down" if step > 0 else "up", lambda s=step: cursor_moved(s)))
-    plan.append(("filter", "slash", lambda: lambda: bool(box.display and box.has_focus)))
+        plan.append(("cursor", "down" if step > 0 else "up", partial(cursor_moved, step)))
+    plan.append(("filter", "slash", filter_open))
     for i, ch in enumerate(FILTER_TEXT):
-        plan.append(("filter", ch, lambda t=FILTER_TEXT[: i + 1]: filtered(t)))
-    plan.append(("filter", "escape",
-                 lambda: lambda: not box.display and table.name_filter == ""))
-    plan.append(("dialog", "n", lambda: lambda: isinstance(app.screen, AddBitmapDialog)))
-    plan.append(("dialog", "escape", lambda: lambda: app.screen is dash))
+        plan.append(("filter", ch, partial(filtered, FILTER_TEXT[: i + 1])))
+    plan.append(("filter", "escape", filter_closed))
+    plan.append(("dialog", "n", dialog_open))
+    plan.append(("dialog", "escape", dialog_closed))
     return plan
 
 

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from benchmarks.common import ROOT, emit, median, r
 from benchmarks.servers import server_process
