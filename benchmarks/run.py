@@ -165,7 +165,7 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
+    p.add_argument("--quick", action="store_true", help="smaller runs, about a minute")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--only", action="append", choices=list(PLANS["full"]),
