@@ -49,9 +49,10 @@ async def _until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 Check = Callable[[], bool]
 
 
-def key_plan(app: Any) -> list[tuple[str, str, Callable[[], Check]]]:
+def key_plan(app: Any, recorder: FrameRecorder) -> list[tuple[str, str, Callable[[], Check]]]:
     """One round of ``(kind, key, arm)``, in order. ``arm()`` is called just before the key is
-    sent and returns the check "its effect is in the widgets", evaluated at each frame."""
+    sent and returns the check "its effect is in the widgets", evaluated at each frame (for a
+    dialog: the frame is drawn from the dialog's screen)."""
     from textual.widgets import Input
 
     from tui.ui.screens.bitmap_dialogs import AddBitmapDialog
@@ -74,10 +75,10 @@ def key_plan(app: Any) -> list[tuple[str, str, Callable[[], Check]]]:
         return lambda: not box.display and table.name_filter == ""
 
     def dialog_open() -> Check:
-        return lambda: isinstance(app.screen, AddBitmapDialog)
+        return lambda: isinstance(app.screen, AddBitmapDialog) and recorder.last_screen is app.screen
 
     def dialog_closed() -> Check:
-        return lambda: app.screen is dash
+        return lambda: app.screen is dash and recorder.last_screen is dash
 
     plan: list[tuple[str, str, Callable[[], Check]]] = []
     for step in [1] * 5 + [-1] * 5:
@@ -116,7 +117,7 @@ async def measure(fakes: list[str], qemus: list[str], flood_sock: str, rate: flo
         conns = fleet.store.state.connections
         await _until(lambda: all(c.synced for c in fleet.store.state.connections.values()),
                      180, f"{len(conns)} connections to sync")
-        FrameRecorder(app, on_frame)
+        recorder = FrameRecorder(app, on_frame)
         # Paced events for longer than the keys take; the server stops when we disconnect.
         await flood.execute("query-flood", {"count": int(rate * 3600), "rate": rate})
         await asyncio.sleep(0.5)
@@ -125,7 +126,7 @@ async def measure(fakes: list[str], qemus: list[str], flood_sock: str, rate: flo
         await pilot.pause()
         driver = app._driver
         assert driver is not None
-        plan = key_plan(app)
+        plan = key_plan(app, recorder)
         started = time.monotonic()
         events_before = fleet.store.events_seen
         for _ in range(rounds):
