@@ -179,7 +179,7 @@ def explanations(doc: dict[str, Any]) -> list[str]:
                         for k in kinds)
             + ". "
             + "".join(f"The typical {k} key ({_fmt(kl[f'{k}_p50_ms'])} ms at p50) is itself "
-                      "over the target: not a tail but the cost of every such key. "
+                      "over the target: not a tail but the cost of most such keys. "
                       for k in kinds if kl.get(f"{k}_p50_ms", 0) > 50)
             + f"With {kl['presses']} keys in the run, the p99 is its slowest key or two, so one "
             "stall decides it. Where the time goes is not measured here (UNKNOWN); the "
