@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CpuWindow, emit, median, percentile, r
+from benchmarks.common import CpuWindow, emit, histogram, median, percentile, r
 from benchmarks.frames import FrameRecorder
 from benchmarks.servers import server_process
 from tui.model.state import Bitmap, ConnectionModel, LinkState, Node
@@ -164,6 +164,7 @@ async def ui_latency(sock: str, rate: float, seconds: float) -> dict[str, Any]:
         "layouts": len(layout_ms),
         "layout_ms_p50": r(median(layout_ms), 1) if layout_ms else None,
         "fps": r(len(frames) / elapsed, 1),
+        "histogram": histogram(latencies),
         "size": f"{SIZE[0]}x{SIZE[1]}",
     }
 

@@ -87,6 +87,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[k])
 
 
+# Upper bin edges (ms) of the latency histograms in RESULTS.md; the last bin is open.
+HISTOGRAM_EDGES_MS = (5, 10, 20, 30, 40, 50, 75, 100, 150, 250, 500, 1000)
+
+
+def histogram(values_ms: Sequence[float]) -> list[list[Any]]:
+    """``[[label, count], ...]`` of latencies over :data:`HISTOGRAM_EDGES_MS` (empty bins kept, so
+    the shape is comparable between runs)."""
+    counts = [0] * (len(HISTOGRAM_EDGES_MS) + 1)
+    for v in values_ms:
+        i = 0
+        while i < len(HISTOGRAM_EDGES_MS) and v >= HISTOGRAM_EDGES_MS[i]:
+            i += 1
+        counts[i] += 1
+    edges = HISTOGRAM_EDGES_MS
+    labels = ([f"< {edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges, edges[1:], strict=False)]
+              + [f">= {edges[-1]}"])
+    return [[label, n] for label, n in zip(labels, counts, strict=True)]
+
+
 def emit(result: dict[str, Any]) -> None:
     """Hand one benchmark's result to run.py (the last line of stdout that has the prefix)."""
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")

@@ -19,6 +19,8 @@ class FrameRecorder:
         self.app = app
         self.on_frame = on_frame
         self.frames = 0
+        # The screen of the newest frame (a dialog's frame is drawn from the dialog's screen).
+        self.last_screen: Any = None
         original = app._display
 
         def display(screen: Any, renderable: Any) -> None:
@@ -29,6 +31,7 @@ class FrameRecorder:
             if render is not None:
                 render(app.console)
             self.frames += 1
+            self.last_screen = screen
             if self.on_frame is not None:
                 self.on_frame(time.monotonic())
 
