@@ -39,6 +39,8 @@ class DiffTable(DataTable[Any]):
         kwargs.setdefault("zebra_stripes", False)
         super().__init__(*args, **kwargs)
         self._shown: dict[str, tuple[Any, ...]] = {}
+        # The row tuples last given per key (a caller that reuses unchanged rows skips the diff)
+        self._raw: dict[str, tuple[Any, ...]] = {}
         self._order: list[str] = []
         # Cell writes done by the last sync (tests and the benchmark check diffs stay small).
         self.last_changes = 0
@@ -69,15 +71,22 @@ class DiffTable(DataTable[Any]):
         wanted = dict(rows)
         changes = 0
         columns = list(self.columns)
-        for key in [k for k in self._shown if k not in wanted]:
+        removed = [k for k in self._shown if k not in wanted]
+        for key in removed:
             self.remove_row(key)
             del self._shown[key]
+            self._raw.pop(key, None)
             changes += 1
+        added = False
         for key, raw in rows:
+            if self._raw.get(key) is raw:
+                continue  # the very row drawn last time (a caller reusing unchanged rows)
+            self._raw[key] = raw
             cells = tuple(safe_cell(c) for c in raw)
             old = self._shown.get(key)
             if old is None:
                 self.add_row(*cells, key=key)
+                added = True
                 changes += len(cells)
             elif old != cells:
                 for col, (a, b) in enumerate(zip(old, cells, strict=True)):
@@ -88,7 +97,8 @@ class DiffTable(DataTable[Any]):
                         changes += 1
             self._shown[key] = cells
         order = [k for k, _ in rows]
-        if order != self._current_order():
+        # Our own record of the order is enough unless rows came or went (added ones go last).
+        if (added or removed or order != self._order) and order != self._current_order():
             self._reorder(order)
         self._order = order
         if keep is not None and keep in self._shown and self.selected_key != keep:
@@ -101,6 +111,7 @@ class DiffTable(DataTable[Any]):
         keep = self.selected_key
         self.clear()
         self._shown.clear()
+        self._raw.clear()
         self._order = []
         self._reselect = keep
 
