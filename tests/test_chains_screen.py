@@ -63,6 +63,9 @@ async def test_run_policy_and_fix_a_retired_bitmap_from_the_screen(make_sandbox,
         await sb.write(0, 0, "1M")
         await pilot.press("r", "y")
         await wait_for(lambda: len(runs()) == 2, timeout=60, what="second run")
+        # each drive's restore points, oldest first, as `bitmap-tui points` lists them
+        await pilot.pause()
+        assert "points: #1 full" in screen_text(app) and "#2 incr" in screen_text(app)
         assert [d.kind for d in runs()[-1].result.drives] == ["incremental", "incremental"]
 
         # A bitmap that is not ours is listed with its owner; there is nothing to fix.

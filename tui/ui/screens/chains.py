@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
+import time
 from functools import partial
 from typing import Any
 
@@ -23,7 +24,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, OptionList, Static
 
 from tui.chains.chain import chain_state
-from tui.chains.ledger import Ledger
+from tui.chains.ledger import Ledger, PointsLedger
+from tui.chains.points import list_points
 from tui.chains.policy import Policy
 from tui.chains.reconcile import reconcile
 from tui.chains.run import preview, run_policy
@@ -91,7 +93,9 @@ class ChainsScreen(Screen[None]):
         self.read_only = read_only
         self.policies = policies if policies is not None else {}
         self._own_ledger = ledger is None
-        self.ledger = ledger if ledger is not None else Ledger()
+        # The restore-point tables come with PointsLedger (a Ledger with them).
+        self.ledger = ledger if ledger is not None else PointsLedger()
+        self._points: PointsLedger | None = None
         self.view_data = ChainsView()
         # Last verification: one line per check ("PASS check /path: no errors").
         self.verify_lines: list[str] = []
@@ -121,9 +125,25 @@ class ChainsScreen(Screen[None]):
         self._bridge = StoreBridge(self.store, self, delay=RELOAD_DELAY)
         self.reload()
 
+    def _timeline(self) -> dict[tuple[str, str], str]:
+        """Each drive's restore points, oldest first: ``#1 full 10:01 valid · #2 incr ...``
+        (what ``bitmap-tui points`` lists, and ``R`` restores)."""
+        if self._points is None:  # the restore-point view of the same ledger file, opened once
+            self._points = self.ledger if isinstance(self.ledger, PointsLedger) \
+                else PointsLedger(self.ledger.path)
+        out: dict[tuple[str, str], list[str]] = {}
+        for p in list_points(self._points):
+            kind = "full" if p.kind == "full" else "incr"
+            when = time.strftime("%m-%d %H:%M", time.localtime(p.time))
+            out.setdefault((p.connection, p.drive), []).append(
+                f"#{p.point} {kind} {when} {p.verdict}")
+        return {k: " · ".join(v) for k, v in out.items()}
+
     def on_unmount(self) -> None:
         if self._bridge is not None:
             self._bridge.close()
+        if self._points is not None and self._points is not self.ledger:
+            self._points.close()
         if self._own_ledger:
             self.ledger.close()
 
@@ -151,9 +171,12 @@ class ChainsScreen(Screen[None]):
                 chains.add_row(*(Text(shown(c)) for c in (label, os.path.basename(im.path), im.kind,
                                                    state, size)))
         lines = []
+        timeline = self._timeline()
         for d in self.view_data.drives:
             nxt = f"incremental on {os.path.basename(d.next_base)}" if d.next_base else "full backup"
             lines.append(f"{d.drive}: next {nxt} ({d.next_reason}); bitmap {d.bitmap_state}")
+            if (d.connection, d.drive) in timeline:
+                lines.append(f"  points: {timeline[(d.connection, d.drive)]}")
         for p in self.view_data.points:
             lines.append(f"VM-wide point ({p.connection}, {p.policy}): transaction {p.txn_id}")
         for b in self.view_data.bitmaps:
@@ -245,7 +268,6 @@ class ChainsScreen(Screen[None]):
 
     def action_restore_point(self) -> None:
         """Restore the selected row's point to a new file next to its chain, after confirming."""
-        from tui.chains.ledger import PointsLedger
         from tui.chains.points import list_points
 
         row = self.query_one("#chains", DataTable).cursor_row
@@ -276,7 +298,6 @@ class ChainsScreen(Screen[None]):
 
     @work(exclusive=True, group="chains-restore", exit_on_error=False)
     async def _restore(self, point: Any, target: str) -> None:
-        from tui.chains.ledger import PointsLedger
         from tui.chains.restore import chain_is_local, restore_local, restore_qemu
 
         def progress(done: int, total: int) -> None:
