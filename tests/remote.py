@@ -150,7 +150,7 @@ class Certs:
 
 
 def qemu_tls_args(certs: Certs, port: int, *, verify_peer: bool) -> list[str]:
-    """QEMU arguments for a QMP monitor on 127.0.0.1:PORT over TLS (qmp.md §9)."""
+    """QEMU arguments for a QMP monitor on 127.0.0.1:PORT over TLS (docs/qmp-facts.md, "QMP over TLS")."""
     return [
         "-object",
         f"tls-creds-x509,id=tls0,dir={certs.dir},endpoint=server,verify-peer={'on' if verify_peer else 'off'}",

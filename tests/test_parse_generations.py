@@ -1,4 +1,4 @@
-"""Every QEMU generation's reply shape maps to the same state (qmp.md §2).
+"""Every QEMU generation's reply shape maps to the same state (docs/qmp-facts.md, "Reply shapes").
 
 The replies below are recorded shapes: 7.2 from the real QEMU here, older ones from the QAPI
 schema of their release (top-level BlockInfo.dirty-bitmaps before 4.2, `status` before 6.0).

@@ -1,4 +1,4 @@
-"""The pure reducer, fed event sequences observed on QEMU 7.2 (qmp.md §5.3)."""
+"""The pure reducer, fed event sequences observed on QEMU 7.2 (docs/qmp-facts.md, "Job verbs by status")."""
 
 from __future__ import annotations
 
