@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 
 import pytest
@@ -14,6 +15,9 @@ from tui.chains.points import list_points
 from tui.chains.restore import restore_local
 from tui.chains.run import run_policy
 from tui.qmp.agent import AgentError, GuestAgent
+
+if os.environ.get("CI") and guest_missing():
+    raise RuntimeError(f"CI=true but the agent guest cannot run: {guest_missing()}")
 
 pytestmark = [pytest.mark.qemu,
               pytest.mark.skipif(guest_missing() is not None, reason=str(guest_missing()))]
