@@ -2,7 +2,8 @@
 
 Both sides drain the same flood (``floodserver``, a separate process) on a unix socket:
 - bare: a ``qemu.qmp`` QMPClient iterating its ``events`` listener and counting;
-- bare_quiet: the same with the app's QuietQMPClient (no eager debug formatting);
+- bare_quiet: the same with :class:`QuietBareClient` (qemu.qmp's client without its eager
+  per-message debug formatting, the one fix any careful user would make);
 - app: :class:`tui.qmp.connection.Connection` (its one event pump) → ``Store.apply_events`` (a batch at a time) →
   reducer, with one store listener standing in for the UI's change callback.
 Runs alternate (bare, app, bare, app, ...) and the medians are compared.
@@ -18,11 +19,11 @@ from pathlib import Path
 
 from qemu.qmp import QMPClient
 
-from benchmarks.common import emit, median, r
+from benchmarks.common import QuietBareClient, emit, median, r
 from benchmarks.servers import server_process
 from tui.model.store import Store
 from tui.qmp.address import parse_address
-from tui.qmp.connection import Connection, QuietQMPClient
+from tui.qmp.connection import Connection
 
 
 async def bare_run(sock: str, count: int, client_class: type[QMPClient] = QMPClient) -> float:
@@ -71,7 +72,7 @@ async def measure(sock: str, count: int, rounds: int) -> dict[str, object]:
     seen_ok = True
     for _ in range(rounds):
         bare.append(await bare_run(sock, count))
-        quiet.append(await bare_run(sock, count, QuietQMPClient))
+        quiet.append(await bare_run(sock, count, QuietBareClient))
         eps, seen = await app_run(sock, count)
         app.append(eps)
         seen_ok = seen_ok and seen == count

@@ -26,11 +26,19 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
-from benchmarks.common import RESULT_PREFIX, ROOT, CpuWindow, emit, median, peak_rss_mb, r
+from benchmarks.common import (
+    RESULT_PREFIX,
+    ROOT,
+    CpuWindow,
+    QuietBareClient,
+    emit,
+    median,
+    peak_rss_mb,
+    r,
+)
 from benchmarks.servers import server_process
 from tui.model.state import LinkState
 from tui.qmp.address import parse_address
-from tui.qmp.connection import QuietQMPClient
 from tui.qmp.fleet import Endpoint, Fleet
 
 REFRESH = ("query-named-block-nodes", "query-block", "query-jobs", "query-block-jobs")
@@ -56,7 +64,7 @@ async def bare_side(
     targets: list[str], rounds: int, idle_s: float, interval: float, settle: float,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    cls = QuietQMPClient if quiet else QMPClient
+    cls = QuietBareClient if quiet else QMPClient
     clients = [cls(f"bare{i}") for i in range(len(targets))]
     await asyncio.gather(*(c.connect(t) for c, t in zip(clients, targets, strict=True)))
 

@@ -7,7 +7,7 @@ replayed in unit tests and fuzzed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from tui.model.state import (
@@ -44,12 +44,23 @@ def _job_id(name: str, data: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _with_progress(job: Job, data: Mapping[str, Any]) -> Job:
-    total = max(0, _int(data.get("len"), job.total))
-    current = max(0, _int(data.get("offset"), job.current))
+# A job being reduced: its fields by name (mutable, so a batch's events cost one Job per job).
+JobFields = dict[str, Any]
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+
+
+def _fields_of(job: Job) -> JobFields:
+    return {name: getattr(job, name) for name in _JOB_FIELDS}
+
+
+def _with_progress(job: JobFields, data: Mapping[str, Any]) -> None:
+    total = max(0, _int(data.get("len"), job["total"]))
+    current = max(0, _int(data.get("offset"), job["current"]))
     if total:
         current = min(current, total)
-    return replace(job, total=total, current=current, speed=max(0, _int(data.get("speed"), job.speed)))
+    job["total"] = total
+    job["current"] = current
+    job["speed"] = max(0, _int(data.get("speed"), job["speed"]))
 
 
 def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionModel:
@@ -58,70 +69,84 @@ def reduce_event(conn: ConnectionModel, event: Mapping[str, Any]) -> ConnectionM
 
 
 def reduce_events(conn: ConnectionModel, events: Iterable[Mapping[str, Any]]) -> ConnectionModel:
-    """Apply QMP events in order; one new state for the batch (``conn`` itself if none mattered)."""
-    jobs: dict[str, Job] | None = None  # copied on the first change
+    """Apply QMP events in order; one new state for the batch (``conn`` itself if none mattered).
+
+    Each job an event touches is worked on as a dict of its fields and made a Job once at the
+    end: a flood of a job's lifecycle events costs one new Job per batch, not one per event."""
+    work: dict[str, JobFields] = {}
     for event in events:
-        current = conn.jobs if jobs is None else jobs
-        changed = _job_after(current, event)
-        if changed is None:
+        name = event.get("event")
+        if not isinstance(name, str) or name not in JOB_EVENTS:
+            continue
+        data = event.get("data")
+        if not isinstance(data, Mapping):
+            continue
+        jid = _job_id(name, data)
+        if jid is None:
+            continue
+        job = work.get(jid)
+        if job is None:
+            before = conn.jobs.get(jid)
+            if before is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "null":
+                # The last word of a job the operator already dismissed from view: do not resurrect it.
+                continue
+            job = _fields_of(before if before is not None else Job(id=jid, type="?", status="running"))
+            if _apply_job_event(job, name, data):
+                work[jid] = job
+        else:
+            _apply_job_event(job, name, data)
+    return _with_jobs(conn, work)
+
+
+def _with_jobs(conn: ConnectionModel, work: dict[str, JobFields]) -> ConnectionModel:
+    """``conn`` with the worked-on jobs (``conn`` itself if every one is as it was)."""
+    jobs: dict[str, Job] | None = None
+    for jid, job_fields in work.items():
+        job = Job(**job_fields)
+        if conn.jobs.get(jid) == job:
             continue
         if jobs is None:
             jobs = dict(conn.jobs)
-        jobs[changed.id] = changed
+        jobs[jid] = job
     return conn if jobs is None else replace(conn, jobs=jobs)
 
 
-def _job_after(jobs: Mapping[str, Job], event: Mapping[str, Any]) -> Job | None:
-    """The job an event changes, as it is after the event (None: the event changes nothing)."""
-    name = event.get("event")
-    data = event.get("data")
-    if not isinstance(name, str) or name not in JOB_EVENTS:
-        return None
-    if not isinstance(data, Mapping):
-        return None
-    jid = _job_id(name, data)
-    if jid is None:
-        return None
-    before = jobs.get(jid)
-    if before is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "null":
-        # The last word of a job the operator already dismissed from view: do not resurrect it.
-        return None
-    job = before if before is not None else Job(id=jid, type="?", status="running")
-    jtype = data.get("type")
-    if job.type == "?" and isinstance(jtype, str) and jtype:
-        job = replace(job, type=jtype)
+def _apply_job_event(job: JobFields, name: str, data: Mapping[str, Any]) -> bool:
+    """Apply one job event to ``job`` in place; False (and ``job`` untouched) if it says nothing."""
     if name == "JOB_STATUS_CHANGE":
         status = data.get("status")
         if not isinstance(status, str):
-            return None
-        job = replace(job, status=status, paused=status == "paused")
-    elif name == "BLOCK_JOB_COMPLETED":
+            return False
+        job["status"] = status
+        job["paused"] = status == "paused"
+    jtype = data.get("type")
+    if job["type"] == "?" and isinstance(jtype, str) and jtype:
+        job["type"] = jtype
+    if name == "BLOCK_JOB_COMPLETED":
         error = data.get("error")
         error = error if isinstance(error, str) and error else None
-        job = _with_progress(job, data)
-        job = replace(
-            job,
-            status="concluded",
-            error=error,
-            result=JobResult.FAILED if error else JobResult.COMPLETED,
-            current=job.current if error else job.total or job.current,
-        )
+        _with_progress(job, data)
+        job["status"] = "concluded"
+        job["error"] = error
+        job["result"] = JobResult.FAILED if error else JobResult.COMPLETED
+        if not error:
+            job["current"] = job["total"] or job["current"]
     elif name == "BLOCK_JOB_CANCELLED":
-        job = replace(_with_progress(job, data), status="concluded", result=JobResult.CANCELLED)
+        _with_progress(job, data)
+        job["status"] = "concluded"
+        job["result"] = JobResult.CANCELLED
     elif name == "BLOCK_JOB_ERROR":
         op = data.get("operation")
         action = data.get("action")
-        job = replace(
-            job,
-            io_errors=job.io_errors + 1,
-            last_io_error=f"{op if isinstance(op, str) else '?'} error, action "
-            f"{action if isinstance(action, str) else '?'}",
-        )
+        job["io_errors"] += 1
+        job["last_io_error"] = (f"{op if isinstance(op, str) else '?'} error, action "
+                                f"{action if isinstance(action, str) else '?'}")
     elif name == "BLOCK_JOB_PENDING":
-        job = replace(job, status="pending")
+        job["status"] = "pending"
     elif name == "BLOCK_JOB_READY":
-        job = replace(_with_progress(job, data), status="ready")
-    return None if job is before else job
+        _with_progress(job, data)
+        job["status"] = "ready"
+    return True
 
 
 def apply_nodes(conn: ConnectionModel, nodes: dict[str, Node]) -> ConnectionModel:
@@ -224,27 +249,28 @@ def link_changed(conn: ConnectionModel, state: LinkState, error: str | None) -> 
 
 def severity_of(event: Mapping[str, Any]) -> str:
     name = event.get("event")
-    data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
-    if name == "BLOCK_JOB_ERROR" or (name == "BLOCK_JOB_COMPLETED" and data and data.get("error")):
+    if name == "BLOCK_JOB_ERROR":
         return "error"
     if name == "BLOCK_JOB_CANCELLED":
         return "warning"
+    if name == "BLOCK_JOB_COMPLETED":
+        data = event.get("data")
+        if isinstance(data, Mapping) and data.get("error"):
+            return "error"
     return "info"
 
 
 def event_record(connection: str, event: Mapping[str, Any], now: float) -> EventRecord:
+    """The event log's record of one event. A plain-dict ``data`` (what the app's client hands
+    over, parsed for this event alone) is kept as it is; any other mapping is copied."""
     ts = event.get("timestamp")
     when = now
-    if isinstance(ts, Mapping):
+    if type(ts) is dict or isinstance(ts, Mapping):
         secs, usecs = ts.get("seconds"), ts.get("microseconds")
-        if isinstance(secs, int) and isinstance(usecs, int) and secs > 0:
+        if type(secs) is int and type(usecs) is int and secs > 0:
             when = secs + usecs / 1e6
     data = event.get("data")
+    if type(data) is not dict:
+        data = dict(data) if isinstance(data, Mapping) else {}
     name = event.get("event")
-    return EventRecord(
-        time=when,
-        connection=connection,
-        name=name if isinstance(name, str) else "?",
-        data=dict(data) if isinstance(data, Mapping) else {},
-        severity=severity_of(event),
-    )
+    return EventRecord(when, connection, name if type(name) is str else "?", data, severity_of(event))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, Message, QMPClient, Runstate
+from qemu.qmp import ExecInterruptedError, ExecuteError, Message, QMPClient, Runstate
 from qemu.qmp.error import ProtocolError
 from qemu.qmp.message import DeserializationError, UnexpectedTypeError
 from qemu.qmp.protocol import ConnectError as QMPConnectError
@@ -67,33 +67,60 @@ SLOWEST_POLL = 30.0
 Opener = Callable[[Address], Awaitable[tuple[Any, ssl_mod.SSLContext | None, Callable[[], Awaitable[None]]]]]
 
 
-class ForgetfulListener(EventListener):
-    """An event listener that keeps no history.
+class EventInbox:
+    """Where the app's client leaves each event as it arrives, for its one consumer to take whole.
 
-    qemu.qmp's listener appends every event it ever heard to its ``history`` list, which never
-    shrinks: a console open for days under event floods would grow without bound. The Store keeps
-    its own bounded log. (``_history`` is private to qemu.qmp, pinned below 0.1 in pyproject.)
+    qemu.qmp hands events to listeners through an ``asyncio.Queue`` each (a put and a get per
+    event) and keeps every event it ever delivered in the listener's ``history``, which never
+    shrinks. The inbox is a plain list: an event costs an append, the consumer takes everything
+    queued at once (an event flood is reduced in batches), and nothing is remembered after that.
+    The Store keeps its own bounded log.
     """
 
-    async def put(self, event: Message) -> None:
-        await super().put(event)
-        self._history.clear()
+    def __init__(self) -> None:
+        self._events: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+
+    def put(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        self._arrived.set()
+
+    async def take(self) -> list[dict[str, Any]]:
+        """Wait until at least one event is queued; return every queued event, oldest first."""
+        while not self._events:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch, self._events = self._events, []
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+def plain_event(msg: Message) -> dict[str, Any]:
+    """The event as a plain dict. A Message keeps its parsed JSON object in ``_obj`` (private to
+    qemu.qmp, pinned below 0.1 in pyproject); reading it through the Mapping interface instead
+    costs several times more per event."""
+    obj = getattr(msg, "_obj", None)
+    return obj if type(obj) is dict else dict(msg)
 
 
 class QuietQMPClient(TLSNudgingQMPClient):
     """The app's client: formats messages for its debug log only when debug logging is on, and
-    its event listener keeps no history.
+    delivers events to :attr:`inbox` (as plain dicts) instead of qemu.qmp's event listeners.
 
     qemu.qmp's message hooks call ``str(msg)`` (an indented ``json.dumps``) for every message in
     and out before ``logger.debug`` decides to drop it; on an event flood that is about half of
-    the client's per-message cost (benchmarks/: event_pipeline).
+    the client's per-message cost (benchmarks/: event_pipeline). Its listeners add a queue hop
+    and an unbounded history per event (see EventInbox). ``_event_dispatch`` is private to qemu.qmp.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # qemu.qmp refuses to unregister its default listener: make that one forget instead
-        # (same object, same queue; only put() differs).
-        self.events.__class__ = ForgetfulListener
+        self.inbox = EventInbox()
+
+    async def _event_dispatch(self, msg: Message) -> None:
+        self.inbox.put(plain_event(msg))
 
     def _cb_inbound(self, msg: Any) -> Any:
         if self.logger.isEnabledFor(logging.DEBUG):
@@ -260,7 +287,7 @@ class Connection:
         backoff_max: float = 10.0,
         audit: AuditLog | None = None,
         opener: Opener | None = None,
-        client_factory: Callable[[str], QMPClient] | None = None,
+        client_factory: Callable[[str], QuietQMPClient] | None = None,
     ) -> None:
         self.name = name
         self.address = address
@@ -281,7 +308,7 @@ class Connection:
         self._opener = opener or make_opener()
         # TLS-nudging (QEMU 7.2's TLS monitor, docs/qmp-facts.md) and quiet (no eager debug formatting).
         self._client_factory = client_factory or QuietQMPClient
-        self._client: QMPClient | None = None
+        self._client: QuietQMPClient | None = None
         self._cleanup: Callable[[], Awaitable[None]] = _nothing
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -442,17 +469,14 @@ class Connection:
             error = describe_error(cause) if cause is not None else "QEMU went away"
             self._set_link(LinkState.DISCONNECTED, f"connection lost: {error}")
 
-    async def _pump(self, client: QMPClient) -> None:
-        """The only consumer of the client's event queue (it is unbounded). Whatever is queued
-        when an event arrives is taken with it and reduced as one batch."""
+    async def _pump(self, client: QuietQMPClient) -> None:
+        """The only consumer of the client's events: whatever is queued when one arrives is taken
+        with it and reduced as one batch."""
         store = self.store
         name = self.name
-        listener = client.events
+        inbox = client.inbox
         while True:
-            first = await listener.get()
-            # A plain dict: the reducer's many lookups on qemu.qmp's Message go through the
-            # generic Mapping machinery, several times slower than dict access.
-            batch = [dict(first), *(dict(m) for m in listener.clear())]
+            batch = await inbox.take()
             store.apply_events(name, batch)
             self._note_job_events(batch)
 
