@@ -6,6 +6,10 @@ import os
 import time
 from typing import Any
 
+# First, as the app's entry points do: it sets Textual's paint rate before Textual loads.
+import tui.ui  # noqa: F401
+
+# isort: split
 from textual.app import App
 from textual.drivers.headless_driver import HeadlessDriver
 

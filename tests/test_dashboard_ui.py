@@ -21,6 +21,7 @@ from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import StateRendered
 from tui.ui.screens.dialogs import ConfirmDialog
 from tui.ui.screens.help import HelpScreen
+from tui.ui.widgets.footer import RankedFooter
 
 MiB = 1 << 20
 
@@ -214,6 +215,54 @@ async def test_bursts_are_coalesced_and_tables_diffed():
         await settle(pilot, dash)
         assert dash.nodes_table.last_changes == 2
         assert dash.connections_table.last_changes == 0
+
+
+async def test_footer_is_rebuilt_only_when_its_keys_change():
+    """Every cursor move tells the footer its bindings may have changed; rebuilding its keys
+    costs about 13 ms a time, so it happens only when the keys differ, once however many calls."""
+    app = BitmapTuiApp(store=build_store())
+    async with watch(app, size=(120, 40)) as pilot:
+        dash = app.dashboard
+        await settle(pilot, dash)
+        footer = dash.query_one(RankedFooter)
+        rebuilds = []
+        original = footer.recompose
+
+        async def counted() -> None:
+            rebuilds.append(footer.keys())
+            await original()
+
+        footer.recompose = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            await pilot.press("down")
+        for _ in range(20):
+            dash.refresh_bindings()
+        await pilot.pause()
+        await pilot.pause()
+        assert rebuilds == []
+        nodes_keys = footer.keys()
+        await pilot.press("tab")  # the jobs table: its own keys
+        await wait_for(lambda: bool(rebuilds), what="a rebuild")
+        await pilot.pause()
+        assert len(rebuilds) == 1 and footer.keys() != nodes_keys
+        shown = [str(k.description) for k in footer.query("FooterKey")]
+        assert shown == [k.description for k in footer.keys()]
+
+
+@pytest.mark.parametrize("env, period", [({}, 1 / 120), ({"TEXTUAL_FPS": "30"}, 1 / 30)])
+def test_the_console_paints_on_a_fast_timer_unless_the_operator_says_otherwise(env, period):
+    """The console's entry point sets Textual's paint timer (read when Textual is first imported)
+    to 120/s: Textual's 60/s timer delays the paint after a slow frame by up to 33 ms."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import tui.cli.main, tui.ui.run, textual.screen as s; "
+            "print(s.UPDATE_PERIOD)")
+    clean = {k: v for k, v in os.environ.items() if k != "TEXTUAL_FPS"}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True,
+                         text=True, check=True).stdout
+    assert float(out) == pytest.approx(period)
 
 
 async def test_dismiss_forgets_a_lost_job_and_reducer_does_not_resurrect_it():
