@@ -217,6 +217,30 @@ async def test_bursts_are_coalesced_and_tables_diffed():
         assert dash.connections_table.last_changes == 0
 
 
+async def test_connection_rows_are_formatted_only_for_connections_that_changed():
+    """A fleet of 200 redraws its connections table every frame: an unchanged connection (the
+    same model object) keeps the row made last time."""
+    store = build_store()
+    app = BitmapTuiApp(store=store)
+    async with watch(app, size=(80, 24)) as pilot:
+        dash = app.dashboard
+        await settle(pilot, dash)
+        table = dash.connections_table
+        formatted = []
+        original = table.row_for
+
+        def counted(conn):
+            formatted.append(conn.name)
+            return original(conn)
+
+        table.row_for = counted  # type: ignore[method-assign]
+        store.apply_event("web", {"event": "JOB_STATUS_CHANGE", "data": {"id": "x1", "status": "running"}})
+        await settle(pilot, dash)
+        assert formatted == ["web"]
+        assert len(store.state.connections) > 1
+        assert str(table.get_row("web")[5]) == str(len(store.connection("web").active_jobs))
+
+
 async def test_footer_is_rebuilt_only_when_its_keys_change():
     """Every cursor move tells the footer its bindings may have changed; rebuilding its keys
     costs about 13 ms a time, so it happens only when the keys differ, once however many calls."""

@@ -16,6 +16,12 @@ class ConnectionsTable(DiffTable):
 
     COMPONENT_CLASSES = STATE_CLASSES
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Each connection's model and the row made from it: the store keeps an unchanged
+        # connection the same object, so a fleet of 200 formats only the rows that changed.
+        self._built: dict[str, tuple[ConnectionModel, tuple[Any, ...]]] = {}
+
     def on_mount(self) -> None:
         self.border_title = "Connections"
         for key, label, width in (
@@ -44,4 +50,14 @@ class ConnectionsTable(DiffTable):
         )
 
     def show(self, fleet: FleetState) -> int:
-        return self.sync_rows([(c.name, self.row_for(c)) for c in fleet.connections.values()])
+        built: dict[str, tuple[ConnectionModel, tuple[Any, ...]]] = {}
+        for conn in fleet.connections.values():
+            old = self._built.get(conn.name)
+            built[conn.name] = old if old is not None and old[0] is conn else (conn, self.row_for(conn))
+        self._built = built
+        return self.sync_rows([(name, row) for name, (_conn, row) in built.items()])
+
+    def reset(self) -> None:
+        """Forget every drawn row (a new theme restyles every cell)."""
+        self._built = {}
+        super().reset()
