@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from tui.model.store import Store
-from tui.ui.app import BitmapTuiApp
+from tui.ui.app import GC_THRESHOLDS, BitmapTuiApp
 
 
 async def test_app_freezes_startup_objects_and_collects_less_often():
@@ -13,4 +13,6 @@ async def test_app_freezes_startup_objects_and_collects_less_often():
     app = BitmapTuiApp(store=Store())
     async with app.run_test(size=(80, 24)):
         assert gc.get_freeze_count() > 0
-        assert gc.get_threshold()[0] >= 20_000
+        assert gc.get_threshold() == GC_THRESHOLDS
+        young, middle, full = GC_THRESHOLDS
+        assert young >= 20_000 and middle <= 2 and middle * full >= 400  # see GC_THRESHOLDS

@@ -46,6 +46,39 @@ async def test_add_bitmap_through_dialog(vm):
     assert sent_commands(audit) == ["block-dirty-bitmap-add"]
 
 
+async def test_the_add_dialog_opens_empty_for_the_next_node(vm):
+    """The add dialog is composed once and reused: nothing typed at one opening reaches the
+    next, and the next one is about the node selected then."""
+    sb, fleet, audit = vm
+    async with running(fleet) as (app, pilot, dash):
+        assert dash.select_bitmap("vm0", "disk0")
+        await pilot.press("n")
+        first = app.screen
+        assert isinstance(first, AddBitmapDialog)
+        await pilot.press(*"bm0")  # exists on disk0: refused, with a reason
+        first.query_one("#granularity").value = "lots"
+        first.query_one("#persistent").value = True
+        await pilot.pause()
+        assert str(first.query_one("#reason").render())
+        await pilot.press("escape")
+        await settle(pilot, dash)
+        assert dash.select_bitmap("vm0", "disk1")
+        n = outcomes_seen(dash)
+        await pilot.press("n")
+        dialog = app.screen
+        assert dialog is first
+        assert dialog.query_one("#dialog-box").border_title == "New bitmap on disk1"
+        assert dialog.query_one("#name").value == "" and dialog.query_one("#name").has_focus
+        assert dialog.query_one("#granularity").value == ""
+        assert dialog.query_one("#persistent").value is False
+        assert str(dialog.query_one("#reason").render()) == ""
+        await pilot.press(*"bm0", "enter")  # free on disk1
+        out = await outcome(pilot, dash, n)
+        assert out.ok, out.message
+        assert bitmap(fleet, "disk1", "bm0").persistent is False
+    assert sent_commands(audit) == ["block-dirty-bitmap-add"]
+
+
 @pytest.mark.parametrize(
     ("name", "granularity", "reason"),
     [

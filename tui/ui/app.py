@@ -24,6 +24,13 @@ from tui.ui.screens.help import HelpScreen
 from tui.ui.theme_vars import resolve_defaults
 from tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes, register_themes
 
+# The cyclic GC's pauses are what an operator feels under load (benchmarks/: ui_latency and
+# key_latency). A young collection every 20,000 allocations (Python's 700 meant a pause every few
+# events); a middle collection after every 2 of them, so it never has more than ~40,000 objects'
+# survivors to walk (after 20, one took 100 ms once a 200-connection fleet had synced); a full
+# collection at most once per 400 young ones, as rare as before.
+GC_THRESHOLDS = (20_000, 2, 200)
+
 
 class BitmapTuiApp(App[int]):
     """bitmap-tui. Give it a started or unstarted ``fleet`` (or just a ``store`` to only show)."""
@@ -87,7 +94,7 @@ class BitmapTuiApp(App[int]):
         # keep it out of the cyclic GC's full collections, whose pauses otherwise grow with
         # the event history and showed as the latency tail under event floods (benchmarks/).
         gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        gc.set_threshold(*GC_THRESHOLDS)
         if self.theme_name and self.theme_name not in self.available_themes:
             self.notify(f"unknown theme '{self.theme_name}'", severity="error")
         for problem in self.themes.problems:  # each broken user theme, once

@@ -149,7 +149,16 @@ class DashboardOperations:
                     t, node.node_name, req.name, granularity=req.granularity,
                     persistent=req.persistent, disabled=req.disabled), "bitmap-add")
 
-        self.app.push_screen(AddBitmapDialog(node), done)
+        self.app.push_screen(self._add_dialog(node), done)
+
+    def _add_dialog(self, node: Node) -> AddBitmapDialog:
+        """The app's one add-bitmap dialog (installed, so closing it keeps it composed)."""
+        name = "add-bitmap"
+        if not self.app.is_screen_installed(name):
+            self.app.install_screen(AddBitmapDialog(node), name)
+        dialog = self.app.get_screen(name)
+        assert isinstance(dialog, AddBitmapDialog)
+        return dialog.for_node(node)
 
     def bitmap_verb(self, verb: str) -> None:
         """clear / enable / disable / remove the selected bitmap (clear and remove confirmed)."""
