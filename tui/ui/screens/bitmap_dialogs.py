@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static
 
 from tui.format import human_bytes
 from tui.model.state import ConnectionModel, Node
@@ -17,8 +18,6 @@ from tui.ops.bitmaps import BitmapRef
 from tui.ui.actions import DIALOG, bindings
 from tui.ui.screens.dialogs import FormDialog
 from tui.ui.widgets.checkbox import TextCheckbox
-
-CUSTOM = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +31,7 @@ class AddRequest:
 class AddBitmapDialog(FormDialog[AddRequest]):
     """New bitmap on one node.
 
-    One instance serves every opening (the dashboard installs it): composing its sixteen
+    One instance serves every opening (the dashboard installs it): composing its
     widgets took most of the time from the key to the dialog on screen, so :meth:`for_node`
     empties the form for the next node instead."""
 
@@ -43,16 +42,14 @@ class AddBitmapDialog(FormDialog[AddRequest]):
         self.node = node
 
     def compose(self) -> ComposeResult:
-        presets: list[tuple[str, int]] = [("default (cluster size)", 0)]
-        presets += [(human_bytes(g), g) for g in ops.GRANULARITY_PRESETS]
-        presets.append(("typed below", CUSTOM))
+        presets = [human_bytes(g) for g in ops.GRANULARITY_PRESETS]
         with Vertical(id="dialog-box") as box:
             box.border_title = self._title()
             yield Label("Name")
             yield Input(id="name", placeholder="e.g. bitmap0", compact=True)
-            yield Label("Granularity")
-            yield Select(presets, value=0, allow_blank=False, id="preset", compact=True)
-            yield Input(id="granularity", placeholder="typed: 64K, 1M, 65536", compact=True)
+            yield Label("Granularity (empty: the image's cluster size)")
+            yield Input(id="granularity", placeholder=", ".join(presets) + ", or 65536 …",
+                        suggester=SuggestFromList(presets, case_sensitive=False), compact=True)
             yield TextCheckbox("persistent (stored in the qcow2 image)", id="persistent", compact=True)
             yield TextCheckbox("disabled (not recording)", id="disabled", compact=True)
             yield Static("", id="reason", classes="reason")
@@ -70,7 +67,6 @@ class AddBitmapDialog(FormDialog[AddRequest]):
             self.query_one("#dialog-box").border_title = self._title()
             for input_id in ("#name", "#granularity"):
                 self.query_one(input_id, Input).value = ""
-            self.query_one("#preset", Select).value = 0
             for box_id in ("#persistent", "#disabled"):
                 self.query_one(box_id, Checkbox).value = False
             reason = self.query_one("#reason", Static)
@@ -84,7 +80,6 @@ class AddBitmapDialog(FormDialog[AddRequest]):
     def request(self) -> tuple[AddRequest | None, str | None, str | None]:
         """(request, refusal, warning) from the current fields."""
         name = self.query_one("#name", Input).value.strip()
-        preset = self.query_one("#preset", Select).value
         typed = self.query_one("#granularity", Input).value.strip()
         granularity: int | None = None
         if typed:
@@ -92,10 +87,6 @@ class AddBitmapDialog(FormDialog[AddRequest]):
                 granularity = ops.parse_granularity(typed)
             except ValueError as exc:
                 return None, str(exc), None
-        elif isinstance(preset, int) and preset > 0:
-            granularity = preset
-        elif preset == CUSTOM:
-            return None, "type a granularity (e.g. 64K)", None
         persistent = self.query_one("#persistent", Checkbox).value
         disabled = self.query_one("#disabled", Checkbox).value
         check = ops.check_add(self.node, name, granularity, persistent)
@@ -117,9 +108,6 @@ class AddBitmapDialog(FormDialog[AddRequest]):
         self._validate()
 
     def on_checkbox_changed(self) -> None:
-        self._validate()
-
-    def on_select_changed(self) -> None:
         self._validate()
 
     def _submit(self) -> None:
