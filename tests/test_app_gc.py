@@ -15,4 +15,5 @@ async def test_app_freezes_startup_objects_and_collects_less_often():
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == GC_THRESHOLDS
         young, middle, full = GC_THRESHOLDS
-        assert young >= 20_000 and middle <= 2 and middle * full >= 400  # see GC_THRESHOLDS
+        assert young * (middle + 1) <= 20_000  # a middle collection walks few survivors
+        assert young * (middle + 1) * full >= 8_000_000  # full collections stay rare

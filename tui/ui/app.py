@@ -25,11 +25,13 @@ from tui.ui.theme_vars import resolve_defaults
 from tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes, register_themes
 
 # The cyclic GC's pauses are what an operator feels under load (benchmarks/: ui_latency and
-# key_latency). A young collection every 20,000 allocations (Python's 700 meant a pause every few
-# events); a middle collection after every 2 of them, so it never has more than ~40,000 objects'
-# survivors to walk (after 20, one took 100 ms once a 200-connection fleet had synced); a full
-# collection at most once per 400 young ones, as rare as before.
-GC_THRESHOLDS = (20_000, 2, 200)
+# key_latency); each one walks the objects allocated (young) or survived (middle) since the last.
+# Young collections every 5,000 allocations (about 4 ms each here) and a middle one after every
+# second young one (about 6 ms): with 20,000 and 20 one middle collection took 100 ms once a
+# 200-connection fleet had synced, and with 20,000 and 2 they still took 15-30 ms. A full
+# collection at most once per 2,000 young ones (10 M allocations, a few minutes of an event
+# flood), as rare as before.
+GC_THRESHOLDS = (5_000, 1, 1_000)
 
 
 class BitmapTuiApp(App[int]):
