@@ -45,7 +45,7 @@ PLANS: dict[str, dict[str, list[str]]] = {
         "fleet": ["bench_fleet", "--idle", "10", "--rounds", "1", "--settle", "0.5"],
         "startup": ["bench_startup", "--runs", "5", "--no-warm-up"],
         "table_update": ["bench_ui", "table_update", "--rounds", "1"],
-        "key_latency": ["bench_keys", "--fakes", "200", "--rounds", "4"],
+        "key_latency": ["bench_keys", "--fakes", "200", "--qemus", "10", "--rounds", "4"],
         "status_fleet": ["bench_status", "--fakes", "200", "--qemus", "2", "--rounds", "3"],
         "backup_overhead": ["bench_backup", "--size", "512M", "--rounds", "3"],
     },

@@ -99,3 +99,23 @@ async def test_off_screen_connections_are_polled_less_often_and_say_so(fake_qmp,
     conn.set_on_screen(True)
     assert fleet.store.connection("vm0").slow_poll is None
     await wait_for(lambda: nodes_polls() > before, timeout=0.3, what="refresh on coming into view")
+
+
+async def test_a_fleet_started_together_polls_spread_over_the_interval(fake_qmp, fleet_for):
+    """Connections that connect at the same moment do not poll in step (a 200-connection fleet
+    would parse 200 node lists in one burst every interval)."""
+    servers = [await fake_qmp() for _ in range(8)]
+    polled_at: dict[int, float] = {}
+    fleet = await fleet_for(*(s.address for s in servers), refresh_interval=1.0)
+    first = [s.commands.count("query-named-block-nodes") for s in servers]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while len(polled_at) < len(servers) and loop.time() - start < 3:
+        for i, srv in enumerate(servers):
+            if i not in polled_at and srv.commands.count("query-named-block-nodes") > first[i]:
+                polled_at[i] = loop.time() - start
+        await asyncio.sleep(0.01)
+    assert len(polled_at) == len(servers), "every connection polls within an interval or so"
+    assert max(polled_at.values()) <= 1.2
+    assert max(polled_at.values()) - min(polled_at.values()) > 0.2, polled_at  # in step: < 0.05
+    assert fleet.store.connection("vm7").synced

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import ssl as ssl_mod
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -533,7 +534,10 @@ class Connection:
             self.store.update(self.name, lambda c: replace(c, slow_poll=slow))
 
     async def _poll_loop(self) -> None:
-        last_nodes = time.monotonic()
+        # A fleet connects all at once: polled in step, its replies would arrive in one burst
+        # (200 node lists parsed back to back stall the console). The first wait is a random
+        # part of the interval (the connect has just refreshed), so the polls spread out.
+        last_nodes = time.monotonic() - random.uniform(0, self.node_interval())
         while True:
             busy = bool(self.model.active_jobs)
             wait = self.job_poll_interval if busy else max(
