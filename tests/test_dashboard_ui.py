@@ -448,3 +448,45 @@ async def test_finished_jobs_do_not_squeeze_the_nodes_at_80x24():
         assert dash.jobs_table.row_count >= 12
         assert dash.jobs_table.outer_size.height <= 6  # border, header, 4 jobs: the rest scrolls
         assert dash.nodes_table.outer_size.height >= 7
+
+
+async def test_rows_added_to_a_full_jobs_table_scroll_without_a_screen_layout():
+    """A table that fills its box takes new rows without a full-screen re-layout (Textual does
+    one per change of a widget's scrollable size); a table that is not full still grows, and
+    the scrollbar and scrolling know every row."""
+    from tui.model.state import Job
+
+    store = build_store()
+    app = BitmapTuiApp(store=store, clock=lambda: 1000.0)
+    async with watch(app, size=(80, 24)) as pilot:
+        dash = app.dashboard
+        table = dash.jobs_table
+        await settle(pilot, dash)
+        layouts = []
+        original = dash._refresh_layout
+
+        def counted(*args, **kwargs):
+            layouts.append(table.row_count)
+            return original(*args, **kwargs)
+
+        dash._refresh_layout = counted  # type: ignore[method-assign]
+
+        async def add_jobs(first: int, count: int) -> None:
+            for i in range(first, first + count):
+                store.update("web", lambda c, i=i: replace(
+                    c, jobs={**c.jobs, f"new-{i:02d}": Job(f"new-{i:02d}", "backup", "running")}))
+                await settle(pilot, dash)
+
+        height = table.outer_size.height
+        await add_jobs(0, 6)  # fills the 6-line box: it grows, with screen layouts
+        assert table.outer_size.height == 6 > height and layouts
+        layouts.clear()
+        await add_jobs(6, 10)  # a full box: no screen layout for these
+        assert layouts == []
+        assert table.outer_size.height == 6
+        assert table.vertical_scrollbar.window_virtual_size == table.virtual_size.height
+        assert table.virtual_size.height >= table.row_count + 1  # every row and the header
+        table.focus()
+        table.move_cursor(row=table.row_count - 1, animate=False)
+        await settle(pilot, dash)
+        assert table.scroll_y == table.max_scroll_y > 0  # the last row can be scrolled to

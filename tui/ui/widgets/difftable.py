@@ -14,6 +14,8 @@ from rich.text import Text
 
 # Private to Textual (DataTable keeps its row order in one); pinned by textual<9 in pyproject.
 from textual._two_way_dict import TwoWayDict
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import DataTable
 
 from tui.text import is_plain, shown
@@ -33,6 +35,21 @@ def safe_cell(cell: Any) -> Any:
 
 class DiffTable(DataTable[Any]):
     """DataTable with :meth:`sync_rows`; rows are identified by string keys."""
+
+    # Textual re-lays out the whole screen (and repaints all of it) whenever a widget's
+    # scrollable size changes, so every row added to a table that already fills its box cost a
+    # full-screen frame (a flood of new jobs: one every frame). Here only a change that can move
+    # the box (it is not full, or the width changed) does; otherwise the scrollbars are updated
+    # and the table repainted. (``_scroll_update`` is private to Textual: textual<9 is pinned.)
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
+
+    def watch_virtual_size(self, old: Size, new: Size) -> None:
+        shown = self.scrollable_content_region.height
+        if old.width == new.width and shown < old.height and shown < new.height:
+            self._scroll_update(new)
+            self.refresh()
+        else:
+            self.refresh(layout=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("cursor_type", "row")
