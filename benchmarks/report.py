@@ -424,8 +424,8 @@ def write_report(doc: dict[str, Any]) -> str:
         "event log keeps the event's own `data` dict instead of copying it.",
         "- Screen frames: the footer rebuilt all its key widgets (13 ms) on every cursor move "
         "and queued one rebuild per call; it now rebuilds only when its keys differ, once per "
-        "refresh. Textual's paint timer runs at 120/s (`TEXTUAL_FPS`, set by `tui/ui/__init__.py`"
-        " unless the operator sets it): at 60/s it waited up to two periods after a slow frame. "
+        "refresh. Textual's paint timer runs at 240/s (`TEXTUAL_FPS`, set by `tui/ui/__init__.py`"
+        " unless the operator sets it): at 60/s (and still at 120/s) it waited up to two periods after a slow frame. "
         "A table that fills its box takes new rows without a full-screen re-layout.",
         "- Fleet scale: the connections table reuses the row of every connection whose model is "
         "unchanged (201 rows were formatted every frame), the ledger watchers skip connections "

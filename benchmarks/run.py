@@ -40,7 +40,7 @@ PLANS: dict[str, dict[str, list[str]]] = {
         "backup_overhead": ["bench_backup", "--size", "1G", "--rounds", "5"],
     },
     "quick": {
-        "event_pipeline": ["bench_events", "--events", "15000", "--rounds", "2"],
+        "event_pipeline": ["bench_events", "--events", "30000", "--rounds", "3"],
         "ui_latency": ["bench_ui", "ui_latency", "--rate", "2000", "--seconds", "2"],
         "fleet": ["bench_fleet", "--idle", "10", "--rounds", "1", "--settle", "0.5"],
         "startup": ["bench_startup", "--runs", "5", "--no-warm-up"],
