@@ -113,3 +113,20 @@ def test_stale_poll_does_not_undo_a_jobs_final_events():
     # once dismissed, the id is free for a new job
     fresh = reducer.apply_jobs(reducer.dismiss_job(conn, "j"), running).jobs["j"]
     assert fresh.status == "running" and fresh.result is None
+
+
+def test_a_connection_listener_hears_only_its_connection():
+    store = Store()
+    store.add_connection("a", "unix:/a")
+    store.add_connection("b", "unix:/b")
+    heard: list[str] = []
+    unsubscribe = store.subscribe_connection("a", lambda: heard.append("a"))
+    event = {"event": "JOB_STATUS_CHANGE", "data": {"id": "j", "status": "running"}}
+    store.apply_event("b", event)
+    assert heard == []
+    store.apply_event("a", event)
+    store.apply_event("a", {"event": "RTC_CHANGE", "data": {}})  # logged, state unchanged
+    assert heard == ["a"]
+    unsubscribe()
+    store.apply_event("a", {"event": "JOB_STATUS_CHANGE", "data": {"id": "j", "status": "paused"}})
+    assert heard == ["a"]

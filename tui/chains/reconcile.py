@@ -28,7 +28,7 @@ from tui.chains.targets import QMPConn, file_identity, image_size, is_local, rel
 from tui.chains.verify import check_image
 from tui.errors import BitmapTuiError, QMPCommandError
 from tui.model.parse import parse_jobs, result_of
-from tui.model.state import ConnectionModel, Job, LinkState
+from tui.model.state import Job, LinkState
 
 GONE = "the job is gone from QEMU (QEMU restarted, or the transaction never started)"
 NOT_OURS = "the job id was not issued by this ledger (an older release's id): its outcome is not trusted"
@@ -165,7 +165,6 @@ def reconcile_on_connect(conn: QMPConn, ledger: Ledger, *,
     store = conn.store
     was_connected = False
     tasks: set[asyncio.Task[None]] = set()  # keep a reference until each task ends
-    looked_at: list[ConnectionModel | None] = [None]  # the model the last call looked at
 
     async def run() -> None:
         with contextlib.suppress(BitmapTuiError):
@@ -176,9 +175,6 @@ def reconcile_on_connect(conn: QMPConn, ledger: Ledger, *,
     def changed() -> None:
         nonlocal was_connected
         model = store.state.connections.get(conn.name)
-        if model is looked_at[0]:
-            return  # another connection changed (the store notifies every listener)
-        looked_at[0] = model
         now = model is not None and model.state is LinkState.CONNECTED and model.synced
         if now and not was_connected:
             task = asyncio.get_running_loop().create_task(run(), name=f"reconcile:{conn.name}")
@@ -187,7 +183,7 @@ def reconcile_on_connect(conn: QMPConn, ledger: Ledger, *,
         was_connected = now
 
     changed()
-    return store.subscribe(changed)
+    return store.subscribe_connection(conn.name, changed)
 
 
 def watch_fleet(fleet: Any, ledger: Ledger | None = None) -> Callable[[], None]:

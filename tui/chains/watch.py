@@ -116,13 +116,9 @@ def watch_connection(ledger: Ledger, conn: Any) -> Callable[[], None]:
     (on each change of the connection's state). Returns an unsubscribe function."""
     store = conn.store
     last: dict[tuple[str, str], tuple[int, float]] = {}  # (node, bitmap) → (count, when seen)
-    looked_at: list[ConnectionModel | None] = [None]  # the model the last call looked at
 
     def changed() -> None:
         model: ConnectionModel | None = store.state.connections.get(conn.name)
-        if model is looked_at[0]:
-            return  # another connection changed (the store notifies every listener)
-        looked_at[0] = model
         if model is None or model.state is not LinkState.CONNECTED or not model.synced:
             return
         if any(ledger.issued(j.id) and not j.finished for j in model.jobs.values()):
@@ -146,5 +142,5 @@ def watch_connection(ledger: Ledger, conn: Any) -> Callable[[], None]:
                 record_breaks(ledger, conn.name, node, name, throttle=True)
 
     changed()
-    unsubscribe: Callable[[], None] = store.subscribe(changed)
+    unsubscribe: Callable[[], None] = store.subscribe_connection(conn.name, changed)
     return unsubscribe

@@ -38,6 +38,20 @@ class Store:
 
         return unsubscribe
 
+    def subscribe_connection(self, name: str, listener: Listener) -> Callable[[], None]:
+        """Like :meth:`subscribe`, for one connection: ``listener`` runs only when that
+        connection's state was replaced (every change notifies every listener, so a fleet of
+        200 would otherwise run each connection's listeners on every other one's events)."""
+        last = [self.state.connections.get(name)]
+
+        def changed() -> None:
+            model = self.state.connections.get(name)
+            if model is not last[0]:
+                last[0] = model
+                listener()
+
+        return self.subscribe(changed)
+
     def _changed(self) -> None:
         self.generation += 1
         for listener in tuple(self._listeners):
