@@ -241,6 +241,16 @@ async def test_connection_rows_are_formatted_only_for_connections_that_changed()
         assert str(table.get_row("web")[5]) == str(len(store.connection("web").active_jobs))
 
 
+async def test_the_dialog_parts_composed_with_the_dashboard_are_gone_once_mounted():
+    from tui.ui.screens.dialogs import DialogParts
+
+    app = BitmapTuiApp(store=build_store())
+    async with watch(app, size=(80, 24)) as pilot:
+        await settle(pilot, app.dashboard)
+        assert not app.dashboard.query(DialogParts)
+        assert app.focused is app.dashboard.nodes_table
+
+
 async def test_footer_is_rebuilt_only_when_its_keys_change():
     """Every cursor move tells the footer its bindings may have changed; rebuilding its keys
     costs about 13 ms a time, so it happens only when the keys differ, once however many calls."""

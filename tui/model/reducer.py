@@ -265,7 +265,7 @@ def event_record(connection: str, event: Mapping[str, Any], now: float) -> Event
     over, parsed for this event alone) is kept as it is; any other mapping is copied."""
     ts = event.get("timestamp")
     when = now
-    if type(ts) is dict or isinstance(ts, Mapping):
+    if isinstance(ts, Mapping):
         secs, usecs = ts.get("seconds"), ts.get("microseconds")
         if type(secs) is int and type(usecs) is int and secs > 0:
             when = secs + usecs / 1e6

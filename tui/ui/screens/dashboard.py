@@ -28,7 +28,7 @@ from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.operations import DashboardOperations
 from tui.ui.palette import PaletteCommand
-from tui.ui.screens.dialogs import DialogParts, InfoDialog, dialog_parts
+from tui.ui.screens.dialogs import DialogParts, InfoDialog
 from tui.ui.widgets.connections import ConnectionsTable
 from tui.ui.widgets.events import EventLog
 from tui.ui.widgets.footer import RankedFooter
@@ -71,7 +71,7 @@ class DashboardScreen(Screen[None]):
                 yield EventLog(id="events")
         yield Input(id="filter", placeholder="filter (esc clears)", compact=True)
         yield RankedFooter()
-        yield dialog_parts()
+        yield DialogParts()
 
     @property
     def connections_table(self) -> ConnectionsTable:
@@ -95,7 +95,6 @@ class DashboardScreen(Screen[None]):
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.render_state()
         self.nodes_table.focus()
-        self.query_one(DialogParts).remove()  # mounted with the screen: its work is done
 
     def on_screen_resume(self) -> None:
         """Back from another screen: the event log follows again (it could not scroll while

@@ -8,7 +8,6 @@ from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
 from tui.ops.jobs import parse_speed, speed_text
@@ -19,23 +18,22 @@ T = TypeVar("T")
 
 
 class DialogParts(Vertical):
-    """Hidden: one widget of each kind the dialogs are made of (see :func:`dialog_parts`)."""
-
-
-def dialog_parts() -> Widget:
-    """A hidden container holding one widget of each kind the dialogs are made of.
+    """Hidden: one widget of each kind the dialogs are made of, removed once mounted.
 
     Textual parses a widget class's default CSS the first time one of its widgets is mounted;
     for a dialog's kinds that is about 10 ms, which the first dialog an operator opened paid
     between the key and the frame. The dashboard composes this with itself (before its first
-    frame, not during an event flood) and removes it once mounted, so the first dialog costs
-    what the later ones do."""
-    parts = DialogParts(Label(""), Static(""), Input(compact=True), Button("", compact=True),
-                        Checkbox("", compact=True),
-                        Select([("", 0)], value=0, allow_blank=False, compact=True),
-                        SelectionList[int](compact=True), VerticalScroll())
-    parts.display = False
-    return parts
+    frame, not during an event flood), so the first dialog costs what the later ones do."""
+
+    def __init__(self) -> None:
+        super().__init__(Label(""), Static(""), Input(compact=True), Button("", compact=True),
+                         Checkbox("", compact=True),
+                         Select([("", 0)], value=0, allow_blank=False, compact=True),
+                         SelectionList[int](compact=True), VerticalScroll())
+        self.display = False
+
+    def on_mount(self) -> None:
+        self.remove()
 
 
 class FormDialog(ModalScreen[T | None]):
