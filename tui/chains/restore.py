@@ -198,6 +198,18 @@ def convert(point: Point, partial: str, fmt: str, on_progress: Progress | None =
         raise RestoreFailed(f"qemu-img convert: {err.splitlines()[-1] if err else proc.returncode}")
 
 
+def _record_failure(ledger: PointsLedger, rid: int, partial: str,
+                    exc: BaseException) -> BaseException:
+    """Record restore ``rid`` as failed; return what to raise: a QMP or OS error as one line
+    (RestoreFailed), anything else as it is."""
+    ledger.end_restore(rid, RestoreState.FAILED, str(exc) or type(exc).__name__)
+    if isinstance(exc, QMPCommandError):
+        return RestoreFailed(exc.desc)
+    if isinstance(exc, OSError):
+        return RestoreFailed(f"{partial}: {exc.strerror or exc}")
+    return exc
+
+
 def restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str, *,
                   on_progress: Progress | None = None, speed: int = 0,
                   audit: AuditLog | None = None) -> RestoreResult:
@@ -225,10 +237,10 @@ def restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str, *,
             publish(partial, target)
     except BaseException as exc:
         remove_partial(partial)
-        ledger.end_restore(rid, RestoreState.FAILED, str(exc) or type(exc).__name__)
-        if isinstance(exc, OSError):
-            raise RestoreFailed(f"{partial}: {exc.strerror or exc}") from None
-        raise
+        failure = _record_failure(ledger, rid, partial, exc)
+        if failure is exc:
+            raise
+        raise failure from None
     ledger.end_restore(rid, RestoreState.DONE)
     return RestoreResult(point.drive, point.point, target, fmt, list(point.chain), "local",
                          True, detail)
@@ -375,12 +387,10 @@ async def restore_qemu(conn: QMPConn, ledger: PointsLedger, point: Point, target
             await asyncio.shield(close_nodes(conn, prefix))
         if local_files:
             remove_partial(partial)
-        ledger.end_restore(rid, RestoreState.FAILED, str(exc) or type(exc).__name__)
-        if isinstance(exc, QMPCommandError):
-            raise RestoreFailed(exc.desc) from None
-        if isinstance(exc, OSError):
-            raise RestoreFailed(f"{partial}: {exc.strerror or exc}") from None
-        raise
+        failure = _record_failure(ledger, rid, partial, exc)
+        if failure is exc:
+            raise
+        raise failure from None
     ledger.end_restore(rid, RestoreState.DONE)
     return RestoreResult(point.drive, point.point, target, fmt, list(point.chain), "qemu",
                          checked, detail)
