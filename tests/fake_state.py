@@ -72,3 +72,10 @@ def build_store() -> Store:
         store.events.append(reducer.event_record(conn, stamped, 0.0))
         store.events_seen += 1
     return store
+
+
+def running_job_events(store: Store, count: int, prefix: str = "j", conn: str = "web") -> None:
+    """``count`` JOB_STATUS_CHANGE (running) events for jobs ``<prefix>0`` … into ``store``."""
+    for i in range(count):
+        store.apply_event(conn, {"event": "JOB_STATUS_CHANGE",
+                                 "data": {"id": f"{prefix}{i}", "status": "running"}})

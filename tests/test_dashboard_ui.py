@@ -10,7 +10,7 @@ from textual.command import CommandList, CommandPalette
 
 from tests.conftest import wait_for
 from tests.dashboard_kit import messages, running, settle, watch
-from tests.fake_state import build_store
+from tests.fake_state import build_store, running_job_events
 from tests.fakeqmp import commands_reply
 from tui.errors import ReadOnlyError
 from tui.model import reducer
@@ -331,9 +331,7 @@ async def test_event_flood_renders_only_what_the_log_holds():
     app = BitmapTuiApp(store=store)
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
-        for i in range(4000):
-            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
-                                      "data": {"id": f"j{i}", "status": "running"}})
+        running_job_events(store, 4000)
         await settle(pilot, dash)
         log = dash.event_log
         assert len(log.lines) <= log.max_lines

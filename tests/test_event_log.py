@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.conftest import wait_for
 from tests.dashboard_kit import settle, watch
-from tests.fake_state import build_store
+from tests.fake_state import build_store, running_job_events
 from tui.ui.app import BitmapTuiApp
 from tui.ui.widgets.events import EventLog
 
@@ -37,9 +37,7 @@ async def test_flood_formats_only_visible_lines():
         await settle(pilot, dash)
         formatted = count_calls(log, "line")
         drawn = count_calls(log, "render_line")
-        for i in range(5000):
-            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
-                                      "data": {"id": f"j{i}", "status": "running"}})
+        running_job_events(store, 5000)
         await settle(pilot, dash)
         await wait_for(lambda: drawn[0] > 0, what="a redraw of the log")
         await pilot.pause()
@@ -66,16 +64,12 @@ async def test_paused_log_keeps_its_place_and_filter_reapplies():
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         log = dash.event_log
-        for i in range(200):
-            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
-                                      "data": {"id": f"a{i}", "status": "running"}})
+        running_job_events(store, 200, "a")
         await settle(pilot, dash)
         assert log.toggle_follow() is False
         log.scroll_to(y=0, animate=False, immediate=True)
         first = visible_text(log)[0]
-        for i in range(50):
-            store.apply_event("db", {"event": "JOB_STATUS_CHANGE",
-                                     "data": {"id": f"b{i}", "status": "running"}})
+        running_job_events(store, 50, "b", conn="db")
         await settle(pilot, dash)
         assert log.scroll_offset.y == 0 and visible_text(log)[0] == first
         assert log.virtual_size.height == 5 + 250
@@ -113,9 +107,7 @@ async def test_the_log_follows_again_when_a_screen_returns():
         await app.push_screen(Screen())  # a full screen over the dashboard (as the composer)
         await pilot.pause()
         assert app.screen is not dash
-        for i in range(200):
-            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
-                                      "data": {"id": f"j{i}", "status": "running"}})
+        running_job_events(store, 200)
         await pilot.pause(0.3)
         app.pop_screen()
         await settle(pilot, dash)
@@ -131,9 +123,7 @@ async def test_the_log_follows_when_its_box_shrinks():
     async with watch(app, size=(80, 40)) as pilot:
         dash = app.dashboard
         log = dash.event_log
-        for i in range(200):
-            store.apply_event("web", {"event": "JOB_STATUS_CHANGE",
-                                      "data": {"id": f"j{i}", "status": "running"}})
+        running_job_events(store, 200)
         await settle(pilot, dash)
         assert log.scroll_offset.y == log.max_scroll_y > 0
         await pilot.resize_terminal(80, 24)
