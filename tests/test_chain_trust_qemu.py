@@ -69,6 +69,15 @@ class Refs:
         assert checked
 
 
+async def policy_setup(make_sandbox, fleet_for, tmp_path, drives, **policy_kw):
+    """A QEMU with ``drives`` drives, its connection, a fresh ledger, a policy over every drive
+    and the reference copies: ``(sb, conn, ledger, pol, refs)``."""
+    sb = await make_sandbox(drives=drives)
+    conn = (await fleet_for(sb))["vm0"]
+    pol = policy(sb, drives=tuple(f"drive{i}" for i in range(drives)), **policy_kw)
+    return sb, conn, Ledger(tmp_path / "l.sqlite"), pol, Refs(sb)
+
+
 def by_drive(result):
     return {d.drive: d for d in result.drives}
 
@@ -124,12 +133,7 @@ async def test_console_action_on_a_policy_bitmap_warns_and_records_a_break(
 
 
 async def test_qmp_clear_seen_by_the_console_watcher_breaks_the_chain(make_sandbox, fleet_for, tmp_path):
-    sb = await make_sandbox(drives=1)
-    fleet = await fleet_for(sb)
-    conn = fleet["vm0"]
-    ledger = Ledger(tmp_path / "l.sqlite")
-    pol = policy(sb, drives=("drive0",))
-    refs = Refs(sb)
+    sb, conn, ledger, pol, refs = await policy_setup(make_sandbox, fleet_for, tmp_path, 1)
     await refs.take(await run_policy(conn, ledger, pol, timeout=60))
     name = chain_state(ledger, "vm0", "drive0").base.bitmap
     stop = watch_connection(ledger, conn)
@@ -153,12 +157,7 @@ async def test_qmp_clear_seen_by_the_console_watcher_breaks_the_chain(make_sandb
 
 async def test_recreated_bitmap_is_detected_at_plan_time(make_sandbox, fleet_for, tmp_path):
     """Removed and added again with other settings (granularity, persistence), between runs."""
-    sb = await make_sandbox(drives=2)
-    fleet = await fleet_for(sb)
-    conn = fleet["vm0"]
-    ledger = Ledger(tmp_path / "l.sqlite")
-    pol = policy(sb)
-    refs = Refs(sb)
+    sb, conn, ledger, pol, refs = await policy_setup(make_sandbox, fleet_for, tmp_path, 2)
     await refs.take(await run_policy(conn, ledger, pol, timeout=60))
     names = {d: chain_state(ledger, "vm0", d).base.bitmap for d in ("drive0", "drive1")}
     await sb.write(0, 0, "1M", 0x31)
@@ -185,12 +184,7 @@ async def test_recreated_bitmap_is_detected_at_plan_time(make_sandbox, fleet_for
 async def test_unwatched_clear_is_caught_by_verify_after(make_sandbox, fleet_for, tmp_path):
     """A clear followed by more writes while nothing of ours watched cannot be seen from QMP;
     ``verify: after`` compares the new chain with the disk and refuses to call it VALID."""
-    sb = await make_sandbox(drives=1)
-    fleet = await fleet_for(sb)
-    conn = fleet["vm0"]
-    ledger = Ledger(tmp_path / "l.sqlite")
-    pol = policy(sb, drives=("drive0",), verify="after")
-    refs = Refs(sb)
+    sb, conn, ledger, pol, refs = await policy_setup(make_sandbox, fleet_for, tmp_path, 1, verify="after")
     first = await run_policy(conn, ledger, pol, timeout=60)
     assert any("verified" in n for n in first.notes), first.notes
     await refs.take(first)
@@ -212,12 +206,7 @@ async def test_unwatched_clear_is_caught_by_verify_after(make_sandbox, fleet_for
 
 
 async def test_full_every_bounds_the_chain(make_sandbox, fleet_for, tmp_path):
-    sb = await make_sandbox(drives=1)
-    fleet = await fleet_for(sb)
-    conn = fleet["vm0"]
-    ledger = Ledger(tmp_path / "l.sqlite")
-    pol = policy(sb, drives=("drive0",), full_every=2)
-    refs = Refs(sb)
+    sb, conn, ledger, pol, refs = await policy_setup(make_sandbox, fleet_for, tmp_path, 1, full_every=2)
     runs = []
     for i in range(4):
         await sb.write(0, f"{i}M", "64k", 0x50 + i)
