@@ -45,6 +45,20 @@ def messages(app: Any) -> Messages:
     return _MESSAGES[id(app)]
 
 
+def calls_of(obj: Any, method: str) -> list[tuple[Any, ...]]:
+    """Record the arguments of every call of ``obj.method`` from now on (an instance attribute
+    shadows the class's; the method still runs)."""
+    calls: list[tuple[Any, ...]] = []
+    original = getattr(obj, method)
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    setattr(obj, method, recorded)
+    return calls
+
+
 def sent_commands(audit_path: Path) -> list[str]:
     """Mutating commands that reached QEMU (the core audits every one)."""
     return [e["command"] for e in changes(audit_path)]

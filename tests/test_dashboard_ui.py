@@ -9,7 +9,7 @@ import pytest
 from textual.command import CommandList, CommandPalette
 
 from tests.conftest import wait_for
-from tests.dashboard_kit import messages, running, settle, watch
+from tests.dashboard_kit import calls_of, messages, running, settle, watch
 from tests.fake_state import build_store, running_job_events
 from tests.fakeqmp import commands_reply
 from tui.errors import ReadOnlyError
@@ -226,17 +226,10 @@ async def test_connection_rows_are_formatted_only_for_connections_that_changed()
         dash = app.dashboard
         await settle(pilot, dash)
         table = dash.connections_table
-        formatted = []
-        original = table.row_for
-
-        def counted(conn):
-            formatted.append(conn.name)
-            return original(conn)
-
-        table.row_for = counted  # type: ignore[method-assign]
+        formatted = calls_of(table, "row_for")
         store.apply_event("web", {"event": "JOB_STATUS_CHANGE", "data": {"id": "x1", "status": "running"}})
         await settle(pilot, dash)
-        assert formatted == ["web"]
+        assert [conn.name for (conn,) in formatted] == ["web"]
         assert len(store.state.connections) > 1
         assert str(table.get_row("web")[5]) == str(len(store.connection("web").active_jobs))
 
@@ -259,14 +252,7 @@ async def test_footer_is_rebuilt_only_when_its_keys_change():
         dash = app.dashboard
         await settle(pilot, dash)
         footer = dash.query_one(RankedFooter)
-        rebuilds = []
-        original = footer.recompose
-
-        async def counted() -> None:
-            rebuilds.append(footer.keys())
-            await original()
-
-        footer.recompose = counted  # type: ignore[method-assign]
+        rebuilds = calls_of(footer, "recompose")
         for _ in range(3):
             await pilot.press("down")
         for _ in range(20):
@@ -470,14 +456,7 @@ async def test_rows_added_to_a_full_jobs_table_scroll_without_a_screen_layout():
         dash = app.dashboard
         table = dash.jobs_table
         await settle(pilot, dash)
-        layouts = []
-        original = dash._refresh_layout
-
-        def counted(*args, **kwargs):
-            layouts.append(table.row_count)
-            return original(*args, **kwargs)
-
-        dash._refresh_layout = counted  # type: ignore[method-assign]
+        layouts = calls_of(dash, "_refresh_layout")
 
         async def add_jobs(first: int, count: int) -> None:
             for i in range(first, first + count):
