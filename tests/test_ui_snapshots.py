@@ -77,25 +77,25 @@ def test_composer_leave_asks(snap_compare: Any, size: tuple[int, int]) -> None:
                         press=["escape"])
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_job_details_panel(snap_compare: Any, size: tuple[int, int]) -> None:
+def job_focused(job_id: str) -> Any:
+    """A ``run_before`` that puts the jobs table's cursor on ``job_id`` of "web"."""
     async def select(pilot: Any) -> None:
         dash = pilot.app.dashboard
         await pilot.pause()
-        dash.select_job("web", "inc-1")
+        dash.select_job("web", job_id)
         dash.jobs_table.focus()
         await pilot.pause()
 
-    assert snap_compare(dashboard(), terminal_size=size, run_before=select, press=["enter"])
+    return select
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_job_details_panel(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(dashboard(), terminal_size=size, run_before=job_focused("inc-1"),
+                        press=["enter"])
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_cancel_job_dialog_words(snap_compare: Any, size: tuple[int, int]) -> None:
-    async def select(pilot: Any) -> None:
-        dash = pilot.app.dashboard
-        await pilot.pause()
-        dash.select_job("web", "inc-0")
-        dash.jobs_table.focus()
-        await pilot.pause()
-
-    assert snap_compare(dashboard(), terminal_size=size, run_before=select, press=["c"])
+    assert snap_compare(dashboard(), terminal_size=size, run_before=job_focused("inc-0"),
+                        press=["c"])
