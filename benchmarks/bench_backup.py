@@ -1,6 +1,6 @@
 """backup_overhead: a full backup through ``bitmap-tui apply`` vs the same job by raw QMP.
 
-One sandbox QEMU (:class:`tui.sandbox.Sandbox`) with one qcow2 drive of ``--size``, written full
+One sandbox QEMU (:class:`tui.demo.sandbox.Sandbox`) with one qcow2 drive of ``--size``, written full
 with data (HMP ``qemu-io``) before anything is timed. Each round, for each side (alternating
 which goes first), a fresh target is made the same way: ``qemu-img create`` of a qcow2 of the
 same size, then ``blockdev-add`` on the sandbox's control monitor; the job is a
@@ -35,7 +35,7 @@ from qemu.qmp import QMPClient
 
 from benchmarks.bench_status import console_script
 from benchmarks.common import ROOT, emit, median, r
-from tui.sandbox import Sandbox
+from tui.demo.sandbox import Sandbox
 
 CHUNK = 256 << 20  # one qemu-io write per chunk (each well within the control timeout)
 

@@ -4,7 +4,7 @@ Both sides drain the same flood (``floodserver``, a separate process) on a unix 
 - bare: a ``qemu.qmp`` QMPClient iterating its ``events`` listener and counting;
 - bare_quiet: the same with :class:`QuietBareClient` (qemu.qmp's client without its eager
   per-message debug formatting, the one fix any careful user would make);
-- app: :class:`tui.qmp.connection.Connection` (its one event pump) → ``Store.apply_events`` (a batch at a time) →
+- app: :class:`tui.core.qmp.connection.Connection` (its one event pump) → ``Store.apply_events`` (a batch at a time) →
   reducer, with one store listener standing in for the UI's change callback.
 Runs alternate (bare, app, bare, app, ...) and the medians are compared.
 """
@@ -21,9 +21,9 @@ from qemu.qmp import QMPClient
 
 from benchmarks.common import QuietBareClient, emit, median, r
 from benchmarks.servers import server_process
-from tui.model.store import Store
-from tui.qmp.address import parse_address
-from tui.qmp.connection import Connection
+from tui.core.model.store import Store
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.connection import Connection
 
 
 async def bare_run(sock: str, count: int, client_class: type[QMPClient] = QMPClient) -> float:

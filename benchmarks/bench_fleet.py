@@ -5,7 +5,7 @@ then runs in a fresh process of its own, so CPU and peak RSS are that side's alo
 - bare: one stock ``qemu.qmp`` QMPClient per connection issuing the same queries as the app
   (refresh: query-named-block-nodes, query-block, query-jobs, query-block-jobs; idle: the first
   two every refresh interval, which is what the app's poll loop sends when no job runs);
-- app: :class:`tui.qmp.fleet.Fleet` at the default refresh interval, into one Store, with the
+- app: :class:`tui.core.qmp.fleet.Fleet` at the default refresh interval, into one Store, with the
   connections marked on screen as the dashboard marks them when it shows one connection (the
   default view): that one at the refresh interval, the others polled less often
   (``Connection.set_on_screen``). ``--all-on-screen`` measures every connection at full rate
@@ -37,9 +37,9 @@ from benchmarks.common import (
     r,
 )
 from benchmarks.servers import server_process
-from tui.model.state import LinkState
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
+from tui.core.model.state import LinkState
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
 
 REFRESH = ("query-named-block-nodes", "query-block", "query-jobs", "query-block-jobs")
 IDLE_POLL = ("query-named-block-nodes", "query-block")

@@ -28,8 +28,8 @@ from typing import Any
 from benchmarks.common import emit, histogram, median, percentile, r
 from benchmarks.frames import FrameRecorder
 from benchmarks.servers import server_process
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
 
 SIZE = (120, 40)
 FLOOD = "a-flood"  # first in the store: the connection the dashboard shows

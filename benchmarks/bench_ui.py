@@ -28,9 +28,9 @@ from typing import Any
 from benchmarks.common import CpuWindow, emit, histogram, median, percentile, r
 from benchmarks.frames import FrameRecorder
 from benchmarks.servers import server_process
-from tui.model.state import Bitmap, ConnectionModel, LinkState, Node
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
+from tui.core.model.state import Bitmap, ConnectionModel, LinkState, Node
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
 
 SIZE = (120, 40)
 # ui_latency runs at both: the narrow layout stacks the panels, the wide one puts them side by side.
@@ -222,7 +222,7 @@ def change_some(conn: ConnectionModel, changed: int, rng: random.Random) -> Conn
 
 
 async def table_update(nodes: int, bitmaps: int, rounds: int) -> dict[str, Any]:
-    from tui.model.store import Store
+    from tui.core.model.store import Store
     from tui.ui.app import BitmapTuiApp
 
     app = BitmapTuiApp(store=Store())

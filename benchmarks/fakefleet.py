@@ -3,7 +3,7 @@
 Runs as its own process (``python -m benchmarks.fakefleet DIR FAKES NODES BITMAPS QEMUS``) so the
 measured process holds only the client side. Fake servers answer the app's queries with replies
 shaped like QEMU 7.2's (pre-encoded, so they cost little); real QEMUs are
-:class:`tui.sandbox.Sandbox` instances with ``NODES // 2`` qcow2 drives (a qcow2 drive is two
+:class:`tui.demo.sandbox.Sandbox` instances with ``NODES // 2`` qcow2 drives (a qcow2 drive is two
 named nodes: format and file) and ``BITMAPS`` bitmaps per drive. Prints ``ready {json}`` with the
 socket paths, then serves until stdin closes.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import JSONStream
-from tui.sandbox import Sandbox
+from tui.demo.sandbox import Sandbox
 
 VERSION = {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": "fake-fleet"}
 COMMANDS = ["qmp_capabilities", "query-version", "query-commands", "query-named-block-nodes",

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tui.core.model.state import JobResult
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
+from tui.demo.vm import BACKUP_JOB, Demo, palette_commands
 from tui.ui.app import BitmapTuiApp
-from tui.demo import BACKUP_JOB, Demo, palette_commands
-from tui.model.state import JobResult
 from tui.ui.palette import register_commands
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
 
 HERE = Path(__file__).resolve().parent
 SHOTS = [  # file, theme, size

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from tests.fakeqmp import FakeQMP
-from tui.chains.policy import Policy
-from tui.config import load_config
-from tui.model.state import LinkState
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
-from tui.sandbox import Sandbox, qemu_available
+from tui.core.chains.policy import Policy
+from tui.core.config import load_config
+from tui.core.model.state import LinkState
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
+from tui.demo.sandbox import Sandbox, qemu_available
 
 # In CI a missing QEMU is an install bug, never a reason to skip.
 if os.environ.get("CI") and qemu_available():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
-from tui.audit import changes
+from tui.core.base.audit import changes
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.screens.dashboard import DashboardScreen

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tui.model import reducer
-from tui.model.state import Bitmap, Job, JobResult, LinkState, Node, QemuVersion
-from tui.model.store import Store
+from tui.core.model import reducer
+from tui.core.model.state import Bitmap, Job, JobResult, LinkState, Node, QemuVersion
+from tui.core.model.store import Store
 
 MiB = 1 << 20
 T0 = 1_780_000_000  # fixed event time (UTC)

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.sandbox import Sandbox
+from tui.demo.sandbox import Sandbox
 
 BUSYBOX = "/bin/busybox"
 MODULES = ("virtio_pci", "virtio_blk")

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
-from tui.sandbox import QEMU_IMG, Sandbox, SandboxError, run
-from tui.txn import Action, Transaction, TransactionRun, Verdict, prepare
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
+from tui.core.txn import Action, Transaction, TransactionRun, Verdict, prepare
+from tui.demo.sandbox import QEMU_IMG, Sandbox, SandboxError, run
 
 SIZE = 64 * 2**20
 GRANULARITY = 64 * 2**10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from tui.model.store import Store
+from tui.core.model.store import Store
 from tui.ui.app import GC_THRESHOLDS, BitmapTuiApp
 
 

@@ -7,15 +7,15 @@ import sqlite3
 import pytest
 
 from tests.conftest import make_policy
-from tui.chains.cleanup import deletable_images
-from tui.chains.ledger import ImageState, JobState, Ledger
-from tui.chains.owners import break_warning, chain_of, owner_of, record_console_break
-from tui.chains.plan import chain_state, make_plan
-from tui.chains.watch import live_breaks, observe_bitmap, record_breaks
-from tui.errors import ConfigError
-from tui.model.owners import KNOWN_TOOLS, owned_ledger, owner_label
-from tui.model.serialize import bitmap_dict
-from tui.model.state import Bitmap, ConnectionModel, LinkState, Node
+from tui.core.base.errors import ConfigError
+from tui.core.chains.cleanup import deletable_images
+from tui.core.chains.owners import break_warning, chain_of, owner_of, record_console_break
+from tui.core.chains.plan import chain_state, make_plan
+from tui.core.chains.watch import live_breaks, observe_bitmap, record_breaks
+from tui.core.ledger.ledger import ImageState, JobState, Ledger
+from tui.core.model.owners import KNOWN_TOOLS, owned_ledger, owner_label
+from tui.core.model.serialize import bitmap_dict
+from tui.core.model.state import Bitmap, ConnectionModel, LinkState, Node
 
 
 @pytest.fixture
@@ -210,7 +210,7 @@ def test_full_every_and_verify_options():
 
 
 def test_config_file_takes_verify_and_full_every_and_needs_no_bitmap(tmp_path):
-    from tui.config import load_config
+    from tui.core.config import load_config
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("connections: {vm: unix:/run/vm.qmp}\npolicies:\n"
@@ -283,7 +283,7 @@ def test_an_older_ledger_gains_an_id_and_the_new_columns(tmp_path):
 async def test_reconcile_never_trusts_a_job_id_it_did_not_issue(fake_qmp, fleet_for, tmp_path):
     """A pending job under an old-style id ("bt1-0", the same in every ledger) is UNKNOWN even
     when QEMU has a successfully concluded job of that id: it may be another ledger's."""
-    from tui.chains.reconcile import reconcile
+    from tui.core.chains.reconcile import reconcile
 
     srv = await fake_qmp(replies={"query-jobs": [
         {"id": "bt1-0", "type": "backup", "status": "concluded", "current-progress": 1,
@@ -306,8 +306,8 @@ async def test_reconcile_never_trusts_a_job_id_it_did_not_issue(fake_qmp, fleet_
 
 
 def test_chain_view_shows_a_live_break_and_owners(ledger):
-    from tui.chains.view import build_view
-    from tui.model.state import FleetState
+    from tui.core.chains.view import build_view
+    from tui.core.model.state import FleetState
 
     full = image(ledger, "full", JobState.COMPLETED)
     name = ledger.image(full).bitmap
@@ -326,7 +326,7 @@ def test_chain_view_shows_a_live_break_and_owners(ledger):
 
 
 def test_a_composed_transaction_names_the_chains_it_breaks(ledger):
-    from tui.chains.owners import chains_touched
+    from tui.core.chains.owners import chains_touched
 
     full = image(ledger, "full", JobState.COMPLETED)
     name = ledger.image(full).bitmap
@@ -349,7 +349,7 @@ def test_a_composed_transaction_names_the_chains_it_breaks(ledger):
 def test_the_composer_warns_before_and_records_when_sent(ledger):
     """What the composer shows and records for a transaction touching a policy's chain: a
     warning per chain, and on sending a recorded break (the policy's next run is a full)."""
-    from tui.chains.owners import transaction_breaks
+    from tui.core.chains.owners import transaction_breaks
 
     full = image(ledger, "full", JobState.COMPLETED)
     name = ledger.image(full).bitmap

@@ -19,14 +19,14 @@ import yaml
 from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.dashboard_kit import outcome, outcomes_seen, running
 from tests.test_chains_qemu import reference
-from tui.chains.chain import chain_state
-from tui.chains.ledger import ImageState, JobState, Ledger, TxnState
-from tui.chains.owners import break_warning, chain_of
-from tui.chains.reconcile import reconcile
-from tui.chains.run import run_policy
-from tui.chains.targets import create_target
-from tui.chains.verify import verify_chain
-from tui.chains.watch import watch_connection
+from tui.core.chains.chain import chain_state
+from tui.core.chains.owners import break_warning, chain_of
+from tui.core.chains.reconcile import reconcile
+from tui.core.chains.run import run_policy
+from tui.core.chains.verify import verify_chain
+from tui.core.chains.watch import watch_connection
+from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState
+from tui.core.txn.targets import create_target
 from tui.ui.screens.bitmap_dialogs import MergeDialog
 from tui.ui.screens.dialogs import ConfirmDialog
 
@@ -223,7 +223,7 @@ async def test_full_every_bounds_the_chain(make_sandbox, fleet_for, tmp_path):
 
 
 async def test_other_tools_bitmaps_are_never_touched(make_sandbox, fleet_for, tmp_path):
-    from tui.chains.view import build_view
+    from tui.core.chains.view import build_view
 
     sb = await make_sandbox(drives=1)
     fleet = await fleet_for(sb)
@@ -256,7 +256,7 @@ async def test_other_tools_bitmaps_are_never_touched(make_sandbox, fleet_for, tm
 
 KILL_BEFORE_RELEASE = """
 import os, signal, sys
-import tui.chains.reconcile as reconcile
+import tui.core.chains.reconcile as reconcile
 
 async def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)  # the outcome is recorded; the target is still attached
@@ -349,8 +349,8 @@ async def test_sigkill_before_release_then_qemu_crash_is_never_valid(make_sandbo
 
 
 async def test_symlinked_target_dirs_never_delete_a_valid_image(make_sandbox, fleet_for, tmp_path):
-    from tui.chains.cleanup import delete_images
-    from tui.chains.view import build_view
+    from tui.core.chains.cleanup import delete_images
+    from tui.core.chains.view import build_view
 
     a = await make_sandbox(drives=2)
     b = await make_sandbox(drives=1)

@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
-from tui.chains.cleanup import deletable_images, delete_images
-from tui.chains.ledger import ImageState, JobState, Ledger
-from tui.chains.view import build_view
-from tui.model.state import ConnectionModel, FleetState, LinkState, Node
+from tui.core.chains.cleanup import deletable_images, delete_images
+from tui.core.chains.view import build_view
+from tui.core.ledger.ledger import ImageState, JobState, Ledger
+from tui.core.model.state import ConnectionModel, FleetState, LinkState, Node
 
 C, F, U = JobState.COMPLETED, JobState.FAILED, JobState.UNKNOWN
 

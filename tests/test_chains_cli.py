@@ -14,10 +14,10 @@ import yaml
 
 from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.test_chains_qemu import reference
-from tui.chains.ledger import ImageState, JobState, Ledger, TxnState
-from tui.chains.plan import make_plan
-from tui.chains.reconcile import reconcile, reconcile_on_connect
-from tui.chains.verify import verify_chain
+from tui.core.chains.plan import make_plan
+from tui.core.chains.reconcile import reconcile, reconcile_on_connect
+from tui.core.chains.verify import verify_chain
+from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState
 
 pytestmark = requires_qemu
 
@@ -230,7 +230,7 @@ async def test_killed_app_and_restarted_qemu_leave_unknown_then_full(make_sandbo
 
 
 async def test_reconcile_on_reconnect_marks_lost_jobs_unknown(make_sandbox, fleet_for, tmp_path):
-    from tui.chains.run import run_policy
+    from tui.core.chains.run import run_policy
 
     sb = await make_sandbox(drives=1)
     fleet = await fleet_for(sb)

@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from tests.conftest import make_policy
-from tui.chains.chain import chain_state
-from tui.chains.ledger import ImageState, JobState, Ledger, TxnState, default_path
-from tui.chains.policy import render_name
-from tui.errors import ConfigError
+from tui.core.base.errors import ConfigError
+from tui.core.chains.chain import chain_state
+from tui.core.chains.policy import render_name
+from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState, default_path
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_every_change_is_committed_at_once(tmp_path):
     add(led, txn, "a", "full")
     led.mark_sending(txn, [])
     code = (
-        "import sys; from tui.chains.ledger import Ledger\n"
+        "import sys; from tui.core.ledger.ledger import Ledger\n"
         f"l = Ledger({str(path)!r}); t = l.txns()[0]\n"
         "print(t.state, [i.state.value for i in l.images()], [j.state.value for j in l.jobs(t.id)])\n"
     )
@@ -174,9 +174,9 @@ def ok_dict():
 
 
 def test_chains_modules_never_import_textual():
-    mods = ["tui.chains.ledger", "tui.chains.policy", "tui.chains.plan", "tui.chains.targets",
-            "tui.chains.send", "tui.chains.reconcile", "tui.chains.run", "tui.chains.view",
-            "tui.chains.verify", "tui.cli.chains"]
+    mods = ["tui.core.ledger.ledger", "tui.core.chains.policy", "tui.core.chains.plan", "tui.core.txn.targets",
+            "tui.core.chains.send", "tui.core.chains.reconcile", "tui.core.chains.run", "tui.core.chains.view",
+            "tui.core.chains.verify", "tui.cli.chains"]
     code = (
         "import importlib, sys\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
@@ -201,7 +201,7 @@ def test_reset_under_another_drive_name_ends_the_chain(ledger):
 
 
 def test_owner_liveness(tmp_path):
-    from tui.chains.ledger import OWNER, owner_alive
+    from tui.core.ledger.ledger import OWNER, owner_alive
 
     assert owner_alive(OWNER)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -214,7 +214,7 @@ def test_owner_liveness(tmp_path):
 
 async def test_reconcile_on_qemu_without_query_jobs(fake_qmp, fleet_for, tmp_path):
     """QEMU < 3.0: a job still listed by query-block-jobs is running, not unknown."""
-    from tui.chains.reconcile import reconcile
+    from tui.core.chains.reconcile import reconcile
 
     led = Ledger(tmp_path / "l.sqlite")
     job = led.job_id(1, 0)

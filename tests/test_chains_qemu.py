@@ -6,10 +6,10 @@ import asyncio
 import os
 
 from tests.conftest import make_policy, requires_qemu, wait_for
-from tui.chains.ledger import ImageState, JobState, Ledger, TxnState
-from tui.chains.plan import chain_state, make_plan
-from tui.chains.run import run_policy
-from tui.chains.verify import chain_paths, check_image, compare_images, verify_chain
+from tui.core.chains.plan import chain_state, make_plan
+from tui.core.chains.run import run_policy
+from tui.core.chains.verify import chain_paths, check_image, compare_images, verify_chain
+from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState
 
 pytestmark = requires_qemu
 
@@ -283,8 +283,8 @@ async def test_check_and_compare_detect_damage(make_sandbox, fleet_for, tmp_path
 
 
 async def test_local_qemu_img_fallback_and_interrupted_plan(make_sandbox, fleet_for, tmp_path):
-    from tui.chains.reconcile import reconcile
-    from tui.chains.targets import create_target
+    from tui.core.chains.reconcile import reconcile
+    from tui.core.txn.targets import create_target
 
     sb = await make_sandbox(drives=1)
     fleet = await fleet_for(sb)
@@ -317,7 +317,7 @@ async def test_local_qemu_img_fallback_and_interrupted_plan(make_sandbox, fleet_
 
 
 async def test_chain_view_flags_lost_bitmaps_and_lists_foreign_ones(make_sandbox, fleet_for, tmp_path):
-    from tui.chains.view import build_view
+    from tui.core.chains.view import build_view
 
     sb = await make_sandbox(drives=2)
     fleet = await fleet_for(sb)

@@ -9,8 +9,8 @@ from textual.command import CommandList, CommandPalette
 from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.dashboard_kit import messages, screen_text, watch
 from tests.test_chains_qemu import damage
-from tui.chains.ledger import ImageState, Ledger
-from tui.chains.run import run_policy
+from tui.core.chains.run import run_policy
+from tui.core.ledger.ledger import ImageState, Ledger
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.screens.chains import ChainsScreen
@@ -130,7 +130,7 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
 
 async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path):
     """A transaction left open by a run that died is resolved when the app connects."""
-    from tui.chains.ledger import JobState, TxnState
+    from tui.core.ledger.ledger import JobState, TxnState
 
     sb = await make_sandbox(drives=1)
     ledger = Ledger(tmp_path / "l.sqlite")
@@ -208,7 +208,7 @@ async def test_help_palette_and_deleting_an_invalid_image(make_sandbox, fleet_fo
 
 
 def test_with_no_policy_the_empty_screen_does_not_offer_r():
-    from tui.chains.policy import Policy
+    from tui.core.chains.policy import Policy
     from tui.ui.screens.chains import no_backups_hint
 
     assert "press r" not in no_backups_hint({}) and "policies" in no_backups_hint({})

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tui.config import (
+from tui.core.base.errors import ConfigError
+from tui.core.base.paths import default_config_path, user_themes_dir
+from tui.core.config import (
     Config,
     Policy,
     check_pattern,
     load_config,
 )
-from tui.errors import ConfigError
-from tui.paths import default_config_path, user_themes_dir
-from tui.qmp.fleet import Endpoint
+from tui.core.qmp.fleet import Endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "sample-configs").glob("config-*.yaml"))
@@ -55,7 +55,7 @@ def test_sample_config_loads_and_is_documented(path: Path):
 async def test_sample_config_endpoints_are_accepted_by_the_fleet(path: Path):
     """Every option a sample sets (TLS files, ssh options, allow_insecure_tcp) is one the
     transport takes: a Fleet is built from them without starting anything."""
-    from tui.qmp.fleet import Fleet
+    from tui.core.qmp.fleet import Fleet
 
     cfg = load_config(path)
     fleet = Fleet()
@@ -336,7 +336,7 @@ def test_tls_option_refused_until_the_transport_supports_it(tmp_path):
     TLS options or endpoints() refuses with the config line."""
     import inspect
 
-    from tui.qmp.connection import Connection
+    from tui.core.qmp.connection import Connection
 
     cfg = load_config(
         write(
@@ -345,7 +345,7 @@ def test_tls_option_refused_until_the_transport_supports_it(tmp_path):
         )
     )
     try:
-        from tui.qmp.transport import TRANSPORT_OPTIONS
+        from tui.core.qmp.transport import TRANSPORT_OPTIONS
     except ImportError:
         TRANSPORT_OPTIONS = frozenset()
     if "tls_ca" in inspect.signature(Connection.__init__).parameters or "tls_ca" in TRANSPORT_OPTIONS:
@@ -370,7 +370,7 @@ def test_cli_reports_config_error_in_one_line(tmp_path):
 
 
 def test_config_loader_does_not_import_textual():
-    code = "import sys, tui.config, tui.yamlnodes, tui.demo; print('textual' in sys.modules)"
+    code = "import sys, tui.core.config, tui.core.base.yamlnodes, tui.demo.vm; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

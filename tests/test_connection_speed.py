@@ -8,7 +8,7 @@ import logging
 import pytest
 from qemu.qmp.message import Message
 
-from tui.qmp.connection import QuietQMPClient
+from tui.core.qmp.connection import QuietQMPClient
 
 
 class CountingMessage(Message):
@@ -67,11 +67,11 @@ async def test_connection_uses_quiet_client_and_hands_the_store_plain_dicts(fake
 async def test_poll_answer_older_than_events_does_not_undo_them() -> None:
     """QEMU answered a job poll ("running"), then the job's final events were reduced before the
     polling task resumed: the store must keep what the (newer) events said."""
-    from tui.model import reducer
-    from tui.model.state import Job, JobResult
-    from tui.model.store import Store
-    from tui.qmp.address import parse_address
-    from tui.qmp.connection import Connection
+    from tui.core.model import reducer
+    from tui.core.model.state import Job, JobResult
+    from tui.core.model.store import Store
+    from tui.core.qmp.address import parse_address
+    from tui.core.qmp.connection import Connection
 
     store = Store()
     conn = Connection("vm", parse_address("unix:/nonexistent.sock"), store)

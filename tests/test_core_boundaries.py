@@ -8,14 +8,14 @@ import sys
 import grimp
 import pytest
 
-from tui.errors import AddressError
-from tui.qmp.address import parse_address, parse_address_lenient
-from tui.qmp.fleet import endpoints_from
+from tui.core.base.errors import AddressError
+from tui.core.qmp.address import parse_address, parse_address_lenient
+from tui.core.qmp.fleet import endpoints_from
 
 # The core, plus the command line's entry point: a headless command never loads Textual.
-NO_TEXTUAL = ["tui.model", "tui.model.store", "tui.model.serialize", "tui.qmp.connection",
-              "tui.qmp.fleet", "tui.sandbox", "tui.audit", "tui.format", "tui.config", "tui.txn",
-              "tui.chains", "tui.ops", "tui.session", "tui.cli.main"]
+NO_TEXTUAL = ["tui.core.model", "tui.core.model.store", "tui.core.model.serialize", "tui.core.qmp.connection",
+              "tui.core.qmp.fleet", "tui.demo.sandbox", "tui.core.base.audit", "tui.core.base.format", "tui.core.config", "tui.core.txn",
+              "tui.core.chains", "tui.core.ops", "tui.session", "tui.cli.main"]
 
 
 def test_core_and_headless_commands_do_not_import_textual():

@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import requires_qemu
 from tests.dashboard_kit import bitmap, outcome, outcomes_seen, running, sent_commands, settle
-from tui.audit import AuditLog
-from tui.model.state import BitmapState
+from tui.core.base.audit import AuditLog
+from tui.core.model.state import BitmapState
 from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
 from tui.ui.screens.dialogs import ConfirmDialog
 

@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import outcome, outcomes_seen, running, sent_commands, settle
-from tui.audit import AuditLog
-from tui.model.state import JobResult
+from tui.core.base.audit import AuditLog
+from tui.core.model.state import JobResult
 from tui.ui.screens.dialogs import ConfirmDialog, SpeedDialog
 
 pytestmark = requires_qemu

@@ -12,11 +12,11 @@ from tests.conftest import wait_for
 from tests.dashboard_kit import calls_of, messages, running, settle, watch
 from tests.fake_state import build_store, running_job_events
 from tests.fakeqmp import commands_reply
-from tui.errors import ReadOnlyError
-from tui.model import reducer
-from tui.ops import bitmaps as bitmap_ops
-from tui.ops import jobs as job_ops
-from tui.qmp.connection import is_mutating
+from tui.core.base.errors import ReadOnlyError
+from tui.core.model import reducer
+from tui.core.ops import bitmaps as bitmap_ops
+from tui.core.ops import jobs as job_ops
+from tui.core.qmp.connection import is_mutating
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import StateRendered
 from tui.ui.screens.dialogs import ConfirmDialog
@@ -429,7 +429,7 @@ def test_job_ids_in_full_where_they_fit_else_cut_in_the_middle():
 async def test_finished_jobs_do_not_squeeze_the_nodes_at_80x24():
     from dataclasses import replace
 
-    from tui.model.state import Job, JobResult
+    from tui.core.model.state import Job, JobResult
 
     store = build_store()
     done = {f"old-{i}": Job(f"old-{i}", "backup", "concluded", result=JobResult.COMPLETED)
@@ -448,7 +448,7 @@ async def test_rows_added_to_a_full_jobs_table_scroll_without_a_screen_layout():
     """A table that fills its box takes new rows without a full-screen re-layout (Textual does
     one per change of a widget's scrollable size); a table that is not full still grows, and
     the scrollbar and scrolling know every row."""
-    from tui.model.state import Job
+    from tui.core.model.state import Job
 
     store = build_store()
     app = BitmapTuiApp(store=store, clock=lambda: 1000.0)

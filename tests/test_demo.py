@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_qemu, wait_for
-from tui.demo import BACKUP_JOB, BITMAPS, Demo
-from tui.model.state import BitmapState, JobResult
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
+from tui.core.model.state import BitmapState, JobResult
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
+from tui.demo.vm import BACKUP_JOB, BITMAPS, Demo
 
 
 def qemu_running_in(path) -> bool:
@@ -149,7 +149,7 @@ def test_demo_options_reach_the_demo(monkeypatch, capsys):
     import tui.cli.demo
     import tui.ui.run
     from tui.cli.main import main
-    from tui.sandbox import SandboxError
+    from tui.demo.sandbox import SandboxError
 
     seen: list[float] = []
 

@@ -7,10 +7,10 @@ import pytest
 
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import screen_text
-from tui.demo import BACKUP_JOB, Demo
-from tui.model.state import BitmapState, JobResult
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
+from tui.core.model.state import BitmapState, JobResult
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
+from tui.demo.vm import BACKUP_JOB, Demo
 from tui.ui.app import BitmapTuiApp
 from tui.ui.demo_commands import palette_commands
 from tui.ui.palette import commands_for, register_commands

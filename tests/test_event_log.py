@@ -66,7 +66,7 @@ async def test_paused_log_keeps_its_place_and_filter_reapplies():
 
 
 async def test_empty_log_has_a_placeholder():
-    from tui.model.store import Store
+    from tui.core.model.store import Store
 
     store = Store()
     store.add_connection("web", "unix:/x")

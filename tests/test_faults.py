@@ -17,10 +17,10 @@ import pytest
 
 from tests.conftest import connected, requires_qemu, wait_for
 from tests.fakeqmp import FakeQMP
-from tui.errors import CommandTimeoutError, ConnectionLostError, QMPCommandError
-from tui.model.state import BitmapState, JobResult, LinkState
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint, Fleet
+from tui.core.base.errors import CommandTimeoutError, ConnectionLostError, QMPCommandError
+from tui.core.model.state import BitmapState, JobResult, LinkState
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint, Fleet
 
 TEN_MB = 10 * 2**20
 
@@ -129,9 +129,9 @@ async def test_command_that_never_gets_a_reply_times_out_and_the_link_is_renewed
 async def test_peer_failing_the_first_refresh_never_shows_connected(fake_qmp) -> None:
     """Connected means synced: a peer that greets but never answers query-block stays failed,
     and each attempt's transport is cleaned up (an ssh tunnel would otherwise leak per retry)."""
-    from tui.model.store import Store
-    from tui.qmp.connection import Connection
-    from tui.qmp.transport import make_opener
+    from tui.core.model.store import Store
+    from tui.core.qmp.connection import Connection
+    from tui.core.qmp.transport import make_opener
 
     srv = await fake_qmp()
     srv.hang_on.add("query-block")
@@ -332,7 +332,7 @@ async def test_persistent_bitmap_not_saved_cleanly_shows_inconsistent(sandbox, f
 
 def test_status_json_shows_inconsistent(tmp_path) -> None:
     """The headless view of the same crash: `inconsistent` in the JSON other tools read."""
-    from tui.sandbox import Sandbox, qemu_available
+    from tui.demo.sandbox import Sandbox, qemu_available
 
     if qemu_available():
         pytest.skip(str(qemu_available()))
@@ -382,9 +382,9 @@ async def test_poll_reply_older_than_a_completion_event_does_not_undo_it(fake_qm
 
 async def test_stop_during_a_connect_attempt_closes_its_transport(fake_qmp) -> None:
     """Quitting while a server keeps the greeting back: the attempt's tunnel is still closed."""
-    from tui.model.store import Store
-    from tui.qmp.connection import Connection
-    from tui.qmp.transport import make_opener
+    from tui.core.model.store import Store
+    from tui.core.qmp.connection import Connection
+    from tui.core.qmp.transport import make_opener
 
     srv = await fake_qmp(mode="silent")
     closed: list[bool] = []

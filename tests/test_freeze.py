@@ -7,13 +7,13 @@ import asyncio
 
 import pytest
 
-import tui.chains.freeze as freeze_mod
+import tui.core.chains.freeze as freeze_mod
 from tests.conftest import make_policy, requires_qemu
 from tests.fakeagent import FakeAgent
-from tui.chains.ledger import ImageState, PointsLedger
-from tui.chains.points import list_points
-from tui.chains.run import run_policy
-from tui.qmp.agent import AgentError, GuestAgent
+from tui.core.chains.points import list_points
+from tui.core.chains.run import run_policy
+from tui.core.ledger.ledger import ImageState, PointsLedger
+from tui.core.qmp.agent import AgentError, GuestAgent
 
 pytestmark = requires_qemu
 

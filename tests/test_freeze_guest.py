@@ -10,11 +10,11 @@ import pytest
 
 from tests.conftest import make_policy, wait_for
 from tests.guest_agent import AgentGuest, guest_missing
-from tui.chains.ledger import ImageState, PointsLedger
-from tui.chains.points import list_points
-from tui.chains.restore import restore_local
-from tui.chains.run import run_policy
-from tui.qmp.agent import AgentError, GuestAgent
+from tui.core.chains.points import list_points
+from tui.core.chains.restore import restore_local
+from tui.core.chains.run import run_policy
+from tui.core.ledger.ledger import ImageState, PointsLedger
+from tui.core.qmp.agent import AgentError, GuestAgent
 
 if os.environ.get("CI") and guest_missing():
     raise RuntimeError(f"CI=true but the agent guest cannot run: {guest_missing()}")
@@ -104,7 +104,7 @@ async def test_history_with_a_real_guest_writing_restores_equal(fleet_for, tmp_p
     """Points taken while a real guest writes: each restores equal to a copy of the disk taken
     at its point (the VM is stopped for the copy and the transaction, then continues)."""
     from tests.test_restore_qemu import same
-    from tui.chains.restore import restore_qemu
+    from tui.core.chains.restore import restore_qemu
 
     guest = await AgentGuest(tmp_path / "guest").start()
     try:

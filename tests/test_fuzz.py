@@ -16,14 +16,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tui.errors import AddressError, BitmapTuiError, ConfigError
-from tui.model import reducer
-from tui.model.parse import parse_bitmap, parse_jobs, parse_nodes, parse_version
-from tui.model.serialize import fleet_dict
-from tui.model.state import BitmapState, ConnectionModel, FleetState, JobResult, LinkState
-from tui.model.store import Store
-from tui.qmp.address import parse_address, parse_address_lenient
-from tui.qmp.transport import ssh_argv, tls_context
+from tui.core.base.errors import AddressError, BitmapTuiError, ConfigError
+from tui.core.model import reducer
+from tui.core.model.parse import parse_bitmap, parse_jobs, parse_nodes, parse_version
+from tui.core.model.serialize import fleet_dict
+from tui.core.model.state import BitmapState, ConnectionModel, FleetState, JobResult, LinkState
+from tui.core.model.store import Store
+from tui.core.qmp.address import parse_address, parse_address_lenient
+from tui.core.qmp.transport import ssh_argv, tls_context
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -314,7 +314,7 @@ CONFIG_SAMPLES = sorted(SAMPLES.glob("config-*.yaml"))
 @pytest.mark.skipif(not TXN_SAMPLES, reason="no transaction samples")
 @pytest.mark.parametrize("sample", TXN_SAMPLES, ids=lambda p: p.name)
 def test_transaction_loader_on_mutated_samples(sample: Path) -> None:
-    from tui.txn.files import loads
+    from tui.core.txn.files import loads
 
     doc = yaml.safe_load(sample.read_text())
 
@@ -333,7 +333,7 @@ def test_transaction_loader_on_mutated_samples(sample: Path) -> None:
 @given(text=st.one_of(st.text(max_size=120), st.binary(max_size=80).map(
     lambda b: b.decode("latin-1"))))
 def test_transaction_loader_on_random_text(text: str) -> None:
-    from tui.txn.files import loads
+    from tui.core.txn.files import loads
 
     try:
         loads(text, "t.yaml")
@@ -346,8 +346,8 @@ def test_transaction_loader_on_random_text(text: str) -> None:
 def test_config_loader_on_mutated_samples_down_to_the_fleet(sample: Path, tmp_path: Path) -> None:
     """Mutated real configs: either one ConfigError line, or endpoints a Fleet accepts whose
     transport options either work or fail as one line."""
-    from tui.config import load_config
-    from tui.qmp.fleet import Fleet
+    from tui.core.config import load_config
+    from tui.core.qmp.fleet import Fleet
 
     doc = yaml.safe_load(sample.read_text())
     path = tmp_path / "config.yaml"
@@ -379,7 +379,7 @@ def test_config_loader_on_mutated_samples_down_to_the_fleet(sample: Path, tmp_pa
                       st.binary(max_size=3000).map(lambda b: b"SQLite format 3\x00" + b)))
 def test_ledger_file_of_random_bytes_is_one_line(tmp_path: Path, data: bytes) -> None:
     """A corrupt or foreign ledger file: one ConfigError line, the file left untouched."""
-    from tui.chains.ledger import Ledger
+    from tui.core.ledger.ledger import Ledger
 
     path = tmp_path / "ledger.db"
     for leftover in tmp_path.glob("ledger.db*"):

@@ -14,12 +14,12 @@ import pytest
 
 from tests.conftest import requires_qemu
 from tests.test_txn_cli import apply
-from tui.audit import AuditLog, changes, read_entries
-from tui.chains.cleanup import delete_images
-from tui.chains.ledger import ImageState, JobState, Ledger
-from tui.errors import AuditError
-from tui.txn import Transaction, dumps
-from tui.txn.model import Action
+from tui.core.base.audit import AuditLog, changes, read_entries
+from tui.core.base.errors import AuditError
+from tui.core.chains.cleanup import delete_images
+from tui.core.ledger.ledger import ImageState, JobState, Ledger
+from tui.core.txn import Transaction, dumps
+from tui.core.txn.model import Action
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import requires_qemu, wait_for
-from tui.model.state import LinkState
+from tui.core.model.state import LinkState
 
 pytestmark = requires_qemu
 EXE = Path(sys.executable).parent / "bitmap-tui"

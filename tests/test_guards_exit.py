@@ -92,8 +92,8 @@ async def test_a_poll_query_failing_after_its_cancel_is_still_collected(sandbox,
     cancellation into the error a next query would raise."""
     import gc
 
-    from tui.errors import NotConnectedError
-    from tui.qmp.connection import Connection
+    from tui.core.base.errors import NotConnectedError
+    from tui.core.qmp.connection import Connection
 
     real = Connection.refresh_nodes
 

@@ -15,10 +15,10 @@ import pytest
 from tests.conftest import requires_qemu
 from tests.qmp_recorder import RecordingProxy
 from tests.test_dashboard_tmux import Tmux
-from tui.chains.ledger import JobState, Ledger
-from tui.paths import default_ledger_path
-from tui.txn import Transaction, dumps
-from tui.txn.model import Action
+from tui.core.base.paths import default_ledger_path
+from tui.core.ledger.ledger import JobState, Ledger
+from tui.core.txn import Transaction, dumps
+from tui.core.txn.model import Action
 
 pytestmark = requires_qemu
 EXE = Path(sys.executable).parent / "bitmap-tui"
@@ -159,7 +159,7 @@ async def test_read_only_demo_offers_no_change(tmp_path, how):
 
 async def test_a_writable_chains_fix_deletes_through_the_audit_log(make_sandbox, tmp_path):
     """The same deletion without read-only: made, and recorded (intent and outcome)."""
-    from tui.audit import changes
+    from tui.core.base.audit import changes
 
     sb = await make_sandbox(drives=1)
     proxy = await RecordingProxy(tmp_path / "proxy.sock", sb.socket).start()

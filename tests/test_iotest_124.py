@@ -30,10 +30,10 @@ from tests.iotest_kit import (
     qemu_and_product,
     send,
 )
-from tui.model.state import LinkState
-from tui.sandbox import Sandbox
-from tui.txn import GROUPED, INDIVIDUAL, Action, Transaction, prepare
-from tui.txn.verdict import Verdict
+from tui.core.model.state import LinkState
+from tui.core.txn import GROUPED, INDIVIDUAL, Action, Transaction, prepare
+from tui.core.txn.verdict import Verdict
+from tui.demo.sandbox import Sandbox
 
 pytestmark = [requires_qemu, pytest.mark.qemu]
 

@@ -39,8 +39,8 @@ from tests.iotest_kit import (
     send,
     write_group,
 )
-from tui.txn import Transaction
-from tui.txn.verdict import usable_as_base
+from tui.core.txn import Transaction
+from tui.core.txn.verdict import usable_as_base
 
 pytestmark = [requires_qemu, pytest.mark.qemu]
 

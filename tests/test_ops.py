@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from tests.fake_state import jobs, nodes
-from tui.limits import granularity_problem
-from tui.model.state import ConnectionModel, Job
-from tui.ops import bitmaps as b
-from tui.ops import jobs as j
-from tui.ops.bitmaps import BitmapRef
+from tui.core.base.limits import granularity_problem
+from tui.core.model.state import ConnectionModel, Job
+from tui.core.ops import bitmaps as b
+from tui.core.ops import jobs as j
+from tui.core.ops.bitmaps import BitmapRef
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -128,7 +128,7 @@ def test_finished_jobs_only_dismiss():
 
 
 def test_ops_do_not_import_textual():
-    code = ("import sys, tui.ops.bitmaps, tui.ops.jobs, tui.ops.common; "
+    code = ("import sys, tui.core.ops.bitmaps, tui.core.ops.jobs, tui.core.ops.common; "
             "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
@@ -137,7 +137,7 @@ class RecordingTarget:
     """A connection stand-in that records what would be sent."""
 
     def __init__(self, model: ConnectionModel, read_only: bool = False) -> None:
-        from tui.model.store import Store
+        from tui.core.model.store import Store
 
         self.name = model.name
         self.read_only = read_only

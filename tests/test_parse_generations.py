@@ -6,8 +6,8 @@ schema of their release (top-level BlockInfo.dirty-bitmaps before 4.2, `status` 
 
 from __future__ import annotations
 
-from tui.model.parse import parse_bitmap, parse_jobs, parse_nodes
-from tui.model.state import BitmapState, JobResult
+from tui.core.model.parse import parse_bitmap, parse_jobs, parse_nodes
+from tui.core.model.state import BitmapState, JobResult
 
 # ---- QEMU 2.6: bitmaps only in query-block's top level, `status` only, no busy/recording.
 Q26_BLOCK = [

@@ -13,11 +13,11 @@ import time
 from tests.conftest import make_policy, requires_qemu
 from tests.test_chains_cli import cli, setup  # noqa: F401  (fixture)
 from tests.test_restore_qemu import absent, history, same
-from tui.chains.ledger import PointsLedger, PruneState
-from tui.chains.points import list_points
-from tui.chains.policy import Keep
-from tui.chains.prune import _qemu_img, finish_step, plan_prune, prune, record_step, select
-from tui.chains.restore import restore_local, restore_qemu
+from tui.core.chains.points import list_points
+from tui.core.chains.policy import Keep
+from tui.core.chains.prune import _qemu_img, finish_step, plan_prune, prune, record_step, select
+from tui.core.chains.restore import restore_local, restore_qemu
+from tui.core.ledger.ledger import PointsLedger, PruneState
 
 pytestmark = requires_qemu
 
@@ -128,7 +128,7 @@ async def test_daily_weekly_monthly_keep_exactly_the_selected(make_sandbox, flee
 
 
 def test_selection_rules_follow_proxmox():
-    from tui.chains.points import Point
+    from tui.core.chains.points import Point
 
     def pt(n, t):
         return Point("vm0", "p", "d", n, t, "incremental", f"/x/{n}", (f"/x/{n}",), "valid", None,
@@ -187,7 +187,7 @@ async def test_interrupted_after_commit_record_and_rebase(make_sandbox, fleet_fo
     sid = record_step(ledger, "vm0", merge)
     row = next(s for s in ledger.prune_steps() if s.id == sid)
     # Run the step but stop it (as a kill would) just before its files are deleted.
-    import tui.chains.prune as prune_mod
+    import tui.core.chains.prune as prune_mod
 
     real = prune_mod.delete_checked
     prune_mod.delete_checked = lambda *a: (_ for _ in ()).throw(prune_mod.PruneError("killed"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import connected, requires_qemu, wait_for
-from tui.errors import QMPCommandError
-from tui.model.state import BitmapState, JobResult, LinkState
+from tui.core.base.errors import QMPCommandError
+from tui.core.model.state import BitmapState, JobResult, LinkState
 
 pytestmark = requires_qemu
 
@@ -96,7 +96,7 @@ async def test_sandbox_qemu_dies_with_a_sigkilled_parent(tmp_path):
 
     code = (
         "import asyncio, sys\n"
-        "from tui.sandbox import Sandbox\n"
+        "from tui.demo.sandbox import Sandbox\n"
         "async def main():\n"
         f"    sb = await Sandbox(drives=1, workdir={str(tmp_path / 'sb')!r}).start()\n"
         "    print(sb.proc.pid, flush=True)\n"

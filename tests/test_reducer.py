@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tui.model import reducer
-from tui.model.state import ConnectionModel, Job, JobResult, LinkState
-from tui.model.store import Store
+from tui.core.model import reducer
+from tui.core.model.state import ConnectionModel, Job, JobResult, LinkState
+from tui.core.model.store import Store
 
 
 def ev(name, **data):

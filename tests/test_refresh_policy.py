@@ -42,7 +42,7 @@ async def test_job_event_triggers_bitmap_refresh(fake_qmp, fleet_for):
 async def test_old_qemu_2_6_end_to_end(fake_qmp, fleet_for):
     """A 2.6 QEMU: no query-jobs, bitmaps only in query-block's top level with `status`."""
     from tests.test_parse_generations import Q26_BLOCK, Q26_NAMED
-    from tui.model.state import BitmapState
+    from tui.core.model.state import BitmapState
 
     srv = await fake_qmp(version=(2, 6, 0), replies={
         "query-commands": [{"name": n} for n in (
@@ -66,7 +66,7 @@ async def test_off_screen_connections_are_polled_less_often_and_say_so(fake_qmp,
     """On screen: every refresh_interval. Off screen: OFF_SCREEN_FACTOR times less often, twice
     less again once nothing changed for a while (the model says how often); an event or coming
     into view refreshes at once."""
-    from tui.qmp.connection import OFF_SCREEN_FACTOR, UNCHANGED_ROUNDS
+    from tui.core.qmp.connection import OFF_SCREEN_FACTOR, UNCHANGED_ROUNDS
 
     srv = await fake_qmp()
     fleet = await fleet_for(srv.address, refresh_interval=0.05)

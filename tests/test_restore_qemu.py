@@ -11,9 +11,8 @@ import pytest
 
 from tests.conftest import make_policy, requires_qemu
 from tests.test_chains_qemu import reference
-from tui.chains.ledger import ImageState, PointsLedger, RestoreState
-from tui.chains.points import find_point, list_points
-from tui.chains.restore import (
+from tui.core.chains.points import find_point, list_points
+from tui.core.chains.restore import (
     RestoreFailed,
     RestoreRefused,
     end_export,
@@ -21,7 +20,8 @@ from tui.chains.restore import (
     restore_qemu,
     start_export,
 )
-from tui.chains.run import run_policy
+from tui.core.chains.run import run_policy
+from tui.core.ledger.ledger import ImageState, PointsLedger, RestoreState
 
 pytestmark = requires_qemu
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tui.chains.policy import Keep
-from tui.config import load_config
-from tui.errors import ConfigError
+from tui.core.base.errors import ConfigError
+from tui.core.chains.policy import Keep
+from tui.core.config import load_config
 
 BASE = "connections:\n  vm0: {address: unix:/tmp/q.sock%s}\npolicies:\n  p: {connection: vm0, " \
        "drives: [drive0], bitmap: bm, target_dir: /b%s}\n"

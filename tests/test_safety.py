@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires_qemu
-from tui.audit import AuditLog, changes, open_audit, read_entries
 from tui.cli.main import build_parser
 from tui.cli.options import session_of
-from tui.errors import (
+from tui.core.base.audit import AuditLog, changes, open_audit, read_entries
+from tui.core.base.errors import (
     CommandTimeoutError,
     ConfigError,
     QMPCommandError,
     ReadOnlyError,
     ValidationError,
 )
-from tui.paths import default_audit_path
-from tui.qmp.connection import is_mutating
+from tui.core.base.paths import default_audit_path
+from tui.core.qmp.connection import is_mutating
 
 TUI = Path(__file__).resolve().parent.parent / "tui"
 

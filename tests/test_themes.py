@@ -10,7 +10,7 @@ from textual.color import Color
 from textual.theme import Theme
 from textual.widgets import Static
 
-from tui.errors import ConfigError
+from tui.core.base.errors import ConfigError
 from tui.ui.theme_vars import APP_VARIABLES, resolve_defaults
 from tui.ui.themes import (
     BUILTIN_DIR,
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_repository_themes_dir_is_the_shipped_one():
-    # `themes/` at the top of a checkout is what the package ships (tui/builtin_themes).
+    # `themes/` at the top of a checkout is what the package ships (tui/ui/builtin_themes).
     assert (ROOT / "themes").resolve() == BUILTIN_DIR.resolve()
     assert sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml")) == sorted(BUILTIN_NAMES)
 

@@ -17,12 +17,12 @@ from qemu.qmp import QMPClient
 
 from tests.conftest import requires_qemu, wait_for
 from tests.remote import Certs, LocalSSHD, free_port, qemu_tls_args, sshd_unavailable
-from tui.model.state import LinkState
-from tui.model.store import Store
-from tui.qmp.address import parse_address
-from tui.qmp.connection import Connection
-from tui.qmp.fleet import Endpoint, Fleet
-from tui.qmp.transport import make_opener, ssh_argv
+from tui.core.model.state import LinkState
+from tui.core.model.store import Store
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.connection import Connection
+from tui.core.qmp.fleet import Endpoint, Fleet
+from tui.core.qmp.transport import make_opener, ssh_argv
 
 requires_sshd = pytest.mark.skipif(
     sshd_unavailable() is not None and not os.environ.get("CI"), reason=str(sshd_unavailable())

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from tui.model.state import Bitmap, ConnectionModel, Job, LinkState, Node
-from tui.txn import GROUPED, INDIVIDUAL, Action, Transaction, prepare, what_if
-from tui.txn.checks import blockdev_equivalent
-from tui.txn.verdict import decide
+from tui.core.model.state import Bitmap, ConnectionModel, Job, LinkState, Node
+from tui.core.txn import GROUPED, INDIVIDUAL, Action, Transaction, prepare, what_if
+from tui.core.txn.checks import blockdev_equivalent
+from tui.core.txn.verdict import decide
 
 
 def bm(name: str, count: int = 0, busy: bool = False, inconsistent: bool = False,
@@ -295,7 +295,7 @@ def test_failed_anchor_full_backup_is_explained() -> None:
 
 
 def test_core_does_not_import_textual() -> None:
-    code = ("import sys, tui.txn, tui.cli.apply, tui.txn.tracker; "
+    code = ("import sys, tui.core.txn, tui.cli.apply, tui.core.txn.tracker; "
             "assert 'textual' not in sys.modules, 'textual imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

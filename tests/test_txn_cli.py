@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from tests.conftest import requires_qemu
-from tui.audit import changes
-from tui.sandbox import QEMU_IMG, Sandbox, run
-from tui.txn import Transaction, dumps, load
-from tui.txn.model import Action
+from tui.core.base.audit import changes
+from tui.core.txn import Transaction, dumps, load
+from tui.core.txn.model import Action
+from tui.demo.sandbox import QEMU_IMG, Sandbox, run
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-configs"
 EXE = shutil.which("bitmap-tui", path=str(Path(sys.executable).parent)) or "bitmap-tui"

@@ -9,9 +9,9 @@ from textual.app import App
 from textual.widgets import Input, ListView, Select, Static, TabbedContent
 
 from tests.conftest import requires_qemu, wait_for
-from tui.sandbox import QEMU_IMG, run
-from tui.txn import Transaction
-from tui.txn.model import Action
+from tui.core.txn import Transaction
+from tui.core.txn.model import Action
+from tui.demo.sandbox import QEMU_IMG, run
 from tui.ui.screens.composer import ComposerScreen
 from tui.ui.screens.dialogs import ConfirmDialog
 

@@ -6,7 +6,7 @@ import os
 
 from tests.conftest import requires_qemu, wait_for
 from tests.dashboard_kit import running
-from tui.sandbox import QEMU_IMG, run
+from tui.demo.sandbox import QEMU_IMG, run
 from tui.ui.palette import commands_for
 from tui.ui.screens.composer import ComposerScreen
 from tui.ui.screens.dialogs import ConfirmDialog

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tui.errors import ConfigError
-from tui.txn import GROUPED, INDIVIDUAL, dumps, load, loads
-from tui.txn.model import Action, Transaction
+from tui.core.base.errors import ConfigError
+from tui.core.txn import GROUPED, INDIVIDUAL, dumps, load, loads
+from tui.core.txn.model import Action, Transaction
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-configs"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tui.model.parse import clean_file
-from tui.model.state import Bitmap, ConnectionModel, LinkState, Node
-from tui.txn import prepare
-from tui.txn.incremental import pick_bitmap, plan_incremental, planned_nodes
+from tui.core.model.parse import clean_file
+from tui.core.model.state import Bitmap, ConnectionModel, LinkState, Node
+from tui.core.txn import prepare
+from tui.core.txn.incremental import pick_bitmap, plan_incremental, planned_nodes
 
 
 def bm(name: str, count: int = 4096, *, recording: bool = True, busy: bool = False,
@@ -104,7 +104,7 @@ def test_blkdebug_and_json_file_names_give_the_image_path(tmp_path: Any) -> None
 def test_a_drive_with_a_running_job_is_skipped_and_named() -> None:
     from dataclasses import replace
 
-    from tui.model.state import Job
+    from tui.core.model.state import Job
 
     m = replace(demo_like(), jobs={"demo-backup": Job("demo-backup", "backup", "running",
                                                       node="disk1")})
@@ -114,8 +114,8 @@ def test_a_drive_with_a_running_job_is_skipped_and_named() -> None:
 
 
 def test_the_frozen_bitmap_refusal_names_the_job() -> None:
-    from tui.model.state import Job
-    from tui.ops.bitmaps import check_action
+    from tui.core.model.state import Job
+    from tui.core.ops.bitmaps import check_action
 
     node = demo_like().nodes["disk1"]
     jobs = [Job("demo-backup", "backup", "running", node="disk1"),
@@ -139,7 +139,7 @@ def test_targets_on_a_remote_qemu_are_flagged_unverified() -> None:
 def test_the_dashboard_prefers_the_configs_policy_bitmaps() -> None:
     from types import SimpleNamespace
 
-    from tui.chains.policy import Policy
+    from tui.core.chains.policy import Policy
     from tui.ui.operations import DashboardOperations
 
     two = Node("disk5", "qcow2", "/vm/d5.qcow2", 1, device="drive5",

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_qemu
-from tui.errors import QMPCommandError
-from tui.sandbox import QEMU_IMG, Sandbox, run
-from tui.txn import GROUPED, INDIVIDUAL, Transaction, TransactionRun, load, prepare
-from tui.txn.model import Action
+from tui.core.base.errors import QMPCommandError
+from tui.core.txn import GROUPED, INDIVIDUAL, Transaction, TransactionRun, load, prepare
+from tui.core.txn.model import Action
+from tui.demo.sandbox import QEMU_IMG, Sandbox, run
 
 pytestmark = requires_qemu
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from textual.app import App
 
-from tui.model.state import Bitmap, LinkState, Node
-from tui.model.store import Store
-from tui.txn import loads
+from tui.core.model.state import Bitmap, LinkState, Node
+from tui.core.model.store import Store
+from tui.core.txn import loads
 from tui.ui.screens.composer import ComposerScreen
 
 DOC = """
@@ -172,7 +172,7 @@ async def test_read_only_hides_and_refuses_send() -> None:
 
 
 async def test_save_asks_for_a_file_and_writes_loadable_yaml(tmp_path: Any) -> None:
-    from tui.txn import load
+    from tui.core.txn import load
     from tui.ui.screens.txn_dialogs import AskDialog
 
     target = tmp_path / "saved.yaml"

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tui.errors import QMPCommandError
-from tui.model import reducer
-from tui.model.state import Bitmap, Job, JobResult, LinkState, Node
-from tui.model.store import Store
-from tui.txn import Action, Transaction, TransactionRun, prepare
-from tui.txn import tracker as tracker_mod
+from tui.core.base.errors import QMPCommandError
+from tui.core.model import reducer
+from tui.core.model.state import Bitmap, Job, JobResult, LinkState, Node
+from tui.core.model.store import Store
+from tui.core.txn import Action, Transaction, TransactionRun, prepare
+from tui.core.txn import tracker as tracker_mod
 
 
 class FakeConn:
@@ -131,7 +131,7 @@ async def test_on_change_is_called_while_following() -> None:
 
 
 async def test_apply_transaction_in_one_call() -> None:
-    from tui.txn import apply_transaction
+    from tui.core.txn import apply_transaction
 
     conn = FakeConn()
     first = txn().actions[0]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.test_txn_checks import bd, incr, model
-from tui.txn import GROUPED, INDIVIDUAL, Transaction, prepare, what_if
-from tui.txn.verdict import (
+from tui.core.txn import GROUPED, INDIVIDUAL, Transaction, prepare, what_if
+from tui.core.txn.verdict import (
     CANCELLED,
     CLEARED,
     COMPLETED,

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tui.audit import AuditLog, open_audit
-from tui.chains.policy import Policy
-from tui.config import Config, load_config
-from tui.errors import ConfigError, ReadOnlyError
-from tui.paths import default_ledger_path
-from tui.qmp.fleet import Endpoint, Fleet, endpoints_from
+from tui.core.base.audit import AuditLog, open_audit
+from tui.core.base.errors import ConfigError, ReadOnlyError
+from tui.core.base.paths import default_ledger_path
+from tui.core.chains.policy import Policy
+from tui.core.config import Config, load_config
+from tui.core.qmp.fleet import Endpoint, Fleet, endpoints_from
 
 # How long a command waits for every connection's first answer, on top of the connect timeout
 # (a connect, the probe and the first node and job queries).

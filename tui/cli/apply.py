@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from tui.cli.options import EXIT_REFUSED, add_session_options, error, say, session_of
-from tui.errors import BitmapTuiError
-from tui.model.state import LinkState
+from tui.core.base.errors import BitmapTuiError
+from tui.core.model.state import LinkState
+from tui.core.txn.checks import Finding, prepare
+from tui.core.txn.files import load
+from tui.core.txn.model import COMPLETION_MODES, Transaction
+from tui.core.txn.tracker import TransactionRun
+from tui.core.txn.verdict import Verdict, describe
 from tui.session import Session
-from tui.txn.checks import Finding, prepare
-from tui.txn.files import load
-from tui.txn.model import COMPLETION_MODES, Transaction
-from tui.txn.tracker import TransactionRun
-from tui.txn.verdict import Verdict, describe
 
 
 def register(subparsers: Any) -> None:

@@ -12,9 +12,6 @@ import json
 import sys
 from typing import Any
 
-from tui.chains.ledger import PointsLedger
-from tui.chains.reconcile import reconcile
-from tui.chains.run import preview, run_policy
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -26,7 +23,10 @@ from tui.cli.options import (
 )
 from tui.cli.prune import print_result as print_prune
 from tui.cli.prune import prune_policy
-from tui.model.state import LinkState
+from tui.core.chains.reconcile import reconcile
+from tui.core.chains.run import preview, run_policy
+from tui.core.ledger.ledger import PointsLedger
+from tui.core.model.state import LinkState
 from tui.session import Session
 
 

@@ -12,10 +12,6 @@ import json
 import os
 from typing import Any
 
-from tui.chains.cleanup import delete_images
-from tui.chains.ledger import Ledger
-from tui.chains.reconcile import reconcile
-from tui.chains.view import build_view
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -26,8 +22,12 @@ from tui.cli.options import (
     say,
     session_of,
 )
-from tui.format import human_bytes
-from tui.model.state import LinkState
+from tui.core.base.format import human_bytes
+from tui.core.chains.cleanup import delete_images
+from tui.core.chains.reconcile import reconcile
+from tui.core.chains.view import build_view
+from tui.core.ledger.ledger import Ledger
+from tui.core.model.state import LinkState
 from tui.session import Session
 
 

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from tui.cli.options import EXIT_REFUSED, add_session_options, error, session_of
-from tui.sandbox import qemu_available
+from tui.demo.sandbox import qemu_available
 
 
 def register(subparsers: Any) -> None:

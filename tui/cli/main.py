@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from tui import __version__
 from tui.cli import apply, backup, chains, demo, points, prune, restore, status, verify
 from tui.cli.options import EXIT_REFUSED, add_session_options, error, session_of
-from tui.errors import BitmapTuiError
+from tui.core.base.errors import BitmapTuiError
 
 SUBCOMMANDS = (status, apply, backup, chains, verify, demo, points, restore, prune)
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from tui.core.base.text import LINE_LIMIT, shown
 from tui.session import LaunchOptions, Session
-from tui.text import LINE_LIMIT, shown
 
 EXIT_OK = 0
 EXIT_FAILED = 1

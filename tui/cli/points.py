@@ -10,8 +10,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from tui.chains.ledger import PointsLedger
-from tui.chains.points import Point, describe, list_points
 from tui.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -20,6 +18,8 @@ from tui.cli.options import (
     error,
     session_of,
 )
+from tui.core.chains.points import Point, describe, list_points
+from tui.core.ledger.ledger import PointsLedger
 
 
 def register(sub: Any) -> None:

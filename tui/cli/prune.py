@@ -11,9 +11,6 @@ import argparse
 import json
 from typing import Any
 
-from tui.chains.ledger import PointsLedger
-from tui.chains.policy import Policy
-from tui.chains.prune import PruneResult, plan_prune, prune
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -22,6 +19,9 @@ from tui.cli.options import (
     error,
     session_of,
 )
+from tui.core.chains.policy import Policy
+from tui.core.chains.prune import PruneResult, plan_prune, prune
+from tui.core.ledger.ledger import PointsLedger
 from tui.session import Session
 
 

@@ -16,9 +16,17 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from tui.chains.ledger import PointsLedger
-from tui.chains.points import Point, PointError, find_point, list_points
-from tui.chains.restore import (
+from tui.cli.options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    add_policy_command,
+    error,
+    session_of,
+)
+from tui.core.base.errors import BitmapTuiError, ConfigError, ReadOnlyError
+from tui.core.chains.points import Point, PointError, find_point, list_points
+from tui.core.chains.restore import (
     FORMATS,
     RestoreFailed,
     RestoreRefused,
@@ -29,17 +37,9 @@ from tui.chains.restore import (
     restore_qemu,
     start_export,
 )
-from tui.cli.options import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_REFUSED,
-    add_policy_command,
-    error,
-    session_of,
-)
-from tui.errors import BitmapTuiError, ConfigError, ReadOnlyError
-from tui.model.state import LinkState
-from tui.qmp.address import parse_address_lenient
+from tui.core.ledger.ledger import PointsLedger
+from tui.core.model.state import LinkState
+from tui.core.qmp.address import parse_address_lenient
 from tui.session import Session
 
 

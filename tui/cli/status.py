@@ -11,9 +11,9 @@ import json
 from typing import Any
 
 from tui.cli.options import EXIT_OK, EXIT_REFUSED, add_session_options, error, say, session_of
-from tui.format import human_bytes
-from tui.model.serialize import fleet_dict
-from tui.model.state import LinkState
+from tui.core.base.format import human_bytes
+from tui.core.model.serialize import fleet_dict
+from tui.core.model.state import LinkState
 
 
 def register(sub: Any) -> None:

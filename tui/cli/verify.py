@@ -9,9 +9,6 @@ import argparse
 import json
 from typing import Any
 
-from tui.chains.chain import chain_state
-from tui.chains.ledger import PointsLedger
-from tui.chains.verify import verify_chain
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -20,6 +17,9 @@ from tui.cli.options import (
     say,
     session_of,
 )
+from tui.core.chains.chain import chain_state
+from tui.core.chains.verify import verify_chain
+from tui.core.ledger.ledger import PointsLedger
 
 
 def register(sub: Any) -> None:

@@ -14,8 +14,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from tui.model.store import Store
-from tui.text import shown, shown_lines
+from tui.core.base.text import shown, shown_lines
+from tui.core.model.store import Store
 from tui.ui.actions import APP, DASHBOARD, UiAction, bindings, help_groups, known_ids, refuses
 from tui.ui.actions import group as action_group
 from tui.ui.palette import ContextCommands
@@ -104,7 +104,7 @@ class BitmapTuiApp(App[int]):
         if self.fleet is not None:
             self.fleet.start()
             if not self.read_only:
-                from tui.chains.reconcile import watch_fleet
+                from tui.core.chains.reconcile import watch_fleet
 
                 # Backup jobs that ended while the app was away are resolved on every connect.
                 self._chains_unwatch = watch_fleet(self.fleet, self.chains_ledger)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from tui.model.store import Store
+from tui.core.model.store import Store
 
 FRAME = 1 / 30  # at most ~30 redraws a second
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tui.demo import CONNECTION, Demo
+from tui.demo.vm import CONNECTION, Demo
 from tui.ui.palette import PaletteCommand
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.message import Message
 
-from tui.ops.common import Outcome
+from tui.core.ops.common import Outcome
 
 
 @dataclass

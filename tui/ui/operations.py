@@ -1,5 +1,5 @@
 """What the dashboard's bitmap, job and transaction keys do: resolve the selection, validate with
-:mod:`tui.ops` (the refusal is shown, nothing is sent), ask for confirmation when destructive, run
+:mod:`tui.core.ops` (the refusal is shown, nothing is sent), ask for confirmation when destructive, run
 the operation in a worker, and post :class:`~tui.ui.messages.OperationFinished` with the outcome
 (QEMU's own error text when QEMU refuses).
 
@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from tui.chains.owners import break_warning, record_console_break
-from tui.format import human_bytes
-from tui.model.state import Bitmap, ConnectionModel, Job, Node
-from tui.ops import bitmaps as bitmap_ops
-from tui.ops import jobs as job_ops
-from tui.ops.bitmaps import BitmapRef
-from tui.ops.common import Outcome, refused
-from tui.txn.incremental import plan_incremental
+from tui.core.base.format import human_bytes
+from tui.core.chains.owners import break_warning, record_console_break
+from tui.core.model.state import Bitmap, ConnectionModel, Job, Node
+from tui.core.ops import bitmaps as bitmap_ops
+from tui.core.ops import jobs as job_ops
+from tui.core.ops.bitmaps import BitmapRef
+from tui.core.ops.common import Outcome, refused
+from tui.core.txn.incremental import plan_incremental
 from tui.ui.messages import OperationFinished
 from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, AddRequest, MergeDialog
 from tui.ui.screens.composer import ComposerScreen, Draft

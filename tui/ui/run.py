@@ -15,17 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tui.demo import CONNECTION, Demo
-from tui.qmp.address import parse_address
-from tui.qmp.fleet import Endpoint
-from tui.sandbox import SandboxError
+from tui.core.base.text import LINE_LIMIT, shown
+from tui.core.qmp.address import parse_address
+from tui.core.qmp.fleet import Endpoint
+from tui.core.txn.model import Transaction
+from tui.demo.sandbox import SandboxError
+from tui.demo.vm import CONNECTION, Demo
 from tui.session import Session
-from tui.terminal import EXIT_INTERRUPTED, TerminalGuard
-from tui.text import LINE_LIMIT, shown
-from tui.txn.model import Transaction
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.demo_commands import palette_commands
 from tui.ui.palette import register_commands
+from tui.ui.terminal import EXIT_INTERRUPTED, TerminalGuard
 from tui.ui.themes import ThemeSet, adapt_to_terminal, load_themes
 
 Startup = Callable[[Any], Awaitable[None]]

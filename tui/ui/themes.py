@@ -1,7 +1,7 @@
 """Themes: YAML files validated and turned into :class:`textual.theme.Theme`.
 
 The built-in themes are the repository's top-level ``themes/*.yaml``; the package reaches them
-through the ``tui/builtin_themes`` symlink, which setuptools follows when it copies package data
+through the ``tui/ui/builtin_themes`` symlink, which setuptools follows when it copies package data
 into a wheel, so they are found the same way from a source checkout, an editable install and an
 installed wheel. User themes come from
 ``$XDG_CONFIG_HOME/bitmap-tui/themes/*.yaml``; a broken user theme is reported once and skipped.
@@ -21,11 +21,11 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 from yaml.nodes import Node
 
-from tui.errors import ConfigError
-from tui.paths import user_themes_dir
-from tui.yamlnodes import Reader, load_nodes
+from tui.core.base.errors import ConfigError
+from tui.core.base.paths import user_themes_dir
+from tui.core.base.yamlnodes import Reader, load_nodes
 
-BUILTIN_DIR = Path(__file__).parent.parent / "builtin_themes"
+BUILTIN_DIR = Path(__file__).parent / "builtin_themes"
 BUILTIN_NAMES = ("dark", "light", "high-contrast", "ansi")
 DEFAULT_THEME = "dark"
 

@@ -11,10 +11,10 @@ from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static
 
-from tui.format import human_bytes
-from tui.model.state import ConnectionModel, Node
-from tui.ops import bitmaps as ops
-from tui.ops.bitmaps import BitmapRef
+from tui.core.base.format import human_bytes
+from tui.core.model.state import ConnectionModel, Node
+from tui.core.ops import bitmaps as ops
+from tui.core.ops.bitmaps import BitmapRef
 from tui.ui.actions import DIALOG, bindings
 from tui.ui.screens.dialogs import FormDialog
 from tui.ui.widgets.checkbox import TextCheckbox

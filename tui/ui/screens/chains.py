@@ -4,7 +4,7 @@ Keys: ``r`` runs a policy (preview, confirm, send), ``R`` restores the selected 
 new file (after a confirmation naming it), ``x`` applies the selected problem's fix
 (after confirmation: a bitmap command, or deleting INVALID/UNKNOWN image files), ``v`` verifies the chains (``qemu-img check``), ``g`` re-reads, ``escape``
 goes back. The data comes from
-:mod:`tui.chains.view`; running goes through :mod:`tui.chains.run` (the same code as headless).
+:mod:`tui.core.chains.view`; running goes through :mod:`tui.core.chains.run` (the same code as headless).
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, OptionList, Static
 
-from tui.chains.chain import chain_state
-from tui.chains.ledger import Ledger, PointsLedger
-from tui.chains.points import list_points
-from tui.chains.policy import Policy
-from tui.chains.reconcile import reconcile
-from tui.chains.run import preview, run_policy
-from tui.chains.view import ChainsView, Problem, build_view
-from tui.errors import BitmapTuiError
-from tui.format import human_bytes
-from tui.model.store import Store
-from tui.text import LINE_LIMIT, shown
+from tui.core.base.errors import BitmapTuiError
+from tui.core.base.format import human_bytes
+from tui.core.base.text import LINE_LIMIT, shown
+from tui.core.chains.chain import chain_state
+from tui.core.chains.points import list_points
+from tui.core.chains.policy import Policy
+from tui.core.chains.reconcile import reconcile
+from tui.core.chains.run import preview, run_policy
+from tui.core.chains.view import ChainsView, Problem, build_view
+from tui.core.ledger.ledger import Ledger, PointsLedger
+from tui.core.model.store import Store
 from tui.ui.actions import CHAINS, DIALOG, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import ChainsVerified, PolicyRunFinished, RestoreFinished
@@ -268,7 +268,7 @@ class ChainsScreen(Screen[None]):
 
     def action_restore_point(self) -> None:
         """Restore the selected row's point to a new file next to its chain, after confirming."""
-        from tui.chains.points import list_points
+        from tui.core.chains.points import list_points
 
         row = self.query_one("#chains", DataTable).cursor_row
         if not 0 <= row < len(self.row_images):
@@ -298,7 +298,7 @@ class ChainsScreen(Screen[None]):
 
     @work(exclusive=True, group="chains-restore", exit_on_error=False)
     async def _restore(self, point: Any, target: str) -> None:
-        from tui.chains.restore import chain_is_local, restore_local, restore_qemu
+        from tui.core.chains.restore import chain_is_local, restore_local, restore_qemu
 
         def progress(done: int, total: int) -> None:
             self.restore_line = f"restoring {point.drive} point {point.point}: {100 * done / total:.0f}%"
@@ -338,7 +338,7 @@ class ChainsScreen(Screen[None]):
     @work(exclusive=True, group="chains-verify", exit_on_error=False)
     async def _verify(self) -> None:
         """``qemu-img check`` of every image of each drive's current chain, off the UI thread."""
-        from tui.chains.verify import chain_paths, check_image
+        from tui.core.chains.verify import chain_paths, check_image
 
         def check_all(paths: list[str]) -> list[Any]:
             return [check_image(p) for p in paths]
@@ -417,7 +417,7 @@ class ChainsScreen(Screen[None]):
 
     @work(exclusive=True, group="chains-fix", exit_on_error=False)
     async def _delete(self, pr: Problem) -> None:
-        from tui.chains.cleanup import delete_images
+        from tui.core.chains.cleanup import delete_images
 
         live = self.store.state.connections.get(pr.connection)
         open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()

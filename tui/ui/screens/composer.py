@@ -1,7 +1,7 @@
 """The transaction composer: build, check, preview, send, then follow the group to its verdict.
 
 Needs only a Fleet (for its Store and connections) and a connection name, so any App can push it:
-``app.push_screen(ComposerScreen(fleet, "vm0"))``. All transaction logic lives in :mod:`tui.txn`;
+``app.push_screen(ComposerScreen(fleet, "vm0"))``. All transaction logic lives in :mod:`tui.core.txn`;
 this screen only shows it.
 """
 
@@ -30,11 +30,10 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
-from tui.chains.owners import transaction_breaks
-from tui.chains.targets import Target
-from tui.errors import BitmapTuiError
-from tui.model.state import ConnectionModel
-from tui.txn import (
+from tui.core.base.errors import BitmapTuiError
+from tui.core.chains.owners import transaction_breaks
+from tui.core.model.state import ConnectionModel
+from tui.core.txn import (
     GROUPED,
     INDIVIDUAL,
     Action,
@@ -48,7 +47,7 @@ from tui.txn import (
     save,
     what_if,
 )
-from tui.txn.incremental import (
+from tui.core.txn.incremental import (
     DEFAULT_PATTERN,
     PlannedTarget,
     Skipped,
@@ -59,7 +58,8 @@ from tui.txn.incremental import (
     planned_nodes,
     release_targets,
 )
-from tui.txn.verdict import bitmap_line, image_line, unreleased
+from tui.core.txn.targets import Target
+from tui.core.txn.verdict import bitmap_line, image_line, unreleased
 from tui.ui.actions import COMPOSER, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.screens.dialogs import ConfirmDialog
@@ -172,7 +172,7 @@ class ComposerScreen(Screen[Draft | None]):
                         preferred: dict[str, list[str]] | None = None) -> ComposerScreen:
         """Start from a selection of drives: one incremental blockdev-backup each, grouped, to
         a new image next to the drive's (created through QEMU when sent); see
-        :func:`tui.txn.incremental.plan_incremental` for the bitmap each drive uses."""
+        :func:`tui.core.txn.incremental.plan_incremental` for the bitmap each drive uses."""
         model: ConnectionModel = fleet.store.connection(connection)
         plan = plan_incremental(model, devices, selected=selected, preferred=preferred,
                                 pattern=pattern)

@@ -20,9 +20,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Input
 from textual.worker import Worker, WorkerState
 
-from tui.model.state import ConnectionModel, JobResult, Node
-from tui.model.store import Store
-from tui.ops.common import Outcome
+from tui.core.model.state import ConnectionModel, JobResult, Node
+from tui.core.model.store import Store
+from tui.core.ops.common import Outcome
 from tui.ui.actions import DASHBOARD, bindings, palette_entries, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import OperationFinished, StateRendered

@@ -10,8 +10,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
-from tui.ops.jobs import parse_speed, speed_text
-from tui.text import shown_lines
+from tui.core.base.text import shown_lines
+from tui.core.ops.jobs import parse_speed, speed_text
 from tui.ui.actions import CONFIRM, DIALOG, bindings
 
 T = TypeVar("T")

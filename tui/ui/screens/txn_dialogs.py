@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from tui.txn.incremental import DEFAULT_PATTERN
+from tui.core.txn.incremental import DEFAULT_PATTERN
 from tui.ui.actions import DIALOG, bindings
 from tui.ui.screens.dialogs import FormDialog
 

@@ -16,10 +16,10 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select
 
-from tui.format import human_bytes
-from tui.model.state import ConnectionModel
-from tui.txn.files import DATA_KEYS
-from tui.txn.model import (
+from tui.core.base.format import human_bytes
+from tui.core.model.state import ConnectionModel
+from tui.core.txn.files import DATA_KEYS
+from tui.core.txn.model import (
     ACTION_TYPES,
     BACKUP_TYPES,
     BITMAP_MODES,

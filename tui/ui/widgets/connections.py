@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.model.state import ConnectionModel, FleetState
+from tui.core.model.state import ConnectionModel, FleetState
 from tui.ui.widgets.difftable import DiffTable
 from tui.ui.widgets.styled import STATE_CLASSES, styled
 

@@ -18,7 +18,7 @@ from textual.geometry import Size
 from textual.reactive import Reactive
 from textual.widgets import DataTable
 
-from tui.text import is_plain, shown
+from tui.core.base.text import is_plain, shown
 
 Row = tuple[str, tuple[Any, ...]]
 

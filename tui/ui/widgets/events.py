@@ -17,8 +17,8 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.model.state import EventRecord
-from tui.text import LINE_LIMIT, shown
+from tui.core.base.text import LINE_LIMIT, shown
+from tui.core.model.state import EventRecord
 
 SEVERITY_CLASSES = set({"event--error", "event--warning", "event--info", "event--time"})
 MAX_LINES = 5000  # lines the log holds (the store keeps its own, longer history)

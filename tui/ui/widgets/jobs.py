@@ -11,8 +11,8 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.format import human_bytes, human_duration, human_rate
-from tui.model.state import ConnectionModel, Job, JobResult
+from tui.core.base.format import human_bytes, human_duration, human_rate
+from tui.core.model.state import ConnectionModel, Job, JobResult
 from tui.ui.actions import JOBS, bindings
 from tui.ui.widgets.difftable import DiffTable, Row
 from tui.ui.widgets.styled import STATE_CLASSES, styled

@@ -9,8 +9,8 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.format import human_bytes, percent
-from tui.model.state import Bitmap, ConnectionModel, Node
+from tui.core.base.format import human_bytes, percent
+from tui.core.model.state import Bitmap, ConnectionModel, Node
 from tui.ui.actions import NODES, bindings
 from tui.ui.widgets.difftable import DiffTable, Row
 from tui.ui.widgets.styled import STATE_CLASSES, styled

@@ -1,0 +1,1 @@
+"""The core: everything without Textual, ordered in layers (see CONTRIBUTING.md)."""

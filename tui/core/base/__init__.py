@@ -1,0 +1,1 @@
+"""Small shared modules every layer of the core may use."""

@@ -1,0 +1,1 @@
+"""The backup-chain ledger: what was backed up, where, and with which verdict."""
