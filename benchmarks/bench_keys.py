@@ -96,6 +96,7 @@ async def measure(fakes: list[str], qemus: list[str], flood_sock: str, rate: flo
                   rounds: int, gap: float) -> dict[str, Any]:
     from textual import events
 
+    from tui.session import ConsoleContext
     from tui.ui.app import BitmapTuiApp
 
     fleet = Fleet(reconnect=False, connect_timeout=60)
@@ -104,7 +105,7 @@ async def measure(fakes: list[str], qemus: list[str], flood_sock: str, rate: flo
         fleet.add(Endpoint(f"fake{i:03d}", parse_address(f"unix:{path}")))
     for i, path in enumerate(qemus):
         fleet.add(Endpoint(f"qemu{i:02d}", parse_address(f"unix:{path}")))
-    app = BitmapTuiApp(fleet=fleet)
+    app = BitmapTuiApp(ConsoleContext.of_fleet(fleet))
     waiting: list[tuple[Check, asyncio.Future[float]]] = []
     latencies: dict[str, list[float]] = {"cursor": [], "filter": [], "dialog": []}
     timeouts = 0

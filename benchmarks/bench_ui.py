@@ -87,13 +87,14 @@ async def ui_latency(sock: str, rate: float, seconds: float,
 
 async def _ui_latency_at(sock: str, rate: float, seconds: float,
                          size: tuple[int, int]) -> dict[str, Any]:
+    from tui.session import ConsoleContext
     from tui.ui.app import BitmapTuiApp
     from tui.ui.messages import StateRendered
 
     fleet = Fleet(reconnect=False, connect_timeout=30)
     conn = fleet.add(Endpoint("vm", parse_address(f"unix:{sock}")))
     store = fleet.store
-    app = BitmapTuiApp(fleet=fleet)
+    app = BitmapTuiApp(ConsoleContext.of_fleet(fleet))
     count = int(rate * seconds)
     arrivals: list[tuple[int, float]] = []  # (store generation that includes it, sent at)
     frames: list[tuple[float, int]] = []  # (produced at, generation drawn)
@@ -223,9 +224,10 @@ def change_some(conn: ConnectionModel, changed: int, rng: random.Random) -> Conn
 
 async def table_update(nodes: int, bitmaps: int, rounds: int) -> dict[str, Any]:
     from tui.core.model.store import Store
+    from tui.session import ConsoleContext
     from tui.ui.app import BitmapTuiApp
 
-    app = BitmapTuiApp(store=Store())
+    app = BitmapTuiApp(ConsoleContext(store=Store()))
     rng = random.Random(7)
     conn = big_connection(nodes, bitmaps)
     rows = nodes * bitmaps

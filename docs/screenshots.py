@@ -14,6 +14,7 @@ from tui.core.model.state import JobResult
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet
 from tui.demo.vm import BACKUP_JOB, Demo, palette_commands
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.palette import register_commands
 
@@ -52,7 +53,7 @@ async def main() -> None:
         await wait(lambda: demo.backup_job in jobs(), "the new backup")
         await asyncio.sleep(2.0)
         for name, theme, size in SHOTS:
-            app = BitmapTuiApp(fleet=fleet, theme_name=theme, demo=demo)
+            app = BitmapTuiApp(ConsoleContext.of_fleet(fleet, demo=demo), theme_name=theme)
             async with app.run_test(size=size) as pilot:
                 await asyncio.sleep(0.5)
                 await pilot.pause()

@@ -9,6 +9,7 @@ from typing import Any
 
 from tests.conftest import wait_for
 from tui.core.base.audit import changes
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.screens.dashboard import DashboardScreen
@@ -67,7 +68,7 @@ def sent_commands(audit_path: Path) -> list[str]:
 @asynccontextmanager
 async def running(fleet: Any, size: tuple[int, int] = (80, 24), **kw: Any) -> AsyncIterator[Any]:
     """``async with running(fleet) as (app, pilot, dash)``: the dashboard on a started fleet."""
-    app = BitmapTuiApp(fleet=fleet, **kw)
+    app = BitmapTuiApp(ConsoleContext.of_fleet(fleet), **kw)
     async with watch(app, size=size) as pilot:
         dash = app.dashboard
         await settle(pilot, dash)

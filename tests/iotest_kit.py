@@ -145,7 +145,7 @@ async def send(conn: Any, txn: Transaction) -> TransactionRun:
     prepared = prepare(txn, conn.model)
     assert prepared.ok, prepared.errors
     run_ = TransactionRun(conn, prepared)
-    assert await run_.send(), run_.error
+    assert (await run_.send()).sent, run_.error
     return run_
 
 

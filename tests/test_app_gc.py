@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 
 from tui.core.model.store import Store
+from tui.session import ConsoleContext
 from tui.ui.app import GC_THRESHOLDS, BitmapTuiApp
 
 
 async def test_app_freezes_startup_objects_and_collects_less_often():
     gc.unfreeze()
-    app = BitmapTuiApp(store=Store())
+    app = BitmapTuiApp(ConsoleContext(store=Store()))
     async with app.run_test(size=(80, 24)):
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == GC_THRESHOLDS

@@ -11,6 +11,7 @@ from tests.dashboard_kit import messages, screen_text, watch
 from tests.test_chains_qemu import damage
 from tui.core.chains.run import run_policy
 from tui.core.ledger.ledger import ImageState, Ledger
+from tui.session import ConsoleContext, LaunchOptions, Session
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.screens.chains import ChainsScreen
@@ -21,10 +22,8 @@ pytestmark = requires_qemu
 
 
 def make_app(fleet, ledger, pol, **kw):
-    app = BitmapTuiApp(fleet=fleet, **kw)
-    app.chains_ledger = ledger
-    app.chains_policies = {pol.name: pol}
-    return app
+    return BitmapTuiApp(ConsoleContext.of_fleet(fleet, ledger_path=ledger.path,
+                                                policies={pol.name: pol}, **kw))
 
 
 async def test_run_policy_and_fix_a_retired_bitmap_from_the_screen(make_sandbox, fleet_for, tmp_path):
@@ -128,7 +127,7 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
     ledger.close()
 
 
-async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path):
+async def test_console_start_reconciles_the_sessions_ledger(make_sandbox, fleet_for, tmp_path):
     """A transaction left open by a run that died is resolved when the app connects."""
     from tui.core.ledger.ledger import JobState, TxnState
 
@@ -142,10 +141,12 @@ async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path
     ledger.mark_sent(txn)
     ledger.release([txn])  # the run that owned it is over
     fleet = await fleet_for(sb)
-    app = BitmapTuiApp(fleet=fleet)
-    app.chains_ledger = ledger
-    async with watch(app, size=(100, 30)):
+    # What the console's start does beside the app: the session watches its own ledger.
+    stop = Session(LaunchOptions(ledger=str(ledger.path))).watch_chains(fleet)
+    try:
         await wait_for(lambda: ledger.txn(txn).state is TxnState.DONE, what="reconciled at start")
+    finally:
+        stop()
     assert ledger.jobs(txn)[0].state is JobState.UNKNOWN
     assert ledger.images()[0].state is ImageState.UNKNOWN
     ledger.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fake_state import build_store
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 
 # Snapshots show event timestamps: render them in UTC whatever the machine's zone.
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("utc")
 
 def make_app() -> BitmapTuiApp:
     # A frozen clock: rates and ETAs come out the same on every run.
-    return BitmapTuiApp(store=build_store(), clock=lambda: 1000.0)
+    return BitmapTuiApp(ConsoleContext(store=build_store()), clock=lambda: 1000.0)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
@@ -22,5 +23,5 @@ def test_dashboard_snapshot(snap_compare, size):
 
 
 def test_dashboard_snapshot_read_only_help(snap_compare):
-    app = BitmapTuiApp(store=build_store(), read_only=True, clock=lambda: 1000.0)
+    app = BitmapTuiApp(ConsoleContext(store=build_store(), read_only=True), clock=lambda: 1000.0)
     assert snap_compare(app, press=["question_mark"], terminal_size=(80, 24))

@@ -17,6 +17,7 @@ from tui.core.model import reducer
 from tui.core.ops import bitmaps as bitmap_ops
 from tui.core.ops import jobs as job_ops
 from tui.core.qmp.connection import is_mutating
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import StateRendered
 from tui.ui.screens.dialogs import ConfirmDialog
@@ -118,7 +119,7 @@ async def test_palette_offers_context_commands_and_confirms(fake_fleet):
 
 
 async def test_help_screen_lists_keys():
-    app = BitmapTuiApp(store=build_store())
+    app = BitmapTuiApp(ConsoleContext(store=build_store()))
     async with watch(app, size=(80, 24)) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
@@ -129,7 +130,7 @@ async def test_help_screen_lists_keys():
 
 
 async def test_keymap_remaps_by_binding_id():
-    app = BitmapTuiApp(store=build_store())
+    app = BitmapTuiApp(ConsoleContext(store=build_store()))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         app.set_keymap({"bitmap.clear": "k"})
@@ -143,7 +144,7 @@ async def test_keymap_remaps_by_binding_id():
 
 async def test_event_filter_and_follow():
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         log = dash.event_log
@@ -175,7 +176,7 @@ async def test_event_filter_and_follow():
 
 
 async def test_node_filter_keeps_matching_bitmaps():
-    app = BitmapTuiApp(store=build_store())
+    app = BitmapTuiApp(ConsoleContext(store=build_store()))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         await pilot.press("slash", *"week")
@@ -189,7 +190,7 @@ async def test_node_filter_keeps_matching_bitmaps():
 
 async def test_bursts_are_coalesced_and_tables_diffed():
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         await settle(pilot, dash)
@@ -221,7 +222,7 @@ async def test_connection_rows_are_formatted_only_for_connections_that_changed()
     """A fleet of 200 redraws its connections table every frame: an unchanged connection (the
     same model object) keeps the row made last time."""
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         await settle(pilot, dash)
@@ -237,7 +238,7 @@ async def test_connection_rows_are_formatted_only_for_connections_that_changed()
 async def test_the_dialog_parts_composed_with_the_dashboard_are_gone_once_mounted():
     from tui.ui.screens.dialogs import DialogParts
 
-    app = BitmapTuiApp(store=build_store())
+    app = BitmapTuiApp(ConsoleContext(store=build_store()))
     async with watch(app, size=(80, 24)) as pilot:
         await settle(pilot, app.dashboard)
         assert not app.dashboard.query(DialogParts)
@@ -247,7 +248,7 @@ async def test_the_dialog_parts_composed_with_the_dashboard_are_gone_once_mounte
 async def test_footer_is_rebuilt_only_when_its_keys_change():
     """Every cursor move tells the footer its bindings may have changed; rebuilding its keys
     costs about 13 ms a time, so it happens only when the keys differ, once however many calls."""
-    app = BitmapTuiApp(store=build_store())
+    app = BitmapTuiApp(ConsoleContext(store=build_store()))
     async with watch(app, size=(120, 40)) as pilot:
         dash = app.dashboard
         await settle(pilot, dash)
@@ -314,7 +315,7 @@ def test_every_binding_has_an_id():
 
 async def test_event_flood_renders_only_what_the_log_holds():
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         running_job_events(store, 4000)
@@ -327,7 +328,7 @@ async def test_event_flood_renders_only_what_the_log_holds():
 
 
 async def test_theme_change_recolours_existing_cells():
-    app = BitmapTuiApp(store=build_store())
+    app = BitmapTuiApp(ConsoleContext(store=build_store()))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         table = dash.nodes_table
@@ -356,7 +357,7 @@ async def test_connection_selection_and_all_connections():
     store = build_store()
     web = store.connection("web")
     store.update("db", lambda c: replace(web, name="db", address=c.address))
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(120, 40)) as pilot:
         dash = app.dashboard
         conns_of = lambda: {str(k.value).split("\x1f")[0] for k in dash.nodes_table.rows}  # noqa: E731
@@ -383,7 +384,7 @@ async def test_narrow_layout_keeps_file_name_end_node_and_error_in_view():
     from tui.ui.widgets.jobs import job_key
     from tui.ui.widgets.nodes import node_key
 
-    app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0)
+    app = BitmapTuiApp(ConsoleContext(store=build_store()), clock=lambda: 1000.0)
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         nodes, jobs = dash.nodes_table, dash.jobs_table
@@ -435,7 +436,7 @@ async def test_finished_jobs_do_not_squeeze_the_nodes_at_80x24():
     done = {f"old-{i}": Job(f"old-{i}", "backup", "concluded", result=JobResult.COMPLETED)
             for i in range(12)}
     store.update("web", lambda c: replace(c, jobs={**c.jobs, **done}))
-    app = BitmapTuiApp(store=store, clock=lambda: 1000.0)
+    app = BitmapTuiApp(ConsoleContext(store=store), clock=lambda: 1000.0)
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         await settle(pilot, dash)
@@ -451,7 +452,7 @@ async def test_rows_added_to_a_full_jobs_table_scroll_without_a_screen_layout():
     from tui.core.model.state import Job
 
     store = build_store()
-    app = BitmapTuiApp(store=store, clock=lambda: 1000.0)
+    app = BitmapTuiApp(ConsoleContext(store=store), clock=lambda: 1000.0)
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         table = dash.jobs_table

@@ -11,6 +11,7 @@ from tui.core.model.state import BitmapState, JobResult
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet
 from tui.demo.vm import BACKUP_JOB, Demo
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.demo_commands import palette_commands
 from tui.ui.palette import commands_for, register_commands
@@ -30,7 +31,7 @@ async def test_palette_fail_next_read_fails_the_backup(demo):
     register_commands(palette_commands)
     fleet = Fleet(job_poll_interval=0.1, backoff_max=0.5)
     fleet.add(Endpoint("demo", parse_address(demo.address)))
-    app = BitmapTuiApp(fleet=fleet, demo=demo)
+    app = BitmapTuiApp(ConsoleContext.of_fleet(fleet, demo=demo))
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             model = lambda: fleet.store.connection("demo")  # noqa: E731

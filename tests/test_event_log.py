@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.conftest import wait_for
 from tests.dashboard_kit import calls_of, settle, watch
 from tests.fake_state import build_store, running_job_events
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.widgets.events import EventLog
 
@@ -15,7 +16,7 @@ def visible_text(log: EventLog) -> list[str]:
 
 async def test_flood_formats_only_visible_lines():
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         log = dash.event_log
@@ -45,7 +46,7 @@ async def test_flood_formats_only_visible_lines():
 
 async def test_paused_log_keeps_its_place_and_filter_reapplies():
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         log = dash.event_log
@@ -70,7 +71,7 @@ async def test_empty_log_has_a_placeholder():
 
     store = Store()
     store.add_connection("web", "unix:/x")
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         await settle(pilot, dash)
@@ -82,7 +83,7 @@ async def test_empty_log_has_a_placeholder():
 
 async def test_the_log_follows_again_when_a_screen_returns():
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 24)) as pilot:
         dash = app.dashboard
         log = dash.event_log
@@ -104,7 +105,7 @@ async def test_the_log_follows_again_when_a_screen_returns():
 async def test_the_log_follows_when_its_box_shrinks():
     """More jobs (or a smaller terminal) shrink the log: its newest line stays in view."""
     store = build_store()
-    app = BitmapTuiApp(store=store)
+    app = BitmapTuiApp(ConsoleContext(store=store))
     async with watch(app, size=(80, 40)) as pilot:
         dash = app.dashboard
         log = dash.event_log

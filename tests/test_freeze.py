@@ -10,10 +10,11 @@ import pytest
 import tui.core.chains.freeze as freeze_mod
 from tests.conftest import make_policy, requires_qemu
 from tests.fakeagent import FakeAgent
+from tui.core.base.errors import AgentError
 from tui.core.chains.points import list_points
 from tui.core.chains.run import run_policy
 from tui.core.ledger.ledger import ImageState, PointsLedger
-from tui.core.qmp.agent import AgentError, GuestAgent
+from tui.core.qmp.agent import GuestAgent
 
 pytestmark = requires_qemu
 

@@ -10,11 +10,12 @@ import pytest
 
 from tests.conftest import make_policy, wait_for
 from tests.guest_agent import AgentGuest, guest_missing
+from tui.core.base.errors import AgentError
 from tui.core.chains.points import list_points
 from tui.core.chains.restore import restore_local
 from tui.core.chains.run import run_policy
 from tui.core.ledger.ledger import ImageState, PointsLedger
-from tui.core.qmp.agent import AgentError, GuestAgent
+from tui.core.qmp.agent import GuestAgent
 
 if os.environ.get("CI") and guest_missing():
     raise RuntimeError(f"CI=true but the agent guest cannot run: {guest_missing()}")

@@ -9,6 +9,7 @@ import pytest
 
 from tests.fake_state import build_store
 from tui.core.config import load_config
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.themes import BUILTIN_NAMES
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("utc")
 
 @pytest.mark.parametrize("theme", BUILTIN_NAMES)
 def test_dashboard_with_theme(snap_compare, theme):
-    app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0, theme_name=theme)
+    app = BitmapTuiApp(ConsoleContext(store=build_store()), clock=lambda: 1000.0, theme_name=theme)
     assert snap_compare(app, terminal_size=(80, 24))
 
 
@@ -30,14 +31,14 @@ def test_dashboard_with_theme(snap_compare, theme):
 def test_dashboard_with_sample_config(snap_compare, path):
     cfg = load_config(path)
     cfg.check_keymap(known_binding_ids())
-    app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0, theme_name=cfg.defaults.theme,
-                       keymap=cfg.keymap, read_only=cfg.defaults.read_only)
+    app = BitmapTuiApp(ConsoleContext(store=build_store(), read_only=cfg.defaults.read_only),
+                       clock=lambda: 1000.0, theme_name=cfg.defaults.theme, keymap=cfg.keymap)
     assert snap_compare(app, terminal_size=(80, 24))
 
 
 async def test_theme_and_keymap_are_applied():
     cfg = load_config(ROOT / "sample-configs" / "config-keys.yaml")
-    app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0, theme_name=cfg.defaults.theme,
+    app = BitmapTuiApp(ConsoleContext(store=build_store()), clock=lambda: 1000.0, theme_name=cfg.defaults.theme,
                        keymap=cfg.keymap)
     async with app.run_test(size=(80, 24)) as pilot:
         assert app.theme == "ansi" and app.current_theme.ansi
@@ -55,7 +56,7 @@ async def test_theme_and_keymap_are_applied():
 
 
 async def test_palette_theme_switch_offers_our_themes():
-    app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0)
+    app = BitmapTuiApp(ConsoleContext(store=build_store()), clock=lambda: 1000.0)
     async with app.run_test(size=(80, 24)) as pilot:
         assert app.theme == "dark"
         assert set(BUILTIN_NAMES) <= set(app.available_themes)
@@ -94,7 +95,7 @@ async def test_broken_user_theme_is_reported_once_and_skipped(tmp_path, monkeypa
     d.mkdir(parents=True)
     (d / "bad.yaml").write_text("name: bad\ncolors:\n  primary: nope\n")
     (d / "good.yaml").write_text("name: good\ninherits: light\n")
-    app = BitmapTuiApp(store=build_store(), clock=lambda: 1000.0, theme_name="good")
+    app = BitmapTuiApp(ConsoleContext(store=build_store()), clock=lambda: 1000.0, theme_name="good")
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert app.theme == "good" and "bad" not in app.available_themes

@@ -227,7 +227,7 @@ async def test_connection_lost_mid_job_counts_as_lost(make_sandbox, fleet_for):
                                                   "bitmap": "bitmap0", "target": "t0",
                                                   "speed": 65536}),))
     run_ = TransactionRun(conn, prepare(txn, conn.model))
-    assert await run_.send()
+    assert (await run_.send()).sent
     assert run_.job_ids == ["drive0"]
     assert conn.model.jobs["drive0"].node == "disk0"  # note_job_node
     sb.kill()

@@ -161,9 +161,10 @@ async def test_read_only_hides_and_refuses_send() -> None:
         assert screen.check_action("toggle_mode", ()) is True
 
     # the console's help on the composer hides the keys that would send
+    from tui.session import ConsoleContext
     from tui.ui.app import BitmapTuiApp
 
-    app2 = BitmapTuiApp(fleet=fleet)
+    app2 = BitmapTuiApp(ConsoleContext(store=fleet.store, read_only=True))
     async with app2.run_test(size=(80, 24)) as pilot:
         await app2.push_screen(ComposerScreen(fleet, "vm0", loads(DOC)))
         await pilot.pause()
@@ -219,11 +220,12 @@ async def test_targets_on_a_remote_qemu_ask_before_sending() -> None:
 
 
 async def test_quit_with_an_unsent_transaction_asks() -> None:
+    from tui.session import ConsoleContext
     from tui.ui.app import BitmapTuiApp
     from tui.ui.screens.dialogs import ConfirmDialog
 
     fleet = StoreOnly()
-    app = BitmapTuiApp(fleet=fleet)
+    app = BitmapTuiApp(ConsoleContext(store=fleet.store))
     async with app.run_test(size=(80, 24)) as pilot:
         await app.push_screen(ComposerScreen.for_incremental(fleet, "vm0", ["drive0"]))
         await pilot.pause()

@@ -10,12 +10,21 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tui.core.base.errors import QMPCommandError
+from tui.core.base.errors import (
+    AuditError,
+    BitmapTuiError,
+    CommandTimeoutError,
+    ConnectionLostError,
+    NotConnectedError,
+    QMPCommandError,
+    ReadOnlyError,
+)
 from tui.core.model import reducer
 from tui.core.model.state import Bitmap, Job, JobResult, LinkState, Node
 from tui.core.model.store import Store
 from tui.core.txn import Action, Transaction, TransactionRun, prepare
 from tui.core.txn import tracker as tracker_mod
+from tui.core.txn.tracker import Sent
 
 
 class FakeConn:
@@ -23,7 +32,7 @@ class FakeConn:
 
     name = "vm0"
 
-    def __init__(self, refuse: str | None = None) -> None:
+    def __init__(self, refuse: str | None = None, fail: BitmapTuiError | None = None) -> None:
         self.store = Store()
         self.store.add_connection("vm0", "unix:/x")
         nodes = {f"disk{i}": Node(f"disk{i}", "qcow2", f"/i/d{i}.qcow2", 1 << 26, device=f"drive{i}",
@@ -35,12 +44,15 @@ class FakeConn:
                                                    commands=frozenset({"transaction"})))
         self.sent: list[tuple[str, Any]] = []
         self.refuse = refuse
+        self.fail = fail
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None, *,
                       timeout: float | None = None) -> Any:
         self.sent.append((command, arguments))
         if self.refuse:
             raise QMPCommandError(command, "GenericError", self.refuse)
+        if self.fail is not None and command == "transaction":
+            raise self.fail
         return {}
 
     def note_job_node(self, job_id: str, node: str) -> None:
@@ -65,7 +77,7 @@ async def test_results_come_from_events_and_stale_records_are_forgotten() -> Non
     conn.store.update("vm0", lambda c: replace(c, jobs={"drive1": Job(
         "drive1", "backup", "concluded", result=JobResult.COMPLETED)}))
     run = TransactionRun(conn, prepare(txn(), conn.store.connection("vm0")))
-    assert await run.send()
+    assert (await run.send()).sent
     assert conn.sent[-1][0] == "transaction"
     assert conn.store.connection("vm0").jobs["drive1"].result is None
     waiter = asyncio.ensure_future(run.wait(timeout=30))
@@ -87,7 +99,7 @@ async def test_a_job_gone_without_its_end_event_is_lost(monkeypatch: pytest.Monk
     monkeypatch.setattr(tracker_mod, "END_EVENT_GRACE", 0.2)
     conn = FakeConn()
     run = TransactionRun(conn, prepare(txn(), conn.store.connection("vm0")))
-    assert await run.send()
+    assert (await run.send()).sent
     waiter = asyncio.ensure_future(run.wait(timeout=30))
     conn.event("BLOCK_JOB_CANCELLED", device="drive0", type="backup", len=10, offset=1, speed=0)
     # drive1 disappears from query-jobs and its event never arrives (events were missed)
@@ -101,7 +113,7 @@ async def test_a_job_gone_without_its_end_event_is_lost(monkeypatch: pytest.Monk
 async def test_qmp_refusal_and_check_refusal_send_nothing_more() -> None:
     conn = FakeConn(refuse="Job ID 'drive0' already in use")
     run = TransactionRun(conn, prepare(txn(), conn.store.connection("vm0")))
-    assert not await run.send()
+    assert (await run.send()).state is Sent.REFUSED
     assert run.verdict is not None and run.verdict.exit_code == 2
     assert run.error == "QEMU refused the transaction: Job ID 'drive0' already in use"
     conn2 = FakeConn()
@@ -113,12 +125,28 @@ async def test_qmp_refusal_and_check_refusal_send_nothing_more() -> None:
     assert "at least one source" in (verdict.error or "")
 
 
+@pytest.mark.parametrize("fail,state", [
+    (ConnectionLostError("the connection dropped before QEMU answered"), Sent.UNKNOWN),
+    (CommandTimeoutError("QEMU did not answer within 10 s"), Sent.UNKNOWN),
+    (ReadOnlyError("read-only mode: 'transaction' was not sent"), Sent.REFUSED),
+    (AuditError("not sent: the audit log is not writable"), Sent.REFUSED),
+    (NotConnectedError("vm0 is not connected"), Sent.REFUSED),
+])
+async def test_a_lost_reply_is_outcome_unknown_and_a_refusal_is_refused(fail, state) -> None:
+    """The send outcome is typed: only what certainly did nothing is REFUSED."""
+    conn = FakeConn(fail=fail)
+    run = TransactionRun(conn, prepare(txn(), conn.store.connection("vm0")))
+    outcome = await run.send()
+    assert outcome.state is state and outcome.reason == str(fail) and not outcome.sent
+    assert not run.accepted
+
+
 async def test_on_change_is_called_while_following() -> None:
     conn = FakeConn()
     calls: list[int] = []
     run = TransactionRun(conn, prepare(txn("grouped"), conn.store.connection("vm0")),
                          on_change=lambda: calls.append(1))
-    assert await run.send()
+    assert (await run.send()).sent
     waiter = asyncio.ensure_future(run.wait(timeout=30))
     conn.event("JOB_STATUS_CHANGE", id="drive0", status="waiting")
     await wait_for(lambda: len(calls) >= 2, 5, "notifications")
@@ -162,7 +190,7 @@ async def test_always_cancel_is_cleared_only_when_the_end_event_says_all_was_cop
         Action("blockdev-backup", {"device": f"drive{d}", "sync": "bitmap", "bitmap": f"bitmap{d}",
                                    "bitmap-mode": "always", "target": f"t{d}"}) for d in (0, 1)))
     run = TransactionRun(conn, prepare(always, conn.store.connection("vm0")))
-    assert await run.send()
+    assert (await run.send()).sent
     waiter = asyncio.ensure_future(run.wait(timeout=30))
     conn.event("BLOCK_JOB_CANCELLED", device="drive0", type="backup", len=458752, offset=458752,
                speed=0)

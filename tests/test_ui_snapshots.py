@@ -13,6 +13,7 @@ from textual.app import App
 from tests.fake_state import build_store
 from tests.test_txn_snapshots import StoreOnly
 from tui.core.ledger.ledger import Ledger
+from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.screens.chains import ChainsScreen
 from tui.ui.screens.composer import ComposerScreen
@@ -22,7 +23,7 @@ SIZES = [(80, 24), (120, 40)]
 
 
 def dashboard() -> BitmapTuiApp:
-    return BitmapTuiApp(store=build_store(), clock=lambda: 1000.0)
+    return BitmapTuiApp(ConsoleContext(store=build_store()), clock=lambda: 1000.0)
 
 
 class ChainsApp(App[None]):
@@ -34,7 +35,7 @@ class ChainsApp(App[None]):
         self.ledger = ledger
 
     def on_mount(self) -> None:
-        self.push_screen(ChainsScreen(build_store(), ledger=self.ledger))
+        self.push_screen(ChainsScreen(ConsoleContext(store=build_store()), self.ledger.path))
 
 
 def one_image_ledger(path: Path) -> Ledger:

@@ -17,7 +17,7 @@ No Textual here: the console receives a :class:`Session` from the command line l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,11 @@ from tui.core.base.audit import AuditLog, open_audit
 from tui.core.base.errors import ConfigError, ReadOnlyError
 from tui.core.base.paths import default_ledger_path
 from tui.core.chains.policy import Policy
+from tui.core.chains.reconcile import watch_fleet
 from tui.core.config import Config, load_config
+from tui.core.model.store import Store
 from tui.core.qmp.fleet import Endpoint, Fleet, endpoints_from
+from tui.demo.vm import Demo
 
 # How long a command waits for every connection's first answer, on top of the connect timeout
 # (a connect, the probe and the first node and job queries).
@@ -55,6 +58,37 @@ class LaunchOptions:
     #: Remote-access options applied to every ``--connect`` address (``tls_ca``, ``tls_cert``,
     #: ``tls_key``, ``ssh_config``, ``allow_insecure_tcp``).
     transport: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleContext:
+    """Everything the console needs from the session, decided there once (read-only, the
+    ledger, the audit log): the console reads no default and opens no ledger of its own."""
+
+    #: The state the screens show (the fleet's store when there is a fleet).
+    store: Store
+    #: The connections; None for a console that only shows a store (tests, screenshots).
+    fleet: Fleet | None = None
+    #: The backup-chain ledger the chains screen, the reconcile and the break guards use;
+    #: None: no ledger (nothing is recorded, the chains screen is empty).
+    ledger_path: Path | None = None
+    #: The config's backup policies by name.
+    policies: Mapping[str, Policy] = field(default_factory=dict)
+    #: No mutating action is offered or sent.
+    read_only: bool = False
+    #: Where mutating commands and local changes are recorded (None when read-only).
+    audit: AuditLog | None = None
+    #: The demo sandbox when the console runs on the demo QEMU.
+    demo: Demo | None = None
+    #: How long a start-up step waits for the fleet's first answer.
+    first_answer_timeout: float = 20.0
+
+    @classmethod
+    def of_fleet(cls, fleet: Fleet, **fields: Any) -> ConsoleContext:
+        """A context on ``fleet``: its store, read-only flag and audit log (``fields`` may narrow
+        it: ``read_only=True``)."""
+        base: dict[str, Any] = {"read_only": fleet.read_only, "audit": fleet.audit}
+        return cls(store=fleet.store, fleet=fleet, **{**base, **fields})
 
 
 class Session:
@@ -172,6 +206,20 @@ class Session:
         for ep in self.endpoints() if endpoints is None else endpoints:
             fleet.add(ep)
         return fleet
+
+    def console_context(self, fleet: Fleet, demo: Demo | None = None) -> ConsoleContext:
+        """What the console is given: this session's fleet, ledger, policies and guards."""
+        return ConsoleContext.of_fleet(fleet, ledger_path=self.ledger_path,
+                                       policies=dict(self.config.policies), demo=demo,
+                                       first_answer_timeout=self.first_answer_timeout)
+
+    def watch_chains(self, fleet: Fleet) -> Callable[[], None]:
+        """Reconcile the ledger's chains on each connect of ``fleet`` and record the breaks seen
+        in their bitmaps while it runs (the console's background work); returns the stop. A
+        read-only session changes nothing, so it watches nothing."""
+        if self.read_only:
+            return lambda: None
+        return watch_fleet(fleet, self.ledger_path)
 
     async def connect(self, names: Iterable[str] | None = None, *,
                       read_only: bool = False) -> Fleet:

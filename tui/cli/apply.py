@@ -113,7 +113,7 @@ async def _apply(session: Session, args: argparse.Namespace, txn: Transaction) -
             for f in prepared.findings:
                 say(notice_line(f) if f.fix is not None else str(f), file=sys.stderr)
         run = TransactionRun(conn, prepared)
-        if not await run.send():
+        if not (await run.send()).sent:
             assert run.verdict is not None
             return _emit(run.verdict, args.json)
         if not args.json:

@@ -26,6 +26,8 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
+from tui.core.base.errors import ConnectError
+
 QEMU = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
 # Upper bound for one control-monitor command (guest writes of a few MiB take milliseconds).
@@ -33,8 +35,8 @@ CONTROL_TIMEOUT = 60.0
 INSTALL_HINT = "sudo apt-get install -y qemu-system-x86 qemu-utils"
 
 
-class SandboxError(RuntimeError):
-    """The sandbox QEMU could not be started or driven."""
+class SandboxError(ConnectError):
+    """The sandbox QEMU could not be started or driven (there is no QEMU to talk to)."""
 
 
 def qemu_available() -> str | None:

@@ -16,9 +16,12 @@ from textual.screen import Screen
 
 from tui.core.base.text import shown, shown_lines
 from tui.core.model.store import Store
+from tui.core.qmp.fleet import Fleet
+from tui.session import ConsoleContext
 from tui.ui.actions import APP, DASHBOARD, UiAction, bindings, help_groups, known_ids, refuses
 from tui.ui.actions import group as action_group
 from tui.ui.palette import ContextCommands
+from tui.ui.roles import action_groups
 from tui.ui.screens.dashboard import DashboardScreen
 from tui.ui.screens.help import HelpScreen
 from tui.ui.theme_vars import resolve_defaults
@@ -35,34 +38,26 @@ GC_THRESHOLDS = (5_000, 1, 1_000)
 
 
 class BitmapTuiApp(App[int]):
-    """bitmap-tui. Give it a started or unstarted ``fleet`` (or just a ``store`` to only show)."""
+    """bitmap-tui on a session's :class:`~tui.session.ConsoleContext` (its fleet may be started
+    or not; a context with a bare store only shows)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "bitmap-tui"
     COMMANDS = App.COMMANDS | {ContextCommands}
     BINDINGS = bindings(APP)
-    # How long a startup step waits for the fleet's first answer (the session sets it).
-    first_answer_timeout: float = 20.0
 
-    def __init__(self, *, fleet: Any = None, store: Store | None = None, read_only: bool = False,
+    def __init__(self, context: ConsoleContext | None = None, *,
                  clock: Callable[[], float] = time.monotonic, theme_name: str | None = None,
                  themes: ThemeSet | None = None, keymap: dict[str, str] | None = None,
-                 demo: Any = None, policies: dict[str, Any] | None = None,
-                 chains_ledger: Any = None,
-                 startup: Callable[[Any], Awaitable[None]] | None = None) -> None:
+                 startup: Callable[[BitmapTuiApp], Awaitable[None]] | None = None) -> None:
         super().__init__()
-        # The backup chains screen runs these policies on this ledger (None: the default one).
-        self.chains_policies = policies or {}
-        self.chains_ledger = chains_ledger
+        #: What the session decided: the fleet, the ledger, the policies, read-only, the audit
+        #: log, the demo (a bare store when there is no session: tests, screenshots).
+        self.context = context if context is not None else ConsoleContext(store=Store())
         # A coroutine run once the app is up (after the fleet started): ``startup(app)``.
         self.startup = startup
-        self.fleet = fleet
-        self.store: Store = store or (fleet.store if fleet is not None else Store())
-        self.read_only = read_only or bool(getattr(fleet, "read_only", False))
         self.clock = clock
         self.theme_name = theme_name
-        # The demo sandbox when running `bitmap-tui demo` (its palette commands look for it).
-        self.demo = demo
         # Our themes (built-in and the user's) join Textual's, so the palette's theme switcher
         # offers them; chosen here, before the stylesheet is first parsed.
         self.themes = themes if themes is not None else load_themes()
@@ -73,6 +68,18 @@ class BitmapTuiApp(App[int]):
         self.keymap_overrides: dict[str, str] = {}
         if keymap:
             self.set_keymap(keymap)
+
+    @property
+    def fleet(self) -> Fleet | None:
+        return self.context.fleet
+
+    @property
+    def store(self) -> Store:
+        return self.context.store
+
+    @property
+    def read_only(self) -> bool:
+        return self.context.read_only
 
     def set_keymap(self, keymap: Mapping[str, str]) -> None:
         """Remap keys by binding id (the config's ``keymap``); the help screen follows."""
@@ -88,8 +95,7 @@ class BitmapTuiApp(App[int]):
         return resolve_defaults(self.current_theme.to_color_system().generate())
 
     def get_default_screen(self) -> Screen[Any]:
-        return DashboardScreen(self.store, fleet=self.fleet, read_only=self.read_only,
-                               clock=self.clock)
+        return DashboardScreen(self.context, clock=self.clock)
 
     def on_mount(self) -> None:
         # Everything loaded so far (Textual, the widgets, the config) lives as long as the app:
@@ -103,11 +109,6 @@ class BitmapTuiApp(App[int]):
             self.notify(problem, severity="warning", timeout=10)
         if self.fleet is not None:
             self.fleet.start()
-            if not self.read_only:
-                from tui.core.chains.reconcile import watch_fleet
-
-                # Backup jobs that ended while the app was away are resolved on every connect.
-                self._chains_unwatch = watch_fleet(self.fleet, self.chains_ledger)
         if self.startup is not None:  # e.g. `bitmap-tui compose` opens the composer
             self.run_worker(self.startup(self), name="startup", exit_on_error=False)
 
@@ -163,8 +164,10 @@ class BitmapTuiApp(App[int]):
 
         if isinstance(self.screen, ChainsScreen):
             return
-        self.push_screen(ChainsScreen(self.store, fleet=self.fleet, read_only=self.read_only,
-                                      ledger=self.chains_ledger, policies=self.chains_policies))
+        if self.context.ledger_path is None:
+            self.notify("this console has no ledger", severity="error")
+            return
+        self.push_screen(ChainsScreen(self.context, self.context.ledger_path))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
@@ -181,7 +184,7 @@ class BitmapTuiApp(App[int]):
                              for k in key.split(","))
 
         screen = self.screen
-        own = tuple(getattr(screen, "ACTION_GROUPS", ()))
+        own = action_groups(screen)
         shown = own if isinstance(screen, DashboardScreen) else own + DashboardScreen.ACTION_GROUPS
         groups = help_groups(shown, read_only=self.read_only, key_of=key_of,
                              allowed=lambda a: a.id not in own_ids(screen)
@@ -193,7 +196,7 @@ class BitmapTuiApp(App[int]):
 
 def own_ids(screen: Any) -> set[str]:
     """Binding ids of the registry groups a screen declares (``ACTION_GROUPS``)."""
-    return {a.id for k in getattr(screen, "ACTION_GROUPS", ()) for a in action_group(k)}
+    return {a.id for k in action_groups(screen) for a in action_group(k)}
 
 
 def known_binding_ids() -> set[str]:

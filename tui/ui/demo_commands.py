@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tui.demo.vm import CONNECTION, Demo
+from tui.demo.vm import CONNECTION
+from tui.ui.app import BitmapTuiApp
 from tui.ui.palette import PaletteCommand
 
 
-def palette_commands(app: Any) -> list[Any]:
-    """Palette commands while the app runs on a demo (``app.demo``): inject a read failure,
-    restart the slow backup."""
-    demo: Demo | None = getattr(app, "demo", None)
+def palette_commands(app: BitmapTuiApp) -> list[PaletteCommand]:
+    """Palette commands while the app runs on a demo (its context's ``demo``): inject a read
+    failure, restart the slow backup."""
+    demo = app.context.demo
     if demo is None:
         return []
 
@@ -21,7 +22,7 @@ def palette_commands(app: Any) -> list[Any]:
 
     async def backup() -> None:
         await demo.restart_backup()
-        fleet = getattr(app, "fleet", None)
+        fleet = app.fleet
         if fleet is not None and CONNECTION in fleet.connections:
             fleet.connections[CONNECTION].note_job_node(demo.backup_job, demo.backup_node)
         app.notify(f"backup {demo.backup_job} of drive1 started")

@@ -10,16 +10,20 @@ keys themselves and their read-only marks are in :mod:`tui.ui.actions`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from tui.core.base.format import human_bytes
 from tui.core.chains.owners import break_warning, record_console_break
 from tui.core.model.state import Bitmap, ConnectionModel, Job, Node
+from tui.core.model.store import Store
 from tui.core.ops import bitmaps as bitmap_ops
 from tui.core.ops import jobs as job_ops
 from tui.core.ops.bitmaps import BitmapRef
 from tui.core.ops.common import Outcome, refused
+from tui.core.qmp.fleet import Fleet
 from tui.core.txn.incremental import plan_incremental
+from tui.session import ConsoleContext
 from tui.ui.messages import OperationFinished
 from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, AddRequest, MergeDialog
 from tui.ui.screens.composer import ComposerScreen, Draft
@@ -33,8 +37,9 @@ CONFIRM = {"clear": "Clear", "remove": "Remove"}
 class Host(Protocol):
     """What the operations need from their screen (the dashboard)."""
 
-    store: Any
-    fleet: Any
+    context: ConsoleContext
+    store: Store
+    fleet: Fleet | None
     selected_connection: str | None
     app: Any
 
@@ -64,9 +69,9 @@ class DashboardOperations:
         return self.screen.app
 
     @property
-    def ledger(self) -> Any:
-        """The ledger whose chains a bitmap change may break (None: the default one)."""
-        return getattr(self.app, "chains_ledger", None)
+    def ledger(self) -> Path | None:
+        """The ledger whose chains a bitmap change may break (the session's)."""
+        return self.screen.context.ledger_path
 
     def report(self, outcome: Outcome) -> None:
         self.screen.post_message(OperationFinished(outcome))
@@ -304,7 +309,7 @@ class DashboardOperations:
     def preferred_bitmaps(self, model: ConnectionModel) -> dict[str, list[str]]:
         """Device → the bitmaps the config's policies use on it (tried first by ``b``/``B``)."""
         out: dict[str, list[str]] = {}
-        for policy in (getattr(self.app, "chains_policies", None) or {}).values():
+        for policy in self.screen.context.policies.values():
             if policy.connection != model.name:
                 continue
             for drive in policy.drives:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
@@ -33,12 +33,18 @@ def register_commands(source: CommandSource) -> CommandSource:
     return source
 
 
+@runtime_checkable
+class OffersCommands(Protocol):
+    """A screen with palette commands for its current selection."""
+
+    def context_commands(self) -> list[PaletteCommand]: ...
+
+
 def commands_for(app: Any, screen: Any) -> list[PaletteCommand]:
     """Everything the palette offers now: the screen's context commands, then registered ones."""
     out: list[PaletteCommand] = []
-    context = getattr(screen, "context_commands", None)
-    if callable(context):
-        out.extend(context())
+    if isinstance(screen, OffersCommands):
+        out.extend(screen.context_commands())
     for source in _SOURCES:
         out.extend(source(app))
     return out

@@ -17,7 +17,7 @@ from typing import Any
 
 from tui.core.base.text import LINE_LIMIT, shown
 from tui.core.qmp.address import parse_address
-from tui.core.qmp.fleet import Endpoint
+from tui.core.qmp.fleet import Endpoint, Fleet
 from tui.core.txn.model import Transaction
 from tui.demo.sandbox import SandboxError
 from tui.demo.vm import CONNECTION, Demo
@@ -28,7 +28,7 @@ from tui.ui.palette import register_commands
 from tui.ui.terminal import EXIT_INTERRUPTED, TerminalGuard
 from tui.ui.themes import ThemeSet, adapt_to_terminal, load_themes
 
-Startup = Callable[[Any], Awaitable[None]]
+Startup = Callable[[BitmapTuiApp], Awaitable[None]]
 # How long a lost terminal's shutdown waits for the connections to close before the app goes.
 FLEET_CLOSE_SECONDS = 2.0
 
@@ -59,12 +59,14 @@ def open_composer_at_start(connection: str, txn: Transaction | None,
                            path: str | None) -> Startup:
     """A startup step that opens the composer on ``connection`` once it has answered."""
 
-    async def open_composer(app: Any) -> None:
+    async def open_composer(app: BitmapTuiApp) -> None:
         from tui.ui.screens.composer import ComposerScreen
 
         # the forms offer what exists: wait for the first answer before building them
+        if app.fleet is None:
+            return
         with contextlib.suppress(TimeoutError):
-            await app.fleet.wait_first_answer(app.first_answer_timeout)
+            await app.fleet.wait_first_answer(app.context.first_answer_timeout)
         # through the dashboard: what is left unsent is kept as a draft (t reopens it)
         app.dashboard.ops.open_composer(connection,
                                         ComposerScreen(app.fleet, connection, txn, path=path))
@@ -79,68 +81,77 @@ def _run(coro: Any) -> int:
         return EXIT_INTERRUPTED
 
 
-async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
-                 demo_settings: DemoSettings | None) -> int:
-    app: BitmapTuiApp | None = None
-    fleet: Any = None
-    demo: Demo | None = None
-    main = asyncio.current_task()
-    loop = asyncio.get_running_loop()
+async def _start_demo(stack: contextlib.AsyncExitStack, session: Session,
+                      settings: DemoSettings) -> tuple[Session, Demo, list[Endpoint]]:
+    """The demo sandbox, removed again on the way out; its audit log lives (and goes) with its
+    scratch directory."""
+    demo = Demo(write_interval=settings.write_interval)
+    stack.push_async_callback(demo.close)
+    await demo.start()
+    register_commands(palette_commands)
+    session = session.with_options(audit_log=str(demo.sandbox.path("audit.jsonl")))
+    return session, demo, [Endpoint(CONNECTION, parse_address(demo.address))]
 
-    async def leave() -> None:
+
+class _Console:
+    """One console run: the app, its fleet and demo, and the way out when the terminal is lost."""
+
+    def __init__(self) -> None:
+        self.app: BitmapTuiApp | None = None
+        self.fleet: Fleet | None = None
+        self.demo: Demo | None = None
+        self.main = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def leave(self) -> None:
         # The QMP sockets first (the next session must be able to connect), then the app: its
         # driver may block on a terminal nobody reads any more (the watchdog covers that).
-        if fleet is not None:
+        if self.fleet is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(fleet.stop(), FLEET_CLOSE_SECONDS)
-        if app is not None and app.is_running:
-            app.exit(EXIT_INTERRUPTED)
-        elif main is not None:
-            main.cancel()
+                await asyncio.wait_for(self.fleet.stop(), FLEET_CLOSE_SECONDS)
+        if self.app is not None and self.app.is_running:
+            self.app.exit(EXIT_INTERRUPTED)
+        elif self.main is not None:
+            self.main.cancel()
 
-    pending: set[asyncio.Task[None]] = set()
+    def lost(self) -> None:
+        task = self.loop.create_task(self.leave())
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
-    def lost() -> None:
-        task = loop.create_task(leave())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    def emergency() -> None:
+    def emergency(self) -> None:
         # From the watchdog thread, right before os._exit: the demo QEMU and its scratch files.
-        if demo is not None:
+        if self.demo is not None:
             with contextlib.suppress(Exception):
-                demo.sandbox.kill()
-            shutil.rmtree(demo.sandbox.dir, ignore_errors=True)
+                self.demo.sandbox.kill()
+            shutil.rmtree(self.demo.sandbox.dir, ignore_errors=True)
 
-    guard = TerminalGuard(loop, lost, emergency)
+
+async def _serve(session: Session, themes: ThemeSet, startup: Startup | None,
+                 demo_settings: DemoSettings | None) -> int:
+    run = _Console()
+    guard = TerminalGuard(run.loop, run.lost, run.emergency)
     guard.install()
     try:
         async with contextlib.AsyncExitStack() as stack:
             endpoints = None
             if demo_settings is not None:
-                # The demo sandbox, removed again on the way out; its audit log lives (and goes)
-                # with its scratch directory.
-                demo = Demo(write_interval=demo_settings.write_interval)
-                stack.push_async_callback(demo.close)
-                await demo.start()
-                register_commands(palette_commands)
-                endpoints = [Endpoint("demo", parse_address(demo.address))]
-                session = session.with_options(audit_log=str(demo.sandbox.path("audit.jsonl")))
+                session, run.demo, endpoints = await _start_demo(stack, session, demo_settings)
             stack.callback(session.close)
-            fleet = session.open_fleet(endpoints, reconnect=True)
+            run.fleet = fleet = session.open_fleet(endpoints, reconnect=True)
             stack.push_async_callback(fleet.stop)
-            if demo is not None:
-                fleet.connections[CONNECTION].note_job_node(demo.backup_job, demo.backup_node)
-            app = BitmapTuiApp(fleet=fleet, theme_name=session.theme, themes=themes,
-                               keymap=session.config.keymap, demo=demo,
-                               policies=dict(session.config.policies), startup=startup)
-            app.first_answer_timeout = session.first_answer_timeout
+            if run.demo is not None:
+                fleet.connections[CONNECTION].note_job_node(run.demo.backup_job,
+                                                            run.demo.backup_node)
+            # Backup jobs that ended while no console ran are resolved on every connect; the
+            # watch stops before the connections close (no new reconcile runs then).
+            stack.callback(session.watch_chains(fleet))
+            run.app = app = BitmapTuiApp(session.console_context(fleet, run.demo),
+                                         theme_name=session.theme, themes=themes,
+                                         keymap=session.config.keymap, startup=startup)
             adapt_to_terminal(app)  # 16 colours: the ANSI theme, whose states stay apart
-            try:
-                await app.run_async()
-            finally:
-                # no new reconcile runs while the connections close
-                getattr(app, "_chains_unwatch", lambda: None)()
+            await app.run_async()
             return app.return_code or 0
     finally:
         guard.uninstall()

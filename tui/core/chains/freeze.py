@@ -16,15 +16,15 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from tui.core.base.errors import BitmapTuiError
+from tui.core.base.errors import AgentError
 from tui.core.ledger.ledger import Ledger, PointsLedger
-from tui.core.qmp.agent import AgentError, GuestAgent
+from tui.core.qmp.agent import GuestAgent
 
 FREEZE_TIMEOUT = 30.0  # a freeze flushes the guest's file systems: it may take a while
 THAW_TIMEOUT = 10.0
 
 
-class FreezeFailed(BitmapTuiError):
+class FreezeFailed(AgentError):
     """The guest could not be frozen (nothing was sent to QEMU)."""
 
 

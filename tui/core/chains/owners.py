@@ -10,11 +10,14 @@ the ledger knows to the name-based owners of :mod:`tui.core.model.owners`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tui.core.chains.chain import chain_state
-from tui.core.ledger.ledger import Ledger, default_path
+from tui.core.ledger.ledger import Ledger
 from tui.core.model.owners import owner_label
 
 # The console actions that make a bitmap miss writes (or hold writes it did not see).
@@ -89,46 +92,46 @@ def owner_of(ledger: Ledger | None, connection: str, node: str, bitmap: str) -> 
     return owner_label(bitmap, lid) or ""
 
 
-def _open_default() -> Ledger | None:
-    """The default ledger if it exists (the console never creates one just to look)."""
-    return Ledger() if default_path().exists() else None
+# A ledger, or the path of one (opened for the call if the file exists: the console never
+# creates a ledger just to look), or None (no ledger: nothing is ours).
+LedgerRef = Ledger | Path | None
+
+
+@contextmanager
+def _using(ledger: LedgerRef) -> Iterator[Ledger | None]:
+    if not isinstance(ledger, Path):
+        yield ledger
+        return
+    if not ledger.exists():
+        yield None
+        return
+    with Ledger(ledger) as opened:
+        yield opened
 
 
 def break_warning(connection: str, node: str, bitmap: str, action: str,
-                  ledger: Ledger | None = None) -> str | None:
+                  ledger: LedgerRef = None) -> str | None:
     """The dialog's warning for ``action`` on a bitmap of a current chain, else None."""
     if action not in BREAKING_ACTIONS:
         return None
-    led = ledger if ledger is not None else _open_default()
-    if led is None:
-        return None
-    try:
-        ref = chain_of(led, connection, node, bitmap)
-    finally:
-        if ledger is None:
-            led.close()
+    with _using(ledger) as led:
+        ref = chain_of(led, connection, node, bitmap) if led is not None else None
     return ref.warning() if ref is not None else None
 
 
 def record_console_break(connection: str, node: str, bitmap: str, action: str,
-                         ledger: Ledger | None = None) -> bool:
+                         ledger: LedgerRef = None) -> bool:
     """Record that the console is about to ``action`` a current chain's bitmap (before sending).
     True when a break was recorded."""
     if action not in BREAKING_ACTIONS:
         return False
-    led = ledger if ledger is not None else _open_default()
-    if led is None:
-        return False
-    try:
-        if chain_of(led, connection, node, bitmap) is None:
+    with _using(ledger) as led:
+        if led is None or chain_of(led, connection, node, bitmap) is None:
             return False
         verb = "merged into" if action == "merge" else f"{action}d" if action.endswith("e") else \
             f"{action}ed"
         led.record_break(connection, node, bitmap, f"bitmap '{bitmap}' was {verb} in the console")
         return True
-    finally:
-        if ledger is None:
-            led.close()
 
 
 # chains_touched's action words as a sentence's verb.
@@ -137,13 +140,12 @@ _VERB = {"clear": "clears", "remove": "removes", "disable": "disables", "merge":
 
 
 def transaction_breaks(connection: str, actions: list[tuple[str, dict[str, Any]]],
-                       ledger: Ledger | None = None, *, record: bool = False) -> list[str]:
+                       ledger: LedgerRef = None, *, record: bool = False) -> list[str]:
     """The warnings for a composed transaction that breaks current chains of ours (one line
     each); with ``record``, the breaks are also written to the ledger (before sending)."""
-    led = ledger if ledger is not None else _open_default()
-    if led is None:
-        return []
-    try:
+    with _using(ledger) as led:
+        if led is None:
+            return []
         touched = chains_touched(led, connection, actions)
         if record:
             for word, ref in touched:
@@ -152,6 +154,3 @@ def transaction_breaks(connection: str, actions: list[tuple[str, dict[str, Any]]
                                  f"'{ref.bitmap}'")
         return [f"{ref.warning()} (this transaction {_VERB.get(word, word)} its bitmap "
                 f"'{ref.bitmap}')" for word, ref in touched]
-    finally:
-        if ledger is None:
-            led.close()

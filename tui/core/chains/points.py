@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from tui.core.base.errors import ValidationError
 from tui.core.ledger.ledger import ImageRow, ImageState, PointsLedger, TxnState
 
 #: Verdicts beyond the image states: the point's data was removed by prune; or a prune step on
@@ -125,7 +126,7 @@ def list_points(ledger: PointsLedger, *, policy: str | None = None, drive: str |
     return out
 
 
-class PointError(Exception):
+class PointError(ValidationError):
     """No such point, or several candidates (the message says which)."""
 
 

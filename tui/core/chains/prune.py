@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tui.core.base.audit import AuditError, AuditLog
+from tui.core.base.errors import LocalFileError
 from tui.core.chains.cleanup import not_ours
 from tui.core.chains.points import BUSY, Point, list_points
 from tui.core.chains.policy import Keep, Policy
@@ -43,7 +44,7 @@ QEMU_IMG = "qemu-img"
 _PERIODS = (("daily", "%Y/%m/%d"), ("weekly", "%G/%V"), ("monthly", "%Y/%m"))
 
 
-class PruneError(Exception):
+class PruneError(LocalFileError):
     """A prune step could not be done (it stays recorded and is retried by the next prune)."""
 
 

@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tui.core.base.errors import BitmapTuiError, QMPCommandError
 from tui.core.chains.verify import check_image
-from tui.core.ledger.ledger import ImageRow, ImageState, JobState, Ledger, TxnState, default_path
+from tui.core.ledger.ledger import ImageRow, ImageState, JobState, Ledger, TxnState
 from tui.core.model.parse import parse_jobs, result_of
 from tui.core.model.state import Job, LinkState
 from tui.core.txn.targets import QMPConn, file_identity, image_size, is_local, release_target
@@ -186,17 +187,17 @@ def reconcile_on_connect(conn: QMPConn, ledger: Ledger, *,
     return store.subscribe_connection(conn.name, changed)
 
 
-def watch_fleet(fleet: Any, ledger: Ledger | None = None) -> Callable[[], None]:
-    """Reconcile every connection of ``fleet`` on each connect (the app calls this at start), and
-    watch our chains' bitmaps for breaks (:func:`tui.core.chains.watch.watch_connection`).
+def watch_fleet(fleet: Any, ledger_path: Path) -> Callable[[], None]:
+    """Reconcile every connection of ``fleet`` on each connect (the session starts this beside
+    the console), and watch our chains' bitmaps for breaks
+    (:func:`tui.core.chains.watch.watch_connection`).
 
-    Without a ``ledger``, the default one is used only if it exists (no ledger: nothing to do,
-    and no file is created). Returns a function that stops watching.
+    A ledger that does not exist has nothing to reconcile: nothing is watched and no file is
+    created. Returns a function that stops watching.
     """
-    if ledger is None:
-        if not default_path().exists():
-            return lambda: None
-        ledger = Ledger()
+    if not ledger_path.exists():
+        return lambda: None
+    ledger = Ledger(ledger_path)
     from tui.core.chains.watch import watch_connection
 
     unsubs = [reconcile_on_connect(conn, ledger) for conn in fleet.connections.values()]

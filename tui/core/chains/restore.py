@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tui.core.base.audit import AuditLog
-from tui.core.base.errors import BitmapTuiError, QMPCommandError
+from tui.core.base.errors import BitmapTuiError, LocalFileError, QMPCommandError, RefusedError
 from tui.core.chains.points import Point
 from tui.core.ledger.ledger import PointsLedger, RestoreRow, RestoreState
 from tui.core.txn.targets import QMPConn, TargetError, _create_job, create_target
@@ -41,11 +41,11 @@ _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 Progress = Callable[[int, int], None]
 
 
-class RestoreRefused(BitmapTuiError):
+class RestoreRefused(RefusedError):
     """Nothing was written: no such point, not VALID, the file exists, read-only."""
 
 
-class RestoreFailed(BitmapTuiError):
+class RestoreFailed(LocalFileError):
     """The copy or the check failed; the partial file was removed."""
 
 

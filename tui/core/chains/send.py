@@ -1,28 +1,25 @@
 """Sending a policy run's transaction through the transaction engine (:mod:`tui.core.txn`).
 
-The chains code needs one distinction the engine folds into "refused": whether the transaction
-certainly did nothing (QEMU's prepare refused it, or a pre-flight check did) or whether its fate
-is unknown (the connection dropped or timed out around the command). The first raises
-:class:`TransactionRefused`; the second :class:`tui.core.base.errors.ConnectionLostError`.
+The engine's typed send outcome becomes the chains code's exceptions: a transaction that
+certainly did nothing (QEMU's prepare refused it, or a pre-flight check did) raises
+:class:`TransactionRefused`; one whose fate is unknown (the connection dropped or timed out around
+the command) raises :class:`tui.core.base.errors.OutcomeUnknownError`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tui.core.base.errors import BitmapTuiError, ConnectionLostError
+from tui.core.base.errors import OutcomeUnknownError, RefusedError
 from tui.core.model.state import JobResult
 from tui.core.txn.checks import prepare
 from tui.core.txn.model import Action, Transaction
 from tui.core.txn.targets import QMPConn
-from tui.core.txn.tracker import TransactionRun
+from tui.core.txn.tracker import Sent, TransactionRun
 from tui.core.txn.verdict import LOST
 
-# The engine's error prefixes for refusals where nothing was started.
-_REFUSED_PREFIXES = ("QEMU refused the transaction", "pre-flight checks failed")
 
-
-class TransactionRefused(BitmapTuiError):
+class TransactionRefused(RefusedError):
     """Nothing of the transaction happened in QEMU."""
 
 
@@ -35,12 +32,11 @@ class Sender:
         self.run = TransactionRun(conn, prepare(txn, conn.model, fill_job_ids=False))
 
     async def send(self) -> None:
-        if await self.run.send():
-            return
-        error = self.run.error or "the transaction was not sent"
-        if error.startswith(_REFUSED_PREFIXES):
-            raise TransactionRefused(error.split(": ", 1)[-1])
-        raise ConnectionLostError(error)
+        outcome = await self.run.send()
+        if outcome.state is Sent.REFUSED:
+            raise TransactionRefused(outcome.reason)
+        if outcome.state is Sent.UNKNOWN:
+            raise OutcomeUnknownError(outcome.reason)
 
     async def wait(self, timeout: float | None = None) -> dict[str, tuple[JobResult | None, str | None]]:
         """Each job's result (None when its end was not seen: lost or timed out) and error."""

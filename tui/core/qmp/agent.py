@@ -15,14 +15,10 @@ import json
 import random
 from typing import Any
 
-from tui.core.base.errors import BitmapTuiError
+from tui.core.base.errors import AgentError
 
 DEFAULT_TIMEOUT = 10.0
 _DELIMITER = b"\xff"
-
-
-class AgentError(BitmapTuiError):
-    """The guest agent could not be reached, did not answer in time, or returned an error."""
 
 
 def agent_path(address: str) -> str:

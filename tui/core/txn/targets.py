@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from tui.core.base.errors import BitmapTuiError, QMPCommandError
+from tui.core.base.errors import LocalFileError, QMPCommandError
 from tui.core.model import reducer
 from tui.core.model.parse import parse_jobs
 from tui.core.qmp.link import Link
@@ -23,7 +23,7 @@ from tui.core.qmp.link import Link
 QEMU_IMG = "qemu-img"
 
 
-class TargetError(BitmapTuiError):
+class TargetError(LocalFileError):
     """A target image could not be created or attached."""
 
 

@@ -21,9 +21,10 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import Enum
 from functools import partial
 
-from tui.core.base.errors import BitmapTuiError, QMPCommandError
+from tui.core.base.errors import BitmapTuiError, ConnectError, QMPCommandError, RefusedError
 from tui.core.model import reducer
 from tui.core.model.state import ConnectionModel, Job, JobResult
 from tui.core.qmp.link import Link
@@ -44,6 +45,29 @@ from tui.core.txn.verdict import (
 END_EVENT_GRACE = 3.0
 # While jobs run, the bitmaps are read this often to see the writes made during the jobs.
 DURING_SAMPLE_INTERVAL = 1.0
+
+
+class Sent(Enum):
+    """What sending a transaction did."""
+
+    #: QEMU accepted it: its jobs run (or it had none).
+    SENT = "sent"
+    #: QEMU or a pre-flight check said no: nothing happened (QEMU's prepare phase is atomic).
+    REFUSED = "refused"
+    #: The link dropped or timed out around the command: QEMU may be running the jobs.
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """The answer of :meth:`TransactionRun.send`, with the reason when it was not sent."""
+
+    state: Sent
+    reason: str = ""
+
+    @property
+    def sent(self) -> bool:
+        return self.state is Sent.SENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +155,14 @@ class TransactionRun:
             out[(node, name)] = Sample(bm.count, sha)
         return out
 
-    async def send(self) -> bool:
-        """Send the transaction. False (with :attr:`error` set and a refusal verdict) when QEMU
-        or the app refused it; no job was started then (QEMU's prepare phase is atomic)."""
+    async def send(self) -> SendOutcome:
+        """Send the transaction: :attr:`Sent.SENT`; :attr:`Sent.REFUSED` when QEMU or the app
+        refused it (no job was started: QEMU's prepare phase is atomic); :attr:`Sent.UNKNOWN`
+        when the link dropped or timed out around the command (QEMU may be running the jobs).
+        Unless sent, :attr:`error` says why and the verdict is not accepted."""
         if self.prepared.errors:
-            self._refuse("pre-flight checks failed: " + "; ".join(
+            return self._not_sent(Sent.REFUSED, "pre-flight checks failed: " + "; ".join(
                 f.message for f in self.prepared.errors))
-            return False
         self._before = await self._sample()
         # Forget finished jobs of earlier runs that used the same ids: their results would be
         # taken for this run's.
@@ -148,24 +173,25 @@ class TransactionRun:
         try:
             await self.conn.execute("transaction", self.txn.to_qmp())
         except QMPCommandError as exc:
-            self._refuse(f"QEMU refused the transaction: {exc.desc}")
-            return False
-        except BitmapTuiError as exc:
-            self._refuse(str(exc))
-            return False
+            return self._not_sent(Sent.REFUSED, f"QEMU refused the transaction: {exc.desc}")
+        except (RefusedError, ConnectError) as exc:  # read-only, audit, not connected: not sent
+            return self._not_sent(Sent.REFUSED, str(exc))
+        except BitmapTuiError as exc:  # lost or timed out around the command
+            return self._not_sent(Sent.UNKNOWN, str(exc))
         self.accepted = True
         self.sent_at = time.monotonic()
         for b in self.backups:
             if b.node:
                 self.conn.note_job_node(b.job_id, b.node)
         self._notify()
-        return True
+        return SendOutcome(Sent.SENT)
 
-    def _refuse(self, error: str) -> None:
+    def _not_sent(self, state: Sent, error: str) -> SendOutcome:
         self.error = error
         self.verdict = Verdict(self.txn.completion_mode, False, error,
                                checks=tuple(str(f) for f in self.prepared.findings))
         self._notify()
+        return SendOutcome(state, error)
 
     def _notify(self) -> None:
         if self.on_change is not None:
@@ -255,7 +281,7 @@ class TransactionRun:
 
     async def run(self, timeout: float | None = None) -> Verdict:
         """Send, then wait: the whole thing."""
-        if not await self.send():
+        if not (await self.send()).sent:
             assert self.verdict is not None
             return self.verdict
         return await self.wait(timeout)

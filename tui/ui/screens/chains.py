@@ -14,6 +14,7 @@ import os
 import textwrap
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -23,7 +24,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, OptionList, Static
 
-from tui.core.base.errors import BitmapTuiError
+from tui.core.base.errors import BitmapTuiError, NotConnectedError
 from tui.core.base.format import human_bytes
 from tui.core.base.text import LINE_LIMIT, shown
 from tui.core.chains.chain import chain_state
@@ -32,8 +33,9 @@ from tui.core.chains.policy import Policy
 from tui.core.chains.reconcile import reconcile
 from tui.core.chains.run import preview, run_policy
 from tui.core.chains.view import ChainsView, Problem, build_view
-from tui.core.ledger.ledger import Ledger, PointsLedger
-from tui.core.model.store import Store
+from tui.core.ledger.ledger import PointsLedger
+from tui.core.qmp.connection import Connection
+from tui.session import ConsoleContext
 from tui.ui.actions import CHAINS, DIALOG, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import ChainsVerified, PolicyRunFinished, RestoreFinished
@@ -85,17 +87,15 @@ class ChainsScreen(Screen[None]):
     BINDINGS = bindings(CHAINS)
     ACTION_GROUPS = ("chains",)
 
-    def __init__(self, store: Store, *, fleet: Any = None, ledger: Ledger | None = None,
-                 policies: dict[str, Policy] | None = None, read_only: bool = False) -> None:
+    def __init__(self, context: ConsoleContext, ledger_path: Path) -> None:
         super().__init__()
-        self.store = store
-        self.fleet = fleet
-        self.read_only = read_only
-        self.policies = policies if policies is not None else {}
-        self._own_ledger = ledger is None
-        # The restore-point tables come with PointsLedger (a Ledger with them).
-        self.ledger = ledger if ledger is not None else PointsLedger()
-        self._points: PointsLedger | None = None
+        self.store = context.store
+        self.fleet = context.fleet
+        self.read_only = context.read_only
+        self.audit = context.audit
+        self.policies = dict(context.policies)
+        # The session's ledger, with the restore-point tables (PointsLedger).
+        self.ledger = PointsLedger(ledger_path)
         self.view_data = ChainsView()
         # Last verification: one line per check ("PASS check /path: no errors").
         self.verify_lines: list[str] = []
@@ -128,11 +128,8 @@ class ChainsScreen(Screen[None]):
     def _timeline(self) -> dict[tuple[str, str], str]:
         """Each drive's restore points, oldest first: ``#1 full 10:01 valid · #2 incr ...``
         (what ``bitmap-tui points`` lists, and ``R`` restores)."""
-        if self._points is None:  # the restore-point view of the same ledger file, opened once
-            self._points = self.ledger if isinstance(self.ledger, PointsLedger) \
-                else PointsLedger(self.ledger.path)
         out: dict[tuple[str, str], list[str]] = {}
-        for p in list_points(self._points):
+        for p in list_points(self.ledger):
             kind = "full" if p.kind == "full" else "incr"
             when = time.strftime("%m-%d %H:%M", time.localtime(p.time))
             out.setdefault((p.connection, p.drive), []).append(
@@ -142,10 +139,13 @@ class ChainsScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self._bridge is not None:
             self._bridge.close()
-        if self._points is not None and self._points is not self.ledger:
-            self._points.close()
-        if self._own_ledger:
-            self.ledger.close()
+        self.ledger.close()
+
+    def _connection(self, name: str) -> Connection:
+        """The open connection ``name`` (NotConnectedError, one line, when it is not open)."""
+        if self.fleet is None or name not in self.fleet.connections:
+            raise NotConnectedError(f"connection '{name}' is not open")
+        return self.fleet.connections[name]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not refuses(action, self.read_only)
@@ -247,9 +247,8 @@ class ChainsScreen(Screen[None]):
 
     @work(exclusive=True, group="chains-run", exit_on_error=False)
     async def _run(self, pol: Policy) -> None:
-        conn = self.fleet.connections[pol.connection]
         try:
-            result = await run_policy(conn, self.ledger, pol)
+            result = await run_policy(self._connection(pol.connection), self.ledger, pol)
         except BitmapTuiError as exc:
             self.notify(str(exc), title=f"policy {pol.name}", severity="error")
             self.post_message(PolicyRunFinished(None, str(exc)))
@@ -307,7 +306,7 @@ class ChainsScreen(Screen[None]):
         def local() -> Any:
             with PointsLedger(self.ledger.path) as own:  # SQLite objects stay in their thread
                 return restore_local(own, point, target, "qcow2", on_progress=progress,
-                                     audit=getattr(self.fleet, "audit", None))
+                                     audit=self.audit)
 
         self.restore_line = f"restoring {point.drive} point {point.point} to {target}…"
         self.reload()
@@ -315,7 +314,7 @@ class ChainsScreen(Screen[None]):
             if chain_is_local(point):
                 result = await asyncio.to_thread(local)
             else:
-                conn = self.fleet.connections[point.connection]
+                conn = self._connection(point.connection)
                 with PointsLedger(self.ledger.path) as own:
                     result = await restore_qemu(conn, own, point, target, "qcow2",
                                                 local_files=False)
@@ -393,7 +392,7 @@ class ChainsScreen(Screen[None]):
     @work(exclusive=True, group="chains-fix", exit_on_error=False)
     async def _apply(self, connection: str, cmd: str, args: dict[str, Any]) -> None:
         try:
-            await self.fleet.connections[connection].execute(cmd, args)
+            await self._connection(connection).execute(cmd, args)
             self.notify(f"sent {cmd}")
         except BitmapTuiError as exc:
             self.notify(str(exc), title=cmd, severity="error")
@@ -422,7 +421,7 @@ class ChainsScreen(Screen[None]):
         live = self.store.state.connections.get(pr.connection)
         open_files = {n.file for n in live.nodes.values() if n.file} if live is not None else set()
         result = delete_images(self.ledger, pr.connection, pr.image_ids, open_files,
-                               audit=getattr(self.fleet, "audit", None))
+                               audit=self.audit)
         self.notify("\n".join(result.lines()), title="invalid images",
                     severity="information" if result.ok else "error", timeout=10)
         self.reload()

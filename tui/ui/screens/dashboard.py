@@ -21,13 +21,14 @@ from textual.widgets import DataTable, Input
 from textual.worker import Worker, WorkerState
 
 from tui.core.model.state import ConnectionModel, JobResult, Node
-from tui.core.model.store import Store
 from tui.core.ops.common import Outcome
+from tui.session import ConsoleContext
 from tui.ui.actions import DASHBOARD, bindings, palette_entries, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
 from tui.ui.messages import OperationFinished, StateRendered
 from tui.ui.operations import DashboardOperations
 from tui.ui.palette import PaletteCommand
+from tui.ui.roles import FollowsJobs
 from tui.ui.screens.dialogs import DialogParts, InfoDialog
 from tui.ui.widgets.connections import ConnectionsTable
 from tui.ui.widgets.events import EventLog
@@ -45,12 +46,13 @@ class DashboardScreen(Screen[None]):
     # Registry groups of this screen: its help and palette, in this order.
     ACTION_GROUPS = ("nodes", "jobs", "dashboard")
 
-    def __init__(self, store: Store, *, fleet: Any = None, read_only: bool = False,
+    def __init__(self, context: ConsoleContext, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.store = store
-        self.fleet = fleet
-        self.read_only = read_only
+        self.context = context
+        self.store = context.store
+        self.fleet = context.fleet
+        self.read_only = context.read_only
         self.clock = clock
         self.selected_connection: str | None = None
         self.show_all = False
@@ -125,7 +127,7 @@ class DashboardScreen(Screen[None]):
     def _mark_on_screen(self, names: set[str]) -> None:
         """Tell each connection whether it is on screen (off screen ones are polled less)."""
         # A view over a bare store (no live connections, e.g. a fleet stand-in) polls nothing.
-        for name, conn in getattr(self.fleet, "connections", {}).items():
+        for name, conn in (self.fleet.connections if self.fleet is not None else {}).items():
             conn.set_on_screen(name in names)
 
     def shown_connections(self) -> list[ConnectionModel]:
@@ -168,8 +170,8 @@ class DashboardScreen(Screen[None]):
 
     def _shown_on_top(self, connection: str, job_id: str) -> bool:
         """Whether the screen on top follows this job itself (the composer's transaction)."""
-        follows = getattr(self.app.screen, "follows_job", None)
-        return callable(follows) and bool(follows(connection, job_id))
+        top = self.app.screen
+        return isinstance(top, FollowsJobs) and top.follows_job(connection, job_id)
 
     # ------------------------------------------------------------------ selection
 

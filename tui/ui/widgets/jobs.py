@@ -14,6 +14,7 @@ from rich.text import Text
 from tui.core.base.format import human_bytes, human_duration, human_rate
 from tui.core.model.state import ConnectionModel, Job, JobResult
 from tui.ui.actions import JOBS, bindings
+from tui.ui.roles import RendersState
 from tui.ui.widgets.difftable import DiffTable, Row
 from tui.ui.widgets.styled import STATE_CLASSES, styled
 
@@ -139,9 +140,8 @@ class JobsTable(DiffTable):
         else:
             self.reset()  # rewrite the error cells at the new width
         self.error_width = error_width
-        render = getattr(self.screen, "render_state", None)
-        if callable(render):
-            self.call_later(render)
+        if isinstance(self.screen, RendersState):
+            self.call_later(self.screen.render_state)
 
     def job_details(self, key: str, job: Job) -> str:
         """Everything about a job in a few lines (the narrow table shortens some of it)."""

@@ -12,6 +12,7 @@ from rich.text import Text
 from tui.core.base.format import human_bytes, percent
 from tui.core.model.state import Bitmap, ConnectionModel, Node
 from tui.ui.actions import NODES, bindings
+from tui.ui.roles import RendersState
 from tui.ui.widgets.difftable import DiffTable, Row
 from tui.ui.widgets.styled import STATE_CLASSES, styled
 
@@ -80,9 +81,8 @@ class NodesTable(DiffTable):
         file_width = 0 if full else max(self.size.width - fixed - 2 * self.cell_padding, 8)
         if (full, file_width) != (self.full_paths, self.file_width):
             self.full_paths, self.file_width = full, file_width
-            render = getattr(self.screen, "render_state", None)
-            if callable(render):
-                self.call_later(render)
+            if isinstance(self.screen, RendersState):
+                self.call_later(self.screen.render_state)
 
     @property
     def selection(self) -> Selection | None:
