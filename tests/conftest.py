@@ -1,10 +1,9 @@
-"""Shared fixtures: real sandbox QEMUs, a connected Fleet, and the fake QMP server."""
+"""Fixtures of every folder: real sandbox QEMUs, a connected Fleet, the fake QMP server, and a
+private XDG directory for each test. Helpers that tests import are in ``tests/kit``."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -12,10 +11,7 @@ import hypothesis  # noqa: F401  (imported early: a lazy import at session end t
 import pytest
 import yaml
 
-from tests.fakeqmp import FakeQMP
-from tui.core.chains.policy import Policy
-from tui.core.config import load_config
-from tui.core.model.state import LinkState
+from tests.kit.fakeqmp import FakeQMP
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet
 from tui.demo.sandbox import Sandbox, qemu_available
@@ -23,9 +19,6 @@ from tui.demo.sandbox import Sandbox, qemu_available
 # In CI a missing QEMU is an install bug, never a reason to skip.
 if os.environ.get("CI") and qemu_available():
     raise RuntimeError(f"CI=true but {qemu_available()}")
-
-requires_qemu = pytest.mark.skipif(qemu_available() is not None, reason=str(qemu_available()))
-
 
 SandboxFactory = Callable[..., Awaitable[Sandbox]]
 
@@ -52,16 +45,6 @@ async def sandbox(make_sandbox: SandboxFactory) -> Sandbox:
     return await make_sandbox(drives=2)
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait (by polling the state, never by fixed sleeps) until predicate() holds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def fleet_for() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
     """``await fleet_for(sandbox_or_address, ...)`` → a started Fleet, connected and synced."""
@@ -80,10 +63,6 @@ async def fleet_for() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
     yield make
     for f in fleets:
         await f.stop()
-
-
-def connected(fleet: Fleet, name: str = "vm0") -> bool:
-    return fleet.store.connection(name).state is LinkState.CONNECTED
 
 
 @pytest.fixture
@@ -121,12 +100,21 @@ def utc(monkeypatch: pytest.MonkeyPatch):
     time.tzset()
 
 
-def make_policy(name: str, settings: dict) -> Policy:
-    """A policy as the config file would give it: through the config's validator (the only
-    one), with its connection declared."""
-    conn = settings.get("connection", "vm0")
-    doc = {"connections": {conn: "unix:/nonexistent/qmp.sock"}, "policies": {name: settings}}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return load_config(path).policies[name]
+@pytest.fixture
+def setup(tmp_path):
+    """``cfg, env = setup(sb, **policy_settings)``: a config file with two policies on ``sb``
+    (``nightly``, and ``slow`` speed-limited) and an environment whose XDG directories are the
+    test's own, for the headless commands in a subprocess."""
+
+    def make(sb, **extra):
+        cfg = tmp_path / "config.yaml"
+        base = {"connection": "vm0", "drives": ["drive0", "drive1"], "bitmap": "bm",
+                "target_dir": str(sb.dir), **extra}
+        cfg.write_text(yaml.safe_dump({"connections": {"vm0": sb.address}, "policies": {
+            "nightly": base,
+            "slow": {**base, "speed": 256 * 1024},
+        }}))
+        env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
+               "XDG_CONFIG_HOME": str(tmp_path / "nocfg")}
+        return cfg, env
+    return make

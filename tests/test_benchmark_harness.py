@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
+from tests.kit.common import requires_qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 

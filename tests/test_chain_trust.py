@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import make_policy
+from tests.kit.common import make_policy
 from tui.core.base.errors import ConfigError
 from tui.core.chains.cleanup import deletable_images
 from tui.core.chains.owners import break_warning, chain_of, owner_of, record_console_break

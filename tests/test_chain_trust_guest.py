@@ -15,8 +15,8 @@ from functools import partial
 
 import pytest
 
-from tests.conftest import make_policy, requires_qemu, wait_for
-from tests.guest import GuestVM, guest_unavailable
+from tests.kit.common import make_policy, requires_qemu, wait_for
+from tests.kit.guest import GuestVM, guest_unavailable
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import compare_images, verify_chain
 from tui.core.ledger.ledger import ImageState, Ledger

@@ -16,9 +16,9 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import make_policy, requires_qemu, wait_for
-from tests.dashboard_kit import outcome, outcomes_seen, running
-from tests.test_chains_qemu import reference
+from tests.kit.chains import reference
+from tests.kit.common import make_policy, requires_qemu, wait_for
+from tests.kit.dashboard import outcome, outcomes_seen, running
 from tui.core.chains.chain import chain_state
 from tui.core.chains.owners import break_warning, chain_of
 from tui.core.chains.reconcile import reconcile

@@ -9,38 +9,14 @@ import signal
 import subprocess
 import sys
 
-import pytest
-import yaml
-
-from tests.conftest import make_policy, requires_qemu, wait_for
-from tests.test_chains_qemu import reference
+from tests.kit.chains import cli, reference
+from tests.kit.common import make_policy, requires_qemu, wait_for
 from tui.core.chains.plan import make_plan
 from tui.core.chains.reconcile import reconcile, reconcile_on_connect
 from tui.core.chains.verify import verify_chain
 from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState
 
 pytestmark = requires_qemu
-
-
-@pytest.fixture
-def setup(tmp_path):
-    def make(sb, **extra):
-        cfg = tmp_path / "config.yaml"
-        base = {"connection": "vm0", "drives": ["drive0", "drive1"], "bitmap": "bm",
-                "target_dir": str(sb.dir), **extra}
-        cfg.write_text(yaml.safe_dump({"connections": {"vm0": sb.address}, "policies": {
-            "nightly": base,
-            "slow": {**base, "speed": 256 * 1024},
-        }}))
-        env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
-               "XDG_CONFIG_HOME": str(tmp_path / "nocfg")}
-        return cfg, env
-    return make
-
-
-def cli(args, env, **kw):
-    return subprocess.run([sys.executable, "-m", "tui", *args], env=env, capture_output=True,
-                          text=True, timeout=120, **kw)
 
 
 async def names_on(sb, node):

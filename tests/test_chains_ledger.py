@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import make_policy
+from tests.kit.common import make_policy
 from tui.core.base.errors import ConfigError
 from tui.core.chains.chain import chain_state
 from tui.core.chains.policy import render_name

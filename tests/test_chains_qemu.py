@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from tests.conftest import make_policy, requires_qemu, wait_for
+from tests.kit.chains import damage, reference
+from tests.kit.common import make_policy, requires_qemu, wait_for
 from tui.core.chains.plan import chain_state, make_plan
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import chain_paths, check_image, compare_images, verify_chain
@@ -20,28 +21,10 @@ def policy(sb, mode="individual", **kw):
     return make_policy("nightly", data)
 
 
-async def reference(sb, drive: int, name: str) -> str:
-    """A full copy of the disk as it is now, made by QEMU (flushed and closed when the job ends)."""
-    path = str(sb.path(name))
-    await sb.qmp("drive-backup", {"job-id": f"ref-{name}", "device": f"drive{drive}", "sync": "full",
-                                  "target": path, "format": "qcow2", "mode": "absolute-paths"})
-    for _ in range(600):
-        if not any(j["id"] == f"ref-{name}" for j in await sb.qmp("query-jobs")):
-            return path
-        await asyncio.sleep(0.05)
-    raise AssertionError("reference copy did not finish")
-
-
 async def reconnected(conn, attempts_before):
     """Wait until the connection came back after a QEMU restart and re-read the nodes."""
     await wait_for(lambda: conn.attempts > attempts_before and conn.model.state.value == "connected"
                    and conn.model.synced, timeout=30, what="reconnect")
-
-
-def damage(path):
-    """Overwrite the qcow2 header (and its magic)."""
-    with open(path, "r+b") as fh:
-        fh.write(b"\0" * 512)
 
 
 def cbm(ledger, drive, connection="vm0"):

@@ -6,9 +6,9 @@ import os
 
 from textual.command import CommandList, CommandPalette
 
-from tests.conftest import make_policy, requires_qemu, wait_for
-from tests.dashboard_kit import messages, screen_text, watch
-from tests.test_chains_qemu import damage
+from tests.kit.chains import damage
+from tests.kit.common import make_policy, requires_qemu, wait_for
+from tests.kit.dashboard import make_app, messages, screen_text, watch
 from tui.core.chains.run import run_policy
 from tui.core.ledger.ledger import ImageState, Ledger
 from tui.ui.app import BitmapTuiApp
@@ -18,13 +18,6 @@ from tui.ui.screens.dialogs import ConfirmDialog
 from tui.ui.screens.help import HelpScreen
 
 pytestmark = requires_qemu
-
-
-def make_app(fleet, ledger, pol, **kw):
-    app = BitmapTuiApp(fleet=fleet, **kw)
-    app.chains_ledger = ledger
-    app.chains_policies = {pol.name: pol}
-    return app
 
 
 async def test_run_policy_and_fix_a_retired_bitmap_from_the_screen(make_sandbox, fleet_for, tmp_path):

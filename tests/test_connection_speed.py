@@ -42,7 +42,7 @@ def test_formats_and_logs_with_debug(hook: str, caplog: pytest.LogCaptureFixture
 
 
 async def test_connection_uses_quiet_client_and_hands_the_store_plain_dicts(fake_qmp, fleet_for):
-    from tests.conftest import wait_for
+    from tests.kit.common import wait_for
 
     srv = await fake_qmp()
     fleet = await fleet_for(srv.address, refresh_interval=30)
@@ -98,7 +98,7 @@ async def test_a_flood_is_reduced_in_batches_in_order_and_forgotten_by_the_clien
     """Events already queued when one arrives are reduced with it (one snapshot and one
     notification per batch), in order; the client keeps no history of them (qemu.qmp's own
     listener would keep every event forever)."""
-    from tests.conftest import wait_for
+    from tests.kit.common import wait_for
 
     srv = await fake_qmp()
     fleet = await fleet_for(srv.address, refresh_interval=30)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import requires_qemu
-from tests.dashboard_kit import bitmap, outcome, outcomes_seen, running, sent_commands, settle
+from tests.kit.common import requires_qemu
+from tests.kit.dashboard import bitmap, outcome, outcomes_seen, running, sent_commands, settle
 from tui.core.base.audit import AuditLog
 from tui.core.model.state import BitmapState
 from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog

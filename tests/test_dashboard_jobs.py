@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
-from tests.dashboard_kit import outcome, outcomes_seen, running, sent_commands, settle
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.dashboard import outcome, outcomes_seen, running, sent_commands, settle
 from tui.core.base.audit import AuditLog
 from tui.core.model.state import JobResult
 from tui.ui.screens.dialogs import ConfirmDialog, SpeedDialog

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fake_state import build_store
+from tests.kit.fake_state import build_store
 from tui.ui.app import BitmapTuiApp
 
 # Snapshots show event timestamps: render them in UTC whatever the machine's zone.

@@ -3,16 +3,14 @@ shows node names, bitmap names and state words; a bitmap added from the keyboard
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
+from tests.kit.common import requires_qemu
+from tests.kit.terminal import Tmux
 
 pytestmark = [
     requires_qemu,
@@ -20,53 +18,6 @@ pytestmark = [
 ]
 
 EXE = Path(sys.executable).parent / "bitmap-tui"
-
-
-class Tmux:
-    """A private tmux server (its own socket name) running one program at 80x24."""
-
-    def __init__(self, argv: list[str], width: int = 80, height: int = 24) -> None:
-        self.server = f"bitmap-tui-test-{uuid.uuid4().hex[:8]}"
-        self.argv = argv
-        self.size = (width, height)
-
-    def tmux(self, *args: str) -> str:
-        res = subprocess.run(["tmux", "-L", self.server, *args], capture_output=True, text=True,
-                             timeout=30, check=False)
-        return res.stdout
-
-    def start(self) -> None:
-        w, h = self.size
-        # A list argv: tmux runs it without a shell when given as separate arguments.
-        # remain-on-exit keeps a crashed program's last words on screen for the failure message.
-        subprocess.run(["tmux", "-L", self.server, "-f", "/dev/null", "new-session", "-d",
-                        "-x", str(w), "-y", str(h), "-s", "t", *self.argv, ";",
-                        "set-option", "-t", "t", "remain-on-exit", "on"], check=True, timeout=30)
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "t")
-
-    def keys(self, *keys: str) -> None:
-        self.tmux("send-keys", "-t", "t", *keys)
-
-    def literal(self, text: str) -> None:
-        self.tmux("send-keys", "-t", "t", "-l", text)
-
-    async def wait_screen(self, *needles: str, timeout: float = 30.0, line: bool = False) -> str:
-        """Wait until every needle is on screen (``line``: all on one line)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while True:
-            text = self.screen()
-            places = text.splitlines() if line else [text]
-            if any(all(n in place for n in needles) for place in places):
-                return text
-            if loop.time() > end:
-                raise AssertionError(f"{needles} not on screen:\n{text}")
-            await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        self.tmux("kill-server")
 
 
 async def test_installed_console_in_tmux(make_sandbox):

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 from textual.command import CommandList, CommandPalette
 
-from tests.conftest import wait_for
-from tests.dashboard_kit import calls_of, messages, running, settle, watch
-from tests.fake_state import build_store, running_job_events
-from tests.fakeqmp import commands_reply
+from tests.kit.common import wait_for
+from tests.kit.dashboard import calls_of, messages, running, settle, watch
+from tests.kit.fake_state import build_store, running_job_events
+from tests.kit.fakeqmp import commands_reply
 from tui.core.base.errors import ReadOnlyError
 from tui.core.model import reducer
 from tui.core.ops import bitmaps as bitmap_ops

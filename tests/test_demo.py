@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
+from tests.kit.common import qemu_running_in, requires_qemu, wait_for
 from tui.core.model.state import BitmapState, JobResult
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet
 from tui.demo.vm import BACKUP_JOB, BITMAPS, Demo
-
-
-def qemu_running_in(path) -> bool:
-    """Is a QEMU process with ``path`` on its command line alive (zombies do not count)?"""
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            status = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if "qemu-system" in args and str(path) in args and status != "Z":
-            return True
-    return False
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
-from tests.dashboard_kit import screen_text
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.dashboard import screen_text
 from tui.core.model.state import BitmapState, JobResult
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet

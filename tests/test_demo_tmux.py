@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
-from tests.test_demo import qemu_running_in
+from tests.kit.common import qemu_running_in, requires_qemu
 
 BIN = Path(sys.executable).with_name("bitmap-tui")
 

@@ -7,8 +7,8 @@ import asyncio
 import subprocess
 from typing import Any
 
-from tests.conftest import requires_qemu, wait_for
-from tests.dashboard_kit import running
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.dashboard import running
 from tui.ui.screens.composer import ComposerScreen
 
 pytestmark = requires_qemu

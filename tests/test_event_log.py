@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import wait_for
-from tests.dashboard_kit import calls_of, settle, watch
-from tests.fake_state import build_store, running_job_events
+from tests.kit.common import wait_for
+from tests.kit.dashboard import calls_of, settle, watch
+from tests.kit.fake_state import build_store, running_job_events
 from tui.ui.app import BitmapTuiApp
 from tui.ui.widgets.events import EventLog
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import connected, requires_qemu, wait_for
-from tests.fakeqmp import FakeQMP
+from tests.kit.common import connected, requires_qemu, wait_for
+from tests.kit.fakeqmp import FakeQMP
 from tui.core.base.errors import CommandTimeoutError, ConnectionLostError, QMPCommandError
 from tui.core.model.state import BitmapState, JobResult, LinkState
 from tui.core.qmp.address import parse_address

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 import tui.core.chains.freeze as freeze_mod
-from tests.conftest import make_policy, requires_qemu
-from tests.fakeagent import FakeAgent
+from tests.kit.common import make_policy, requires_qemu
+from tests.kit.fakeagent import FakeAgent
 from tui.core.chains.points import list_points
 from tui.core.chains.run import run_policy
 from tui.core.ledger.ledger import ImageState, PointsLedger

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import make_policy, wait_for
-from tests.guest_agent import AgentGuest, guest_missing
+from tests.kit.common import make_policy, wait_for
+from tests.kit.guest_agent import AgentGuest, guest_missing
 from tui.core.chains.points import list_points
 from tui.core.chains.restore import restore_local
 from tui.core.chains.run import run_policy
@@ -103,7 +103,7 @@ async def test_real_agent_freezes_writes_and_frozen_points_restore_clean(fleet_f
 async def test_history_with_a_real_guest_writing_restores_equal(fleet_for, tmp_path):
     """Points taken while a real guest writes: each restores equal to a copy of the disk taken
     at its point (the VM is stopped for the copy and the transaction, then continues)."""
-    from tests.test_restore_qemu import same
+    from tests.kit.chains import same
     from tui.core.chains.restore import restore_qemu
 
     guest = await AgentGuest(tmp_path / "guest").start()

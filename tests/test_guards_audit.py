@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
-from tests.test_txn_cli import apply
+from tests.kit.common import requires_qemu
+from tests.kit.txn import apply
 from tui.core.base.audit import AuditLog, changes, read_entries
 from tui.core.base.errors import AuditError
 from tui.core.chains.cleanup import delete_images

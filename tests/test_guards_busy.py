@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from tests.conftest import requires_qemu, wait_for
+from tests.kit.common import requires_qemu, wait_for
 from tui.core.model.state import LinkState
 
 pytestmark = requires_qemu

@@ -4,36 +4,21 @@ exception was never retrieved", no late tracebacks), every time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
-from tests.test_dashboard_tmux import Tmux
+from tests.kit.common import requires_qemu
+from tests.kit.terminal import Tmux, cpu_load
 
 pytestmark = requires_qemu
 
 EXE = Path(sys.executable).parent / "bitmap-tui"
 ROUNDS = int(os.environ.get("GUARDS_ROUNDS", "20"))
-
-
-@contextlib.contextmanager
-def cpu_load(workers: int = 2) -> Iterator[None]:
-    """Busy processes for the duration: slow queries make the races of a quit likely."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(workers)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def after_exit(pane: str) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
-from tests.qmp_recorder import RecordingProxy
-from tests.test_dashboard_tmux import Tmux
+from tests.kit.common import requires_qemu
+from tests.kit.qmp_recorder import RecordingProxy
+from tests.kit.terminal import Tmux
 from tui.core.base.paths import default_ledger_path
 from tui.core.ledger.ledger import JobState, Ledger
 from tui.core.txn import Transaction, dumps

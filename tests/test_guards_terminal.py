@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
-from tests.test_dashboard_tmux import Tmux
-from tests.test_guards_exit import cpu_load
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.terminal import Tmux, cpu_load
 
 pytestmark = [
     requires_qemu,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
-from tests.test_dashboard_tmux import Tmux
+from tests.kit.common import requires_qemu
+from tests.kit.terminal import Tmux
 from tui.core.base.text import ELLIPSIS, is_plain, shown
 from tui.core.ledger.ledger import JobState, Ledger
 

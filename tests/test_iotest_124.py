@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from qemu.qmp.qmp_client import ExecInterruptedError
 
-from tests.conftest import requires_qemu, wait_for
-from tests.iotest_kit import (
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.iotest import (
     backup,
     backup_action,
     bitmap_count,

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
-from tests.iotest_kit import (
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.iotest import (
     G,
     backup,
     backup_action,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.fake_state import jobs, nodes
+from tests.kit.fake_state import jobs, nodes
 from tui.core.base.limits import granularity_problem
 from tui.core.model.state import ConnectionModel, Job
 from tui.core.ops import bitmaps as b

@@ -6,26 +6,12 @@ schema of their release (top-level BlockInfo.dirty-bitmaps before 4.2, `status` 
 
 from __future__ import annotations
 
+from tests.kit.replies import Q26_BLOCK, Q26_NAMED
 from tui.core.model.parse import parse_bitmap, parse_jobs, parse_nodes
 from tui.core.model.state import BitmapState, JobResult
 
-# ---- QEMU 2.6: bitmaps only in query-block's top level, `status` only, no busy/recording.
-Q26_BLOCK = [
-    {
-        "device": "drive0",
-        "inserted": {"node-name": "disk0", "drv": "qcow2", "file": "/img/d0.qcow2", "ro": False,
-                     "image": {"virtual-size": 67108864}},
-        "dirty-bitmaps": [
-            {"name": "bm-act", "status": "active", "granularity": 65536, "count": 1048576},
-            {"name": "bm-dis", "status": "disabled", "granularity": 65536, "count": 0},
-            {"name": "bm-frz", "status": "frozen", "granularity": 131072, "count": 4096},
-            {"status": "active", "granularity": 65536, "count": 0},
-        ],
-    }
-]
-Q26_NAMED = [{"node-name": "disk0", "drv": "qcow2", "file": "/img/d0.qcow2", "ro": False,
-              "image": {"virtual-size": 67108864}}]
-
+# ---- QEMU 2.6: bitmaps only in query-block's top level, `status` only, no busy/recording
+# (Q26_BLOCK, Q26_NAMED: in tests/kit/replies.py, shared with the refresh tests).
 # ---- QEMU 3.0: `locked` status (NBD export / migration).
 Q30_BLOCK = [dict(Q26_BLOCK[0], **{"dirty-bitmaps": [
     {"name": "bm-lck", "status": "locked", "granularity": 65536, "count": 512}]})]

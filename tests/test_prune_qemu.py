@@ -10,9 +10,8 @@ import sqlite3
 import subprocess
 import time
 
-from tests.conftest import make_policy, requires_qemu
-from tests.test_chains_cli import cli, setup  # noqa: F401  (fixture)
-from tests.test_restore_qemu import absent, history, same
+from tests.kit.chains import absent, cli, history, same
+from tests.kit.common import make_policy, requires_qemu
 from tui.core.chains.points import list_points
 from tui.core.chains.policy import Keep
 from tui.core.chains.prune import _qemu_img, finish_step, plan_prune, prune, record_step, select
@@ -206,7 +205,7 @@ async def test_interrupted_after_commit_record_and_rebase(make_sandbox, fleet_fo
     ledger.close()
 
 
-async def test_prune_cli_dry_run_read_only_and_auto(make_sandbox, setup, tmp_path):  # noqa: F811
+async def test_prune_cli_dry_run_read_only_and_auto(make_sandbox, setup, tmp_path):
     sb = await make_sandbox(drives=2)
     cfg, env = setup(sb, keep={"last": 1})
     conn = ["--connect", f"vm0={sb.address}", "--config", str(cfg)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import connected, requires_qemu, wait_for
+from tests.kit.common import connected, requires_qemu, wait_for
 from tui.core.base.errors import QMPCommandError
 from tui.core.model.state import BitmapState, JobResult, LinkState
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import wait_for
+from tests.kit.common import wait_for
 
 RUNNING = [{"id": "j0", "type": "backup", "status": "running", "current-progress": 1,
             "total-progress": 10}]
@@ -41,7 +41,7 @@ async def test_job_event_triggers_bitmap_refresh(fake_qmp, fleet_for):
 
 async def test_old_qemu_2_6_end_to_end(fake_qmp, fleet_for):
     """A 2.6 QEMU: no query-jobs, bitmaps only in query-block's top level with `status`."""
-    from tests.test_parse_generations import Q26_BLOCK, Q26_NAMED
+    from tests.kit.replies import Q26_BLOCK, Q26_NAMED
     from tui.core.model.state import BitmapState
 
     srv = await fake_qmp(version=(2, 6, 0), replies={

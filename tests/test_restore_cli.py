@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu, wait_for
-from tests.test_chains_cli import cli, setup  # noqa: F401  (fixture)
-from tests.test_chains_qemu import reference
-from tests.test_restore_qemu import absent, same
+from tests.kit.chains import absent, cli, reference, same
+from tests.kit.common import requires_qemu, wait_for
 
 pytestmark = requires_qemu
 
@@ -32,7 +30,7 @@ async def two_points(sb, cfg, env):
     return conn, refs
 
 
-async def test_points_and_restore_cli(make_sandbox, setup, tmp_path):  # noqa: F811
+async def test_points_and_restore_cli(make_sandbox, setup, tmp_path):
     sb = await make_sandbox(drives=2)
     cfg, env = setup(sb)
     conn, refs = await two_points(sb, cfg, env)
@@ -81,7 +79,7 @@ async def test_points_and_restore_cli(make_sandbox, setup, tmp_path):  # noqa: F
     assert any('"command":"qemu-img convert"' in line for line in lines)
 
 
-async def test_export_cli_for_seconds(make_sandbox, setup, tmp_path):  # noqa: F811
+async def test_export_cli_for_seconds(make_sandbox, setup, tmp_path):
     sb = await make_sandbox(drives=2)
     cfg, env = setup(sb)
     conn, refs = await two_points(sb, cfg, env)
@@ -105,7 +103,7 @@ async def test_export_cli_for_seconds(make_sandbox, setup, tmp_path):  # noqa: F
 
 
 @pytest.mark.parametrize("route", ["local", "qemu"])
-async def test_killed_restore_is_repaired_by_the_next(make_sandbox, setup, tmp_path, route):  # noqa: F811
+async def test_killed_restore_is_repaired_by_the_next(make_sandbox, setup, tmp_path, route):
     sb = await make_sandbox(drives=2)
     cfg, env = setup(sb)
     await sb.write(0, "16M", "16M", 0x41)

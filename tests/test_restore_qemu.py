@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import make_policy, requires_qemu
-from tests.test_chains_qemu import reference
+from tests.kit.chains import absent, history, same
+from tests.kit.common import make_policy, requires_qemu
 from tui.core.chains.points import find_point, list_points
 from tui.core.chains.restore import (
     RestoreFailed,
@@ -21,37 +21,15 @@ from tui.core.chains.restore import (
     start_export,
 )
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import ImageState, PointsLedger, RestoreState
+from tui.core.ledger.ledger import PointsLedger, RestoreState
 
 pytestmark = requires_qemu
-
-
-def same(a: str, b: str, fmt_a: str = "qcow2") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["qemu-img", "compare", "-f", fmt_a, "-F", "qcow2", a, b],
-                          capture_output=True, text=True, check=False)
-
-
-def absent(path: str) -> bool:
-    return not os.path.lexists(path)
 
 
 def standalone(path: str, fmt: str = "qcow2") -> bool:
     out = subprocess.run(["qemu-img", "info", "-f", fmt, path], capture_output=True, text=True,
                          check=True).stdout
     return "backing file" not in out
-
-
-async def history(sb, conn, ledger, pol, rounds):
-    """One backup per round, writes before each; the reference of each point (by image path)."""
-    refs: dict[str, str] = {}
-    for n, writes in enumerate(rounds, 1):
-        for drive, offset, length, pattern in writes:
-            await sb.write(drive, offset, length, pattern)
-        res = await run_policy(conn, ledger, pol, timeout=60)
-        for i, d in enumerate(res.drives):
-            if d.state is ImageState.VALID:
-                refs[d.path] = await reference(sb, i, f"ref{n}-{i}.qcow2")
-    return refs
 
 
 ROUNDS = [

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import make_policy, requires_qemu, wait_for
-from tests.dashboard_kit import messages, watch
-from tests.test_chains_qemu import reference
-from tests.test_chains_screen import make_app
-from tests.test_restore_qemu import same
+from tests.kit.chains import reference, same
+from tests.kit.common import make_policy, requires_qemu, wait_for
+from tests.kit.dashboard import make_app, messages, watch
 from tui.core.chains.run import run_policy
 from tui.core.ledger.ledger import Ledger
 from tui.ui.messages import RestoreFinished

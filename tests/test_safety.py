@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import requires_qemu
+from tests.kit.common import requires_qemu
 from tui.cli.main import build_parser
 from tui.cli.options import session_of
 from tui.core.base.audit import AuditLog, changes, open_audit, read_entries

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 
-from tests.conftest import requires_qemu
+from tests.kit.common import requires_qemu
 
 
 async def status(*args: str) -> tuple[int, str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_state import build_store
+from tests.kit.fake_state import build_store
 from tui.core.config import load_config
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.themes import BUILTIN_NAMES

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from qemu.qmp import QMPClient
 
-from tests.conftest import requires_qemu, wait_for
-from tests.remote import Certs, LocalSSHD, free_port, qemu_tls_args, sshd_unavailable
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.remote import Certs, LocalSSHD, free_port, qemu_tls_args, sshd_unavailable
 from tui.core.model.state import LinkState
 from tui.core.model.store import Store
 from tui.core.qmp.address import parse_address

@@ -4,53 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 
-from tui.core.model.state import Bitmap, ConnectionModel, Job, LinkState, Node
+from tests.kit.txn import bd, bm, incr, model
+from tui.core.model.state import ConnectionModel, Job, LinkState, Node
 from tui.core.txn import GROUPED, INDIVIDUAL, Action, Transaction, prepare, what_if
 from tui.core.txn.checks import blockdev_equivalent
 from tui.core.txn.verdict import decide
-
-
-def bm(name: str, count: int = 0, busy: bool = False, inconsistent: bool = False,
-       recording: bool = True) -> Bitmap:
-    return Bitmap(name=name, granularity=65536, count=count, recording=recording, busy=busy,
-                  inconsistent=inconsistent, persistent=inconsistent)
-
-
-def model(**kw: Any) -> ConnectionModel:
-    nodes = {
-        "disk0": Node("disk0", "qcow2", "/img/drive0.qcow2", 64 << 20, device="drive0",
-                      bitmaps=(bm("bitmap0", 458752), bm("hot", busy=True),
-                               bm("broken", inconsistent=True, recording=False))),
-        "disk1": Node("disk1", "qcow2", "/img/drive1.qcow2", 64 << 20, device="drive1",
-                      bitmaps=(bm("bitmap1", 458752),)),
-        "disk2": Node("disk2", "qcow2", "/img/drive2.qcow2", 64 << 20, device="drive2"),
-        "raw0": Node("raw0", "raw", "/img/raw.img", 64 << 20),
-        "tgt0": Node("tgt0", "qcow2", "/backups/t0.qcow2", 64 << 20),
-        "tgt1": Node("tgt1", "qcow2", "/backups/t1.qcow2", 64 << 20),
-    }
-    jobs = {"running": Job("running", "backup", "running", node="disk2")}
-    base = dict(name="vm0", address="unix:/x", state=LinkState.CONNECTED, nodes=nodes, jobs=jobs)
-    base.update(kw)
-    return ConnectionModel(**base)  # type: ignore[arg-type]
-
-
-def incr(dev: str = "drive0", bitmap: str | None = "bitmap0", target: str = "/b/d0.qcow2",
-         **extra: Any) -> Action:
-    data: dict[str, Any] = {"device": dev, "sync": "incremental", "target": target,
-                            "format": "qcow2", "mode": "existing"}
-    if bitmap:
-        data["bitmap"] = bitmap
-    data.update(extra)
-    return Action("drive-backup", {k: v for k, v in data.items() if v is not None})
-
-
-def bd(dev: str, target: str, **extra: Any) -> Action:
-    return Action("blockdev-backup", {"device": dev, "target": target, "job-id": f"j-{dev}",
-                                      **extra})
 
 
 def errors(*actions: Action, mode: str = INDIVIDUAL, m: ConnectionModel | None = None,

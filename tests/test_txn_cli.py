@@ -6,26 +6,17 @@ import asyncio
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
-from tests.conftest import requires_qemu
+from tests.kit.common import requires_qemu
+from tests.kit.txn import EXE, apply
 from tui.core.base.audit import changes
 from tui.core.txn import Transaction, dumps, load
 from tui.core.txn.model import Action
 from tui.demo.sandbox import QEMU_IMG, Sandbox, run
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-configs"
-EXE = shutil.which("bitmap-tui", path=str(Path(sys.executable).parent)) or "bitmap-tui"
 KEYS = {"completion_mode", "accepted", "error", "jobs", "images", "bitmaps", "next"}
-
-
-async def apply(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        EXE, "apply", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def doc_example(sb: Sandbox, tmp: Path) -> Path:

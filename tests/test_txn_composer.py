@@ -8,7 +8,7 @@ from typing import Any
 from textual.app import App
 from textual.widgets import Input, ListView, Select, Static, TabbedContent
 
-from tests.conftest import requires_qemu, wait_for
+from tests.kit.common import requires_qemu, wait_for
 from tui.core.txn import Transaction
 from tui.core.txn.model import Action
 from tui.demo.sandbox import QEMU_IMG, run

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from tests.conftest import requires_qemu, wait_for
-from tests.dashboard_kit import running
+from tests.kit.common import requires_qemu, wait_for
+from tests.kit.dashboard import running
 from tui.demo.sandbox import QEMU_IMG, run
 from tui.ui.palette import commands_for
 from tui.ui.screens.composer import ComposerScreen

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_qemu
+from tests.kit.common import requires_qemu
 from tui.core.base.errors import QMPCommandError
 from tui.core.txn import GROUPED, INDIVIDUAL, Transaction, TransactionRun, load, prepare
 from tui.core.txn.model import Action

@@ -7,8 +7,7 @@ from typing import Any
 
 from textual.app import App
 
-from tui.core.model.state import Bitmap, LinkState, Node
-from tui.core.model.store import Store
+from tests.kit.fake_state import StoreOnly
 from tui.core.txn import loads
 from tui.ui.screens.composer import ComposerScreen
 
@@ -19,29 +18,6 @@ actions:
   - {type: drive-backup, data: {device: drive1, bitmap: bitmap1, format: qcow2, mode: existing,
      sync: incremental, target: /backups/d1-incr-1.qcow2}}
 """
-
-
-class StoreOnly:
-    """A fleet with a store but no live connection (sending is not part of a snapshot)."""
-
-    def __init__(self) -> None:
-        self.store = Store()
-        self.store.add_connection("vm0", "unix:/run/vm0.qmp")
-        nodes = {
-            f"disk{i}": Node(f"disk{i}", "qcow2", f"/images/drive{i}.qcow2", 64 << 20,
-                             device=f"drive{i}",
-                             bitmaps=(Bitmap(f"bitmap{i}", 65536, 458752, True, False,
-                                             persistent=False),))
-            for i in (0, 1)
-        }
-        self.store.update("vm0", lambda c: replace(c, state=LinkState.CONNECTED, nodes=nodes,
-                                                   synced=True))
-
-    def __getitem__(self, name: str) -> Any:
-        raise KeyError(name)
-
-    def start(self) -> None:
-        """Nothing to connect (the console starts its fleet on mount)."""
 
 
 class SnapApp(App[None]):

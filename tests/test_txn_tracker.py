@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.kit.common import wait_for
 from tui.core.base.errors import QMPCommandError
 from tui.core.model import reducer
 from tui.core.model.state import Bitmap, Job, JobResult, LinkState, Node

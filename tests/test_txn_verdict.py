@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_txn_checks import bd, incr, model
+from tests.kit.txn import bd, incr, model
 from tui.core.txn import GROUPED, INDIVIDUAL, Transaction, prepare, what_if
 from tui.core.txn.verdict import (
     CANCELLED,

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from textual.app import App
 
-from tests.fake_state import build_store
-from tests.test_txn_snapshots import StoreOnly
+from tests.kit.fake_state import StoreOnly, build_store
 from tui.core.ledger.ledger import Ledger
 from tui.ui.app import BitmapTuiApp
 from tui.ui.screens.chains import ChainsScreen

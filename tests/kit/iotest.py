@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import wait_for
+from tests.kit.common import wait_for
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet
 from tui.core.txn import Action, Transaction, TransactionRun, Verdict, prepare

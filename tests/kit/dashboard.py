@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import wait_for
+from tests.kit.common import wait_for
 from tui.core.base.audit import changes
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import OperationFinished, StateRendered
@@ -101,3 +101,10 @@ def bitmap(fleet: Any, node: str, name: str, conn: str = "vm0") -> Any:
 def screen_text(app: Any) -> str:
     """Everything visible on screen, as text (what a terminal would show)."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def make_app(fleet, ledger, pol, **kw):
+    app = BitmapTuiApp(fleet=fleet, **kw)
+    app.chains_ledger = ledger
+    app.chains_policies = {pol.name: pol}
+    return app
