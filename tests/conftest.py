@@ -1,5 +1,6 @@
 """Fixtures of every folder: real sandbox QEMUs, a connected Fleet, the fake QMP server, and a
-private XDG directory for each test. Helpers that tests import are in ``tests/kit``."""
+private XDG directory for each test. A folder's own fixtures are in its conftest.py; helpers
+that tests import are in ``tests/kit``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported early: a lazy import at session end trips a CPython 3.11 AST bug)
 import pytest
-import yaml
 
 from tests.kit.fakeqmp import FakeQMP
 from tui.core.qmp.address import parse_address
@@ -88,33 +88,3 @@ def _isolated_xdg(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
 
 
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch):
-    """Local time is UTC for the test (snapshots with timestamps stay machine-independent)."""
-    import time
-
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.delenv("TZ")
-    time.tzset()
-
-
-@pytest.fixture
-def setup(tmp_path):
-    """``cfg, env = setup(sb, **policy_settings)``: a config file with two policies on ``sb``
-    (``nightly``, and ``slow`` speed-limited) and an environment whose XDG directories are the
-    test's own, for the headless commands in a subprocess."""
-
-    def make(sb, **extra):
-        cfg = tmp_path / "config.yaml"
-        base = {"connection": "vm0", "drives": ["drive0", "drive1"], "bitmap": "bm",
-                "target_dir": str(sb.dir), **extra}
-        cfg.write_text(yaml.safe_dump({"connections": {"vm0": sb.address}, "policies": {
-            "nightly": base,
-            "slow": {**base, "speed": 256 * 1024},
-        }}))
-        env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
-               "XDG_CONFIG_HOME": str(tmp_path / "nocfg")}
-        return cfg, env
-    return make

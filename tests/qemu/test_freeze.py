@@ -1,5 +1,5 @@
 """freeze: true against a real QEMU and a fake guest agent (hangs, dies while frozen, a cancelled
-run); the real qemu-ga in a real guest is in tests/test_freeze_guest.py."""
+run); the real qemu-ga in a real guest is in tests/qemu/test_freeze_guest.py."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.kit.common import requires_qemu
+from tests.kit.common import ROOT, requires_qemu
 from tui.cli.main import build_parser
 from tui.cli.options import session_of
 from tui.core.base.audit import AuditLog, changes, open_audit, read_entries
@@ -27,7 +27,7 @@ from tui.core.base.errors import (
 from tui.core.base.paths import default_audit_path
 from tui.core.qmp.connection import is_mutating
 
-TUI = Path(__file__).resolve().parent.parent / "tui"
+TUI = ROOT / "tui"
 
 
 def entries(path: Path) -> list[dict[str, Any]]:

@@ -8,14 +8,13 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.kit.common import requires_qemu
+from tests.kit.common import SAMPLES, requires_qemu
 from tests.kit.txn import EXE, apply
 from tui.core.base.audit import changes
 from tui.core.txn import Transaction, dumps, load
 from tui.core.txn.model import Action
 from tui.demo.sandbox import QEMU_IMG, Sandbox, run
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample-configs"
 KEYS = {"completion_mode", "accepted", "error", "jobs", "images", "bitmaps", "next"}
 
 

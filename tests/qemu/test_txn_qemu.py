@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit.common import requires_qemu
+from tests.kit.common import SAMPLES, requires_qemu
 from tui.core.base.errors import QMPCommandError
 from tui.core.txn import GROUPED, INDIVIDUAL, Transaction, TransactionRun, load, prepare
 from tui.core.txn.model import Action
@@ -18,7 +18,6 @@ from tui.demo.sandbox import QEMU_IMG, Sandbox, run
 
 pytestmark = requires_qemu
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample-configs"
 DOC_COUNT = 458752  # the iotest 124 write pattern below dirties this many bytes
 
 

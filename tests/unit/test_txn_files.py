@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.common import SAMPLES
 from tui.core.base.errors import ConfigError
 from tui.core.txn import GROUPED, INDIVIDUAL, dumps, load, loads
 from tui.core.txn.model import Action, Transaction
-
-SAMPLES = Path(__file__).resolve().parent.parent / "sample-configs"
 
 # Verbatim from the bitmaps documentation (QMP JSON, trailing commas included).
 DOC_GROUPED = """

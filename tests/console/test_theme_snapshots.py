@@ -3,16 +3,14 @@ keymap), from the deterministic fake state."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from tests.kit.common import ROOT
 from tests.kit.fake_state import build_store
 from tui.core.config import load_config
 from tui.ui.app import BitmapTuiApp, known_binding_ids
 from tui.ui.themes import BUILTIN_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "sample-configs").glob("config-*.yaml"))
 
 

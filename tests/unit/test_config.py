@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.common import ROOT
 from tui.core.base.errors import ConfigError
 from tui.core.base.paths import default_config_path, user_themes_dir
 from tui.core.config import (
@@ -19,7 +20,6 @@ from tui.core.config import (
 )
 from tui.core.qmp.fleet import Endpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "sample-configs").glob("config-*.yaml"))
 
 

@@ -10,6 +10,7 @@ from textual.color import Color
 from textual.theme import Theme
 from textual.widgets import Static
 
+from tests.kit.common import ROOT
 from tui.core.base.errors import ConfigError
 from tui.ui.theme_vars import APP_VARIABLES, resolve_defaults
 from tui.ui.themes import (
@@ -21,8 +22,6 @@ from tui.ui.themes import (
     parse_theme,
     register_themes,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_repository_themes_dir_is_the_shipped_one():

@@ -1,7 +1,7 @@
 """The verdict rules without QEMU: bitmap outcomes, image verdicts, counts, advice per drive.
 
-The expectations are QEMU's (iotests 124 and 257); tests/test_iotest_257.py and
-tests/test_iotest_124.py show the same on a real QEMU.
+The expectations are QEMU's (iotests 124 and 257); tests/qemu/test_iotest_257.py and
+tests/qemu/test_iotest_124.py show the same on a real QEMU.
 """
 
 from __future__ import annotations

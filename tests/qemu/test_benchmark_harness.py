@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit.common import requires_qemu
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.kit.common import ROOT, requires_qemu
 
 KEYS = {
     "event_pipeline": {"app_eps", "bare_eps", "ratio"},

@@ -16,6 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.kit.common import SAMPLES
 from tui.core.base.errors import AddressError, BitmapTuiError, ConfigError
 from tui.core.model import reducer
 from tui.core.model.parse import parse_bitmap, parse_jobs, parse_nodes, parse_version
@@ -29,7 +30,6 @@ FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 # Per-sample file fuzzing: several samples each, so fewer examples per sample.
 FUZZ_FILES = settings(FUZZ, max_examples=60)
-SAMPLES = Path(__file__).resolve().parent.parent / "sample-configs"
 
 # Field names QEMU uses, so random documents reach the interesting branches.
 KEYS = [
