@@ -173,18 +173,6 @@ def ok_dict():
     return {"connection": "vm0", "drives": ["drive0"], "target_dir": "/b"}
 
 
-def test_chains_modules_never_import_textual():
-    mods = ["tui.core.ledger.ledger", "tui.core.chains.policy", "tui.core.chains.plan", "tui.core.txn.targets",
-            "tui.core.chains.send", "tui.core.chains.reconcile", "tui.core.chains.run", "tui.core.chains.view",
-            "tui.core.chains.verify", "tui.cli.chains"]
-    code = (
-        "import importlib, sys\n"
-        f"for m in {mods!r}: importlib.import_module(m)\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] == 'textual']\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 def test_reset_under_another_drive_name_ends_the_chain(ledger):
     """Policy A names the disk 'drive0', policy B its node 'n-a': a full by B resets the bitmap."""
     _, full = run(ledger, "individual", ["a"], {"a": JobState.COMPLETED})

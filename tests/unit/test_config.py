@@ -369,12 +369,6 @@ def test_cli_reports_config_error_in_one_line(tmp_path):
     assert "Traceback" not in res.stderr
 
 
-def test_config_loader_does_not_import_textual():
-    code = "import sys, tui.core.config, tui.core.base.yamlnodes, tui.demo.vm; print('textual' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 # ---------------------------------------------------------------------------- fuzz
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402

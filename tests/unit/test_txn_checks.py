@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from tests.kit.txn import bd, bm, incr, model
@@ -253,12 +250,6 @@ def test_failed_anchor_full_backup_is_explained() -> None:
     assert [(b.name, b.outcome) for b in v.bitmaps] == [("bitmap0", "cleared")]
     assert any("counts from an image that does not exist" in n for n in v.next)
     assert v.to_dict()["jobs"][0]["result"] == "failed"
-
-
-def test_core_does_not_import_textual() -> None:
-    code = ("import sys, tui.core.txn, tui.cli.apply, tui.core.txn.tracker; "
-            "assert 'textual' not in sys.modules, 'textual imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_auto_finalize_false_is_a_warning() -> None:
