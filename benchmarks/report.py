@@ -449,7 +449,7 @@ def write_report(doc: dict[str, Any]) -> str:
         "- Faster event handling makes a race likelier: a job poll answered just before a "
         "job's final events can be applied after them. The reducer's rule that such a poll "
         "never overrides the final events (on main) covers it; "
-        "`tests/test_connection_speed.py` checks it through `Connection.refresh_jobs`.",
+        "`tests/unit/test_connection_speed.py` checks it through `Connection.refresh_jobs`.",
         "",
     ]
     return "\n".join(lines)

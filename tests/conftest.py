@@ -1,21 +1,17 @@
-"""Shared fixtures: real sandbox QEMUs, a connected Fleet, and the fake QMP server."""
+"""Fixtures of every folder: real sandbox QEMUs, a connected Fleet, the fake QMP server, and a
+private XDG directory for each test. A folder's own fixtures are in its conftest.py; helpers
+that tests import are in ``tests/kit``."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported early: a lazy import at session end trips a CPython 3.11 AST bug)
 import pytest
-import yaml
 
-from tests.fakeqmp import FakeQMP
-from tui.core.chains.policy import Policy
-from tui.core.config import load_config
-from tui.core.model.state import LinkState
+from tests.kit.fakeqmp import FakeQMP
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet
 from tui.demo.sandbox import Sandbox, qemu_available
@@ -23,9 +19,6 @@ from tui.demo.sandbox import Sandbox, qemu_available
 # In CI a missing QEMU is an install bug, never a reason to skip.
 if os.environ.get("CI") and qemu_available():
     raise RuntimeError(f"CI=true but {qemu_available()}")
-
-requires_qemu = pytest.mark.skipif(qemu_available() is not None, reason=str(qemu_available()))
-
 
 SandboxFactory = Callable[..., Awaitable[Sandbox]]
 
@@ -52,16 +45,6 @@ async def sandbox(make_sandbox: SandboxFactory) -> Sandbox:
     return await make_sandbox(drives=2)
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait (by polling the state, never by fixed sleeps) until predicate() holds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def fleet_for() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
     """``await fleet_for(sandbox_or_address, ...)`` → a started Fleet, connected and synced."""
@@ -80,10 +63,6 @@ async def fleet_for() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
     yield make
     for f in fleets:
         await f.stop()
-
-
-def connected(fleet: Fleet, name: str = "vm0") -> bool:
-    return fleet.store.connection(name).state is LinkState.CONNECTED
 
 
 @pytest.fixture
@@ -109,24 +88,3 @@ def _isolated_xdg(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
 
 
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch):
-    """Local time is UTC for the test (snapshots with timestamps stay machine-independent)."""
-    import time
-
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.delenv("TZ")
-    time.tzset()
-
-
-def make_policy(name: str, settings: dict) -> Policy:
-    """A policy as the config file would give it: through the config's validator (the only
-    one), with its connection declared."""
-    conn = settings.get("connection", "vm0")
-    doc = {"connections": {conn: "unix:/nonexistent/qmp.sock"}, "policies": {name: settings}}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return load_config(path).policies[name]

@@ -1,0 +1,81 @@
+"""A backup history against a real Linux guest that writes to its disk all the time.
+
+Each run's point in time is fixed while the guest is paused: QMP ``stop`` (QEMU flushes the
+disk), a reference copy (``qemu-img convert -U``), the backup transaction is sent, ``cont`` as
+soon as its jobs run. The guest writes on while the jobs copy; every chain the ledger calls VALID
+must still equal its reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from functools import partial
+
+import pytest
+
+from tests.kit.common import make_policy, requires_qemu, wait_for
+from tests.kit.guest import GuestVM, guest_unavailable
+from tui.core.chains.run import run_policy
+from tui.core.chains.verify import compare_images, verify_chain
+from tui.core.ledger.ledger import ImageState, Ledger
+
+if os.environ.get("CI") and guest_unavailable():
+    raise RuntimeError(f"CI=true but {guest_unavailable()}")
+
+pytestmark = [requires_qemu, pytest.mark.skipif(guest_unavailable() is not None,
+                                                reason=str(guest_unavailable()))]
+
+
+def convert_shared(disk: str, out: str) -> None:
+    subprocess.run(["qemu-img", "convert", "-U", "-O", "qcow2", disk, out], check=True,
+                   capture_output=True, timeout=120)
+
+
+def resume_when_jobs_run(sb, resumed: list, text: str) -> None:
+    """A run's step callback: once its jobs run (their point in time is fixed), ``cont``."""
+    if text == "waiting for the jobs" and not resumed:
+        resumed.append(asyncio.get_running_loop().create_task(sb.qmp("cont")))
+
+
+async def test_history_against_a_writing_guest(tmp_path, fleet_for):
+    vm = GuestVM(tmp_path / "guest")
+    sb = await vm.start()
+    try:
+        await wait_for(vm.ready, timeout=90, what="the guest to boot")
+        await wait_for(lambda: vm.records() >= 3, timeout=60, what="the guest's first writes")
+        fleet = await fleet_for(sb)
+        conn = fleet["vm0"]
+        ledger = Ledger(tmp_path / "ledger.sqlite")
+        pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0"],
+                                           "target_dir": str(tmp_path)})
+        refs: dict[str, str] = {}
+        kinds = []
+        for n in range(4):
+            await wait_for(partial(lambda base: vm.records() >= base + 3, vm.records()), timeout=60,
+                           what="more guest writes")
+            await sb.qmp("stop")  # the point in time: QEMU flushes the disk
+            ref = str(tmp_path / f"ref-{n}.qcow2")
+            await asyncio.to_thread(convert_shared, str(sb.image(0)), ref)
+            resumed: list[asyncio.Task[object]] = []
+            res = await run_policy(conn, ledger, pol, timeout=120,
+                                   on_step=partial(resume_when_jobs_run, sb, resumed))
+            assert resumed, "the guest was not resumed during the backup"
+            await resumed[0]
+            assert res.exit_code == 0, res.to_dict()
+            refs[res.drives[0].path or ""] = ref
+            kinds.append(res.drives[0].kind)
+        assert kinds == ["full", "incremental", "incremental", "incremental"]
+        written = vm.records()
+        await wait_for(lambda: vm.records() > written, timeout=30, what="the guest to write on")
+        valid = [i for i in ledger.images() if i.state is ImageState.VALID]
+        assert len(valid) == 4
+        for im in valid:
+            checks = verify_chain(ledger, im, reference=refs[im.path])
+            assert all(c.ok for c in checks), checks
+        # The references really differ from each other: the guest changed the disk in between.
+        assert not compare_images(refs[valid[0].path], refs[valid[-1].path]).ok
+        ledger.close()
+    finally:
+        await sb.close()
