@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from tui import __version__
 from tui.cli import apply, backup, chains, demo, points, prune, restore, status, verify
-from tui.cli.options import EXIT_REFUSED, add_session_options, error, session_of
+from tui.cli.options import EXIT_REFUSED, add_ledger_option, add_session_options, error, session_of
 from tui.core.base.errors import BitmapTuiError
 
 SUBCOMMANDS = (status, apply, backup, chains, verify, demo, points, restore, prune)
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"bitmap-tui {__version__}")
     add_session_options(p, top=True)
+    add_ledger_option(p, top=True)
     p.add_argument("--theme", help="theme name (dark, light, high-contrast, ansi, or a user theme)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:

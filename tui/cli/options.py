@@ -61,8 +61,10 @@ def add_policy_command(sub: Any, name: str, help_text: str) -> argparse.Argument
     return p
 
 
-def add_ledger_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ledger", metavar="FILE", help="ledger database (default: XDG state dir)")
+def add_ledger_option(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--ledger FILE``; on a subcommand it does not hide one given before the command."""
+    p.add_argument("--ledger", metavar="FILE", default=None if top else argparse.SUPPRESS,
+                   help="ledger database (default: XDG state dir)")
 
 
 def launch_options(args: argparse.Namespace) -> LaunchOptions:
