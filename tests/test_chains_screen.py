@@ -10,7 +10,8 @@ from tests.conftest import make_policy, requires_qemu, wait_for
 from tests.dashboard_kit import messages, screen_text, watch
 from tests.test_chains_qemu import damage
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import ImageState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.screens.chains import ChainsScreen
@@ -130,7 +131,7 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
 
 async def test_app_start_reconciles_the_ledger(make_sandbox, fleet_for, tmp_path):
     """A transaction left open by a run that died is resolved when the app connects."""
-    from tui.core.ledger.ledger import JobState, TxnState
+    from tui.core.ledger.rows import JobState, TxnState
 
     sb = await make_sandbox(drives=1)
     ledger = Ledger(tmp_path / "l.sqlite")

@@ -12,7 +12,8 @@ from tests.conftest import make_policy, requires_qemu
 from tests.fakeagent import FakeAgent
 from tui.core.chains.points import list_points
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import ImageState, PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import ImageState
 from tui.core.qmp.agent import AgentError, GuestAgent
 
 pytestmark = requires_qemu

@@ -379,7 +379,7 @@ def test_config_loader_on_mutated_samples_down_to_the_fleet(sample: Path, tmp_pa
                       st.binary(max_size=3000).map(lambda b: b"SQLite format 3\x00" + b)))
 def test_ledger_file_of_random_bytes_is_one_line(tmp_path: Path, data: bytes) -> None:
     """A corrupt or foreign ledger file: one ConfigError line, the file left untouched."""
-    from tui.core.ledger.ledger import Ledger
+    from tui.core.ledger.repository import Ledger
 
     path = tmp_path / "ledger.db"
     for leftover in tmp_path.glob("ledger.db*"):

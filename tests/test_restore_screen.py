@@ -8,7 +8,7 @@ from tests.test_chains_qemu import reference
 from tests.test_chains_screen import make_app
 from tests.test_restore_qemu import same
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import Ledger
+from tui.core.ledger.repository import Ledger
 from tui.ui.messages import RestoreFinished
 from tui.ui.screens.chains import ChainsScreen
 from tui.ui.screens.dialogs import ConfirmDialog

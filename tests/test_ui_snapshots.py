@@ -12,7 +12,7 @@ from textual.app import App
 
 from tests.fake_state import build_store
 from tests.test_txn_snapshots import StoreOnly
-from tui.core.ledger.ledger import Ledger
+from tui.core.ledger.repository import Ledger
 from tui.ui.app import BitmapTuiApp
 from tui.ui.screens.chains import ChainsScreen
 from tui.ui.screens.composer import ComposerScreen

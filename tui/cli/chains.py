@@ -26,7 +26,7 @@ from tui.core.base.format import human_bytes
 from tui.core.chains.cleanup import delete_images
 from tui.core.chains.reconcile import reconcile
 from tui.core.chains.view import build_view
-from tui.core.ledger.ledger import Ledger
+from tui.core.ledger.repository import Ledger
 from tui.core.model.state import LinkState
 from tui.session import Session
 

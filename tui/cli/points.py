@@ -19,7 +19,7 @@ from tui.cli.options import (
     session_of,
 )
 from tui.core.chains.points import Point, describe, list_points
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 
 
 def register(sub: Any) -> None:

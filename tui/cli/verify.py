@@ -19,7 +19,7 @@ from tui.cli.options import (
 )
 from tui.core.chains.chain import chain_state
 from tui.core.chains.verify import verify_chain
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 
 
 def register(sub: Any) -> None:

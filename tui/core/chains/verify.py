@@ -11,7 +11,9 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from tui.core.ledger.ledger import ImageRow, Ledger, PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageRow
 
 QEMU_IMG = "qemu-img"
 

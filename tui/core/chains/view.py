@@ -17,7 +17,8 @@ from tui.core.chains.chain import chain_state
 from tui.core.chains.cleanup import deletable_images
 from tui.core.chains.owners import owner_of
 from tui.core.chains.watch import live_breaks
-from tui.core.ledger.ledger import ImageRow, ImageState, Ledger, TxnState
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageRow, ImageState, TxnState
 from tui.core.model.state import BitmapState, ConnectionModel, FleetState, LinkState
 from tui.core.qmp.address import parse_address_lenient
 

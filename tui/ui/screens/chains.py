@@ -32,7 +32,8 @@ from tui.core.chains.policy import Policy
 from tui.core.chains.reconcile import reconcile
 from tui.core.chains.run import preview, run_policy
 from tui.core.chains.view import ChainsView, Problem, build_view
-from tui.core.ledger.ledger import Ledger, PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.repository import Ledger
 from tui.core.model.store import Store
 from tui.ui.actions import CHAINS, DIALOG, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
