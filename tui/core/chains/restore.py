@@ -29,12 +29,12 @@ from typing import Any
 
 from tui.core.base.audit import AuditLog
 from tui.core.base.errors import BitmapTuiError, QMPCommandError
+from tui.core.base.programs import QEMU_IMG
 from tui.core.chains.points import Point
 from tui.core.ledger.points_repository import PointsLedger
 from tui.core.ledger.rows import RestoreRow, RestoreState
 from tui.core.txn.targets import QMPConn, TargetError, _create_job, create_target
 
-QEMU_IMG = "qemu-img"
 FORMATS = ("qcow2", "raw")
 ROUTES = ("local", "qemu")
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")

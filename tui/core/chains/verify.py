@@ -11,11 +11,10 @@ import os
 import subprocess
 from dataclasses import dataclass
 
+from tui.core.base.programs import QEMU_IMG
 from tui.core.ledger.points_repository import PointsLedger
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageRow
-
-QEMU_IMG = "qemu-img"
 
 
 @dataclass(frozen=True, slots=True)
