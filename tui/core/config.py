@@ -37,6 +37,7 @@ from tui.core.chains.policy import (
 )
 from tui.core.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.core.qmp.address import Address, parse_address
+from tui.core.qmp.settings import DEFAULT_SETTINGS
 
 # The policy type and its pattern fields are the backup-chains feature's own: config only reads
 # and checks them (with file and line).
@@ -77,10 +78,10 @@ class ConnectionConfig:
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    refresh_interval: float = 2.0
-    read_only: bool = False
+    refresh_interval: float = DEFAULT_SETTINGS.refresh_interval
+    read_only: bool = DEFAULT_SETTINGS.read_only
     theme: str = "dark"
-    connect_timeout: float = 5.0
+    connect_timeout: float = DEFAULT_SETTINGS.connect_timeout
     # None: the app's default (the XDG state directory); see :meth:`Config.audit_path`.
     audit_log: Path | None = None
 
