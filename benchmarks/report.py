@@ -419,7 +419,7 @@ def write_report(doc: dict[str, Any]) -> str:
     lines += [
         "## Optimisations made in the core",
         "",
-        "- `tui/core/qmp/connection.py` `QuietQMPClient` (now the default client): qemu.qmp formats "
+        "- `tui/core/qmp/client.py` `QuietQMPClient` (now the default client): qemu.qmp formats "
         "every message it sends or receives as indented JSON for its debug log before the "
         "logger drops it; the app's client skips that unless debug logging is on. About half "
         "of qemu.qmp's per-message cost on an event flood, and most of its idle polling cost.",

@@ -25,7 +25,8 @@ from tui.core.chains.reconcile import reconcile
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import verify_chain
 from tui.core.chains.watch import watch_connection
-from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState, JobState, TxnState
 from tui.core.txn.targets import create_target
 from tui.ui.screens.bitmap_dialogs import MergeDialog
 from tui.ui.screens.dialogs import ConfirmDialog

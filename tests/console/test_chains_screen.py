@@ -10,7 +10,8 @@ from tests.kit.chains import damage
 from tests.kit.common import make_policy, requires_qemu, wait_for
 from tests.kit.dashboard import make_app, messages, screen_text, watch
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import ImageState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState
 from tui.session import LaunchOptions, Session
 from tui.ui.messages import ChainsVerified, PolicyRunFinished
 from tui.ui.screens.chains import ChainsScreen
@@ -123,7 +124,7 @@ async def test_read_only_screen_neither_runs_nor_fixes(make_sandbox, fleet_for, 
 
 async def test_console_start_reconciles_the_sessions_ledger(make_sandbox, fleet_for, tmp_path):
     """A transaction left open by a run that died is resolved when the app connects."""
-    from tui.core.ledger.ledger import JobState, TxnState
+    from tui.core.ledger.rows import JobState, TxnState
 
     sb = await make_sandbox(drives=1)
     ledger = Ledger(tmp_path / "l.sqlite")

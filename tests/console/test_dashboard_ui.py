@@ -16,7 +16,7 @@ from tui.core.base.errors import ReadOnlyError
 from tui.core.model import reducer
 from tui.core.ops import bitmaps as bitmap_ops
 from tui.core.ops import jobs as job_ops
-from tui.core.qmp.connection import is_mutating
+from tui.core.qmp.commands import is_mutating
 from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.messages import StateRendered

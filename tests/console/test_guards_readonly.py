@@ -16,7 +16,8 @@ from tests.kit.common import requires_qemu
 from tests.kit.qmp_recorder import RecordingProxy
 from tests.kit.terminal import Tmux
 from tui.core.base.paths import default_ledger_path
-from tui.core.ledger.ledger import JobState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import JobState
 from tui.core.txn import Transaction, dumps
 from tui.core.txn.model import Action
 

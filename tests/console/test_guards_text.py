@@ -14,7 +14,8 @@ import pytest
 from tests.kit.common import requires_qemu
 from tests.kit.terminal import Tmux
 from tui.core.base.text import ELLIPSIS, is_plain, shown
-from tui.core.ledger.ledger import JobState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import JobState
 
 EXE = Path(sys.executable).parent / "bitmap-tui"
 # Retitles the terminal (OSC 0 ... BEL) and wipes the screen (CSI 2J): QEMU accepts it as a name.

@@ -6,7 +6,7 @@ from tests.kit.chains import reference, same
 from tests.kit.common import make_policy, requires_qemu, wait_for
 from tests.kit.dashboard import make_app, messages, watch
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import Ledger
+from tui.core.ledger.repository import Ledger
 from tui.ui.messages import RestoreFinished
 from tui.ui.screens.chains import ChainsScreen
 from tui.ui.screens.dialogs import ConfirmDialog

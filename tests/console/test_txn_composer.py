@@ -12,6 +12,7 @@ from tests.kit.common import requires_qemu, wait_for
 from tui.core.txn import Transaction
 from tui.core.txn.model import Action
 from tui.demo.sandbox import QEMU_IMG, run
+from tui.session import ConsoleContext
 from tui.ui.screens.composer import ComposerScreen
 from tui.ui.screens.dialogs import ConfirmDialog
 
@@ -27,7 +28,7 @@ class ComposerApp(App[None]):
         self.txn = txn
 
     def on_mount(self) -> None:
-        self.push_screen(ComposerScreen(self.fleet, "vm0", self.txn))
+        self.push_screen(ComposerScreen(ConsoleContext.of_fleet(self.fleet), "vm0", self.txn))
 
 
 def text(widget: Static) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.app import App
 
-from tests.kit.fake_state import StoreOnly
+from tests.kit.fake_state import store_only
 from tui.core.txn import loads
 from tui.ui.screens.composer import ComposerScreen
 
@@ -22,7 +22,7 @@ actions:
 
 class SnapApp(App[None]):
     def on_mount(self) -> None:
-        self.push_screen(ComposerScreen(StoreOnly(), "vm0", loads(DOC)))
+        self.push_screen(ComposerScreen(store_only(), "vm0", loads(DOC)))
 
 
 def test_composer_form_80x24(snap_compare: Any) -> None:
@@ -36,9 +36,9 @@ def test_composer_whatif_grouped_80x24(snap_compare: Any) -> None:
 def test_incremental_of_the_selected_drives() -> None:
     """The dashboard's "incremental backup of these": one blockdev-backup per drive with its
     bitmap, to a target created when sent."""
-    screen = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive0", "drive1"],
+    screen = ComposerScreen.for_incremental(store_only(), "vm0", ["drive0", "drive1"],
                                             "/b/{device}-incr-{n}.qcow2")
-    dflt = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive1"])
+    dflt = ComposerScreen.for_incremental(store_only(), "vm0", ["drive1"])
     assert [t.path for t in dflt.targets] == ["/images/drive1-incr-1.qcow2"]
     txn = screen.txn
     assert txn.completion_mode == "grouped"
@@ -101,7 +101,7 @@ async def test_leaving_with_unsent_changes_asks_and_hands_back_a_draft() -> None
 
     class Host(App[None]):
         def on_mount(self) -> None:
-            plan = ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive0"])
+            plan = ComposerScreen.for_incremental(store_only(), "vm0", ["drive0"])
             self.push_screen(plan, results.append)
 
     app = Host()
@@ -119,8 +119,7 @@ async def test_leaving_with_unsent_changes_asks_and_hands_back_a_draft() -> None
 
 
 async def test_read_only_hides_and_refuses_send() -> None:
-    fleet = StoreOnly()
-    fleet.read_only = True  # type: ignore[attr-defined]
+    fleet = replace(store_only(), read_only=True)
 
     class RO(App[None]):
         def on_mount(self) -> None:
@@ -137,10 +136,9 @@ async def test_read_only_hides_and_refuses_send() -> None:
         assert screen.check_action("toggle_mode", ()) is True
 
     # the console's help on the composer hides the keys that would send
-    from tui.session import ConsoleContext
     from tui.ui.app import BitmapTuiApp
 
-    app2 = BitmapTuiApp(ConsoleContext(store=fleet.store, read_only=True))
+    app2 = BitmapTuiApp(fleet)
     async with app2.run_test(size=(80, 24)) as pilot:
         await app2.push_screen(ComposerScreen(fleet, "vm0", loads(DOC)))
         await pilot.pause()
@@ -175,7 +173,7 @@ async def test_save_asks_for_a_file_and_writes_loadable_yaml(tmp_path: Any) -> N
 async def test_targets_on_a_remote_qemu_ask_before_sending() -> None:
     from tui.ui.screens.dialogs import ConfirmDialog
 
-    fleet = StoreOnly()
+    fleet = store_only()
     fleet.store.update("vm0", lambda c: replace(c, address="tcp:vm0.example:4444"))
 
     class Remote(App[None]):
@@ -196,12 +194,11 @@ async def test_targets_on_a_remote_qemu_ask_before_sending() -> None:
 
 
 async def test_quit_with_an_unsent_transaction_asks() -> None:
-    from tui.session import ConsoleContext
     from tui.ui.app import BitmapTuiApp
     from tui.ui.screens.dialogs import ConfirmDialog
 
-    fleet = StoreOnly()
-    app = BitmapTuiApp(ConsoleContext(store=fleet.store))
+    fleet = store_only()
+    app = BitmapTuiApp(fleet)
     async with app.run_test(size=(80, 24)) as pilot:
         await app.push_screen(ComposerScreen.for_incremental(fleet, "vm0", ["drive0"]))
         await pilot.pause()

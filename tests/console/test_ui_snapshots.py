@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from textual.app import App
 
-from tests.kit.fake_state import StoreOnly, build_store
-from tui.core.ledger.ledger import Ledger
+from tests.fake_state import build_store
+from tests.test_txn_snapshots import store_only
+from tui.core.ledger.repository import Ledger
 from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
 from tui.ui.screens.chains import ChainsScreen
@@ -52,7 +53,7 @@ def one_image_ledger(path: Path) -> Ledger:
 
 class IncrementalApp(App[None]):
     def on_mount(self) -> None:
-        self.push_screen(ComposerScreen.for_incremental(StoreOnly(), "vm0", ["drive0", "drive1"],
+        self.push_screen(ComposerScreen.for_incremental(store_only(), "vm0", ["drive0", "drive1"],
                                                         "/backups/{device}-incr-{n}.qcow2"))
 
 

@@ -4,11 +4,11 @@ cancelled job, a disconnected connection, and events with fixed timestamps."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from tui.core.model import reducer
 from tui.core.model.state import Bitmap, Job, JobResult, LinkState, Node, QemuVersion
 from tui.core.model.store import Store
+from tui.session import ConsoleContext
 
 MiB = 1 << 20
 T0 = 1_780_000_000  # fixed event time (UTC)
@@ -82,24 +82,17 @@ def running_job_events(store: Store, count: int, prefix: str = "j", conn: str = 
                                  "data": {"id": f"{prefix}{i}", "status": "running"}})
 
 
-class StoreOnly:
-    """A fleet with a store but no live connection (sending is not part of a snapshot)."""
-
-    def __init__(self) -> None:
-        self.store = Store()
-        self.store.add_connection("vm0", "unix:/run/vm0.qmp")
-        nodes = {
-            f"disk{i}": Node(f"disk{i}", "qcow2", f"/images/drive{i}.qcow2", 64 << 20,
-                             device=f"drive{i}",
-                             bitmaps=(Bitmap(f"bitmap{i}", 65536, 458752, True, False,
-                                             persistent=False),))
-            for i in (0, 1)
-        }
-        self.store.update("vm0", lambda c: replace(c, state=LinkState.CONNECTED, nodes=nodes,
-                                                   synced=True))
-
-    def __getitem__(self, name: str) -> Any:
-        raise KeyError(name)
-
-    def start(self) -> None:
-        """Nothing to connect (the console starts its fleet on mount)."""
+def store_only() -> ConsoleContext:
+    """A console context with a store of one connected VM (two drives) and no live connection:
+    sending is not part of a snapshot."""
+    store = Store()
+    store.add_connection("vm0", "unix:/run/vm0.qmp")
+    nodes = {
+        f"disk{i}": Node(f"disk{i}", "qcow2", f"/images/drive{i}.qcow2", 64 << 20,
+                         device=f"drive{i}",
+                         bitmaps=(Bitmap(f"bitmap{i}", 65536, 458752, True, False,
+                                         persistent=False),))
+        for i in (0, 1)
+    }
+    store.update("vm0", lambda c: replace(c, state=LinkState.CONNECTED, nodes=nodes, synced=True))
+    return ConsoleContext(store=store)

@@ -19,7 +19,8 @@ from tests.kit.common import make_policy, requires_qemu, wait_for
 from tests.kit.guest import GuestVM, guest_unavailable
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import compare_images, verify_chain
-from tui.core.ledger.ledger import ImageState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState
 
 if os.environ.get("CI") and guest_unavailable():
     raise RuntimeError(f"CI=true but {guest_unavailable()}")

@@ -14,7 +14,8 @@ from tests.kit.common import make_policy, requires_qemu, wait_for
 from tui.core.chains.plan import make_plan
 from tui.core.chains.reconcile import reconcile, reconcile_on_connect
 from tui.core.chains.verify import verify_chain
-from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState, JobState, TxnState
 
 pytestmark = requires_qemu
 

@@ -10,7 +10,8 @@ from tests.kit.common import make_policy, requires_qemu, wait_for
 from tui.core.chains.plan import chain_state, make_plan
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import chain_paths, check_image, compare_images, verify_chain
-from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState, JobState, TxnState
 
 pytestmark = requires_qemu
 

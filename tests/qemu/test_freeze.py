@@ -13,7 +13,8 @@ from tests.kit.fakeagent import FakeAgent
 from tui.core.base.errors import AgentError
 from tui.core.chains.points import list_points
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import ImageState, PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import ImageState
 from tui.core.qmp.agent import GuestAgent
 
 pytestmark = requires_qemu

@@ -14,7 +14,8 @@ from tui.core.base.errors import AgentError
 from tui.core.chains.points import list_points
 from tui.core.chains.restore import restore_local
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import ImageState, PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import ImageState
 from tui.core.qmp.agent import GuestAgent
 
 if os.environ.get("CI") and guest_missing():

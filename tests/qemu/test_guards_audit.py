@@ -17,7 +17,8 @@ from tests.kit.txn import apply
 from tui.core.base.audit import AuditLog, changes, read_entries
 from tui.core.base.errors import AuditError
 from tui.core.chains.cleanup import delete_images
-from tui.core.ledger.ledger import ImageState, JobState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState, JobState
 from tui.core.txn import Transaction, dumps
 from tui.core.txn.model import Action
 

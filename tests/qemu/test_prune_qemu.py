@@ -16,7 +16,8 @@ from tui.core.chains.points import list_points
 from tui.core.chains.policy import Keep
 from tui.core.chains.prune import _qemu_img, finish_step, plan_prune, prune, record_step, select
 from tui.core.chains.restore import restore_local, restore_qemu
-from tui.core.ledger.ledger import PointsLedger, PruneState
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import PruneState
 
 pytestmark = requires_qemu
 

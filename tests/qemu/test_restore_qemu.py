@@ -21,7 +21,8 @@ from tui.core.chains.restore import (
     start_export,
 )
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import PointsLedger, RestoreState
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import RestoreState
 
 pytestmark = requires_qemu
 

@@ -25,7 +25,7 @@ from tui.core.base.errors import (
     ValidationError,
 )
 from tui.core.base.paths import default_audit_path
-from tui.core.qmp.connection import is_mutating
+from tui.core.qmp.commands import is_mutating
 
 TUI = ROOT / "tui"
 

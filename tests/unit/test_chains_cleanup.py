@@ -9,7 +9,8 @@ import pytest
 
 from tui.core.chains.cleanup import deletable_images, delete_images
 from tui.core.chains.view import build_view
-from tui.core.ledger.ledger import ImageState, JobState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState, JobState
 from tui.core.model.state import ConnectionModel, FleetState, LinkState, Node
 
 C, F, U = JobState.COMPLETED, JobState.FAILED, JobState.UNKNOWN

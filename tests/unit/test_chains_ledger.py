@@ -11,7 +11,9 @@ from tests.kit.common import make_policy
 from tui.core.base.errors import ConfigError
 from tui.core.chains.chain import chain_state
 from tui.core.chains.policy import render_name
-from tui.core.ledger.ledger import ImageState, JobState, Ledger, TxnState, default_path
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState, JobState, TxnState
+from tui.core.ledger.schema import default_path
 
 
 @pytest.fixture
@@ -132,7 +134,7 @@ def test_every_change_is_committed_at_once(tmp_path):
     add(led, txn, "a", "full")
     led.mark_sending(txn, [])
     code = (
-        "import sys; from tui.core.ledger.ledger import Ledger\n"
+        "import sys; from tui.core.ledger.repository import Ledger\n"
         f"l = Ledger({str(path)!r}); t = l.txns()[0]\n"
         "print(t.state, [i.state.value for i in l.images()], [j.state.value for j in l.jobs(t.id)])\n"
     )
@@ -189,7 +191,7 @@ def test_reset_under_another_drive_name_ends_the_chain(ledger):
 
 
 def test_owner_liveness(tmp_path):
-    from tui.core.ledger.ledger import OWNER, owner_alive
+    from tui.core.ledger.names import OWNER, owner_alive
 
     assert owner_alive(OWNER)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -8,7 +8,7 @@ import logging
 import pytest
 from qemu.qmp.message import Message
 
-from tui.core.qmp.connection import QuietQMPClient
+from tui.core.qmp.client import QuietQMPClient
 
 
 class CountingMessage(Message):

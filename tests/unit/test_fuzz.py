@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.kit.common import SAMPLES
-from tui.core.base.errors import AddressError, BitmapTuiError, ConfigError
+from tui.core.base.errors import AddressError, BitmapTuiError, ConfigError, LedgerError
 from tui.core.model import reducer
 from tui.core.model.parse import parse_bitmap, parse_jobs, parse_nodes, parse_version
 from tui.core.model.serialize import fleet_dict
@@ -378,8 +378,8 @@ def test_config_loader_on_mutated_samples_down_to_the_fleet(sample: Path, tmp_pa
 @given(data=st.one_of(st.binary(max_size=3000),
                       st.binary(max_size=3000).map(lambda b: b"SQLite format 3\x00" + b)))
 def test_ledger_file_of_random_bytes_is_one_line(tmp_path: Path, data: bytes) -> None:
-    """A corrupt or foreign ledger file: one ConfigError line, the file left untouched."""
-    from tui.core.ledger.ledger import Ledger
+    """A corrupt or foreign ledger file: one LedgerError line, the file left untouched."""
+    from tui.core.ledger.repository import Ledger
 
     path = tmp_path / "ledger.db"
     for leftover in tmp_path.glob("ledger.db*"):
@@ -387,7 +387,7 @@ def test_ledger_file_of_random_bytes_is_one_line(tmp_path: Path, data: bytes) ->
     path.write_bytes(data)
     try:
         Ledger(path).close()
-    except ConfigError as exc:
+    except LedgerError as exc:
         assert str(exc).startswith(f"ledger {path}: ") and "\n" not in str(exc)
         assert path.read_bytes() == data
 

@@ -66,7 +66,7 @@ async def test_off_screen_connections_are_polled_less_often_and_say_so(fake_qmp,
     """On screen: every refresh_interval. Off screen: OFF_SCREEN_FACTOR times less often, twice
     less again once nothing changed for a while (the model says how often); an event or coming
     into view refreshes at once."""
-    from tui.core.qmp.connection import OFF_SCREEN_FACTOR, UNCHANGED_ROUNDS
+    from tui.core.qmp.polling import OFF_SCREEN_FACTOR, UNCHANGED_ROUNDS
 
     srv = await fake_qmp()
     fleet = await fleet_for(srv.address, refresh_interval=0.05)

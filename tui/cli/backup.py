@@ -25,7 +25,7 @@ from tui.cli.prune import print_result as print_prune
 from tui.cli.prune import prune_policy
 from tui.core.chains.reconcile import reconcile
 from tui.core.chains.run import preview, run_policy
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 from tui.core.model.state import LinkState
 from tui.session import Session
 

@@ -16,8 +16,7 @@ from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
-    add_ledger_option,
-    add_session_options,
+    add_command,
     error,
     say,
     session_of,
@@ -26,17 +25,15 @@ from tui.core.base.format import human_bytes
 from tui.core.chains.cleanup import delete_images
 from tui.core.chains.reconcile import reconcile
 from tui.core.chains.view import build_view
-from tui.core.ledger.ledger import Ledger
+from tui.core.ledger.repository import Ledger
 from tui.core.model.state import LinkState
 from tui.session import Session
 
 
 def register(sub: Any) -> None:
     """Add ``chains``."""
-    c = sub.add_parser("chains", help="show every drive's backup chain, next base and problems")
-    add_session_options(c)
-    add_ledger_option(c)
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c = add_command(sub, "chains", "show every drive's backup chain, next base and problems",
+                    ledger=True, json=True)
     c.add_argument("--fix", type=int, metavar="N", help="apply the suggested fix of problem N")
     c.add_argument("--yes", action="store_true", help="confirm --fix (nothing is sent without it)")
     c.set_defaults(handler=run)

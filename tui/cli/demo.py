@@ -8,20 +8,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tui.cli.options import EXIT_REFUSED, add_session_options, error, session_of
+from tui.cli.options import EXIT_REFUSED, add_command, error, session_of
 from tui.demo.sandbox import qemu_available
 
 
 def register(subparsers: Any) -> None:
     """Add ``bitmap-tui demo``."""
-    p = subparsers.add_parser(
-        "demo",
-        help="open the console on a throw-away local QEMU (two drives, bitmaps, a guest writer)",
+    p = add_command(
+        subparsers, "demo",
+        "open the console on a throw-away local QEMU (two drives, bitmaps, a guest writer)",
         description="Start a local sandbox QEMU with two qcow2 drives (drive1 can be made to "
         "fail reads), bitmaps in every state, a slow backup and a background guest writer; open "
         "the console on it; remove everything on exit.",
     )
-    add_session_options(p)
     p.add_argument("--theme", default=argparse.SUPPRESS, help="theme name")
     p.add_argument(
         "--write-interval", type=_interval, default=0.5, metavar="SECONDS",

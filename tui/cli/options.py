@@ -50,14 +50,23 @@ def add_session_options(p: argparse.ArgumentParser, *, top: bool = False) -> Non
                    help="allow plaintext TCP to a non-loopback host (QMP has no authentication)")
 
 
+def add_command(sub: Any, name: str, help_text: str, *, description: str | None = None,
+                ledger: bool = False, json: bool = False) -> argparse.ArgumentParser:
+    """A subcommand with the session options, then ``--ledger`` and ``--json`` when asked."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description)
+    add_session_options(p)
+    if ledger:
+        add_ledger_option(p)
+    if json:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
 def add_policy_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand that works on one backup policy: ``NAME POLICY``, the session options,
     ``--ledger`` and ``--json``."""
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p = add_command(sub, name, help_text, ledger=True, json=True)
     p.add_argument("policy", help="policy name from the config file")
-    add_session_options(p)
-    add_ledger_option(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 

@@ -13,21 +13,19 @@ from typing import Any
 from tui.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
-    add_ledger_option,
-    add_session_options,
+    add_command,
     error,
     session_of,
 )
 from tui.core.chains.points import Point, describe, list_points
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 
 
 def register(sub: Any) -> None:
     """Add ``points``."""
-    p = sub.add_parser("points", help="list each drive's restore points and the VM-wide points")
+    p = add_command(sub, "points", "list each drive's restore points and the VM-wide points",
+                    ledger=True)
     p.add_argument("policy", nargs="?", help="only this policy's points")
-    add_session_options(p)
-    add_ledger_option(p)
     p.add_argument("--drive", help="only this drive's points")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)

@@ -21,7 +21,7 @@ from tui.cli.options import (
 )
 from tui.core.chains.policy import Policy
 from tui.core.chains.prune import PruneResult, plan_prune, prune
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 from tui.session import Session
 
 

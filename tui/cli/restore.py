@@ -37,7 +37,7 @@ from tui.core.chains.restore import (
     restore_qemu,
     start_export,
 )
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 from tui.core.model.state import LinkState
 from tui.core.qmp.address import parse_address_lenient
 from tui.session import Session

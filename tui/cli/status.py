@@ -10,16 +10,14 @@ import asyncio
 import json
 from typing import Any
 
-from tui.cli.options import EXIT_OK, EXIT_REFUSED, add_session_options, error, say, session_of
+from tui.cli.options import EXIT_OK, EXIT_REFUSED, add_command, error, say, session_of
 from tui.core.base.format import human_bytes
 from tui.core.model.serialize import fleet_dict
 from tui.core.model.state import LinkState
 
 
 def register(sub: Any) -> None:
-    st = sub.add_parser("status", help="print one snapshot of nodes, bitmaps and jobs")
-    add_session_options(st)
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st = add_command(sub, "status", "print one snapshot of nodes, bitmaps and jobs", json=True)
     st.set_defaults(handler=run)
 
 

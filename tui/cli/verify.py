@@ -12,22 +12,19 @@ from typing import Any
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
-    add_ledger_option,
-    add_session_options,
+    add_command,
     say,
     session_of,
 )
 from tui.core.chains.chain import chain_state
 from tui.core.chains.verify import verify_chain
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 
 
 def register(sub: Any) -> None:
     """Add ``verify``."""
-    v = sub.add_parser("verify", help="qemu-img check each drive's chain; compare when asked")
-    add_session_options(v)
-    add_ledger_option(v)
-    v.add_argument("--json", action="store_true", help="machine-readable output")
+    v = add_command(sub, "verify", "qemu-img check each drive's chain; compare when asked",
+                    ledger=True, json=True)
     v.add_argument("--drive", action="append", default=[], help="only these drives")
     v.add_argument("--live", action="store_true",
                    help="compare each chain's newest image with the live disk (opened shared)")

@@ -37,6 +37,7 @@ from tui.core.chains.policy import (
 )
 from tui.core.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
 from tui.core.qmp.address import Address, parse_address
+from tui.core.qmp.settings import DEFAULT_SETTINGS
 
 # The policy type and its pattern fields are the backup-chains feature's own: config only reads
 # and checks them (with file and line).
@@ -77,10 +78,10 @@ class ConnectionConfig:
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    refresh_interval: float = 2.0
-    read_only: bool = False
+    refresh_interval: float = DEFAULT_SETTINGS.refresh_interval
+    read_only: bool = DEFAULT_SETTINGS.read_only
     theme: str = "dark"
-    connect_timeout: float = 5.0
+    connect_timeout: float = DEFAULT_SETTINGS.connect_timeout
     # None: the app's default (the XDG state directory); see :meth:`Config.audit_path`.
     audit_log: Path | None = None
 
@@ -349,66 +350,82 @@ def _whole(r: Reader, node: Node, key: str, lo: int, hi: int) -> int:
     return v
 
 
+_POLICY_KEYS = frozenset({
+    "connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode", "speed",
+    "persistent", "granularity", "verify", *RETENTION_KEYS,
+})
+
+
 def _policies(
     r: Reader, node: Node, conns: tuple[ConnectionConfig, ...]
 ) -> dict[str, Policy]:
     out: dict[str, Policy] = {}
     names = {c.name for c in conns}
-    keys = {"connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode",
-            "speed", "persistent", "granularity", "verify", *RETENTION_KEYS}
     for pname, (knode, vnode) in r.mapping(node, "policies").items():
         key = f"policies.{pname}"
         if not _NAME.match(pname):
             r.fail(knode, key, "a policy name uses letters, digits, '_', '.', ':', '-'")
-        # "bitmap" only names a chain from before owned bitmap names (adopted with a full).
-        m = r.mapping(vnode, key, keys, ("connection", "drives", "target_dir"), knode)
-        cnode = m["connection"][1]
-        conn = r.string(cnode, f"{key}.connection")
-        if conn not in names:
-            known = ", ".join(sorted(names)) or "none configured"
-            r.fail(cnode, f"{key}.connection", f"no connection named '{conn}' (known: {known})")
-        dnode = m["drives"][1]
-        drives = r.strings(dnode, f"{key}.drives")
-        if not drives:
-            r.fail(dnode, f"{key}.drives", "needs at least one drive")
-        if len(set(drives)) != len(drives):
-            r.fail(dnode, f"{key}.drives", "a drive is listed twice")
-        bnode = m["bitmap"][1] if "bitmap" in m else vnode
-        bitmap = r.string(bnode, f"{key}.bitmap") if "bitmap" in m else "bitmap-tui"
-        problem = bitmap_name_problem(bitmap)
-        if problem:
-            r.fail(bnode, f"{key}.bitmap", problem)
-        target = r.string(m["target_dir"][1], f"{key}.target_dir")
-        if not target.startswith("/"):
-            # The images are created on the QEMU host, so a path relative to here means nothing.
-            r.fail(m["target_dir"][1], f"{key}.target_dir", "must be an absolute path on the QEMU host")
-        pnode = m["pattern"][1] if "pattern" in m else vnode
-        raw = r.string(pnode, f"{key}.pattern") if "pattern" in m else DEFAULT_PATTERN
-        pattern = r.checked(pnode, f"{key}.pattern", partial(check_pattern, drives=len(drives)), raw)
-        fmt = "qcow2"
-        if "format" in m:
-            fnode = m["format"][1]
-            if r.string(fnode, f"{key}.format") == "raw":
-                r.fail(fnode, f"{key}.format", "raw cannot be used: only qcow2 can hold an incremental "
-                       "chain (an incremental image needs a backing file)")
-            fmt = r.choice(fnode, f"{key}.format", IMAGE_FORMATS)
-        mode = (
-            r.choice(m["completion_mode"][1], f"{key}.completion_mode", COMPLETION_MODES)
-            if "completion_mode" in m
-            else "individual"
-        )
-        speed = _whole(r, m["speed"][1], f"{key}.speed", 0, 2**63) if "speed" in m else 0
-        persistent = r.boolean(m["persistent"][1], f"{key}.persistent") if "persistent" in m else False
-        gran: int | None = None
-        if "granularity" in m:
-            gnode = m["granularity"][1]
-            gran = _whole(r, gnode, f"{key}.granularity", 512, 2**26)
-            if gran & (gran - 1):
-                r.fail(gnode, f"{key}.granularity", "must be a power of two")
-        verify = (r.choice(m["verify"][1], f"{key}.verify", VERIFY_MODES)
-                  if "verify" in m else "never")
-        given = {k: r.value(m[k][1], f"{key}.{k}") for k in RETENTION_KEYS if k in m}
-        extra = r.checked(vnode, key, partial(retention_settings, ctx=""), given)
-        out[pname] = Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
-                            speed, persistent, gran, verify, **extra)
+        out[pname] = _policy(r, pname, knode, vnode, names)
     return out
+
+
+def _policy(r: Reader, pname: str, knode: Node, vnode: Node, names: set[str]) -> Policy:
+    key = f"policies.{pname}"
+    # "bitmap" only names a chain from before owned bitmap names (adopted with a full).
+    m = r.mapping(vnode, key, set(_POLICY_KEYS), ("connection", "drives", "target_dir"), knode)
+    cnode = m["connection"][1]
+    conn = r.string(cnode, f"{key}.connection")
+    if conn not in names:
+        known = ", ".join(sorted(names)) or "none configured"
+        r.fail(cnode, f"{key}.connection", f"no connection named '{conn}' (known: {known})")
+    drives = _policy_drives(r, m["drives"][1], key)
+    bnode = m["bitmap"][1] if "bitmap" in m else vnode
+    bitmap = r.string(bnode, f"{key}.bitmap") if "bitmap" in m else "bitmap-tui"
+    problem = bitmap_name_problem(bitmap)
+    if problem:
+        r.fail(bnode, f"{key}.bitmap", problem)
+    target = r.string(m["target_dir"][1], f"{key}.target_dir")
+    if not target.startswith("/"):
+        # The images are created on the QEMU host, so a path relative to here means nothing.
+        r.fail(m["target_dir"][1], f"{key}.target_dir", "must be an absolute path on the QEMU host")
+    pnode = m["pattern"][1] if "pattern" in m else vnode
+    raw = r.string(pnode, f"{key}.pattern") if "pattern" in m else DEFAULT_PATTERN
+    pattern = r.checked(pnode, f"{key}.pattern", partial(check_pattern, drives=len(drives)), raw)
+    fmt = _policy_format(r, m["format"][1], key) if "format" in m else "qcow2"
+    mode = (
+        r.choice(m["completion_mode"][1], f"{key}.completion_mode", COMPLETION_MODES)
+        if "completion_mode" in m
+        else "individual"
+    )
+    speed = _whole(r, m["speed"][1], f"{key}.speed", 0, 2**63) if "speed" in m else 0
+    persistent = r.boolean(m["persistent"][1], f"{key}.persistent") if "persistent" in m else False
+    gran = _granularity(r, m["granularity"][1], key) if "granularity" in m else None
+    verify = (r.choice(m["verify"][1], f"{key}.verify", VERIFY_MODES)
+              if "verify" in m else "never")
+    given = {k: r.value(m[k][1], f"{key}.{k}") for k in RETENTION_KEYS if k in m}
+    extra = r.checked(vnode, key, partial(retention_settings, ctx=""), given)
+    return Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
+                  speed, persistent, gran, verify, **extra)
+
+
+def _policy_drives(r: Reader, dnode: Node, key: str) -> list[str]:
+    drives = r.strings(dnode, f"{key}.drives")
+    if not drives:
+        r.fail(dnode, f"{key}.drives", "needs at least one drive")
+    if len(set(drives)) != len(drives):
+        r.fail(dnode, f"{key}.drives", "a drive is listed twice")
+    return drives
+
+
+def _policy_format(r: Reader, fnode: Node, key: str) -> str:
+    if r.string(fnode, f"{key}.format") == "raw":
+        r.fail(fnode, f"{key}.format", "raw cannot be used: only qcow2 can hold an incremental "
+               "chain (an incremental image needs a backing file)")
+    return r.choice(fnode, f"{key}.format", IMAGE_FORMATS)
+
+
+def _granularity(r: Reader, gnode: Node, key: str) -> int:
+    gran = _whole(r, gnode, f"{key}.granularity", 512, 2**26)
+    if gran & (gran - 1):
+        r.fail(gnode, f"{key}.granularity", "must be a power of two")
+    return gran

@@ -27,9 +27,9 @@ from typing import Any
 from qemu.qmp import QMPClient
 
 from tui.core.base.errors import ConnectError
+from tui.core.base.programs import QEMU_IMG
 
 QEMU = "qemu-system-x86_64"
-QEMU_IMG = "qemu-img"
 # Upper bound for one control-monitor command (guest writes of a few MiB take milliseconds).
 CONTROL_TIMEOUT = 60.0
 INSTALL_HINT = "sudo apt-get install -y qemu-system-x86 qemu-utils"

@@ -291,8 +291,9 @@ class DashboardOperations:
         if name is None:
             return
         draft = self.drafts.get(name)
-        screen = (ComposerScreen.from_draft(self.screen.fleet, name, draft) if draft
-                  else ComposerScreen(self.screen.fleet, name))
+        context = self.screen.context
+        screen = (ComposerScreen.from_draft(context, name, draft) if draft
+                  else ComposerScreen(context, name))
         self.open_composer(name, screen)
 
     def open_composer(self, name: str, screen: ComposerScreen) -> None:
@@ -351,7 +352,7 @@ class DashboardOperations:
         def chosen(pattern: str | None) -> None:
             if pattern:
                 self.open_composer(name, ComposerScreen.for_incremental(
-                    self.screen.fleet, name, drives, pattern, selected=selected,
+                    self.screen.context, name, drives, pattern, selected=selected,
                     preferred=preferred))
 
         def ask_pattern(replace: bool | None = True) -> None:

@@ -69,7 +69,7 @@ def open_composer_at_start(connection: str, txn: Transaction | None,
             await app.fleet.wait_first_answer(app.context.first_answer_timeout)
         # through the dashboard: what is left unsent is kept as a draft (t reopens it)
         app.dashboard.ops.open_composer(connection,
-                                        ComposerScreen(app.fleet, connection, txn, path=path))
+                                        ComposerScreen(app.context, connection, txn, path=path))
 
     return open_composer
 

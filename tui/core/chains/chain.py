@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tui.core.ledger.ledger import BASE_STATES, ImageRow, ImageState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import BASE_STATES, ImageRow, ImageState
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from tui.core.base.audit import AuditLog
 from tui.core.base.errors import AuditError
-from tui.core.ledger.ledger import ImageRow, ImageState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageRow, ImageState
 
 DELETABLE = (ImageState.INVALID, ImageState.UNKNOWN)
 

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from tui.core.base.errors import AgentError
-from tui.core.ledger.ledger import Ledger, PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.repository import Ledger
 from tui.core.qmp.agent import GuestAgent
 
 FREEZE_TIMEOUT = 30.0  # a freeze flushes the guest's file systems: it may take a while

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.core.chains.chain import chain_state
-from tui.core.ledger.ledger import Ledger
+from tui.core.ledger.repository import Ledger
 from tui.core.model.owners import owner_label
 
 # The console actions that make a bitmap miss writes (or hold writes it did not see).

@@ -25,7 +25,8 @@ from typing import Any
 from tui.core.chains.chain import chain_state
 from tui.core.chains.policy import Policy
 from tui.core.chains.watch import live_breaks
-from tui.core.ledger.ledger import BASE_STATES, ImageRow, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import BASE_STATES, ImageRow
 from tui.core.model.state import BitmapState, ConnectionModel, Node
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui.core.base.errors import ValidationError
-from tui.core.ledger.ledger import ImageRow, ImageState, PointsLedger, TxnState
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import ImageRow, ImageState, TxnState
 
 #: Verdicts beyond the image states: the point's data was removed by prune; or a prune step on
 #: its drive is unfinished (run prune again to finish it).

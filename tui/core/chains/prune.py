@@ -33,13 +33,13 @@ from typing import Any
 
 from tui.core.base.audit import AuditError, AuditLog
 from tui.core.base.errors import LocalFileError
+from tui.core.base.programs import QEMU_IMG
 from tui.core.chains.cleanup import not_ours
 from tui.core.chains.points import BUSY, Point, list_points
 from tui.core.chains.policy import Keep, Policy
-from tui.core.ledger.ledger import PointsLedger, PruneState, PruneStepRow
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import PruneState, PruneStepRow
 from tui.core.txn.targets import file_identity
-
-QEMU_IMG = "qemu-img"
 
 _PERIODS = (("daily", "%Y/%m/%d"), ("weekly", "%G/%V"), ("monthly", "%Y/%m"))
 

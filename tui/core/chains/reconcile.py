@@ -26,7 +26,8 @@ from typing import Any
 
 from tui.core.base.errors import BitmapTuiError, QMPCommandError
 from tui.core.chains.verify import check_image
-from tui.core.ledger.ledger import ImageRow, ImageState, JobState, Ledger, TxnState
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageRow, ImageState, JobState, TxnState
 from tui.core.model.parse import parse_jobs, result_of
 from tui.core.model.state import Job, LinkState
 from tui.core.txn.targets import QMPConn, file_identity, image_size, is_local, release_target

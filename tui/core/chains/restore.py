@@ -25,15 +25,16 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from tui.core.base.audit import AuditLog
 from tui.core.base.errors import BitmapTuiError, LocalFileError, QMPCommandError, RefusedError
+from tui.core.base.programs import QEMU_IMG
 from tui.core.chains.points import Point
-from tui.core.ledger.ledger import PointsLedger, RestoreRow, RestoreState
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.rows import RestoreRow, RestoreState
 from tui.core.txn.targets import QMPConn, TargetError, _create_job, create_target
 
-QEMU_IMG = "qemu-img"
 FORMATS = ("qcow2", "raw")
 ROUTES = ("local", "qemu")
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
@@ -210,6 +211,22 @@ def _record_failure(ledger: PointsLedger, rid: int, partial: str,
     return exc
 
 
+def _fail(ledger: PointsLedger, rid: int, partial: str, exc: BaseException) -> NoReturn:
+    """Record restore ``rid`` as failed and raise what :func:`_record_failure` says."""
+    failure = _record_failure(ledger, rid, partial, exc)
+    if failure is exc:
+        raise exc
+    raise failure from None
+
+
+def _restored(ledger: PointsLedger, rid: int, point: Point, target: str, fmt: str, route: str,
+              checked: bool | None, detail: str) -> RestoreResult:
+    """Record restore ``rid`` as done; its result."""
+    ledger.end_restore(rid, RestoreState.DONE)
+    return RestoreResult(point.drive, point.point, target, fmt, list(point.chain), route,
+                         checked, detail)
+
+
 def restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str, *,
                   on_progress: Progress | None = None, speed: int = 0,
                   audit: AuditLog | None = None) -> RestoreResult:
@@ -237,13 +254,8 @@ def restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str, *,
             publish(partial, target)
     except BaseException as exc:
         remove_partial(partial)
-        failure = _record_failure(ledger, rid, partial, exc)
-        if failure is exc:
-            raise
-        raise failure from None
-    ledger.end_restore(rid, RestoreState.DONE)
-    return RestoreResult(point.drive, point.point, target, fmt, list(point.chain), "local",
-                         True, detail)
+        _fail(ledger, rid, partial, exc)
+    return _restored(ledger, rid, point, target, fmt, "local", True, detail)
 
 
 def _set_partial(ledger: PointsLedger, restore_id: int, target: str) -> str:
@@ -387,13 +399,8 @@ async def restore_qemu(conn: QMPConn, ledger: PointsLedger, point: Point, target
             await asyncio.shield(close_nodes(conn, prefix))
         if local_files:
             remove_partial(partial)
-        failure = _record_failure(ledger, rid, partial, exc)
-        if failure is exc:
-            raise
-        raise failure from None
-    ledger.end_restore(rid, RestoreState.DONE)
-    return RestoreResult(point.drive, point.point, target, fmt, list(point.chain), "qemu",
-                         checked, detail)
+        _fail(ledger, rid, partial, exc)
+    return _restored(ledger, rid, point, target, fmt, "qemu", checked, detail)
 
 
 def point_size(ledger: PointsLedger, point: Point) -> int:

@@ -22,7 +22,8 @@ from tui.core.chains.reconcile import finish_job, reconcile
 from tui.core.chains.send import Sender, TransactionRefused, send_transaction
 from tui.core.chains.verify import compare_images
 from tui.core.chains.watch import current_bitmaps, observe_bitmap, record_breaks
-from tui.core.ledger.ledger import ImageState, JobState, Ledger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageState, JobState
 from tui.core.model.state import JobResult
 from tui.core.txn.targets import (
     QMPConn,

@@ -11,9 +11,10 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from tui.core.ledger.ledger import ImageRow, Ledger, PointsLedger
-
-QEMU_IMG = "qemu-img"
+from tui.core.base.programs import QEMU_IMG
+from tui.core.ledger.points_repository import PointsLedger
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageRow
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui.core.chains.chain import chain_state
+from tui.core.chains.chain import ChainState, chain_state
 from tui.core.chains.cleanup import deletable_images
 from tui.core.chains.owners import owner_of
 from tui.core.chains.watch import live_breaks
-from tui.core.ledger.ledger import ImageRow, ImageState, Ledger, TxnState
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageRow, ImageState, TxnState
 from tui.core.model.state import BitmapState, ConnectionModel, FleetState, LinkState
 from tui.core.qmp.address import parse_address_lenient
 
@@ -164,66 +165,86 @@ def build_view(ledger: Ledger, fleet: FleetState | None = None) -> ChainsView:
         live = fleet.get(conn_name) if fleet is not None else None
         online = live is not None and live.state is LinkState.CONNECTED and live.synced
         for drive in ledger.drives(conn_name):
-            imgs = ledger.images(connection=conn_name, drive=drive)
-            last = imgs[-1]
-            cs = chain_state(ledger, conn_name, drive)
-            bitmap = cs.images[0].bitmap if cs.images else last.bitmap
-            known.add((conn_name, last.node, bitmap))
-            bstate = "unknown"
-            node_name = last.node
-            if online and live is not None:
-                node = live.find_node(drive)
-                if node is None:
-                    bstate = "no such node"
-                else:
-                    node_name = node.node_name
-                    known.add((conn_name, node.node_name, bitmap))
-                    bm = node.bitmap(bitmap)
-                    bstate = str(bm.state) if bm is not None else "missing"
-                    if ledger.issued(bitmap):  # problems only about what is ours
-                        view.problems.extend(_drive_problems(conn_name, drive, node.node_name,
-                                                             bitmap, bstate, cs.base is not None))
-            if online and live is not None:  # connected: its open files are known
-                cleanup = _invalid_images(ledger, live, drive, node_name, bitmap)
-                if cleanup is not None:
-                    view.problems.append(cleanup)
-            base = cs.base
-            next_reason = cs.reason
-            if base is not None and bstate not in ("unknown", str(BitmapState.ACTIVE)):
-                next_reason = f"bitmap {bstate}: the next backup is a full one"
-                base = None
-            elif base is not None and online and live is not None:
-                node = live.find_node(drive)
-                seen = live_breaks(ledger, conn_name, node, bitmap) if node is not None else []
-                if seen:  # a change the next run will record: it takes a full
-                    next_reason, base = f"chain broken: {seen[0]}", None
-            view.drives.append(DriveView(
-                conn_name, drive, node_name, bitmap,
-                tuple(_image_view(i) for i in cs.images) if cs.images else (_image_view(last),),
-                base.path if base else None, next_reason, bstate,
-            ))
+            view.drives.append(_drive_view(ledger, view, known, conn_name, drive,
+                                           live if online else None))
     if fleet is not None:
-        ledger_conns = set(ledger.connections())
-        for conn_name, live in fleet.connections.items():
-            if conn_name not in ledger_conns or live.state is not LinkState.CONNECTED:
-                continue
-            for node in live.nodes.values():
-                for bm in node.named_bitmaps:
-                    name = bm.name or ""
-                    ours = ledger.issued(name)
-                    view.bitmaps.append(BitmapView(
-                        conn_name, node.node_name, name,
-                        owner_of(ledger, conn_name, node.node_name, name), ours, str(bm.state),
-                        bm.count))
-                    if ours and (conn_name, node.node_name, name) not in known and not bm.busy:
-                        view.problems.append(Problem(
-                            "retired", conn_name, node.node_name, name,
-                            f"bitmap '{name}' on {node.node_name} belonged to a chain of this ledger "
-                            "that a newer chain replaced; nothing reads it any more",
-                            "remove it (it costs memory and slows writes)",
-                            ("block-dirty-bitmap-remove", {"node": node.node_name, "name": name}),
-                        ))
+        _add_live_bitmaps(ledger, fleet, view, known)
     return view
+
+
+def _drive_view(ledger: Ledger, view: ChainsView, known: set[tuple[str, str, str]],
+                conn_name: str, drive: str, live: ConnectionModel | None) -> DriveView:
+    """One drive's chain. ``live``: its QEMU, connected and synced (else None): the bitmap's
+    state is read there, and the problems found are added to ``view``; the (connection, node,
+    bitmap) of the chain go into ``known``."""
+    imgs = ledger.images(connection=conn_name, drive=drive)
+    last = imgs[-1]
+    cs = chain_state(ledger, conn_name, drive)
+    bitmap = cs.images[0].bitmap if cs.images else last.bitmap
+    known.add((conn_name, last.node, bitmap))
+    bstate = "unknown"
+    node_name = last.node
+    if live is not None:
+        node = live.find_node(drive)
+        if node is None:
+            bstate = "no such node"
+        else:
+            node_name = node.node_name
+            known.add((conn_name, node.node_name, bitmap))
+            bm = node.bitmap(bitmap)
+            bstate = str(bm.state) if bm is not None else "missing"
+            if ledger.issued(bitmap):  # problems only about what is ours
+                view.problems.extend(_drive_problems(conn_name, drive, node.node_name,
+                                                     bitmap, bstate, cs.base is not None))
+        # connected: its open files are known
+        cleanup = _invalid_images(ledger, live, drive, node_name, bitmap)
+        if cleanup is not None:
+            view.problems.append(cleanup)
+    base, next_reason = _next_base(ledger, cs, bstate, live, conn_name, drive, bitmap)
+    return DriveView(
+        conn_name, drive, node_name, bitmap,
+        tuple(_image_view(i) for i in cs.images) if cs.images else (_image_view(last),),
+        base.path if base else None, next_reason, bstate,
+    )
+
+
+def _next_base(ledger: Ledger, cs: ChainState, bstate: str, live: ConnectionModel | None,
+               conn_name: str, drive: str, bitmap: str) -> tuple[ImageRow | None, str]:
+    """The image the next incremental builds on (None: a full backup) and why."""
+    if cs.base is not None and bstate not in ("unknown", str(BitmapState.ACTIVE)):
+        return None, f"bitmap {bstate}: the next backup is a full one"
+    if cs.base is not None and live is not None:
+        node = live.find_node(drive)
+        seen = live_breaks(ledger, conn_name, node, bitmap) if node is not None else []
+        if seen:  # a change the next run will record: it takes a full
+            return None, f"chain broken: {seen[0]}"
+    return cs.base, cs.reason
+
+
+def _add_live_bitmaps(ledger: Ledger, fleet: FleetState, view: ChainsView,
+                      known: set[tuple[str, str, str]]) -> None:
+    """Every bitmap on the connected QEMUs this ledger has backed up, with its owner; one of
+    ours that no chain in ``known`` uses is a "retired" problem."""
+    ledger_conns = set(ledger.connections())
+    for conn_name, live in fleet.connections.items():
+        if conn_name not in ledger_conns or live.state is not LinkState.CONNECTED:
+            continue
+        for node in live.nodes.values():
+            for bm in node.named_bitmaps:
+                name = bm.name or ""
+                ours = ledger.issued(name)
+                view.bitmaps.append(BitmapView(
+                    conn_name, node.node_name, name,
+                    owner_of(ledger, conn_name, node.node_name, name), ours, str(bm.state),
+                    bm.count))
+                if ours and (conn_name, node.node_name, name) not in known and not bm.busy:
+                    view.problems.append(Problem(
+                        "retired", conn_name, node.node_name, name,
+                        f"bitmap '{name}' on {node.node_name} belonged to a chain of this ledger "
+                        "that a newer chain replaced; nothing reads it any more",
+                        "remove it (it costs memory and slows writes)",
+                        ("block-dirty-bitmap-remove", {"node": node.node_name, "name": name}),
+                    ))
 
 
 def is_remote(live: ConnectionModel) -> bool:

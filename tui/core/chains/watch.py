@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tui.core.chains.chain import chain_state
-from tui.core.ledger.ledger import Ledger
+from tui.core.ledger.repository import Ledger
 from tui.core.model.state import BitmapState, ConnectionModel, LinkState, Node
 
 

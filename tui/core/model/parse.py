@@ -117,47 +117,12 @@ def parse_nodes(named_nodes: Any, block_info: Any) -> dict[str, Node]:
     """
     entries = [e for e in (named_nodes if isinstance(named_nodes, list) else []) if isinstance(e, Mapping)]
     devices = [b for b in (block_info if isinstance(block_info, list) else []) if isinstance(b, Mapping)]
-
-    nodes: dict[str, Node] = {}
-    by_file: dict[str, str] = {}
-    for e in entries:
-        name = _str(e.get("node-name"))
-        if not name or not _visible(e):
-            continue
-        image = e.get("image") if isinstance(e.get("image"), Mapping) else {}
-        drv = _str(e.get("drv")) or ""
-        file = clean_file(_str(e.get("file")) or "")
-        nodes[name] = Node(
-            node_name=name,
-            driver=drv,
-            file=file,
-            size=_int(image.get("virtual-size") if image else None),
-            read_only=bool(e.get("ro")),
-            bitmaps=parse_bitmaps(e.get("dirty-bitmaps")),
-        )
-        if drv not in FILTER_DRIVERS and not name.startswith("#") and file:
-            by_file.setdefault(file, name)
-
+    nodes, by_file = _named_nodes(entries)
     for b in devices:
-        device = _str(b.get("device")) or None
         inserted = b.get("inserted")
         if not isinstance(inserted, Mapping):
             continue
-        root = _str(inserted.get("node-name"))
-        target = root if root in nodes and nodes[root].driver not in FILTER_DRIVERS else None
-        if target is None:
-            target = by_file.get(clean_file(_str(inserted.get("file")) or ""))
-        if target is None and root and root not in nodes:
-            # QEMU < 2.0 or a node list we could not read: build the node from query-block.
-            image = inserted.get("image") if isinstance(inserted.get("image"), Mapping) else {}
-            nodes[root] = Node(
-                node_name=root,
-                driver=_str(inserted.get("drv")) or "",
-                file=clean_file(_str(inserted.get("file")) or ""),
-                size=_int(image.get("virtual-size") if image else None),
-                read_only=bool(inserted.get("ro")),
-            )
-            target = root
+        target = _device_node(inserted, nodes, by_file)
         if target is None:
             continue
         node = nodes[target]
@@ -165,6 +130,7 @@ def parse_nodes(named_nodes: Any, block_info: Any) -> dict[str, Node]:
         bitmaps = node.bitmaps
         if not bitmaps and isinstance(legacy, list) and "dirty-bitmaps" not in _entry_of(entries, target):
             bitmaps = parse_bitmaps(legacy)
+        device = _str(b.get("device")) or None
         nodes[target] = Node(
             node_name=node.node_name,
             driver=node.driver,
@@ -175,6 +141,52 @@ def parse_nodes(named_nodes: Any, block_info: Any) -> dict[str, Node]:
             bitmaps=bitmaps,
         )
     return nodes
+
+
+def _named_nodes(entries: list[Mapping[str, Any]]) -> tuple[dict[str, Node], dict[str, str]]:
+    """The visible nodes of ``query-named-block-nodes`` by name, and the first data node (not a
+    filter, not implicit) of each image file."""
+    nodes: dict[str, Node] = {}
+    by_file: dict[str, str] = {}
+    for e in entries:
+        name = _str(e.get("node-name"))
+        if not name or not _visible(e):
+            continue
+        nodes[name] = _node(name, e, parse_bitmaps(e.get("dirty-bitmaps")))
+        drv = nodes[name].driver
+        file = nodes[name].file
+        if drv not in FILTER_DRIVERS and not name.startswith("#") and file:
+            by_file.setdefault(file, name)
+    return nodes, by_file
+
+
+def _node(name: str, entry: Mapping[str, Any], bitmaps: tuple[Bitmap, ...] = ()) -> Node:
+    """A node (no device yet) from a ``query-named-block-nodes`` entry or a device's
+    ``inserted``: the two share these fields."""
+    image = entry.get("image") if isinstance(entry.get("image"), Mapping) else {}
+    return Node(
+        node_name=name,
+        driver=_str(entry.get("drv")) or "",
+        file=clean_file(_str(entry.get("file")) or ""),
+        size=_int(image.get("virtual-size") if image else None),
+        read_only=bool(entry.get("ro")),
+        bitmaps=bitmaps,
+    )
+
+
+def _device_node(inserted: Mapping[str, Any], nodes: dict[str, Node],
+                 by_file: dict[str, str]) -> str | None:
+    """The name of the node a device's medium is: its root when visible and not a filter, else
+    the data node of the same file; a root missing from ``nodes`` (QEMU < 2.0, or a node list we
+    could not read) is added from ``inserted``."""
+    root = _str(inserted.get("node-name"))
+    target = root if root in nodes and nodes[root].driver not in FILTER_DRIVERS else None
+    if target is None:
+        target = by_file.get(clean_file(_str(inserted.get("file")) or ""))
+    if target is None and root and root not in nodes:
+        nodes[root] = _node(root, inserted)
+        target = root
+    return target
 
 
 def _entry_of(entries: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any]:

@@ -8,43 +8,31 @@ from tui.core.model.owners import owner_label
 from tui.core.model.state import Bitmap, ConnectionModel, FleetState, Job, Node
 
 
+def _attrs(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``obj``'s attributes ``names`` as they are, keyed by name (in that order)."""
+    return {name: getattr(obj, name) for name in names}
+
+
 def bitmap_dict(bm: Bitmap) -> dict[str, Any]:
     """One bitmap; ``owner`` is judged from its name (:func:`tui.core.model.owners.owner_label`)."""
     return {
         "name": bm.name,
         "state": str(bm.state),
-        "count": bm.count,
-        "granularity": bm.granularity,
-        "persistent": bm.persistent,
-        "recording": bm.recording,
-        "busy": bm.busy,
-        "inconsistent": bm.inconsistent,
+        **_attrs(bm, ("count", "granularity", "persistent", "recording", "busy", "inconsistent")),
         "owner": owner_label(bm.name),
     }
 
 
 def node_dict(node: Node) -> dict[str, Any]:
     return {
-        "node_name": node.node_name,
-        "device": node.device,
-        "driver": node.driver,
-        "file": node.file,
-        "size": node.size,
-        "read_only": node.read_only,
+        **_attrs(node, ("node_name", "device", "driver", "file", "size", "read_only")),
         "bitmaps": [bitmap_dict(b) for b in node.bitmaps],
     }
 
 
 def job_dict(job: Job) -> dict[str, Any]:
     return {
-        "id": job.id,
-        "type": job.type,
-        "status": job.status,
-        "current": job.current,
-        "total": job.total,
-        "speed": job.speed,
-        "paused": job.paused,
-        "node": job.node,
+        **_attrs(job, ("id", "type", "status", "current", "total", "speed", "paused", "node")),
         "result": str(job.result) if job.result else None,
         "error": job.error,
     }

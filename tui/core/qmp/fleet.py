@@ -11,7 +11,9 @@ from tui.core.base.audit import AuditLog
 from tui.core.base.errors import AddressError
 from tui.core.model.store import Store
 from tui.core.qmp.address import Address, parse_address_lenient
-from tui.core.qmp.connection import Connection, Opener
+from tui.core.qmp.connection import Connection
+from tui.core.qmp.probe import Opener
+from tui.core.qmp.settings import ConnectionSettings
 from tui.core.qmp.transport import make_opener, split_options
 
 
@@ -44,52 +46,38 @@ def endpoints_from(texts: Iterable[str]) -> list[Endpoint]:
 
 
 class Fleet:
-    """Owns the connections and the shared Store."""
+    """Owns the connections and the shared Store.
+
+    Every connection gets ``settings`` (default: :class:`ConnectionSettings`'s defaults) with
+    ``tuning`` (any of its fields by name, e.g. ``read_only=True, job_poll_interval=0.1``)."""
 
     def __init__(
         self,
+        settings: ConnectionSettings | None = None,
         *,
-        read_only: bool = False,
-        refresh_interval: float = 2.0,
-        reconnect: bool = True,
-        connect_timeout: float = 3.0,
-        command_timeout: float = 10.0,
         audit: AuditLog | None = None,
         opener: Opener | None = None,
         store: Store | None = None,
-        **connection_options: Any,
+        **tuning: Any,
     ) -> None:
         self.store = store or Store()
-        self.read_only = read_only
-        self.refresh_interval = refresh_interval
-        self.reconnect = reconnect
-        self.connect_timeout = connect_timeout
-        self.command_timeout = command_timeout
+        self.settings = (settings or ConnectionSettings()).but(**tuning)
         self.audit = audit
         self.opener = opener
         self.connections: dict[str, Connection] = {}
-        # Passed to every Connection (e.g. backoff_max, job_poll_interval).
-        self.connection_options = connection_options
+
+    @property
+    def read_only(self) -> bool:
+        return self.settings.read_only
 
     def add(self, endpoint: Endpoint) -> Connection:
         if endpoint.name in self.connections:
             raise AddressError(f"two connections are named '{endpoint.name}'")
-        opts = dict(
-            read_only=self.read_only,
-            refresh_interval=self.refresh_interval,
-            reconnect=self.reconnect,
-            connect_timeout=self.connect_timeout,
-            command_timeout=self.command_timeout,
-            audit=self.audit,
-            opener=self.opener,
-        )
-        opts.update(self.connection_options)
         # tls_*, allow_insecure_tcp and ssh_* choose the transport; the rest tune the Connection.
         transport, rest = split_options(endpoint.options)
-        if self.opener is None or transport:
-            opts["opener"] = make_opener(transport)
-        opts.update(rest)
-        conn = Connection(endpoint.name, endpoint.address, self.store, **opts)  # type: ignore[arg-type]
+        opener = make_opener(transport) if self.opener is None or transport else self.opener
+        conn = Connection(endpoint.name, endpoint.address, self.store, self.settings,
+                          audit=self.audit, opener=opener, **rest)
         self.connections[endpoint.name] = conn
         return conn
 

@@ -16,8 +16,10 @@ class Link(Protocol):
     """A named QMP connection sharing a Store."""
 
     name: str
-    read_only: bool
     store: Store
+
+    @property
+    def read_only(self) -> bool: ...
 
     @property
     def model(self) -> ConnectionModel: ...

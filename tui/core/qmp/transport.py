@@ -6,7 +6,7 @@ forward into a private directory; keys, agent and known_hosts as the user has th
 TLS (``tls_ca`` / ``tls_cert`` / ``tls_key``). Plaintext TCP is only allowed to a loopback address
 unless an endpoint says ``allow_insecure_tcp: true``.
 
-An opener (see :data:`tui.core.qmp.connection.Opener`) returns what ``QMPClient.connect`` takes, an SSL
+An opener (see :data:`tui.core.qmp.probe.Opener`) returns what ``QMPClient.connect`` takes, an SSL
 context or None, and a cleanup coroutine. Nothing here runs a shell: ssh gets an argument list.
 """
 

@@ -16,11 +16,10 @@ from functools import partial
 from typing import Any
 
 from tui.core.base.errors import LocalFileError, QMPCommandError
+from tui.core.base.programs import QEMU_IMG
 from tui.core.model import reducer
 from tui.core.model.parse import parse_jobs
 from tui.core.qmp.link import Link
-
-QEMU_IMG = "qemu-img"
 
 
 class TargetError(LocalFileError):

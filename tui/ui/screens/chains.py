@@ -33,7 +33,7 @@ from tui.core.chains.policy import Policy
 from tui.core.chains.reconcile import reconcile
 from tui.core.chains.run import preview, run_policy
 from tui.core.chains.view import ChainsView, Problem, build_view
-from tui.core.ledger.ledger import PointsLedger
+from tui.core.ledger.points_repository import PointsLedger
 from tui.core.qmp.connection import Connection
 from tui.session import ConsoleContext
 from tui.ui.actions import CHAINS, DIALOG, bindings, refuses

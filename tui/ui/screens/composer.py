@@ -1,7 +1,7 @@
 """The transaction composer: build, check, preview, send, then follow the group to its verdict.
 
 Needs only a Fleet (for its Store and connections) and a connection name, so any App can push it:
-``app.push_screen(ComposerScreen(fleet, "vm0"))``. All transaction logic lives in :mod:`tui.core.txn`;
+``app.push_screen(ComposerScreen(context, "vm0"))``. All transaction logic lives in :mod:`tui.core.txn`;
 this screen only shows it.
 """
 
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import (
@@ -42,26 +40,33 @@ from tui.core.txn import (
     Transaction,
     TransactionRun,
     Verdict,
-    describe,
     prepare,
     save,
-    what_if,
 )
 from tui.core.txn.incremental import (
     DEFAULT_PATTERN,
     PlannedTarget,
     Skipped,
-    create_targets,
-    describe_targets,
     pending,
     plan_incremental,
     planned_nodes,
-    release_targets,
 )
-from tui.core.txn.targets import Target
-from tui.core.txn.verdict import bitmap_line, image_line, unreleased
+from tui.session import ConsoleContext
 from tui.ui.actions import COMPOSER, bindings, refuses
 from tui.ui.bridge import StoreBridge, StoreChanged
+from tui.ui.screens.composer_palette import ComposerCommands
+from tui.ui.screens.composer_panels import (
+    JOB_COLUMNS,
+    NOT_SENT,
+    checks_text,
+    job_cells,
+    mode_text,
+    preview_text,
+    title_text,
+    verdict_text,
+    whatif_text,
+)
+from tui.ui.screens.composer_send import Sending
 from tui.ui.screens.dialogs import ConfirmDialog
 from tui.ui.screens.txn_dialogs import AskDialog
 from tui.ui.widgets.action_form import ActionForm
@@ -69,41 +74,6 @@ from tui.ui.widgets.footer import RankedFooter
 
 # At most this many redraws a second from store changes (a frame budget for the live view).
 REDRAW_INTERVAL = 0.1
-
-
-# (palette name, action, help) offered by the command palette on the composer.
-PALETTE = (
-    ("transaction: Send", "send", "check, confirm warnings, send and follow the jobs"),
-    ("transaction: Toggle completion mode", "toggle_mode", "individual ↔ grouped"),
-    ("transaction: Add action", "add", "add a backup action (type is editable)"),
-    ("transaction: Delete action", "delete", "remove the selected action"),
-    ("transaction: Use blockdev-backup", "use_fix", "replace a deprecated drive-backup"),
-    ("transaction: Save", "save", "write the transaction as YAML"),
-    ("transaction: Show what-if", "view('tab-whatif')", "what each failure leaves behind"),
-    ("transaction: Show JSON", "view('tab-json')", "exactly what will be sent"),
-)
-
-
-class ComposerCommands(Provider):
-    """Context commands of the composer for the command palette."""
-
-    def _commands(self) -> list[tuple[str, Any, str]]:
-        screen = self.screen
-        if not isinstance(screen, ComposerScreen):
-            return []
-        return [(name, partial(self.app.call_next, screen.run_action, action), help_)
-                for name, action, help_ in PALETTE]
-
-    async def discover(self) -> Hits:
-        for name, callback, help_ in self._commands():
-            yield DiscoveryHit(name, callback, help=help_)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for name, callback, help_ in self._commands():
-            score = matcher.match(name)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +108,13 @@ class ComposerScreen(Screen[Draft | None]):
     ACTION_GROUPS = ("composer",)
     VIEWS = ("tab-form", "tab-json", "tab-checks", "tab-whatif", "tab-run")
 
-    def __init__(self, fleet: Any, connection: str, transaction: Transaction | None = None,
-                 *, path: str | Path | None = None, targets: tuple[PlannedTarget, ...] = (),
+    def __init__(self, context: ConsoleContext, connection: str,
+                 transaction: Transaction | None = None, *, path: str | Path | None = None,
+                 targets: tuple[PlannedTarget, ...] = (),
                  skipped: tuple[Skipped, ...] = ()) -> None:
         super().__init__()
-        self.fleet = fleet
+        self.context = context
+        self.store = context.store
         self.connection = connection
         self.txn = transaction or Transaction()
         self.path = Path(path) if path else None
@@ -154,29 +126,28 @@ class ComposerScreen(Screen[Draft | None]):
         self.run: TransactionRun | None = None
         self.verdict: Verdict | None = None
         self._bridge: StoreBridge | None = None
-        # Targets this screen created through QEMU: detached once their jobs ended.
-        self._created: list[Target] = []
+        self._sending = Sending(context.fleet, connection)
         # what was last sent, saved or loaded: leaving with anything else asks first
         self._clean = self.txn if path else Transaction()
 
     @classmethod
-    def from_draft(cls, fleet: Any, connection: str, draft: Draft) -> ComposerScreen:
+    def from_draft(cls, context: ConsoleContext, connection: str, draft: Draft) -> ComposerScreen:
         """Reopen an unsent transaction."""
-        return cls(fleet, connection, draft.transaction, path=draft.path, targets=draft.targets,
+        return cls(context, connection, draft.transaction, path=draft.path, targets=draft.targets,
                    skipped=draft.skipped)
 
     @classmethod
-    def for_incremental(cls, fleet: Any, connection: str, devices: list[str],
+    def for_incremental(cls, context: ConsoleContext, connection: str, devices: list[str],
                         pattern: str = DEFAULT_PATTERN, *,
                         selected: dict[str, str] | None = None,
                         preferred: dict[str, list[str]] | None = None) -> ComposerScreen:
         """Start from a selection of drives: one incremental blockdev-backup each, grouped, to
         a new image next to the drive's (created through QEMU when sent); see
         :func:`tui.core.txn.incremental.plan_incremental` for the bitmap each drive uses."""
-        model: ConnectionModel = fleet.store.connection(connection)
+        model: ConnectionModel = context.store.connection(connection)
         plan = plan_incremental(model, devices, selected=selected, preferred=preferred,
                                 pattern=pattern)
-        return cls(fleet, connection, plan.transaction, targets=plan.targets,
+        return cls(context, connection, plan.transaction, targets=plan.targets,
                    skipped=plan.skipped)
 
     @property
@@ -215,19 +186,18 @@ class ComposerScreen(Screen[Draft | None]):
                 with TabPane("Run", id="tab-run"), VerticalScroll(classes="panel",
                                                                   id="run-panel"):
                     yield DataTable(id="jobs", cursor_type="row")
-                    yield Static("Not sent yet: press s to send.", id="verdict")
+                    yield Static(NOT_SENT, id="verdict")
         yield RankedFooter()
 
     @property
     def model(self) -> ConnectionModel:
-        return self.fleet.store.connection(self.connection)
+        return self.store.connection(self.connection)
 
     async def on_mount(self) -> None:
         table = self.query_one("#jobs", DataTable)
-        for key, label in (("job", "Job"), ("drive", "Drive"), ("status", "Status"),
-                           ("progress", "Progress"), ("result", "Result")):
+        for key, label in JOB_COLUMNS:
             table.add_column(label, key=key)
-        self._bridge = StoreBridge(self.fleet.store, self, delay=REDRAW_INTERVAL)
+        self._bridge = StoreBridge(self.store, self, delay=REDRAW_INTERVAL)
         await self._refresh_list(0 if self.txn.actions else None)
         self._recheck()
 
@@ -270,34 +240,12 @@ class ComposerScreen(Screen[Draft | None]):
                                 planned=planned_nodes(pending(self.targets, model)))
         p = self.prepared
         mode = self.txn.completion_mode
-        title = (f"Transaction on {model.name} ({model.state.value}) · {len(self.txn.actions)} "
-                 f"action(s) · {len(p.errors)} error(s), {len(p.warnings)} warning(s)"
-                 + (f", {len(p.notices)} notice(s)" if p.notices else ""))
-        self.query_one("#composer-title", Static).update(escape(title))
-        self.query_one("#mode", Static).update(
-            f"completion-mode: [b]{mode}[/b]  (m toggles)")
-        self.query_one("#preview", Static).update(
-            "transaction arguments, exactly as they will be sent:\n"
-            + json.dumps(p.transaction.to_qmp(), indent=2))
-        lines = [escape(line) for line in describe_targets(pending(self.targets, model))]
-        lines += [f"[$warning]{escape(str(sk))}[/]" for sk in self.skipped]
-        lines += [f"[$warning]warning: {escape(w)}[/]" for w in self._target_risks()]
-        for f in p.findings:
-            style = {"error": "$error", "warning": "$warning"}.get(f.level, "$text-muted")
-            lines.append(f"[{style}]{escape(str(f))}[/]")
-            if f.fix is not None:
-                lines.append(f"  fix (f on that action): {escape(f.fix.summary())}")
-        self.query_one("#checks", Static).update(
-            "\n".join(lines) or "No problem found: ready to send.")
-        wlines = [f"completion-mode {mode}: what each outcome leaves behind"]
-        for sc in what_if(p.transaction, model):
-            wlines.append(f"\n[b]if {escape(sc.title)}:[/b]")
-            v = sc.verdict
-            wlines += [f"  {escape(image_line(img))}" for img in v.images]
-            wlines += [f"  {escape(bitmap_line(bm))}" for bm in v.bitmaps]
-            for n in v.next:
-                wlines.append(f"  → {escape(n)}")
-        self.query_one("#whatif", Static).update("\n".join(wlines))
+        self.query_one("#composer-title", Static).update(title_text(model, self.txn, p))
+        self.query_one("#mode", Static).update(mode_text(mode))
+        self.query_one("#preview", Static).update(preview_text(p))
+        self.query_one("#checks", Static).update(checks_text(
+            p, pending(self.targets, model), self.skipped, self._target_risks()))
+        self.query_one("#whatif", Static).update(whatif_text(p.transaction, model, mode))
 
     def _draw_run(self) -> None:
         run = self.run
@@ -306,12 +254,7 @@ class ComposerScreen(Screen[Draft | None]):
         table = self.query_one("#jobs", DataTable)
         with self.app.batch_update():
             for view in run.jobs() if run.accepted else ():
-                cells = {
-                    # QEMU's "null" (the job is gone) means nothing to an operator
-                    "job": view.job_id, "drive": view.label,
-                    "status": "ended" if view.result else view.status,
-                    "progress": f"{view.progress:4.0%}", "result": (view.result or "").upper(),
-                }
+                cells = job_cells(view)
                 if view.job_id not in table.rows:
                     table.add_row(*cells.values(), key=view.job_id)
                     continue
@@ -320,9 +263,7 @@ class ComposerScreen(Screen[Draft | None]):
                         table.update_cell(view.job_id, col, value, update_width=True)
         text = self.query_one("#verdict", Static)
         if self.verdict is not None:
-            body = "\n".join(escape(line) for line in describe(self.verdict))
-            head = "VERDICT" if self.verdict.accepted else "REFUSED (no job started)"
-            text.update(f"[b]{head}[/b]\n{body}")
+            text.update(verdict_text(self.verdict))
         elif run.accepted:
             text.update("Sent. Waiting for every job to end...")
 
@@ -424,10 +365,9 @@ class ComposerScreen(Screen[Draft | None]):
 
     async def _apply_fix(self, i: int, finding: Finding, run_prepare: bool) -> None:
         if run_prepare:
-            conn = self.fleet[self.connection]
             for cmd, args in finding.fix_prepare:
                 try:
-                    await conn.execute(cmd, args)
+                    await self._sending.conn.execute(cmd, args)
                 except BitmapTuiError as exc:
                     self.notify(f"{cmd}: {exc}", severity="error")
                     return
@@ -504,13 +444,13 @@ class ComposerScreen(Screen[Draft | None]):
             self.run = None
             self.verdict = None
             self.query_one("#jobs", DataTable).clear()
-            self.query_one("#verdict", Static).update("Not sent yet: press s to send.")
+            self.query_one("#verdict", Static).update(NOT_SENT)
 
     # ------------------------------------------------------------------ sending
 
     @property
     def read_only(self) -> bool:
-        return bool(getattr(self.fleet, "read_only", False))
+        return self.context.read_only
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # read-only: the keys that would change QEMU are hidden (and refused if called)
@@ -546,8 +486,8 @@ class ComposerScreen(Screen[Draft | None]):
     def _chain_breaks(self, *, record: bool = False) -> list[str]:
         """The backup-policy chains this transaction breaks (recorded in the ledger when sent,
         so their next run takes a full backup)."""
-        ledger = getattr(self.app, "chains_ledger", None)
-        return transaction_breaks(self.connection, self._actions(), ledger, record=record)
+        return transaction_breaks(self.connection, self._actions(), self.context.ledger_path,
+                                  record=record)
 
     def _target_risks(self) -> list[str]:
         """What creating the pending targets may overwrite (a QEMU on another machine)."""
@@ -560,7 +500,7 @@ class ComposerScreen(Screen[Draft | None]):
             self.notify("not sent")
 
     def _run_changed(self) -> None:
-        self.post_message(StoreChanged(self.fleet.store.generation))
+        self.post_message(StoreChanged(self.store.generation))
 
     def _start(self, prepared: Prepared) -> None:
         self._chain_breaks(record=True)  # before anything is sent
@@ -570,14 +510,12 @@ class ComposerScreen(Screen[Draft | None]):
 
     async def _send(self, prepared: Prepared) -> Verdict | None:
         """Create the planned targets through QEMU, then send and follow the transaction."""
-        conn = self.fleet[self.connection]
         todo = pending(self.targets, self.model)
         if todo:
             text = self.query_one("#verdict", Static)
             text.update(escape(f"Creating {len(todo)} target image(s) through QEMU..."))
             try:
-                self._created += await create_targets(conn, todo, self.model)
-                await conn.refresh_nodes()
+                await self._sending.create(todo, self.model)
             except BitmapTuiError as exc:
                 text.update(f"[b]NOT SENT[/b]\n{escape(str(exc))}")
                 return None
@@ -587,17 +525,12 @@ class ComposerScreen(Screen[Draft | None]):
                 self.query_one("#right", TabbedContent).active = "tab-checks"
                 return None
             prepared = self.prepared
-        self.run = TransactionRun(conn, prepared, on_change=self._run_changed)
+        self.run = TransactionRun(self._sending.conn, prepared, on_change=self._run_changed)
         self._draw_run()
         return await self._follow(self.run)
 
     async def _follow(self, run: TransactionRun) -> Verdict:
-        verdict = await run.run() if not run.accepted else await run.wait()
-        if verdict.accepted and self._created:
-            # VALID only once the target is flushed and closed: detach what this screen created.
-            failures = await release_targets(self.fleet[self.connection], self._created)
-            self._created = []
-            verdict = unreleased(verdict, failures)
+        verdict = await self._sending.follow(run)
         self.verdict = verdict
         if verdict.accepted:
             self._clean = self.txn  # sent: nothing left to lose
