@@ -172,8 +172,11 @@ def test_a_recorded_break_makes_the_next_run_a_full_with_the_reason(ledger):
     assert plan.drives[0].kind == "full" and "chain broken" in plan.drives[0].reason
     new = plan.drives[0].bitmap
     assert new == ledger.chain_bitmap("nightly", plan.txn_id) and new != name
-    assert plan.drives[0].bitmap_actions == ({"type": "block-dirty-bitmap-add",
-                                              "data": {"node": "disk0", "name": new}},)
+    # The new chain's bitmap and its sentinel, started together (the same settings).
+    sentinel, _canary = companion_bitmaps(new)
+    assert plan.drives[0].bitmap_actions == (
+        {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": new}},
+        {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": sentinel}})
 
 
 def test_a_chain_on_a_name_we_did_not_issue_is_adopted_with_a_full(ledger):

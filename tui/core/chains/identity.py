@@ -1,0 +1,179 @@
+"""Chain identity that survives outsiders: a chain's bitmap is checked against two companions.
+
+QEMU gives a bitmap no identity, and its count cannot tell "kept every write" from "cleared, then
+dirtied again". So each chain's bitmap ``C`` gets two companions on the same node, named after
+it (:func:`tui.core.ledger.names.companion_bitmaps`), never read by a backup:
+
+* the **sentinel** ``S``: created in the same transaction as ``C`` with the same granularity and
+  persistence, so it records the same writes; it is cleared only together with a backup of the
+  chain (in the backup's own transaction, or right after a grouped one succeeded). So ``S`` is
+  always a subset of ``C``, unless ``C`` lost writes: cleared, removed and added again, or cleared
+  offline in the qcow2 file. A persistent chain's sentinel is persistent too, so the check holds
+  across a QEMU restart.
+* the **size canary** ``K``: disabled, every bit set just before the chain's full backup (merged
+  from a scratch ``null-co`` node of the disk's size that a throw-away backup job dirtied). Only
+  a resize changes a disabled bitmap's bits: a shrink drops the bits past the new end, and
+  growing back adds clear bits. So ``K``'s count falls below the one recorded at the chain's start
+  after any shrink, also one grown back to the same size (QEMU sends no event for a resize).
+
+The check (:func:`check_chains`, before each run's planning) costs no guest pause: one
+``transaction`` freezes ``C``, ``C`` merged with ``S``, and ``K`` into disabled temporaries at the
+same instant; their counts are compared and the temporaries removed. A break found is recorded,
+so the run (and every later one) takes a full backup with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from tui.core.base.errors import BitmapTuiError, QMPCommandError
+from tui.core.chains.chain import chain_state
+from tui.core.chains.policy import Policy
+from tui.core.ledger.names import companion_bitmap, companion_bitmaps
+from tui.core.ledger.repository import Ledger
+from tui.core.ledger.rows import ImageRow
+from tui.core.txn.targets import QMPConn
+
+LOST_WRITES = "the chain's bitmap lost writes: cleared or replaced outside bitmap-tui"
+RESIZED = ("the disk was resized since the chain started (a shrink clears the data past the new "
+           "end, also when the disk was grown back to the same size)")
+NO_IDENTITY = ("the chain was started before chain identity checks (it has no sentinel bitmap); "
+               "a full backup starts a checked chain")
+# How long the scratch job that dirties the size canary may take (it copies nothing real).
+FILL_TIMEOUT = 60.0
+
+
+def companion_actions(node: str, chain_bitmap: str, add: dict[str, Any]) -> list[dict[str, Any]]:
+    """The action that starts the chain's sentinel beside ``C`` (``add``: ``C``'s own
+    ``block-dirty-bitmap-add`` arguments), for the same transaction."""
+    sentinel, _canary = companion_bitmaps(chain_bitmap)
+    return [{"type": "block-dirty-bitmap-add", "data": {**add, "node": node, "name": sentinel}}]
+
+
+def clear_sentinel_action(node: str, sentinel: str) -> dict[str, Any]:
+    """Clears a chain's sentinel in the transaction of a backup that reads (and clears) ``C``:
+    the sentinel stays a subset of ``C`` whether the backup succeeds (``C`` cleared) or not
+    (``C`` kept)."""
+    return {"type": "block-dirty-bitmap-clear", "data": {"node": node, "name": sentinel}}
+
+
+async def _bitmaps(conn: QMPConn, node: str) -> dict[str, tuple[int, int]]:
+    """name → (count, granularity) of the named bitmaps on ``node``, fresh from QEMU."""
+    for n in await conn.execute("query-named-block-nodes"):
+        if n.get("node-name") == node:
+            return {b["name"]: (int(b.get("count", 0)), int(b.get("granularity", 0)))
+                    for b in n.get("dirty-bitmaps", []) if b.get("name")}
+    return {}
+
+
+async def remove_bitmaps(conn: QMPConn, node: str, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(BitmapTuiError):
+            await conn.execute("block-dirty-bitmap-remove", {"node": node, "name": name})
+
+
+async def fill_size_canary(conn: QMPConn, node: str, chain_bitmap: str, size: int,
+                           scratch: str, job_id: str, add: dict[str, Any]) -> int:
+    """Create the chain's size canary on ``node`` with every bit set; its count.
+
+    ``scratch``: a node name of ours for the two ``null-co`` nodes (``-zs``, ``-zx``) of the disk's
+    size; a backup job ``job_id`` between them dirties the whole of ``-zx``'s bitmap (null nodes
+    read and write nothing: it takes milliseconds even for large disks), which is merged into
+    the canary. ``add``: ``C``'s ``block-dirty-bitmap-add`` arguments (granularity, persistence).
+    """
+    _sentinel, canary = companion_bitmaps(chain_bitmap)
+    src, dst = f"{scratch}-zs", f"{scratch}-zx"
+    try:
+        for name in (src, dst):
+            await conn.execute("blockdev-add", {"driver": "null-co", "node-name": name, "size": size})
+        fill = {k: v for k, v in add.items() if k == "granularity"}
+        await conn.execute("block-dirty-bitmap-add", {"node": dst, "name": "fill", **fill})
+        await conn.execute("blockdev-backup", {"job-id": job_id, "device": src, "target": dst,
+                                               "sync": "full", "auto-dismiss": False})
+        await _wait_job(conn, job_id)
+        await conn.execute("transaction", {"actions": [
+            {"type": "block-dirty-bitmap-add",
+             "data": {**add, "node": node, "name": canary, "disabled": True}},
+            {"type": "block-dirty-bitmap-merge",
+             "data": {"node": node, "target": canary, "bitmaps": [{"node": dst, "name": "fill"}]}},
+        ]})
+        return (await _bitmaps(conn, node)).get(canary, (0, 0))[0]
+    finally:
+        for name in (src, dst):
+            with contextlib.suppress(BitmapTuiError):
+                await conn.execute("blockdev-del", {"node-name": name})
+
+
+async def _wait_job(conn: QMPConn, job_id: str) -> None:
+    """Wait for the scratch job to conclude, dismiss it; its error is raised."""
+    async with asyncio.timeout(FILL_TIMEOUT):
+        while True:
+            job = next((j for j in await conn.execute("query-jobs") if j.get("id") == job_id), None)
+            if job is None or job.get("status") == "concluded":
+                break
+            await asyncio.sleep(0.01)
+    with contextlib.suppress(BitmapTuiError):
+        await conn.execute("job-dismiss", {"id": job_id})
+    if job is not None and job.get("error"):
+        raise QMPCommandError("blockdev-backup", "GenericError",
+                              f"filling the size canary: {job['error']}")
+
+
+async def chain_breaks(conn: QMPConn, full: ImageRow, node: str) -> list[str]:
+    """What the chain started by ``full`` lost, seen now in QEMU (empty: its bitmap has every write
+    since the last backup, and the disk kept its size). No guest pause: one transaction freezes
+    copies of the three bitmaps at one instant."""
+    chain = full.bitmap
+    sentinel, canary = companion_bitmaps(chain)
+    if full.canary_count is None:
+        return [NO_IDENTITY]
+    live = await _bitmaps(conn, node)
+    if chain not in live:
+        return []  # vanished: the live state shows it (tui.core.chains.watch)
+    missing = [n for n in (sentinel, canary) if n not in live]
+    if missing:
+        return [f"{LOST_WRITES} (its companion bitmap '{missing[0]}' is gone)"]
+    temps = [companion_bitmap(chain, f"check{i}") for i in range(3)]
+    await remove_bitmaps(conn, node, temps)  # left by a run killed mid-check
+    actions: list[dict[str, Any]] = []
+    # Each copy has its source's granularity, so the counts compare bit for bit.
+    for temp, sources in zip(temps, ([chain], [chain, sentinel], [canary]), strict=True):
+        add = {"node": node, "name": temp, "disabled": True, "granularity": live[sources[0]][1]}
+        actions += [{"type": "block-dirty-bitmap-add", "data": add},
+                    {"type": "block-dirty-bitmap-merge",
+                     "data": {"node": node, "target": temp, "bitmaps": sources}}]
+    try:
+        await conn.execute("transaction", {"actions": actions})
+        copies = await _bitmaps(conn, node)
+    finally:
+        await remove_bitmaps(conn, node, temps)
+    count = {t: copies.get(t, (0, 0))[0] for t in temps}
+    out = []
+    if count[temps[1]] > count[temps[0]]:
+        out.append(LOST_WRITES)
+    if count[temps[2]] < full.canary_count:
+        out.append(RESIZED)
+    return out
+
+
+async def check_chains(conn: QMPConn, ledger: Ledger, policy: Policy) -> None:
+    """Before planning: check each current chain of ``policy`` against its companions and record
+    what it lost as a break (the plan then takes a full backup with the reason)."""
+    for drive in policy.drives:
+        node = conn.model.find_node(drive)
+        cs = chain_state(ledger, conn.name, drive)
+        if node is None or cs.base is None or cs.base.node != node.node_name or not cs.images:
+            continue
+        full = cs.images[0]
+        if not ledger.issued(full.bitmap):
+            continue  # adopted: the plan takes a full anyway
+        try:
+            reasons = await chain_breaks(conn, full, node.node_name)
+        except QMPCommandError as exc:
+            reasons = [f"its bitmaps could not be checked ({exc.desc})"]
+        known = {b.reason for b in ledger.breaks(conn.name, node.node_name, full.bitmap)}
+        for reason in reasons:
+            if reason not in known:
+                ledger.record_break(conn.name, node.node_name, full.bitmap, reason)
