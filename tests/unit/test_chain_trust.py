@@ -12,6 +12,7 @@ from tui.core.chains.cleanup import deletable_images
 from tui.core.chains.owners import break_warning, chain_of, owner_of, record_console_break
 from tui.core.chains.plan import chain_state, make_plan
 from tui.core.chains.watch import live_breaks, observe_bitmap, record_breaks
+from tui.core.ledger.names import companion_bitmaps
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState
 from tui.core.model.owners import KNOWN_TOOLS, owned_ledger, owner_label

@@ -59,13 +59,20 @@ def clear_sentinel_action(node: str, sentinel: str) -> dict[str, Any]:
     return {"type": "block-dirty-bitmap-clear", "data": {"node": node, "name": sentinel}}
 
 
-async def _bitmaps(conn: QMPConn, node: str) -> dict[str, tuple[int, int]]:
-    """name → (count, granularity) of the named bitmaps on ``node``, fresh from QEMU."""
+async def _node_now(conn: QMPConn, node: str) -> tuple[dict[str, tuple[int, int]], int | None]:
+    """Fresh from QEMU: name → (count, granularity) of the named bitmaps on ``node``, and the
+    node's size (None when QEMU does not say)."""
     for n in await conn.execute("query-named-block-nodes"):
         if n.get("node-name") == node:
-            return {b["name"]: (int(b.get("count", 0)), int(b.get("granularity", 0)))
-                    for b in n.get("dirty-bitmaps", []) if b.get("name")}
-    return {}
+            size = (n.get("image") or {}).get("virtual-size")
+            return ({b["name"]: (int(b.get("count", 0)), int(b.get("granularity", 0)))
+                     for b in n.get("dirty-bitmaps", []) if b.get("name")},
+                    int(size) if isinstance(size, int) else None)
+    return {}, None
+
+
+async def _bitmaps(conn: QMPConn, node: str) -> dict[str, tuple[int, int]]:
+    return (await _node_now(conn, node))[0]
 
 
 async def remove_bitmaps(conn: QMPConn, node: str, names: list[str]) -> None:
@@ -121,15 +128,17 @@ async def _wait_job(conn: QMPConn, job_id: str) -> None:
                               f"filling the size canary: {job['error']}")
 
 
-async def chain_breaks(conn: QMPConn, full: ImageRow, node: str) -> list[str]:
-    """What the chain started by ``full`` lost, seen now in QEMU (empty: its bitmap has every write
-    since the last backup, and the disk kept its size). No guest pause: one transaction freezes
-    copies of the three bitmaps at one instant."""
+async def chain_breaks(conn: QMPConn, full: ImageRow, last: ImageRow, node: str) -> list[str]:
+    """What the chain started by ``full`` (its newest image ``last``) lost, seen now in QEMU
+    (empty: its bitmap has every write since the last backup, and the disk kept its size). No
+    guest pause: one transaction freezes copies of the three bitmaps at one instant."""
     chain = full.bitmap
     sentinel, canary = companion_bitmaps(chain)
     if full.canary_count is None:
         return [NO_IDENTITY]
-    live = await _bitmaps(conn, node)
+    live, size = await _node_now(conn, node)
+    if size is not None and last.source_size and size != last.source_size:
+        return [f"{RESIZED}: {last.source_size} → {size} bytes"]
     if chain not in live:
         return []  # vanished: the live state shows it (tui.core.chains.watch)
     missing = [n for n in (sentinel, canary) if n not in live]
@@ -160,7 +169,16 @@ async def chain_breaks(conn: QMPConn, full: ImageRow, node: str) -> list[str]:
 
 async def check_chains(conn: QMPConn, ledger: Ledger, policy: Policy) -> None:
     """Before planning: check each current chain of ``policy`` against its companions and record
-    what it lost as a break (the plan then takes a full backup with the reason)."""
+    what it lost as a break (the plan then takes a full backup with the reason). The connection's
+    state is read again afterwards: QEMU sends no event for a resize, and the plan needs each
+    disk's size now."""
+    await _check_each(conn, ledger, policy)
+    refresh = getattr(conn, "refresh", None)
+    if refresh is not None:
+        await refresh()
+
+
+async def _check_each(conn: QMPConn, ledger: Ledger, policy: Policy) -> None:
     for drive in policy.drives:
         node = conn.model.find_node(drive)
         cs = chain_state(ledger, conn.name, drive)
@@ -170,7 +188,7 @@ async def check_chains(conn: QMPConn, ledger: Ledger, policy: Policy) -> None:
         if not ledger.issued(full.bitmap):
             continue  # adopted: the plan takes a full anyway
         try:
-            reasons = await chain_breaks(conn, full, node.node_name)
+            reasons = await chain_breaks(conn, full, cs.base, node.node_name)
         except QMPCommandError as exc:
             reasons = [f"its bitmaps could not be checked ({exc.desc})"]
         known = {b.reason for b in ledger.breaks(conn.name, node.node_name, full.bitmap)}
