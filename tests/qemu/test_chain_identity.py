@@ -178,3 +178,30 @@ async def test_a_resize_while_the_job_runs_is_refused_by_qemu(make_sandbox, flee
     assert d.kind == "incremental" and d.state is ImageState.VALID
     h.refs[d.path or ""] = await reference(sb, 0, "ref-job.qcow2")
     h.assert_every_valid_chain_is_the_disk()
+
+
+async def test_a_clear_between_the_check_and_the_backup_makes_it_invalid(make_sandbox, fleet_for,
+                                                                        tmp_path):
+    h = await started(make_sandbox, fleet_for, tmp_path)
+    sb = h.sb
+    await sb.write(0, "8M", "1M", 0x81)
+    bm = h.chain_bitmap()
+    outsider: list[asyncio.Task[None]] = []
+
+    async def clear_and_write() -> None:
+        await sb.qmp("block-dirty-bitmap-clear", {"node": "disk0", "name": bm})
+        await sb.write(0, "16M", "1M", 0x82)
+
+    def step(text: str) -> None:
+        # After the run's check, while it creates its target: before its transaction.
+        if text.startswith("creating") and not outsider:
+            outsider.append(asyncio.get_running_loop().create_task(clear_and_write()))
+
+    res = await run_policy(h.conn, h.ledger, h.pol, timeout=60, on_step=step)
+    await outsider[0]
+    d = res.drives[0]
+    assert d.kind == "incremental" and d.state is ImageState.INVALID
+    assert LOST_WRITES in (next(i for i in h.ledger.images() if i.path == d.path).error or "")
+    nxt = await h.run()
+    assert nxt.kind == "full" and LOST_WRITES in nxt.reason
+    h.assert_every_valid_chain_is_the_disk()

@@ -34,6 +34,7 @@ from tui.core.chains.policy import Policy
 from tui.core.ledger.names import companion_bitmap, companion_bitmaps
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageRow
+from tui.core.model.state import Node
 from tui.core.txn.targets import QMPConn
 
 LOST_WRITES = "the chain's bitmap lost writes: cleared or replaced outside bitmap-tui"
@@ -52,11 +53,18 @@ def companion_actions(node: str, chain_bitmap: str, add: dict[str, Any]) -> list
     return [{"type": "block-dirty-bitmap-add", "data": {**add, "node": node, "name": sentinel}}]
 
 
-def clear_sentinel_action(node: str, sentinel: str) -> dict[str, Any]:
-    """Clears a chain's sentinel in the transaction of a backup that reads (and clears) ``C``:
-    the sentinel stays a subset of ``C`` whether the backup succeeds (``C`` cleared) or not
-    (``C`` kept)."""
-    return {"type": "block-dirty-bitmap-clear", "data": {"node": node, "name": sentinel}}
+def backup_guard_actions(node: Node, chain: str, sentinel: str) -> list[dict[str, Any]]:
+    """The actions that go before an incremental backup in its own (individual) transaction:
+    copies of the chain's bitmaps at the backup's instant (:func:`snapshot_actions`, judged after
+    the job by :func:`snapshot_breaks`: nothing can slip in between the check and the backup),
+    then the sentinel cleared. The sentinel stays a subset of ``C`` whether the backup succeeds
+    (``C`` cleared) or not (``C`` kept)."""
+    _sentinel, canary = companion_bitmaps(chain)
+    granularity = {name: bm.granularity for name in (chain, canary)
+                   if (bm := node.bitmap(name)) is not None and bm.granularity}
+    snapshot = snapshot_actions(node.node_name, chain, granularity) if len(granularity) == 2 else []
+    return [*snapshot, {"type": "block-dirty-bitmap-clear",
+                        "data": {"node": node.node_name, "name": sentinel}}]
 
 
 async def _node_now(conn: QMPConn, node: str) -> tuple[dict[str, tuple[int, int]], int | None]:
@@ -144,25 +152,47 @@ async def chain_breaks(conn: QMPConn, full: ImageRow, last: ImageRow, node: str)
     missing = [n for n in (sentinel, canary) if n not in live]
     if missing:
         return [f"{LOST_WRITES} (its companion bitmap '{missing[0]}' is gone)"]
-    temps = [companion_bitmap(chain, f"check{i}") for i in range(3)]
-    await remove_bitmaps(conn, node, temps)  # left by a run killed mid-check
+    await remove_bitmaps(conn, node, _temps(chain))  # left by a run killed mid-check
+    await conn.execute("transaction", {"actions": snapshot_actions(
+        node, chain, {name: gran for name, (_count, gran) in live.items()})})
+    return await snapshot_breaks(conn, node, chain, full.canary_count)
+
+
+def _temps(chain: str) -> list[str]:
+    """The disabled copies one check makes: ``C``, ``C`` merged with ``S``, and ``K``."""
+    return [companion_bitmap(chain, f"check{i}") for i in range(3)]
+
+
+def snapshot_actions(node: str, chain: str, granularity: dict[str, int]) -> list[dict[str, Any]]:
+    """Transaction actions that freeze disabled copies of ``C``, of ``C`` merged with ``S``, and of
+    ``K`` at the transaction's instant (``granularity``: name → granularity of ``C`` and ``K``;
+    each copy has its source's, so the counts compare bit for bit). In a backup's transaction
+    they go before the backup action, which then freezes ``C`` itself."""
+    sentinel, canary = companion_bitmaps(chain)
     actions: list[dict[str, Any]] = []
-    # Each copy has its source's granularity, so the counts compare bit for bit.
-    for temp, sources in zip(temps, ([chain], [chain, sentinel], [canary]), strict=True):
-        add = {"node": node, "name": temp, "disabled": True, "granularity": live[sources[0]][1]}
+    for temp, sources in zip(_temps(chain), ([chain], [chain, sentinel], [canary]), strict=True):
+        add = {"node": node, "name": temp, "disabled": True, "granularity": granularity[sources[0]]}
         actions += [{"type": "block-dirty-bitmap-add", "data": add},
                     {"type": "block-dirty-bitmap-merge",
                      "data": {"node": node, "target": temp, "bitmaps": sources}}]
+    return actions
+
+
+async def snapshot_breaks(conn: QMPConn, node: str, chain: str, canary_count: int) -> list[str]:
+    """Judge the copies :func:`snapshot_actions` made (then remove them): what the chain had lost
+    at that instant (empty: nothing)."""
+    temps = _temps(chain)
     try:
-        await conn.execute("transaction", {"actions": actions})
         copies = await _bitmaps(conn, node)
     finally:
         await remove_bitmaps(conn, node, temps)
-    count = {t: copies.get(t, (0, 0))[0] for t in temps}
+    if not all(t in copies for t in temps):
+        return []  # the transaction that makes them did not happen
+    count = {t: copies[t][0] for t in temps}
     out = []
     if count[temps[1]] > count[temps[0]]:
         out.append(LOST_WRITES)
-    if count[temps[2]] < full.canary_count:
+    if count[temps[2]] < canary_count:
         out.append(RESIZED)
     return out
 

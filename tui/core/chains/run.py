@@ -17,10 +17,11 @@ from typing import Any
 from tui.core.base.errors import BitmapTuiError, ConfigError, QMPCommandError
 from tui.core.chains.freeze import FreezeFailed, FreezeOutcome, frozen_guest, thaw_leftovers
 from tui.core.chains.identity import (
+    backup_guard_actions,
     check_chains,
-    clear_sentinel_action,
     fill_size_canary,
     remove_bitmaps,
+    snapshot_breaks,
 )
 from tui.core.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.core.chains.policy import Policy, render_name
@@ -30,7 +31,7 @@ from tui.core.chains.verify import compare_images
 from tui.core.chains.watch import current_bitmaps, observe_bitmap, record_breaks
 from tui.core.ledger.names import companion_bitmaps, with_companions
 from tui.core.ledger.repository import Ledger
-from tui.core.ledger.rows import ImageState, JobState
+from tui.core.ledger.rows import ImageRow, ImageState, JobState
 from tui.core.model.state import JobResult
 from tui.core.txn.targets import (
     QMPConn,
@@ -360,8 +361,10 @@ class _PolicyRun:
                 ledger.set_file_identity(self.image_ids[d.drive], st)
             self.actions.extend(d.bitmap_actions if not self.plan.split else ())
             self.bitmap_actions.extend(d.bitmap_actions if self.plan.split else ())
-            if d.sentinel and self.plan.mode != "grouped":  # grouped: cleared after success
-                self.actions.append(clear_sentinel_action(d.node or "", d.sentinel))
+            live = self.conn.model.find_node(d.drive)
+            if d.sentinel and self.plan.mode != "grouped" and live is not None:
+                # grouped: no bitmap actions there; the sentinel is cleared after success
+                self.actions += backup_guard_actions(live, d.bitmap, d.sentinel)
             self.actions.append(_backup_action(d, self.policy, node, out.job_id or ""))
             self.job_nodes[out.job_id or ""] = d.node or ""
 
@@ -494,6 +497,8 @@ async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan,
         im = images.get(d.drive)
         if node is None or im is None or not d.bitmap:
             continue
+        if d.sentinel and plan.mode != "grouped":
+            im = await _judge_backup_guard(conn, ledger, im, d.bitmap)
         observe_bitmap(ledger, conn.name, node, d.bitmap)
         if im.state is not ImageState.VALID:
             continue
@@ -509,6 +514,21 @@ async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan,
                 result.notes.append(f"{d.drive}: {note}")
         if d.kind == "full":
             await _retire_old_bitmaps(conn, ledger, policy.name, node, d.bitmap)
+
+
+async def _judge_backup_guard(conn: QMPConn, ledger: Ledger, im: ImageRow, chain: str) -> ImageRow:
+    """An incremental whose chain's bitmap had lost writes, or whose disk was resized, at the
+    backup's own instant (a change between the run's check and its transaction) is INVALID, and
+    the chain is broken."""
+    full = ledger.image(im.chain_id) if im.chain_id is not None else None
+    if full is None or full.canary_count is None:
+        return im
+    reasons = await snapshot_breaks(conn, im.node, chain, full.canary_count)
+    for reason in reasons:
+        ledger.record_break(conn.name, im.node, chain, reason)
+    if reasons:
+        ledger.fail_verification(im.id, f"at the backup's point in time, {reasons[0]}")
+    return ledger.image(im.id) or im
 
 
 async def _verify_after(conn: QMPConn, ledger: Ledger, image_id: int, disk: str, quiet: bool) -> str:
