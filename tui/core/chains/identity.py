@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tui.core.base.errors import BitmapTuiError, QMPCommandError
@@ -96,15 +97,14 @@ async def fill_size_canary(conn: QMPConn, node: str, chain_bitmap: str, size: in
     ``scratch``: a node name of ours for the two ``null-co`` nodes (``-zs``, ``-zx``) of the disk's
     size; a backup job ``job_id`` between them dirties the whole of ``-zx``'s bitmap (null nodes
     read and write nothing: it takes milliseconds even for large disks), which is merged into
-    the canary. ``add``: ``C``'s ``block-dirty-bitmap-add`` arguments (granularity, persistence).
+    the canary. ``add``: more ``block-dirty-bitmap-add`` arguments of the canary (persistence).
     """
     _sentinel, canary = companion_bitmaps(chain_bitmap)
     src, dst = f"{scratch}-zs", f"{scratch}-zx"
     try:
         for name in (src, dst):
             await conn.execute("blockdev-add", {"driver": "null-co", "node-name": name, "size": size})
-        fill = {k: v for k, v in add.items() if k == "granularity"}
-        await conn.execute("block-dirty-bitmap-add", {"node": dst, "name": "fill", **fill})
+        await conn.execute("block-dirty-bitmap-add", {"node": dst, "name": "fill"})
         await conn.execute("blockdev-backup", {"job-id": job_id, "device": src, "target": dst,
                                                "sync": "full", "auto-dismiss": False})
         await _wait_job(conn, job_id)
@@ -225,3 +225,35 @@ async def _check_each(conn: QMPConn, ledger: Ledger, policy: Policy) -> None:
         for reason in reasons:
             if reason not in known:
                 ledger.record_break(conn.name, node.node_name, full.bitmap, reason)
+
+
+async def judge_backup_guard(conn: QMPConn, ledger: Ledger, im: ImageRow, chain: str) -> ImageRow:
+    """An incremental whose chain's bitmap had lost writes, or whose disk was resized, at the
+    backup's own instant (a change between the run's check and its transaction) is INVALID, and
+    the chain is broken."""
+    full = ledger.image(im.chain_id) if im.chain_id is not None else None
+    if full is None or full.canary_count is None:
+        return im
+    reasons = await snapshot_breaks(conn, im.node, chain, full.canary_count)
+    for reason in reasons:
+        ledger.record_break(conn.name, im.node, chain, reason)
+    if reasons:
+        ledger.fail_verification(im.id, f"at the backup's point in time, {reasons[0]}")
+    return ledger.image(im.id) or im
+
+
+async def fill_canaries(conn: QMPConn, ledger: Ledger, drives: Sequence[Any], txn_id: int,
+                        image_ids: dict[str, int], step: Callable[[str], None]) -> None:
+    """The size canary of each new chain in ``drives`` (a plan's, transaction ``txn_id``), every
+    bit set, just before its full backup; its count goes into the ledger."""
+    for i, d in enumerate(drives):
+        if d.kind != "full" or not d.bitmap_actions:
+            continue
+        step(f"starting the size canary of {d.drive}'s chain")
+        # QEMU's default granularity (the cluster size, 4-64 KiB): a shrink frees whole clusters,
+        # so each lost cluster drops canary bits whatever the chain's granularity.
+        add = {k: v for k, v in d.bitmap_actions[0]["data"].items() if k == "persistent"}
+        count = await fill_size_canary(conn, d.node or "", d.bitmap, d.size,
+                                       ledger.node_name(txn_id, i),
+                                       f"{ledger.job_id(txn_id, i)}-fill", add)
+        ledger.set_canary_count(image_ids[d.drive], count)

@@ -10,8 +10,10 @@ possible only on top of that chain, and only if:
 
 * the full itself is VALID (or INCOMPLETE: a partial "always" image is a base, not a restore point),
 * no image of the chain has an unknown outcome (an unknown job may have cleared the bitmap),
-* no break of the bitmap is recorded (cleared, removed, disabled, merged into, re-created, ...)
-  and none is seen now (:func:`tui.core.chains.watch.live_breaks`),
+* no break of the bitmap is recorded (cleared, removed, disabled, merged into, re-created, lost
+  writes or a resized disk seen by the run's identity check in
+  :mod:`tui.core.chains.identity`, ...) and none is seen now
+  (:func:`tui.core.chains.watch.live_breaks`),
 * the bitmap's name is one this ledger issued (a chain from before owned names is *adopted*:
   its next backup is a full that starts an owned chain),
 * the chain is shorter than the policy's ``full_every``.

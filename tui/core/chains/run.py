@@ -19,9 +19,9 @@ from tui.core.chains.freeze import FreezeFailed, FreezeOutcome, frozen_guest, th
 from tui.core.chains.identity import (
     backup_guard_actions,
     check_chains,
-    fill_size_canary,
+    fill_canaries,
+    judge_backup_guard,
     remove_bitmaps,
-    snapshot_breaks,
 )
 from tui.core.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.core.chains.policy import Policy, render_name
@@ -31,7 +31,7 @@ from tui.core.chains.verify import compare_images
 from tui.core.chains.watch import current_bitmaps, observe_bitmap, record_breaks
 from tui.core.ledger.names import companion_bitmaps, with_companions
 from tui.core.ledger.repository import Ledger
-from tui.core.ledger.rows import ImageRow, ImageState, JobState
+from tui.core.ledger.rows import ImageState, JobState
 from tui.core.model.state import JobResult
 from tui.core.txn.targets import (
     QMPConn,
@@ -370,16 +370,8 @@ class _PolicyRun:
 
     async def fill_canaries(self) -> None:
         """Each new chain's size canary, every bit set, just before its full backup."""
-        for i, d in enumerate(self.plan.drives):
-            if d.kind != "full" or not d.bitmap_actions:
-                continue
-            self.step(f"starting the size canary of {d.drive}'s chain")
-            add = {k: v for k, v in d.bitmap_actions[0]["data"].items()
-                   if k in ("granularity", "persistent")}
-            count = await fill_size_canary(
-                self.conn, d.node or "", d.bitmap, d.size, self.ledger.node_name(self.txn_id, i),
-                f"{self.ledger.job_id(self.txn_id, i)}-fill", add)
-            self.ledger.set_canary_count(self.image_ids[d.drive], count)
+        await fill_canaries(self.conn, self.ledger, self.plan.drives, self.txn_id, self.image_ids,
+                            self.step)
 
     async def send_bitmap_step(self) -> RunResult | None:
         """Grouped runs start their new chains' bitmaps first, in an individual transaction."""
@@ -498,7 +490,7 @@ async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan,
         if node is None or im is None or not d.bitmap:
             continue
         if d.sentinel and plan.mode != "grouped":
-            im = await _judge_backup_guard(conn, ledger, im, d.bitmap)
+            im = await judge_backup_guard(conn, ledger, im, d.bitmap)
         observe_bitmap(ledger, conn.name, node, d.bitmap)
         if im.state is not ImageState.VALID:
             continue
@@ -514,21 +506,6 @@ async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan,
                 result.notes.append(f"{d.drive}: {note}")
         if d.kind == "full":
             await _retire_old_bitmaps(conn, ledger, policy.name, node, d.bitmap)
-
-
-async def _judge_backup_guard(conn: QMPConn, ledger: Ledger, im: ImageRow, chain: str) -> ImageRow:
-    """An incremental whose chain's bitmap had lost writes, or whose disk was resized, at the
-    backup's own instant (a change between the run's check and its transaction) is INVALID, and
-    the chain is broken."""
-    full = ledger.image(im.chain_id) if im.chain_id is not None else None
-    if full is None or full.canary_count is None:
-        return im
-    reasons = await snapshot_breaks(conn, im.node, chain, full.canary_count)
-    for reason in reasons:
-        ledger.record_break(conn.name, im.node, chain, reason)
-    if reasons:
-        ledger.fail_verification(im.id, f"at the backup's point in time, {reasons[0]}")
-    return ledger.image(im.id) or im
 
 
 async def _verify_after(conn: QMPConn, ledger: Ledger, image_id: int, disk: str, quiet: bool) -> str:
