@@ -17,6 +17,8 @@ import pytest
 
 from tests.kit.common import make_policy, requires_qemu, wait_for
 from tests.kit.guest import GuestVM, guest_unavailable
+from tui.core.chains.chain import chain_state
+from tui.core.chains.identity import LOST_WRITES, check_chains
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import compare_images, verify_chain
 from tui.core.ledger.repository import Ledger
@@ -77,6 +79,58 @@ async def test_history_against_a_writing_guest(tmp_path, fleet_for):
             assert all(c.ok for c in checks), checks
         # The references really differ from each other: the guest changed the disk in between.
         assert not compare_images(refs[valid[0].path], refs[valid[-1].path]).ok
+        ledger.close()
+    finally:
+        await sb.close()
+
+
+async def test_an_outside_clear_under_a_writing_guest_makes_a_full(tmp_path, fleet_for):
+    vm = GuestVM(tmp_path / "guest")
+    sb = await vm.start()
+    try:
+        await wait_for(vm.ready, timeout=90, what="the guest to boot")
+        fleet = await fleet_for(sb)
+        conn = fleet["vm0"]
+        ledger = Ledger(tmp_path / "ledger.sqlite")
+        pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0"],
+                                      "target_dir": str(tmp_path)})
+        refs: dict[str, str] = {}
+
+        async def backup(n: int):
+            await sb.qmp("stop")  # the point in time: QEMU flushes the disk
+            ref = str(tmp_path / f"ref-{n}.qcow2")
+            await asyncio.to_thread(convert_shared, str(sb.image(0)), ref)
+            resumed: list[asyncio.Task[object]] = []
+            res = await run_policy(conn, ledger, pol, timeout=120,
+                                   on_step=partial(resume_when_jobs_run, sb, resumed))
+            await resumed[0]
+            assert res.exit_code == 0, res.to_dict()
+            refs[res.drives[0].path or ""] = ref
+            return res.drives[0]
+
+        async def more_writes() -> None:
+            await wait_for(partial(lambda base: vm.records() >= base + 3, vm.records()),
+                           timeout=60, what="more guest writes")
+
+        assert (await backup(0)).kind == "full"
+        await more_writes()
+        bm = chain_state(ledger, "vm0", "drive0").images[0].bitmap
+        # Another QMP client clears the chain's bitmap while the guest writes on.
+        await sb.qmp("block-dirty-bitmap-clear", {"node": "disk0", "name": bm})
+        await more_writes()
+        # The check runs beside the running guest (it never pauses it).
+        await check_chains(conn, ledger, pol)
+        assert (await sb.qmp("query-status"))["running"] is True
+        assert [b.reason for b in ledger.breaks("vm0")] == [LOST_WRITES]
+        d = await backup(1)
+        assert d.kind == "full" and LOST_WRITES in d.reason
+        await more_writes()
+        assert (await backup(2)).kind == "incremental"
+        valid = [i for i in ledger.images() if i.state is ImageState.VALID]
+        assert len(valid) == 3
+        for im in valid:
+            checks = verify_chain(ledger, im, reference=refs[im.path])
+            assert all(c.ok for c in checks), checks
         ledger.close()
     finally:
         await sb.close()
