@@ -12,7 +12,7 @@ from tui.core.chains.cleanup import deletable_images
 from tui.core.chains.owners import break_warning, chain_of, owner_of, record_console_break
 from tui.core.chains.plan import chain_state, make_plan
 from tui.core.chains.watch import live_breaks, observe_bitmap, record_breaks
-from tui.core.ledger.names import companion_bitmaps
+from tui.core.ledger.names import companion_bitmaps, with_companions
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState
 from tui.core.model.owners import KNOWN_TOOLS, owned_ledger, owner_label
@@ -70,6 +70,18 @@ def test_names_carry_the_ledger_id(ledger, tmp_path):
         assert again.ledger_id == lid
     with Ledger(tmp_path / "other.sqlite") as other:
         assert other.ledger_id != lid
+
+
+def test_companions_are_ours_and_never_a_chain_bitmap(ledger):
+    chain = ledger.chain_bitmap("nightly", 7)
+    sentinel, canary = companion_bitmaps(chain)
+    lid = ledger.ledger_id
+    assert (sentinel, canary) == (f"bt.{lid}.nightly~sentinel.c7", f"bt.{lid}.nightly~size.c7")
+    assert all(ledger.issued(n) and owner_label(n, lid) == "this ledger" for n in (sentinel, canary))
+    assert with_companions({chain}) == {chain, sentinel, canary}
+    # "~" is refused in a policy name: no policy's chain bitmap is ever named like a companion.
+    with pytest.raises(ConfigError):
+        make_policy("nightly~sentinel", {"connection": "vm", "drives": ["d"], "target_dir": "/b"})
 
 
 @pytest.mark.parametrize("name,owner", [
