@@ -37,6 +37,7 @@ from benchmarks.common import (
     r,
 )
 from benchmarks.servers import server_process
+from tui.core.base.heap import settle_heap
 from tui.core.model.state import LinkState
 from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet
@@ -104,6 +105,7 @@ async def app_side(
         fleet.add(Endpoint(f"c{i}", parse_address(f"unix:{t}")))
     fleet.start()
     await fleet.wait_first_answer(180)
+    settle_heap()  # as Session.connect and the console do once the fleet synced
     conns = fleet.store.state.connections.values()
     bad = [c.name for c in conns if c.state is not LinkState.CONNECTED or not c.synced]
     if bad:

@@ -24,6 +24,7 @@ from typing import Any
 
 from tui.core.base.audit import AuditLog, open_audit
 from tui.core.base.errors import ConfigError, ReadOnlyError
+from tui.core.base.heap import settle_heap
 from tui.core.base.paths import default_ledger_path
 from tui.core.chains.policy import Policy
 from tui.core.chains.reconcile import watch_fleet
@@ -234,6 +235,7 @@ class Session:
             await fleet.wait_first_answer(self.first_answer_timeout)
         except TimeoutError:
             pass
+        settle_heap()  # the synced state lives as long as the command: out of the GC's walks
         return fleet
 
     def close(self) -> None:

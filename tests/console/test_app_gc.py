@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gc
 
+from tui.core.base.heap import GC_THRESHOLDS
 from tui.core.model.store import Store
 from tui.session import ConsoleContext
-from tui.ui.app import GC_THRESHOLDS, BitmapTuiApp
+from tui.ui.app import BitmapTuiApp
 
 
 async def test_app_freezes_startup_objects_and_collects_less_often():

@@ -89,11 +89,11 @@ def by_drive(result):
 @pytest.mark.parametrize("action,key", [("clear", "x"), ("remove", "r"), ("disable", "d"),
                                         ("merge", "m")])
 async def test_console_action_on_a_policy_bitmap_warns_and_records_a_break(
-        make_sandbox, fleet_for, action, key):
+        make_sandbox, fleet_for, tmp_path, action, key):
     sb = await make_sandbox(drives=2)
     fleet = await fleet_for(sb)
     conn = fleet["vm0"]
-    ledger = Ledger()  # the default ledger: the one the console reads
+    ledger = Ledger(tmp_path / "ledger.sqlite")  # the ledger the console is given
     pol = policy(sb)
     refs = Refs(sb)
     await sb.write(0, 0, "1M", 0x11)
@@ -106,7 +106,7 @@ async def test_console_action_on_a_policy_bitmap_warns_and_records_a_break(
     await sb.write(1, "8M", "1M", 0x15)
     await conn.refresh()
 
-    async with running(fleet, size=(120, 30)) as (app, pilot, dash):
+    async with running(fleet, size=(120, 30), ledger=ledger.path) as (app, pilot, dash):
         assert dash.select_bitmap("vm0", "disk0", name)
         n = outcomes_seen(dash)
         await pilot.press(key)

@@ -66,9 +66,11 @@ def sent_commands(audit_path: Path) -> list[str]:
 
 
 @asynccontextmanager
-async def running(fleet: Any, size: tuple[int, int] = (80, 24), **kw: Any) -> AsyncIterator[Any]:
-    """``async with running(fleet) as (app, pilot, dash)``: the dashboard on a started fleet."""
-    app = BitmapTuiApp(ConsoleContext.of_fleet(fleet), **kw)
+async def running(fleet: Any, size: tuple[int, int] = (80, 24), *,
+                  ledger: Path | None = None, **kw: Any) -> AsyncIterator[Any]:
+    """``async with running(fleet) as (app, pilot, dash)``: the dashboard on a started fleet
+    (with ``ledger``: the console's ledger, whose chains its dialogs guard)."""
+    app = BitmapTuiApp(ConsoleContext.of_fleet(fleet, ledger_path=ledger), **kw)
     async with watch(app, size=size) as pilot:
         dash = app.dashboard
         await settle(pilot, dash)

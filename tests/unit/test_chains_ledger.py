@@ -9,11 +9,11 @@ import pytest
 
 from tests.kit.common import make_policy
 from tui.core.base.errors import ConfigError
+from tui.core.base.paths import default_ledger_path as default_path
 from tui.core.chains.chain import chain_state
 from tui.core.chains.policy import render_name
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState, TxnState
-from tui.core.ledger.schema import default_path
 
 
 @pytest.fixture

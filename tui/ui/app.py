@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -14,6 +13,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
+from tui.core.base.heap import settle_heap
 from tui.core.base.text import shown, shown_lines
 from tui.core.model.store import Store
 from tui.core.qmp.fleet import Fleet
@@ -26,15 +26,6 @@ from tui.ui.screens.dashboard import DashboardScreen
 from tui.ui.screens.help import HelpScreen
 from tui.ui.theme_vars import resolve_defaults
 from tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes, register_themes
-
-# The cyclic GC's pauses are what an operator feels under load (benchmarks/: ui_latency and
-# key_latency); each one walks the objects allocated (young) or survived (middle) since the last.
-# Young collections every 5,000 allocations (about 4 ms each here) and a middle one after every
-# second young one (about 6 ms): with 20,000 and 20 one middle collection took 100 ms once a
-# 200-connection fleet had synced, and with 20,000 and 2 they still took 15-30 ms. A full
-# collection at most once per 2,000 young ones (10 M allocations, a few minutes of an event
-# flood), as rare as before.
-GC_THRESHOLDS = (5_000, 1, 1_000)
 
 
 class BitmapTuiApp(App[int]):
@@ -101,16 +92,23 @@ class BitmapTuiApp(App[int]):
         # Everything loaded so far (Textual, the widgets, the config) lives as long as the app:
         # keep it out of the cyclic GC's full collections, whose pauses otherwise grow with
         # the event history and showed as the latency tail under event floods (benchmarks/).
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        settle_heap()
         if self.theme_name and self.theme_name not in self.available_themes:
             self.notify(f"unknown theme '{self.theme_name}'", severity="error")
         for problem in self.themes.problems:  # each broken user theme, once
             self.notify(problem, severity="warning", timeout=10)
         if self.fleet is not None:
             self.fleet.start()
+            # Once every connection answered, its synced state is long-lived too.
+            self.run_worker(self._settle_after_sync(self.fleet), name="settle-heap",
+                            exit_on_error=False)
         if self.startup is not None:  # e.g. `bitmap-tui compose` opens the composer
             self.run_worker(self.startup(self), name="startup", exit_on_error=False)
+
+    async def _settle_after_sync(self, fleet: Fleet) -> None:
+        with contextlib.suppress(TimeoutError):
+            await fleet.wait_first_answer(self.context.first_answer_timeout)
+        settle_heap()
 
     @property
     def dashboard(self) -> DashboardScreen:

@@ -20,7 +20,7 @@ from tui.core.ledger.schema import create_points_tables
 class PointsLedger(Ledger):
     """The ledger with the restore-point tables (pruned points, holders, prune steps, restores)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
         create_points_tables(self._db, self.path)
 

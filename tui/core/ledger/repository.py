@@ -28,7 +28,7 @@ from tui.core.ledger.rows import (
     TxnRow,
     TxnState,
 )
-from tui.core.ledger.schema import atomic, default_path, open_ledger
+from tui.core.ledger.schema import atomic, open_ledger
 
 # One image's settled outcome: its id, its new state and its error.
 Outcome = tuple[int, ImageState, str | None]
@@ -37,8 +37,9 @@ Outcome = tuple[int, ImageState, str | None]
 class Ledger(IssuedNames):
     """The ledger database. One instance per process; methods are synchronous and short."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        # The path is the session's decision (--ledger or the default); never a fallback here.
+        self.path = Path(path)
         self._db, self.ledger_id = open_ledger(self.path)
 
     def close(self) -> None:

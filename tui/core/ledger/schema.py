@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tui.core.base.errors import LedgerError
-from tui.core.base.paths import default_ledger_path
 from tui.core.ledger.names import new_ledger_id
 
 SCHEMA_VERSION = 2
@@ -173,11 +172,6 @@ CREATE TABLE IF NOT EXISTS frozen_txns (
 );
 """
 
-
-
-def default_path() -> Path:
-    """The ledger used when none is named (the XDG state directory)."""
-    return default_ledger_path()
 
 
 @contextmanager
