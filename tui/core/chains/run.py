@@ -218,8 +218,10 @@ async def _run(
 ) -> RunResult:
     """Plan, record, create the targets, send, wait, settle: one policy run, step by step."""
     run = _PolicyRun(conn, ledger, policy, owned, on_step or (lambda _text: None), guest_agent)
-    # Bitmaps that lost writes or a resized disk, seen against the chains' companions (recorded
-    # as breaks: the plan takes a full backup with the reason).
+    # What the live state shows first (its reasons are the more precise), then bitmaps that lost
+    # writes or a resized disk, seen against the intact chains' companions (recorded as breaks:
+    # the plan takes a full backup with the reason).
+    note_breaks(ledger, conn.model, policy)
     await check_chains(conn, ledger, policy)
     refused = run.plan_it()
     if refused is not None:
