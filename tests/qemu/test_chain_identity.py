@@ -205,3 +205,28 @@ async def test_a_clear_between_the_check_and_the_backup_makes_it_invalid(make_sa
     nxt = await h.run()
     assert nxt.kind == "full" and LOST_WRITES in nxt.reason
     h.assert_every_valid_chain_is_the_disk()
+
+
+async def test_grouped_chains_clear_their_sentinels_after_success(make_sandbox, fleet_for,
+                                                                  tmp_path):
+    """Grouped transactions cannot hold bitmap actions: the sentinel is cleared after the group
+    succeeded, and the chain keeps checking out run after run."""
+    sb = await make_sandbox(drives=2)
+    conn = (await fleet_for(sb))["vm0"]
+    ledger = Ledger(tmp_path / "l.sqlite")
+    pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0", "drive1"],
+                                  "target_dir": str(sb.dir), "completion_mode": "grouped"})
+    kinds = []
+    for n in range(3):
+        await sb.write(0, f"{4 * n}M", "1M", 0x91 + n)
+        await sb.write(1, f"{4 * n + 1}M", "1M", 0xa1 + n)
+        res = await run_policy(conn, ledger, pol, timeout=60)
+        assert res.exit_code == 0, res.to_dict()
+        kinds.append({d.kind for d in res.drives})
+    assert kinds == [{"full"}, {"incremental"}, {"incremental"}]
+    assert ledger.breaks("vm0") == []
+    await conn.refresh()
+    for i in (0, 1):
+        chain = chain_state(ledger, "vm0", f"drive{i}").images[0].bitmap
+        sentinel = conn.model.nodes[f"disk{i}"].bitmap(companion_bitmaps(chain)[0])
+        assert sentinel is not None and sentinel.count == 0  # cleared with the last backup
