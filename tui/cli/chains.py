@@ -82,7 +82,7 @@ async def _chains(session: Session, args: argparse.Namespace) -> int:
         say(f"VM-wide point: {p.connection} policy {p.policy or '-'}: transaction {p.txn_id} "
               f"({len(p.images)} drives)")
     for bm in view.bitmaps:
-        print(f"bitmap {bm.node}/{bm.name}: owner {bm.owner}{'' if bm.ours else ' (not ours)'}")
+        say(f"bitmap {bm.node}/{bm.name}: owner {bm.owner}{'' if bm.ours else ' (not ours)'}")
     for i, pr in enumerate(view.problems, 1):
         say(f"problem {i} [{pr.kind}] {pr.connection}: {pr.text}")
         say(f"  fix: {pr.fix}")

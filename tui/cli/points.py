@@ -15,6 +15,7 @@ from tui.cli.options import (
     EXIT_REFUSED,
     add_command,
     error,
+    say,
     session_of,
 )
 from tui.core.chains.points import Point, describe, list_points
@@ -56,18 +57,18 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"points": [point_json(p) for p in points]}, indent=2))
         return EXIT_OK
     if not points:
-        print("no restore points")
+        say("no restore points")
     last: tuple[str, str] | None = None
     for p in points:
         if (p.connection, p.drive) != last:
             last = (p.connection, p.drive)
-            print(f"{p.connection}/{p.drive} (policy {p.policy or '-'})")
-        print(f"  {iso_time(p.time)} {describe(p)}")
+            say(f"{p.connection}/{p.drive} (policy {p.policy or '-'})")
+        say(f"  {iso_time(p.time)} {describe(p)}")
     runs: dict[int, list[Point]] = {}
     for p in points:
         if p.vm_point is not None:
             runs.setdefault(p.vm_point, []).append(p)
     for txn_id, group in runs.items():
         drives = ", ".join(f"{p.drive} point {p.point}" for p in group)
-        print(f"VM-wide point {txn_id} ({iso_time(group[0].time)}): {drives}")
+        say(f"VM-wide point {txn_id} ({iso_time(group[0].time)}): {drives}")
     return EXIT_OK

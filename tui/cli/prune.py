@@ -17,6 +17,7 @@ from tui.cli.options import (
     EXIT_REFUSED,
     add_policy_command,
     error,
+    say,
     session_of,
 )
 from tui.core.chains.policy import Policy
@@ -45,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({**plan.to_dict(), "dry_run": True}, indent=2))
         else:
-            print(f"policy {pol.name}, not done:")
-            print("\n".join(f"  {line}" for line in plan.lines()))
+            say(f"policy {pol.name}, not done:")
+            for line in plan.lines():
+                say(f"  {line}")
         return EXIT_OK
     with session:
         result = prune_policy(session, pol)
@@ -65,10 +67,10 @@ def prune_policy(session: Session, pol: Policy) -> PruneResult:
 
 
 def print_result(result: PruneResult) -> None:
-    print(f"prune {result.plan.policy}:")
+    say(f"prune {result.plan.policy}:")
     for line in result.plan.lines():
-        print(f"  {line}")
+        say(f"  {line}")
     for line in result.done:
-        print(f"  {line}")
+        say(f"  {line}")
     for line in result.failed:
-        print(f"  FAILED {line}")
+        say(f"  FAILED {line}")
