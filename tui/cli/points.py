@@ -12,9 +12,8 @@ from typing import Any
 
 from tui.cli.options import (
     EXIT_OK,
-    EXIT_REFUSED,
     add_command,
-    error,
+    refuse,
     say,
     session_of,
 )
@@ -49,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
             recorded = {i.policy for i in ledger.images()}
         if args.policy not in recorded:
             known = ", ".join(sorted(session.config.policies)) or "none"
-            error(f"no policy named '{args.policy}' (known: {known})")
-            return EXIT_REFUSED
+            return refuse(args, f"no policy named '{args.policy}' (known: {known})")
     with PointsLedger(session.ledger_path) as ledger:
         points = list_points(ledger, policy=args.policy, drive=args.drive)
     if args.json:

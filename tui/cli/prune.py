@@ -14,9 +14,8 @@ from typing import Any
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_REFUSED,
     add_policy_command,
-    error,
+    refuse,
     say,
     session_of,
 )
@@ -38,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
     session = session_of(args)
     pol = session.policy(args.policy)
     if pol.keep is None:
-        error(f"policy {pol.name} has no 'keep' rules: nothing to prune by")
-        return EXIT_REFUSED
+        return refuse(args, f"policy {pol.name} has no 'keep' rules: nothing to prune by")
     if args.dry_run:
         with PointsLedger(session.ledger_path) as ledger:
             plan = plan_prune(ledger, pol)

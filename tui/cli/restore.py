@@ -19,9 +19,8 @@ from typing import Any
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_REFUSED,
     add_policy_command,
-    error,
+    refuse,
     say,
     session_of,
 )
@@ -88,11 +87,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             return asyncio.run(_restore(session, args))
         except (RestoreRefused, PointError, ReadOnlyError) as exc:
-            error(str(exc))
-            return EXIT_REFUSED
+            return refuse(args, str(exc))
         except RestoreFailed as exc:
-            error(str(exc))
-            return EXIT_FAILED
+            return refuse(args, str(exc), EXIT_FAILED)
 
 
 def _point(session: Session, ledger: PointsLedger, args: argparse.Namespace) -> tuple[Point, str]:
