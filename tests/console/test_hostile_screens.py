@@ -6,24 +6,13 @@ from __future__ import annotations
 
 from tests.kit.common import make_policy, requires_qemu, wait_for
 from tests.kit.dashboard import make_app, screen_text, watch
+from tests.kit.hostile import HOSTILE, raw_controls
 from tui.core.chains.run import run_policy
 from tui.core.ledger.repository import Ledger
 from tui.ui.screens.chains import ChainsScreen
 from tui.ui.screens.composer import ComposerScreen
 
 pytestmark = requires_qemu
-
-HOSTILE = [
-    "\x1b]0;PWNED\x07\x1b[2J",
-    "[bold red]x[/]",
-    "two\nlines",
-    "c1\x9bcsi\x7fdel\x00nul",
-    "L" * 1022 + "\x1b",
-]
-
-
-def raw_controls(text: str) -> set[str]:
-    return {hex(ord(c)) for c in text if (ord(c) < 0x20 and c != "\n") or c in "\x7f\x9b"}
 
 
 async def test_screens_show_hostile_names_escaped(make_sandbox, fleet_for, tmp_path):

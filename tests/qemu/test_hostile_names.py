@@ -11,22 +11,9 @@ import yaml
 
 from tests.kit.chains import cli
 from tests.kit.common import requires_qemu
+from tests.kit.hostile import HOSTILE, raw_controls
 
 pytestmark = requires_qemu
-
-HOSTILE = [
-    "\x1b]0;PWNED\x07\x1b[2J",
-    "[bold red]x[/]",
-    "two\nlines",
-    "c1\x9bcsi\x7fdel\x00nul",
-    "L" * 1022 + "\x1b",
-]
-
-
-def raw_controls(text: str) -> list[str]:
-    """The characters a terminal would act on: C0 but the newline, DEL, the 8-bit CSI."""
-    return sorted({repr(c) for c in text
-                   if (ord(c) < 0x20 and c != "\n") or c in ("\x7f", "\x9b")})
 
 
 async def test_every_command_escapes_hostile_bitmap_names(make_sandbox, setup):
