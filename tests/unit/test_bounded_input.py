@@ -18,7 +18,7 @@ from tui.core.chains.policy import render_name
 from tui.core.config import load_config
 from tui.core.txn.files import load as load_transaction
 
-CONN = "connections:\n  vm0: {address: unix:/tmp/q.sock}\n"
+CONN = "connections:\n  vm0: {address: unix:/run/vm/q.sock}\n"
 
 
 def alias_bomb(levels: int = 9) -> str:
@@ -58,7 +58,7 @@ def test_alias_bomb_in_a_config_value_is_one_line(tmp_path):
 
 def test_aliases_within_the_bound_still_load(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("connections:\n  vm0: &c {address: unix:/tmp/a.sock}\n  vm1: *c\n")
+    path.write_text("connections:\n  vm0: &c {address: unix:/run/vm/a.sock}\n  vm1: *c\n")
     assert [c.name for c in load_config(path).connections] == ["vm0", "vm1"]
 
 
