@@ -223,13 +223,14 @@ class Session:
         return watch_fleet(fleet, self.ledger_path)
 
     async def connect(self, names: Iterable[str] | None = None, *,
-                      read_only: bool = False) -> Fleet:
-        """Open, start and wait for the first answer of the named connections (default: all).
+                      read_only: bool = False, reconnect: bool = False) -> Fleet:
+        """Open, start and wait for the first answer of the named connections (default: all);
+        ``reconnect`` keeps them connected (a command that must see a lost link come back).
 
         Connections that did not answer in time are left as they are (their model says why)."""
         wanted = None if names is None else set(names)
         eps = [ep for ep in self.endpoints() if wanted is None or ep.name in wanted]
-        fleet = self.open_fleet(eps, read_only=read_only)
+        fleet = self.open_fleet(eps, read_only=read_only, reconnect=reconnect)
         fleet.start()
         try:
             await fleet.wait_first_answer(self.first_answer_timeout)

@@ -14,12 +14,18 @@ from typing import Any
 
 class FakeAgent:
     """``mode``: "ok"; "hang" (stops answering once asked to freeze); "die-frozen" (freezes,
-    answers, then closes its socket and stops listening)."""
+    answers, then closes its socket and stops listening). ``freeze_seconds``: how long a freeze
+    takes. Like qemu-ga, it handles one command at a time (across connections: the guest sees
+    one channel), and a reply to a client that has gone is lost while the commands it wrote
+    before going still run. ``done`` lists "frozen"/"thawed" as each takes effect."""
 
-    def __init__(self, path: Path, mode: str = "ok") -> None:
+    def __init__(self, path: Path, mode: str = "ok", *, freeze_seconds: float = 0.0) -> None:
         self.path = path
         self.mode = mode
+        self.freeze_seconds = freeze_seconds
         self.frozen = False
+        self.done: list[str] = []
+        self._one_at_a_time = asyncio.Lock()
         self.log: list[str] = []
         self.on_freeze: Callable[[], Awaitable[None]] | None = None
         self.on_thaw: Callable[[], Awaitable[None]] | None = None
@@ -51,12 +57,14 @@ class FakeAgent:
                 self.log.append(cmd)
                 if self._hung:
                     continue
-                reply = await self._answer(cmd, msg.get("arguments") or {})
+                async with self._one_at_a_time:
+                    reply = await self._answer(cmd, msg.get("arguments") or {})
                 if reply is None:
                     continue
                 prefix = b"\xff" if cmd == "guest-sync-delimited" else b""
-                writer.write(prefix + json.dumps(reply).encode() + b"\n")
-                await writer.drain()
+                with contextlib.suppress(ConnectionError):  # the client left: the reply is lost
+                    writer.write(prefix + json.dumps(reply).encode() + b"\n")
+                    await writer.drain()
                 if cmd == "guest-fsfreeze-freeze" and self.mode == "die-frozen":
                     writer.close()
                     await self.stop()
@@ -75,12 +83,15 @@ class FakeAgent:
                 return None
             if self.on_freeze is not None:
                 await self.on_freeze()
+            await asyncio.sleep(self.freeze_seconds)
             self.frozen = True
+            self.done.append("frozen")
             return {"return": 1}
         if cmd == "guest-fsfreeze-thaw":
             if self.on_thaw is not None:
                 await self.on_thaw()
             was, self.frozen = self.frozen, False
+            self.done.append("thawed")
             return {"return": 1 if was else 0}
         if cmd == "guest-fsfreeze-status":
             return {"return": "frozen" if self.frozen else "thawed"}

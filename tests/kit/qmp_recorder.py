@@ -1,5 +1,7 @@
 """A recording QMP proxy: a unix socket in front of a real QEMU that forwards every byte and
-records the name of every command a client sends."""
+records the name of every command a client sends. ``drop_reply_to="transaction"`` makes it lose
+one reply the way a dropped link does: the command reaches QEMU, which runs it; whatever QEMU
+says next is not forwarded, and the client's connection is closed instead."""
 
 from __future__ import annotations
 
@@ -19,10 +21,14 @@ def is_query(command: str) -> bool:
 class RecordingProxy:
     """``await RecordingProxy(listen, qemu_socket).start()``; ``commands`` lists what was sent."""
 
-    def __init__(self, listen: Path, upstream: Path) -> None:
+    def __init__(self, listen: Path, upstream: Path, *, drop_reply_to: str | None = None) -> None:
         self.listen = listen
         self.upstream = upstream
         self.commands: list[str] = []
+        self.drop_reply_to = drop_reply_to
+        #: Set once the command was forwarded and the link dropped before its reply.
+        self.dropped = asyncio.Event()
+        self._swallow = False
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -74,6 +80,11 @@ class RecordingProxy:
             while data := await src.read(65536):
                 if record:
                     buf = self._record(decoder, buf + data.decode(errors="replace"))
+                elif self._swallow:  # QEMU answers the dropped command: the client never sees it
+                    self._swallow = False
+                    dst.close()
+                    self.dropped.set()
+                    return
                 dst.write(data)
                 await dst.drain()
 
@@ -89,4 +100,6 @@ class RecordingProxy:
             if isinstance(msg, dict):
                 name = msg.get("execute") or msg.get("exec-oob")
                 self.commands.append(str(name))
+                if name == self.drop_reply_to and not self.dropped.is_set():
+                    self._swallow = True
             buf = buf[end:]

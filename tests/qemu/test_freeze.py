@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 import tui.core.chains.freeze as freeze_mod
-from tests.kit.common import make_policy, requires_qemu
+from tests.kit.common import make_policy, requires_qemu, wait_for
 from tests.kit.fakeagent import FakeAgent
 from tui.core.base.errors import AgentError
 from tui.core.chains.points import list_points
@@ -98,7 +98,8 @@ async def test_hanging_agent_refuses_the_backup_and_is_thawed_later(make_sandbox
     assert "the thaw failed too" in (res.refused or "")
     assert await backup_jobs(sb) == []  # nothing was sent
     assert agent.log.count("guest-fsfreeze-freeze") == 1
-    assert agent.log[-1] == "guest-sync-delimited"  # the thaw was tried (its sync never answered)
+    # The thaw's sync was never answered: the thaw itself was written all the same.
+    assert agent.log[-2:] == ["guest-sync-delimited", "guest-fsfreeze-thaw"]
     assert len(ledger.unthawed("vm0")) == 1  # maybe frozen: remembered
     # The agent recovers: the next run thaws first, then freezes for its own backup.
     await agent.stop()
@@ -109,6 +110,27 @@ async def test_hanging_agent_refuses_the_backup_and_is_thawed_later(make_sandbox
     assert cmds == ["guest-fsfreeze-thaw", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
     assert ledger.unthawed("vm0") == []
     await agent2.stop()
+    ledger.close()
+
+
+async def test_a_slow_freeze_is_thawed_when_it_completes(make_sandbox, fleet_for, tmp_path):
+    # An agent that handles one command at a time needs longer to freeze than the run waits:
+    # the run gives up, and the thaw it wrote runs as soon as the freeze is done.
+    sb = await make_sandbox(drives=2)
+    fleet = await fleet_for(sb)
+    ledger = PointsLedger(tmp_path / "l.sqlite")
+    agent = await FakeAgent(tmp_path / "qga.sock", freeze_seconds=3.0).start()
+    res = await run_policy(fleet["vm0"], ledger, frozen_policy(sb), timeout=60,
+                           guest_agent=f"unix:{agent.path}")
+    assert res.exit_code == 2 and "freezing the guest failed" in (res.refused or "")
+    assert "guest-fsfreeze-status" in (res.refused or "") and "may still be frozen" in (
+        res.refused or "")
+    assert await backup_jobs(sb) == []  # nothing was sent
+    assert agent.done == []  # still freezing when the run gave up
+    await wait_for(lambda: agent.done == ["frozen", "thawed"], 10, "the thaw after the freeze")
+    assert not agent.frozen
+    assert len(ledger.unthawed("vm0")) == 1  # not confirmed: the next frozen run thaws first
+    await agent.stop()
     ledger.close()
 
 

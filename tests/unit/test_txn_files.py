@@ -92,5 +92,5 @@ def test_bad_files_give_one_line(text: str, message: str) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(ConfigError, match="transaction file not found"):
         load(tmp_path / "nope.yaml")

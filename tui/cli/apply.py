@@ -21,7 +21,7 @@ from tui.core.model.state import LinkState
 from tui.core.txn.checks import Finding, prepare
 from tui.core.txn.files import load
 from tui.core.txn.model import COMPLETION_MODES, Transaction
-from tui.core.txn.tracker import TransactionRun
+from tui.core.txn.tracker import RESUME_WAIT, Sent, TransactionRun
 from tui.core.txn.verdict import Verdict, describe
 from tui.session import Session
 
@@ -34,7 +34,8 @@ def register(subparsers: Any) -> None:
         description="Load a transaction (YAML in QMP's shape), run the pre-flight checks, send "
         "it, wait until every job has ended and print what is valid, what is not, and what to "
         "do next. Exit 0: all jobs completed; 1: a job failed or was cancelled; 2: refused "
-        "before any job started.",
+        "before any job started; 3: outcome unknown (the link dropped before QEMU's reply and "
+        "did not come back to tell the jobs' fate: check them by id with query-jobs).",
     )
     p.add_argument("file", metavar="FILE.yaml", help="transaction file")
     add_session_options(p)
@@ -91,7 +92,8 @@ async def _apply(session: Session, args: argparse.Namespace, txn: Transaction) -
         if len(endpoints) != 1:
             return _emit(_refused(mode, "apply needs exactly one --connect ADDR"), args.json)
         # read-only (flag or config) is enforced in the core; the audit log opens first
-        fleet = await session.connect()
+        # reconnect: a reply lost with the link is asked for again when the link is back
+        fleet = await session.connect(reconnect=True)
     except BitmapTuiError as exc:
         return _emit(_refused(mode, str(exc)), args.json)
     conn = fleet[endpoints[0].name]
@@ -113,7 +115,13 @@ async def _apply(session: Session, args: argparse.Namespace, txn: Transaction) -
             for f in prepared.findings:
                 say(notice_line(f) if f.fix is not None else str(f), file=sys.stderr)
         run = TransactionRun(conn, prepared)
-        if not (await run.send()).sent:
+        outcome = await run.send()
+        if outcome.state is Sent.UNKNOWN:
+            if not args.json:
+                say(f"outcome unknown ({outcome.reason}); waiting for the link to ask QEMU for "
+                    f"the jobs", file=sys.stderr)
+            await run.resume(args.wait_timeout if args.wait_timeout is not None else RESUME_WAIT)
+        if not run.accepted:
             assert run.verdict is not None
             return _emit(run.verdict, args.json)
         if not args.json:

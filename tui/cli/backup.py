@@ -17,7 +17,7 @@ from tui.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
     add_policy_command,
-    error,
+    refuse,
     say,
     session_of,
 )
@@ -48,18 +48,16 @@ def run(args: argparse.Namespace) -> int:
 async def _backup(session: Session, args: argparse.Namespace) -> int:
     pol = session.policy(args.policy)
     if pol.connection not in session.endpoint_names():
-        error(f"policy '{pol.name}' uses connection '{pol.connection}', which has no address "
-              f"(give --connect {pol.connection}=ADDR or add it to the config)")
+        return refuse(args, f"policy '{pol.name}' uses connection '{pol.connection}', which has "
+                      f"no address (give --connect {pol.connection}=ADDR or add it to the config)")
         return EXIT_REFUSED
     if session.read_only and not args.plan:
-        error("read-only: backup would send commands; --plan shows what it would do")
-        return EXIT_REFUSED
+        return refuse(args, "read-only: backup would send commands; --plan shows what it would do")
     fleet = await session.connect([pol.connection])
     try:
         conn = fleet[pol.connection]
         if conn.model.state is not LinkState.CONNECTED:
-            error(f"{pol.connection}: {conn.model.error or 'not connected'}")
-            return EXIT_REFUSED
+            return refuse(args, f"{pol.connection}: {conn.model.error or 'not connected'}")
         with PointsLedger(session.ledger_path) as ledger:
             if args.plan:
                 if not session.read_only:  # finishing ended jobs dismisses them in QEMU

@@ -17,7 +17,7 @@ from tui.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
     add_command,
-    error,
+    refuse,
     say,
     session_of,
 )
@@ -82,7 +82,7 @@ async def _chains(session: Session, args: argparse.Namespace) -> int:
         say(f"VM-wide point: {p.connection} policy {p.policy or '-'}: transaction {p.txn_id} "
               f"({len(p.images)} drives)")
     for bm in view.bitmaps:
-        print(f"bitmap {bm.node}/{bm.name}: owner {bm.owner}{'' if bm.ours else ' (not ours)'}")
+        say(f"bitmap {bm.node}/{bm.name}: owner {bm.owner}{'' if bm.ours else ' (not ours)'}")
     for i, pr in enumerate(view.problems, 1):
         say(f"problem {i} [{pr.kind}] {pr.connection}: {pr.text}")
         say(f"  fix: {pr.fix}")
@@ -91,8 +91,8 @@ async def _chains(session: Session, args: argparse.Namespace) -> int:
 
 async def _apply_fix(session: Session, args: argparse.Namespace, view: Any, fleet: Any) -> int:
     if not 1 <= args.fix <= len(view.problems):
-        error(f"there is no problem {args.fix} (the view lists {len(view.problems)})")
-        return EXIT_REFUSED
+        return refuse(args, f"there is no problem {args.fix} (the view lists "
+                            f"{len(view.problems)})")
     pr = view.problems[args.fix - 1]
     if pr.image_ids:
         return _delete_images(session, args, pr, fleet)
@@ -101,15 +101,13 @@ async def _apply_fix(session: Session, args: argparse.Namespace, view: Any, flee
         return EXIT_OK
     cmd, arguments = pr.command
     if session.read_only:
-        error(f"read-only: not sending {cmd}")
-        return EXIT_REFUSED
+        return refuse(args, f"read-only: not sending {cmd}")
     if not args.yes:
         say(f"would send to {pr.connection}: {json.dumps({'execute': cmd, 'arguments': arguments})}")
         say("add --yes to apply it")
         return EXIT_REFUSED
     if fleet is None or pr.connection not in fleet.connections:
-        error(f"{pr.connection} is not connected")
-        return EXIT_REFUSED
+        return refuse(args, f"{pr.connection} is not connected")
     await fleet[pr.connection].execute(cmd, arguments)
     say(f"applied: {cmd} {json.dumps(arguments)}")
     return EXIT_OK

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from tui import __version__
 from tui.cli import apply, backup, chains, demo, points, prune, restore, status, verify
-from tui.cli.options import EXIT_REFUSED, add_ledger_option, add_session_options, error, session_of
+from tui.cli.options import add_ledger_option, add_session_options, refuse, session_of
 from tui.core.base.errors import BitmapTuiError
 
 SUBCOMMANDS = (status, apply, backup, chains, verify, demo, points, restore, prune)
@@ -47,8 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args))
     except BitmapTuiError as exc:
-        error(str(exc))
-        return EXIT_REFUSED
+        return refuse(args, str(exc))
     except KeyboardInterrupt:
         return 130
 

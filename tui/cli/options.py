@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -103,6 +104,15 @@ def error(message: str) -> None:
     """One line on stderr, prefixed with the program's name (made safe: control characters
     escaped, cut when very long)."""
     print(f"bitmap-tui: {shown(message, LINE_LIMIT)}", file=sys.stderr)
+
+
+def refuse(args: argparse.Namespace, message: str, code: int = EXIT_REFUSED) -> int:
+    """A command that cannot go on: its one error line, and with ``--json`` the same error as
+    JSON on stdout (``{"error": ...}``), so a script always reads JSON. Returns ``code``."""
+    error(message)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}, indent=2))
+    return code
 
 
 def say(line: str = "", *, file: Any = None) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 from tui.cli.options import (
     EXIT_OK,
-    EXIT_REFUSED,
     add_command,
-    error,
+    refuse,
+    say,
     session_of,
 )
 from tui.core.chains.points import Point, describe, list_points
@@ -48,26 +48,25 @@ def run(args: argparse.Namespace) -> int:
             recorded = {i.policy for i in ledger.images()}
         if args.policy not in recorded:
             known = ", ".join(sorted(session.config.policies)) or "none"
-            error(f"no policy named '{args.policy}' (known: {known})")
-            return EXIT_REFUSED
+            return refuse(args, f"no policy named '{args.policy}' (known: {known})")
     with PointsLedger(session.ledger_path) as ledger:
         points = list_points(ledger, policy=args.policy, drive=args.drive)
     if args.json:
         print(json.dumps({"points": [point_json(p) for p in points]}, indent=2))
         return EXIT_OK
     if not points:
-        print("no restore points")
+        say("no restore points")
     last: tuple[str, str] | None = None
     for p in points:
         if (p.connection, p.drive) != last:
             last = (p.connection, p.drive)
-            print(f"{p.connection}/{p.drive} (policy {p.policy or '-'})")
-        print(f"  {iso_time(p.time)} {describe(p)}")
+            say(f"{p.connection}/{p.drive} (policy {p.policy or '-'})")
+        say(f"  {iso_time(p.time)} {describe(p)}")
     runs: dict[int, list[Point]] = {}
     for p in points:
         if p.vm_point is not None:
             runs.setdefault(p.vm_point, []).append(p)
     for txn_id, group in runs.items():
         drives = ", ".join(f"{p.drive} point {p.point}" for p in group)
-        print(f"VM-wide point {txn_id} ({iso_time(group[0].time)}): {drives}")
+        say(f"VM-wide point {txn_id} ({iso_time(group[0].time)}): {drives}")
     return EXIT_OK

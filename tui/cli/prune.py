@@ -14,9 +14,9 @@ from typing import Any
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_REFUSED,
     add_policy_command,
-    error,
+    refuse,
+    say,
     session_of,
 )
 from tui.core.chains.policy import Policy
@@ -37,16 +37,16 @@ def run(args: argparse.Namespace) -> int:
     session = session_of(args)
     pol = session.policy(args.policy)
     if pol.keep is None:
-        error(f"policy {pol.name} has no 'keep' rules: nothing to prune by")
-        return EXIT_REFUSED
+        return refuse(args, f"policy {pol.name} has no 'keep' rules: nothing to prune by")
     if args.dry_run:
         with PointsLedger(session.ledger_path) as ledger:
             plan = plan_prune(ledger, pol)
         if args.json:
             print(json.dumps({**plan.to_dict(), "dry_run": True}, indent=2))
         else:
-            print(f"policy {pol.name}, not done:")
-            print("\n".join(f"  {line}" for line in plan.lines()))
+            say(f"policy {pol.name}, not done:")
+            for line in plan.lines():
+                say(f"  {line}")
         return EXIT_OK
     with session:
         result = prune_policy(session, pol)
@@ -65,10 +65,10 @@ def prune_policy(session: Session, pol: Policy) -> PruneResult:
 
 
 def print_result(result: PruneResult) -> None:
-    print(f"prune {result.plan.policy}:")
+    say(f"prune {result.plan.policy}:")
     for line in result.plan.lines():
-        print(f"  {line}")
+        say(f"  {line}")
     for line in result.done:
-        print(f"  {line}")
+        say(f"  {line}")
     for line in result.failed:
-        print(f"  FAILED {line}")
+        say(f"  FAILED {line}")

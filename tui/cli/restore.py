@@ -19,9 +19,9 @@ from typing import Any
 from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_REFUSED,
     add_policy_command,
-    error,
+    refuse,
+    say,
     session_of,
 )
 from tui.core.base.errors import BitmapTuiError, ConfigError, ReadOnlyError
@@ -87,11 +87,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             return asyncio.run(_restore(session, args))
         except (RestoreRefused, PointError, ReadOnlyError) as exc:
-            error(str(exc))
-            return EXIT_REFUSED
+            return refuse(args, str(exc))
         except RestoreFailed as exc:
-            error(str(exc))
-            return EXIT_FAILED
+            return refuse(args, str(exc), EXIT_FAILED)
 
 
 def _point(session: Session, ledger: PointsLedger, args: argparse.Namespace) -> tuple[Point, str]:
@@ -165,9 +163,9 @@ async def _export(session: Session, ledger: PointsLedger, args: argparse.Namespa
                 print(json.dumps({"drive": point.drive, "point": point.point, "uri": export.uri,
                                   "chain": list(point.chain)}), flush=True)
             else:
-                print(f"{point.drive} point {point.point} is exported read-only at {export.uri}",
-                      flush=True)
-                print("  e.g. qemu-img convert -O qcow2 '" + export.uri + "' copy.qcow2, or "
+                say(f"{point.drive} point {point.point} is exported read-only at {export.uri}")
+                sys.stdout.flush()
+                say("  e.g. qemu-img convert -O qcow2 '" + export.uri + "' copy.qcow2, or "
                       "qemu-nbd --connect /dev/nbd0 + mount; Ctrl-C ends it", file=sys.stderr)
             try:
                 await asyncio.wait_for(asyncio.Event().wait(), args.seconds)
@@ -190,9 +188,9 @@ def _print(result: RestoreResult, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
-    print(f"{result.drive} point {result.point} → {result.image} ({result.format}, "
-          f"{result.route} route)")
-    print(f"  chain: {' ← '.join(reversed(result.chain))}")
+    say(f"{result.drive} point {result.point} → {result.image} ({result.format}, "
+        f"{result.route} route)")
+    say(f"  chain: {' ← '.join(reversed(result.chain))}")
     state = {True: "checked: identical to the chain", False: "check FAILED",
              None: "not checked"}[result.checked]
-    print(f"  {state} ({result.detail})")
+    say(f"  {state} ({result.detail})")

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from tui.cli.options import EXIT_OK, EXIT_REFUSED, add_command, error, say, session_of
+from tui.cli.options import EXIT_OK, EXIT_REFUSED, add_command, refuse, say, session_of
 from tui.core.base.format import human_bytes
 from tui.core.model.serialize import fleet_dict
 from tui.core.model.state import LinkState
@@ -24,8 +24,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     session = session_of(args)
     if not session.endpoints():
-        error("status needs at least one --connect ADDR (or connections in the config)")
-        return EXIT_REFUSED
+        return refuse(args, "status needs at least one --connect ADDR (or connections in the "
+                            "config)")
     return asyncio.run(_status(session, args.json))
 
 

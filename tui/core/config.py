@@ -24,7 +24,7 @@ from typing import Any
 from yaml.nodes import Node, ScalarNode
 
 from tui.core.base.errors import ConfigError
-from tui.core.base.limits import bitmap_name_problem
+from tui.core.base.limits import bitmap_name_problem, format_spec_problem
 from tui.core.base.paths import default_audit_path, default_config_path
 from tui.core.base.yamlnodes import Reader, load_nodes
 from tui.core.chains.policy import (
@@ -323,9 +323,13 @@ def _keymap(r: Reader, node: Node) -> tuple[dict[str, str], dict[str, int]]:
 def check_pattern(pattern: str, drives: int) -> str:
     """A file name pattern: known ``{fields}`` only, no directories, unique per image."""
     try:
-        fields = [f for _, f, spec, conv in string.Formatter().parse(pattern) if f is not None]
+        parsed = [(f, spec) for _, f, spec, _ in string.Formatter().parse(pattern) if f is not None]
     except ValueError as exc:
         raise ValueError(f"bad pattern '{pattern}': {exc}") from None
+    fields = [f for f, _ in parsed]
+    problems = [format_spec_problem(spec or "") for _, spec in parsed]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p))
     unknown = [f for f in fields if f not in PATTERN_FIELDS]
     if unknown:
         raise ValueError(

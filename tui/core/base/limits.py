@@ -30,3 +30,23 @@ def granularity_problem(granularity: object) -> str | None:
     if granularity & (granularity - 1):
         return f"granularity {granularity} is not a power of two"
     return None
+
+# A config, theme or transaction file is a few KiB; more than this is the wrong file (a disk
+# image, /dev/zero). Files are read up to one byte past it, never whole.
+TEXT_FILE_MAX_BYTES = 1024 * 1024
+# A YAML document expands aliases into copies; more values than this (after expansion) is an
+# alias bomb ("billion laughs"), refused while composing, before anything is built from it.
+YAML_EXPANDED_VALUES_MAX = 100_000
+# The widest field a file name pattern may ask for (``{n:04}``); a name is at most 255 bytes.
+PATTERN_WIDTH_MAX = 255
+
+
+def format_spec_problem(spec: str) -> str | None:
+    """Why a ``{field:spec}`` of a name pattern would be refused (None: a width of at most
+    :data:`PATTERN_WIDTH_MAX`, no nested fields). Checked before anything is formatted."""
+    if "{" in spec or "}" in spec:
+        return f"the format '{spec[:40]}' holds a nested field"
+    digits = "".join(c if c.isdigit() else " " for c in spec).split()
+    if any(len(d) > 3 or int(d) > PATTERN_WIDTH_MAX for d in digits):
+        return f"a field width or precision past {PATTERN_WIDTH_MAX} in '{spec[:40]}'"
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import reprlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,6 +19,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from tui.core.base.errors import ConfigError
+from tui.core.base.limits import TEXT_FILE_MAX_BYTES, YAML_EXPANDED_VALUES_MAX
+from tui.core.base.text import shown
 
 _TYPE_WORDS = {
     bool: "true or false",
@@ -45,17 +48,73 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def load_nodes(path: Path, what: str = "config") -> tuple[Node | None, Reader]:
-    """Parse ``path`` into a node tree (None for an empty file) and a :class:`Reader` for it."""
+#: How an error message shows a value: a few items and characters, never the whole value.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel = _SHORT.maxlist = _SHORT.maxdict = 3
+
+
+def read_limited(path: Path, what: str) -> str:
+    """The text of ``path``, reading at most one byte past :data:`TEXT_FILE_MAX_BYTES`; a longer
+    file (or an endless one such as ``/dev/zero``) is one ConfigError, not a read of it all."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(TEXT_FILE_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{what} file {path}: cannot read it: {reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > TEXT_FILE_MAX_BYTES:
+        raise ConfigError(f"{what} file {path}: larger than {TEXT_FILE_MAX_BYTES} bytes; "
+                          f"is it the right file?")
     try:
-        loader = yaml.SafeLoader(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {path}: cannot read it: {exc.reason} "
+                          f"at byte {exc.start}") from None
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a document whose aliases would expand it past
+    :data:`YAML_EXPANDED_VALUES_MAX` values (an alias bomb), or that refers to itself. The
+    count is kept while composing: an alias adds the size of what it repeats."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._expanded: dict[int, int] = {}
+        self._values = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        is_alias = self.check_event(yaml.AliasEvent)
+        node = super().compose_node(parent, index)
+        if node is None:
+            return None
+        size = self._expanded.get(id(node)) if is_alias else self._size_of(node)
+        if size is None:  # the alias names a node still being composed: it holds itself
+            raise yaml.YAMLError("an alias refers to the value that holds it")
+        self._values += 1 if not is_alias else size
+        if self._values > YAML_EXPANDED_VALUES_MAX:
+            raise yaml.YAMLError(f"aliases expand it past {YAML_EXPANDED_VALUES_MAX} values")
+        return node
+
+    def _size_of(self, node: Node) -> int:
+        """How many values ``node`` stands for once every alias in it is expanded."""
+        if isinstance(node, SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        size = 1 + sum(self._expanded.get(id(c), 1) for c in children)
+        self._expanded[id(node)] = size
+        return size
+
+
+def load_nodes(path: Path, what: str = "config") -> tuple[Node | None, Reader]:
+    """Parse ``path`` into a node tree (None for an empty file) and a :class:`Reader` for it."""
+    text = read_limited(path, what)
+    try:
+        loader = BoundedLoader(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -78,7 +137,7 @@ def load_nodes(path: Path, what: str = "config") -> tuple[Node | None, Reader]:
 class Reader:
     """Typed access to a composed YAML tree; every failure is one ConfigError with file:line."""
 
-    def __init__(self, path: Path, loader: yaml.SafeLoader) -> None:
+    def __init__(self, path: Path, loader: BoundedLoader) -> None:
         self.path = path
         self._loader = loader
 
@@ -154,7 +213,7 @@ class Reader:
         ) or (float in wants and isinstance(v, int) and not isinstance(v, bool))
         if not ok:
             words = " or ".join(_TYPE_WORDS.get(w, w.__name__) for w in wants)
-            self.fail(node, key, f"expected {words}, got {_kind(v)} {v!r}"[:200])
+            self.fail(node, key, f"expected {words}, got {_kind(v)} {shown(_SHORT.repr(v), 120)}")
         return float(v) if float in wants and int not in wants and isinstance(v, int) else v
 
     def string(self, node: Node, key: str, *, nonempty: bool = True) -> str:

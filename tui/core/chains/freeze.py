@@ -4,7 +4,8 @@ A backup's point in time is the moment its transaction starts the jobs, so the g
 (``guest-fsfreeze-freeze``) just before the transaction is sent and thawed as soon as QEMU
 accepted it. The thaw always runs, with a timeout, when the transaction fails, when the run is
 cancelled (Ctrl-C), and when the freeze itself did not answer (it may have frozen the guest
-anyway). The ledger records, per transaction, that the guest was frozen and whether it was seen
+anyway). A thaw the agent does not answer is written to it once more without waiting: the agent
+handles one command at a time, so after a slow freeze it runs that thaw. The ledger records, per transaction, that the guest was frozen and whether it was seen
 thawed; a thaw that could not be confirmed is retried before the next frozen backup on that
 connection.
 """
@@ -43,7 +44,7 @@ async def thaw(agent: GuestAgent, timeout: float) -> str | None:
         try:
             await agent.thaw(timeout)
         except AgentError as exc:
-            return str(exc)
+            return f"{exc}; {await _post_thaw(agent)}"
         return None
 
     task = asyncio.ensure_future(attempt())
@@ -59,6 +60,18 @@ async def thaw(agent: GuestAgent, timeout: float) -> str | None:
         if current is not None:
             current.cancel()
     return result
+
+
+async def _post_thaw(agent: GuestAgent) -> str:
+    """After an unanswered thaw: write one more, not waiting for the agent (busy with a slow
+    freeze, it runs it when done). What to tell the operator either way."""
+    check = "check with guest-fsfreeze-status"
+    try:
+        await agent.post("guest-fsfreeze-thaw")
+    except AgentError as exc:
+        return f"the guest may still be frozen and no thaw could be written ({exc}): {check}"
+    return (f"the guest may still be frozen: a thaw was written to the agent and runs when it "
+            f"answers again; {check}")
 
 
 async def thaw_leftovers(ledger: Ledger, connection: str, address: str,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tui.core.base.errors import ConfigError
+from tui.core.base.limits import format_spec_problem
+from tui.core.base.text import shown
 
 COMPLETION_MODES = ("individual", "grouped")
 # Placeholders a file name pattern may use: {n} counts the drive's images in the ledger
@@ -118,7 +121,14 @@ def retention_settings(data: Mapping[str, Any], ctx: str) -> dict[str, Any]:
 def render_name(pattern: str, **values: Any) -> str:
     """The file name for one image; ``timestamp`` defaults to now (UTC, compact ISO 8601)."""
     values.setdefault("timestamp", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    try:
+        specs = [spec or "" for _, f, spec, _ in string.Formatter().parse(pattern) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"pattern {shown(pattern)}: {exc}") from None
+    problem = next((p for p in map(format_spec_problem, specs) if p), None)
+    if problem:
+        raise ConfigError(f"pattern {shown(pattern)}: {problem}")
     name = pattern.format(**values)
     if not name or name in (".", "..") or "/" in name or "\x00" in name:
-        raise ConfigError(f"pattern {pattern!r} gives an unusable file name {name!r}")
+        raise ConfigError(f"pattern {shown(pattern)} gives an unusable file name {shown(name)}")
     return name

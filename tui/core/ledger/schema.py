@@ -13,6 +13,7 @@ the extra fsyncs cost nothing noticeable.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,14 +177,37 @@ CREATE TABLE IF NOT EXISTS frozen_txns (
 
 @contextmanager
 def atomic(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One atomic, durable state change."""
-    db.execute("BEGIN IMMEDIATE")
+    """One atomic, durable state change. A write that fails (disk full, read-only file or
+    directory, permission) is rolled back whole and raised as one :class:`LedgerError` line
+    naming the file: nothing of the change is recorded."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"ledger {_file_of(db)}: cannot write: {exc}") from None
     try:
         yield db
+        db.execute("COMMIT")
+    except (sqlite3.Error, OSError) as exc:
+        _rollback(db)
+        raise LedgerError(f"ledger {_file_of(db)}: cannot write: {exc}") from None
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
-    db.execute("COMMIT")
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
+def _file_of(db: sqlite3.Connection) -> str:
+    """The file of ``db``'s main database (for an error line)."""
+    with contextlib.suppress(sqlite3.Error):
+        for row in db.execute("PRAGMA database_list"):
+            if row[1] == "main":
+                return str(row[2])
+    return "(unknown file)"
 
 
 def open_ledger(path: Path) -> tuple[sqlite3.Connection, str]:

@@ -126,6 +126,17 @@ class GuestAgent:
             raise AgentError(f"{command}: unexpected reply {reply!r}")
         return reply["return"]
 
+    async def post(self, command: str) -> None:
+        """Write ``command`` to the agent without waiting for any answer (AgentError when it
+        cannot be written). An agent that handles one command at a time and is busy (a slow
+        freeze) runs it when it is done: this is how a thaw reaches an agent that stopped
+        answering. The leading 0xFF makes it drop any half-received command first."""
+        if self._writer is None:
+            await self.connect()
+        assert self._writer is not None
+        self._writer.write(_DELIMITER)
+        await self._send({"execute": command})
+
     async def freeze(self, timeout: float | None = None) -> int:
         """``guest-fsfreeze-freeze``: the number of file systems frozen."""
         return int(await self.execute("guest-fsfreeze-freeze", timeout=timeout))

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from tui.core.base.errors import ConfigError
+from tui.core.base.yamlnodes import BoundedLoader, read_limited
 from tui.core.txn.model import COMPLETION_MODES, INDIVIDUAL, Action, Transaction
 
 # TransactionActionKind (QEMU 7.2); the ones we do not check in depth are still sent as given.
@@ -211,8 +212,9 @@ def _first_line(exc: BaseException) -> str:
 def loads(text: str, source: str = "<transaction>") -> Transaction:
     """Parse YAML (or JSON) text into a :class:`Transaction`."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        loader = BoundedLoader(text)
+        root = loader.get_single_node()
+        doc = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -225,13 +227,7 @@ def loads(text: str, source: str = "<transaction>") -> Transaction:
 def load(path: str | Path) -> Transaction:
     """Load a transaction file (raises ConfigError with one line on any problem)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from None
-    return loads(text, str(p))
+    return loads(read_limited(p, "transaction"), str(p))
 
 
 def dumps(txn: Transaction) -> str:

@@ -23,17 +23,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from functools import partial
+from typing import Any
 
 from tui.core.base.errors import BitmapTuiError, ConnectError, QMPCommandError, RefusedError
 from tui.core.model import reducer
-from tui.core.model.state import ConnectionModel, Job, JobResult
+from tui.core.model.state import ConnectionModel, Job, JobResult, LinkState
 from tui.core.qmp.link import Link
 from tui.core.txn.checks import Prepared, prepare
 from tui.core.txn.model import Transaction
 from tui.core.txn.verdict import (
     LOST,
+    NOT_KNOWN,
     BackupInfo,
     BitmapVerdict,
+    JobVerdict,
     Verdict,
     backups_of,
     counts_agree,
@@ -45,6 +48,8 @@ from tui.core.txn.verdict import (
 END_EVENT_GRACE = 3.0
 # While jobs run, the bitmaps are read this often to see the writes made during the jobs.
 DURING_SAMPLE_INTERVAL = 1.0
+# After a lost reply, how long to wait for the link to come back to ask QEMU for the jobs.
+RESUME_WAIT = 30.0
 
 
 class Sent(Enum):
@@ -106,7 +111,8 @@ class TransactionRun:
         self.txn = prepared.transaction
         self.on_change = on_change
         self.backups: list[BackupInfo] = backups_of(self.txn, self.model)
-        self.accepted = False
+        #: True once QEMU accepted it; None while its outcome is unknown (reply lost).
+        self.accepted: bool | None = False
         self.error: str | None = None
         self.sent_at: float | None = None
         self.verdict: Verdict | None = None
@@ -178,20 +184,59 @@ class TransactionRun:
             return self._not_sent(Sent.REFUSED, str(exc))
         except BitmapTuiError as exc:  # lost or timed out around the command
             return self._not_sent(Sent.UNKNOWN, str(exc))
+        self._accept()
+        return SendOutcome(Sent.SENT)
+
+    def _accept(self) -> None:
         self.accepted = True
+        self.error = None
+        self.verdict = None
         self.sent_at = time.monotonic()
         for b in self.backups:
             if b.node:
                 self.conn.note_job_node(b.job_id, b.node)
         self._notify()
-        return SendOutcome(Sent.SENT)
 
     def _not_sent(self, state: Sent, error: str) -> SendOutcome:
+        unknown = state is Sent.UNKNOWN
         self.error = error
-        self.verdict = Verdict(self.txn.completion_mode, False, error,
+        self.accepted = None if unknown else False
+        jobs = tuple(JobVerdict(b.job_id, b.device, b.node, b.target, NOT_KNOWN, None, b.image,
+                                b.sync, b.bitmap) for b in self.backups) if unknown else ()
+        self.verdict = Verdict(self.txn.completion_mode, self.accepted, error, jobs=jobs,
                                checks=tuple(str(f) for f in self.prepared.findings))
         self._notify()
         return SendOutcome(state, error)
+
+    async def _jobs_when_back(self, timeout: float | None) -> list[Any] | None:
+        """QEMU's ``query-jobs`` once the link answers again (None: not within ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while end is None or loop.time() < end:
+            if self.model.state is LinkState.CONNECTED:
+                with contextlib.suppress(BitmapTuiError):
+                    listed = await self.conn.execute("query-jobs")
+                    return listed if isinstance(listed, list) else []
+            await asyncio.sleep(0.1)
+        return None
+
+    async def resume(self, timeout: float | None) -> bool:
+        """After a lost reply (outcome unknown): wait up to ``timeout`` for the link to come
+        back, then ask QEMU for the transaction's jobs by id. Any of them listed: QEMU accepted
+        it, and :meth:`wait` follows the jobs (True). None listed, or no link: still unknown."""
+        if self.accepted is not None:
+            return bool(self.accepted)
+        listed = await self._jobs_when_back(timeout)
+        if listed is None:
+            return False
+        ids = {j.get("id") for j in listed if isinstance(j, dict)}
+        if not ids & set(self.job_ids):
+            if self.job_ids:
+                self._not_sent(Sent.UNKNOWN, f"{self.error}; the link came back but query-jobs "
+                               "lists none of its jobs: they may have ended while it was down")
+            return False
+        self._accept()
+        return True
 
     def _notify(self) -> None:
         if self.on_change is not None:
@@ -243,7 +288,7 @@ class TransactionRun:
 
     def ended(self) -> bool:
         """True once every job of the transaction has a result."""
-        return self.accepted and all(j.result is not None for j in self.jobs())
+        return bool(self.accepted) and all(j.result is not None for j in self.jobs())
 
     async def wait(self, timeout: float | None = None) -> Verdict:
         """Wait until every job ended (or ``timeout``; unfinished jobs then count as lost), then

@@ -32,6 +32,8 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 LOST = "lost"
+# A job of a transaction whose reply was lost: QEMU may be running it.
+NOT_KNOWN = "not known"
 
 # Image verdicts.
 VALID = "valid"
@@ -240,12 +242,26 @@ OUTCOME_MEANING = {
 }
 
 
+#: The exit code of a transaction whose outcome is unknown (its reply was lost).
+EXIT_OUTCOME_UNKNOWN = 3
+
+
+def unknown_advice(job_ids: tuple[str, ...]) -> str:
+    """What to check when a transaction's reply was lost: its jobs, by id."""
+    ids = ", ".join(job_ids)
+    if not ids:
+        return "check the bitmaps (query-named-block-nodes): the transaction started no job"
+    return f"check its jobs by id ({ids}) with query-jobs, and the target images, before retrying"
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The result of one transaction (or of one assumed failure, for the what-if)."""
 
     completion_mode: str
-    accepted: bool
+    #: True QEMU accepted it, False refused (no job started), None the outcome is unknown
+    #: (the link dropped around the command: QEMU may be running the jobs).
+    accepted: bool | None
     error: str | None = None
     jobs: tuple[JobVerdict, ...] = ()
     images: tuple[ImageVerdict, ...] = ()
@@ -256,11 +272,14 @@ class Verdict:
 
     @property
     def all_succeeded(self) -> bool:
-        return self.accepted and all(j.result == COMPLETED for j in self.jobs)
+        return bool(self.accepted) and all(j.result == COMPLETED for j in self.jobs)
 
     @property
     def exit_code(self) -> int:
-        """0 every job completed, 1 a job failed or was cancelled, 2 refused before any job."""
+        """0 every job completed, 1 a job failed or was cancelled, 2 refused before any job,
+        3 the outcome is unknown (the reply was lost: the jobs may be running)."""
+        if self.accepted is None:
+            return EXIT_OUTCOME_UNKNOWN
         if not self.accepted:
             return 2
         return 0 if self.all_succeeded else 1
@@ -501,6 +520,11 @@ def bitmap_line(b: BitmapVerdict) -> str:
 def describe(v: Verdict) -> list[str]:
     """Human-readable lines (used by the CLI and the composer)."""
     lines = []
+    if v.accepted is None:
+        lines.append(f"OUTCOME UNKNOWN: {v.error}")
+        lines += [f"  {c}" for c in v.checks]
+        lines.append(unknown_advice(tuple(j.job_id for j in v.jobs)))
+        return lines
     if not v.accepted:
         lines.append(f"REFUSED: {v.error}")
         lines += [f"  {c}" for c in v.checks]

@@ -264,6 +264,9 @@ class ComposerScreen(Screen[Draft | None]):
         text = self.query_one("#verdict", Static)
         if self.verdict is not None:
             text.update(verdict_text(self.verdict))
+        elif run.accepted is None and run.verdict is not None:  # waiting for the link
+            text.update(verdict_text(run.verdict) + "\nWaiting for the connection to come "
+                        "back to ask QEMU for the jobs...")
         elif run.accepted:
             text.update("Sent. Waiting for every job to end...")
 

@@ -75,5 +75,8 @@ def job_cells(view: JobView) -> dict[str, str]:
 
 def verdict_text(verdict: Verdict) -> str:
     body = "\n".join(escape(line) for line in describe(verdict))
-    head = "VERDICT" if verdict.accepted else "REFUSED (no job started)"
+    if verdict.accepted is None:
+        head = "OUTCOME UNKNOWN (the reply was lost: QEMU may be running the jobs)"
+    else:
+        head = "VERDICT" if verdict.accepted else "REFUSED (no job started)"
     return f"[b]{head}[/b]\n{body}"

@@ -10,6 +10,7 @@ from tui.core.qmp.fleet import Fleet
 from tui.core.txn import TransactionRun, Verdict
 from tui.core.txn.incremental import PlannedTarget, create_targets, release_targets
 from tui.core.txn.targets import Target
+from tui.core.txn.tracker import RESUME_WAIT, Sent
 from tui.core.txn.verdict import unreleased
 
 
@@ -38,8 +39,16 @@ class Sending:
         await conn.refresh_nodes()
 
     async def follow(self, run: TransactionRun) -> Verdict:
-        """Send ``run`` (unless it was) and wait for its verdict; release what was created."""
-        verdict = await run.run() if not run.accepted else await run.wait()
+        """Send ``run`` (unless it was) and wait for its verdict; release what was created.
+        A lost reply (outcome unknown) is shown as such while the link may come back; when it
+        does and QEMU lists the jobs, they are followed to their verdict."""
+        if not run.accepted:
+            if (await run.send()).state is Sent.UNKNOWN:
+                await run.resume(RESUME_WAIT)
+            if not run.accepted:
+                assert run.verdict is not None
+                return run.verdict
+        verdict = await run.wait()
         if verdict.accepted and self.created:
             failures = await release_targets(self.conn, self.created)
             self.created = []
