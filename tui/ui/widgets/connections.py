@@ -33,12 +33,13 @@ class ConnectionsTable(DiffTable):
 
     def row_for(self, conn: ConnectionModel) -> tuple[Any, ...]:
         state = styled(self, conn.state.value, f"link--{conn.state.value}")
+        notes = [f"via service ({conn.service_role})"] if conn.via_service else []
+        if conn.slow_poll is not None:  # off screen or quiet: say how stale it may be
+            notes.append(f"refreshed every {conn.slow_poll:g} s (off screen)")
         if conn.error:
             error = styled(self, conn.error, "text--error")
-        elif conn.slow_poll is not None:  # off screen or quiet: say how stale it may be
-            error = Text(f"refreshed every {conn.slow_poll:g} s (off screen)")
         else:
-            error = Text("")
+            error = Text("; ".join(notes))
         return (
             conn.name,
             state,
