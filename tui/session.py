@@ -116,8 +116,9 @@ class Session:
 
     @property
     def read_only(self) -> bool:
-        """``--read-only`` or the config's ``defaults.read_only``: either is enough."""
-        return self.options.read_only or self.config.defaults.read_only
+        """``--read-only``, the config's ``defaults.read_only``, or only a viewer's rights at
+        the service on every connection: any is enough."""
+        return self.options.read_only or self.config.defaults.read_only or self.viewer_only
 
     @property
     def connect_timeout(self) -> float:
@@ -238,7 +239,6 @@ class Session:
     def console_context(self, fleet: Fleet, demo: Demo | None = None) -> ConsoleContext:
         """What the console is given: this session's fleet, ledger, policies and guards."""
         return ConsoleContext.of_fleet(fleet, ledger_path=self.ledger_path,
-                                       read_only=fleet.read_only or self.viewer_only,
                                        policies=dict(self.config.policies), demo=demo,
                                        first_answer_timeout=self.first_answer_timeout)
 

@@ -41,13 +41,14 @@ class Served:
 
     def __init__(self, connections: dict[str, str], *, operators: list[str] | None = None,
                  viewers: list[str] | None = None, audit_log: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> None:
         self.dir = shared_dir("bitmap-tui-serve-")
         self.sockets = self.dir / "run"
         self.audit_path = Path(audit_log) if audit_log else self.dir / "audit.jsonl"
         self.config = self.dir / "config.yaml"
         self.log = self.dir / "serve.log"
         self.env = env or {}
+        self.extra = extra or {}
         self.write_config(connections, operators=operators or [], viewers=viewers or [])
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -55,7 +56,7 @@ class Served:
                      viewers: list[str]) -> None:
         doc = {"connections": connections,
                "service": {"socket_dir": str(self.sockets), "audit_log": str(self.audit_path),
-                           "operators": operators, "viewers": viewers}}
+                           "operators": operators, "viewers": viewers}, **self.extra}
         self.config.write_text(yaml.safe_dump(doc))
         self.config.chmod(0o644)
 
