@@ -11,6 +11,7 @@ import signal
 
 from tui.core.base.audit import AuditLog, open_audit
 from tui.core.base.errors import BitmapTuiError
+from tui.core.base.text import LINE_LIMIT, shown
 from tui.core.config import Config, load_config
 from tui.core.qmp.fleet import Endpoint
 from tui.core.qmp.settings import ConnectionSettings
@@ -85,9 +86,22 @@ class Service:
         log.info("config reloaded: %d VM(s) served", len(self.vms))
 
 
+class _SafeFormatter(logging.Formatter):
+    """Each log line made safe where it is written: addresses, user names and QEMU's words
+    come from outside."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record), LINE_LIMIT)
+
+
 def serve(config_path: str | None) -> int:
     """Run the service in the foreground (logs to stderr); the exit status."""
-    logging.basicConfig(level=logging.INFO, format="bitmap-tui serve: %(message)s")
+    # Our lines only: qemu.qmp logs each failure it raises, and the upstream says it once.
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SafeFormatter("bitmap-tui serve: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     service = Service(config_path)
     asyncio.run(service.run())
     return 0

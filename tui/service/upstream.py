@@ -113,8 +113,10 @@ class Upstream:
         try:
             target, ssl, self._cleanup = await asyncio.wait_for(self._opener(self.address), timeout)
             await asyncio.wait_for(client.connect(target, ssl=ssl), timeout)
-        except Exception as exc:
+        except BaseException as exc:
             await disconnect(client)
+            if not isinstance(exc, Exception):  # cancelled: the service is stopping
+                raise
             return f"cannot connect to {self.address}: {explain(self.address, exc)}"
         greeting = client.greeting
         qmp = greeting._asdict().get("QMP", {}) if greeting is not None else {}

@@ -81,7 +81,7 @@ class ServedVm:
         role = role_of(peer, self.rights.operators, self.rights.viewers)
         if role is None:
             log.info("%s: refused %s (uid %d, pid %d): not an operator or viewer", self.name,
-                     shown(peer.user), peer.uid, peer.pid)
+                     peer.user, peer.uid, peer.pid)
             await refuse(writer, f"bitmap-tui service: user {shown(peer.user)} may not use "
                          f"{self.name} (not in service.operators or service.viewers)")
             return
