@@ -100,10 +100,10 @@ async def test_a_client_that_stops_reading_during_a_flood(fake_qmp, serve):
     reader = asyncio.create_task(read_all())
     flooding = True
 
-    async def flood() -> None:  # 2,000 events a second, each with some data
+    async def flood() -> None:  # 2,000 events a second, each with 4 KiB of data
         while flooding:
             for _ in range(20):
-                await qemu.emit("BLOCK_JOB_PROGRESS", {"padding": "x" * 400})
+                await qemu.emit("BLOCK_JOB_PROGRESS", {"padding": "x" * 4096})
             await asyncio.sleep(0.01)
 
     flooder = asyncio.create_task(flood())

@@ -22,8 +22,9 @@ log = logging.getLogger("bitmap-tui.serve")
 #: A client has this long after connecting to negotiate capabilities (a half-open client).
 GREETING_TIMEOUT = 10.0
 #: A client whose unread output exceeds this many bytes has stopped reading: it is disconnected
-#: (QEMU and the other clients go on).
-OUTGOING_LIMIT = 1 << 20
+#: (QEMU and the other clients go on). Large enough for a burst of 50,000 events to a client that
+#: reads a little slower than the service writes.
+OUTGOING_LIMIT = 16 << 20
 READ_CHUNK = 1 << 16
 
 
