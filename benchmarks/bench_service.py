@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.bench_events import bare_run
 from benchmarks.common import QuietBareClient, emit, median, percentile, r
 from benchmarks.servers import server_process
 from tui.demo.sandbox import Sandbox
@@ -55,22 +56,6 @@ def service(workdir: Path, connections: dict[str, str]) -> Iterator[Path]:
         log.close()
 
 
-async def events_per_second(sock: str, count: int) -> float:
-    client = QuietBareClient("bench")
-    await client.connect(sock)
-    try:
-        seen = 0
-        t0 = time.perf_counter()
-        await client.execute("query-flood", {"count": count})
-        async for _event in client.events:
-            seen += 1
-            if seen >= count:
-                break
-        return count / (time.perf_counter() - t0)
-    finally:
-        await client.disconnect()
-
-
 async def round_trips(sock: str, calls: int) -> list[float]:
     client = QuietBareClient("bench")
     await client.connect(sock)
@@ -94,8 +79,8 @@ async def measure(events: int, calls: int, rounds: int, workdir: Path) -> dict[s
     with server_process("floodserver", flood_sock), \
             service(workdir / "flood", {"flood": f"unix:{flood_sock}"}) as sockets:
         for _ in range(rounds):
-            direct_ev.append(await events_per_second(flood_sock, events))
-            served_ev.append(await events_per_second(str(sockets / "flood.qmp"), events))
+            direct_ev.append(await bare_run(flood_sock, events, QuietBareClient))
+            served_ev.append(await bare_run(str(sockets / "flood.qmp"), events, QuietBareClient))
     second = workdir / "qemu" / "bench.sock"
     async with Sandbox(drives=1, workdir=workdir / "qemu",
                        extra_args=["-qmp", f"unix:{second},server=on,wait=off"]) as sb:
