@@ -14,7 +14,7 @@ from qemu.qmp import ExecInterruptedError, Message, Runstate
 
 from tui.core.base.errors import ConnectionLostError, NotConnectedError
 from tui.core.qmp.address import Address
-from tui.core.qmp.client import QuietQMPClient, disconnect
+from tui.core.qmp.client import DISCONNECT_TIMEOUT, QuietQMPClient, disconnect, retrieve
 from tui.core.qmp.probe import Opener, explain
 from tui.core.qmp.settings import ConnectionSettings
 
@@ -53,6 +53,7 @@ class Upstream:
         self._client: ForwardingClient | None = None
         self._cleanup: Callable[[], Awaitable[None]] = _nothing
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         #: QEMU's ``version`` object from its greeting (the service's greeting repeats it).
         self.version: dict[str, Any] = {}
 
@@ -62,15 +63,18 @@ class Upstream:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"serve-upstream:{self.name}")
+        self._task.add_done_callback(retrieve)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        # The link first: the serving loop sees it end and returns by itself (a cancel that
+        # lands inside qemu.qmp's wait for a state change was seen to hang the stop).
+        self._stopping = True
         if self._client is not None:
             await disconnect(self._client)
-            self._client = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=DISCONNECT_TIMEOUT)
+        self._client = None
 
     async def command(self, execute: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
         """QEMU's reply to one command (``return`` or ``error``, its id removed).
@@ -94,12 +98,14 @@ class Upstream:
     async def _run(self) -> None:
         delay = self._settings.backoff_initial
         told: str | None = None
-        while True:
+        while not self._stopping:
             reason = await self._connect()
             if reason is None:
                 delay = self._settings.backoff_initial
                 reason = await self._serve()
                 told = None
+            if self._stopping:
+                return
             if reason != told:  # one line per change, not one per attempt
                 log.info("%s: %s; connecting again with backoff", self.name, reason)
                 told = reason
