@@ -412,6 +412,16 @@ def write_report(doc: dict[str, Any]) -> str:
         ("copy speed (MiB/s)", "mib_per_s_app", "app's job"),
         ("rounds", "rounds", "each side once a round, alternating which goes first"),
     ])
+    lines += _section(doc, "service", "a qemu.qmp client through `bitmap-tui serve` vs directly", [
+        ("events/s through the service", "service_eps", "median, flood from a fake QEMU"),
+        ("events/s directly", "direct_eps", "median, the same flood server"),
+        ("events ratio", "events_ratio", "service / direct"),
+        ("query p50 through the service (ms)", "service_p50_ms", "`query-status`, real QEMU"),
+        ("query p50 directly (ms)", "direct_p50_ms", "a second monitor of the same QEMU"),
+        ("added p50 (ms)", "added_p50_ms", "service − direct"),
+        ("query p99 (ms)", "service_p99_ms", "through the service"),
+        ("load average", "load_average", "at the end of the run"),
+    ])
     why = explanations(doc)
     if why:
         lines += ["## Targets not met: measurements, reasons, what would meet them", ""] + why + [""]

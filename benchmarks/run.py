@@ -38,6 +38,7 @@ PLANS: dict[str, dict[str, list[str]]] = {
         "key_latency": ["bench_keys", "--fakes", "200", "--qemus", "10", "--rounds", "10"],
         "status_fleet": ["bench_status", "--fakes", "200", "--qemus", "10", "--rounds", "5"],
         "backup_overhead": ["bench_backup", "--size", "1G", "--rounds", "5"],
+        "service": ["bench_service", "--events", "50000", "--calls", "2000", "--rounds", "5"],
     },
     "quick": {
         "event_pipeline": ["bench_events", "--events", "30000", "--rounds", "3"],
@@ -48,6 +49,7 @@ PLANS: dict[str, dict[str, list[str]]] = {
         "key_latency": ["bench_keys", "--fakes", "200", "--qemus", "10", "--rounds", "4"],
         "status_fleet": ["bench_status", "--fakes", "200", "--qemus", "2", "--rounds", "3"],
         "backup_overhead": ["bench_backup", "--size", "512M", "--rounds", "3"],
+        "service": ["bench_service", "--events", "30000", "--calls", "1000", "--rounds", "3"],
     },
     "tiny": {
         "event_pipeline": ["bench_events", "--events", "300", "--rounds", "1"],
@@ -60,6 +62,7 @@ PLANS: dict[str, dict[str, list[str]]] = {
         "key_latency": ["bench_keys", "--fakes", "3", "--rounds", "1", "--gap", "0.02"],
         "status_fleet": ["bench_status", "--fakes", "3", "--qemus", "1", "--rounds", "1"],
         "backup_overhead": ["bench_backup", "--size", "16M", "--rounds", "1"],
+        "service": ["bench_service", "--events", "300", "--calls", "20", "--rounds", "1"],
     },
 }
 
@@ -78,6 +81,9 @@ TARGETS: dict[str, tuple[str, Any]] = {
     "key_latency": ("p99 <= 50 ms", lambda v: v["p99_ms"] <= 50),
     "status_fleet": ("app_s / baseline_s <= 1.2", lambda v: v["ratio"] <= 1.2),
     "backup_overhead": ("app_s / baseline_s <= 1.05", lambda v: v["ratio"] <= 1.05),
+    # The same qemu.qmp client, through `bitmap-tui serve` and directly.
+    "service": ("events >= 0.8x direct, query p50 <= direct + 0.3 ms",
+                lambda v: v["events_ratio"] >= 0.8 and v["added_p50_ms"] <= 0.3),
 }
 
 

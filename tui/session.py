@@ -10,7 +10,9 @@ nowhere else, so a guard that holds in one command holds in all of them:
 - a session that may change a VM opens its audit log before anything is sent (``--audit-log``,
   else the config's ``defaults.audit_log``, else the XDG state directory); a log that cannot be
   opened stops the command with one line;
-- the connect timeout is ``--timeout`` when given, else the config's ``defaults.connect_timeout``.
+- the connect timeout is ``--timeout`` when given, else the config's ``defaults.connect_timeout``;
+- a configured connection whose ``bitmap-tui serve`` socket answers is reached through it (many
+  clients at once, rights by unix user), unless ``--direct``; a viewer's console is read-only.
 
 No Textual here: the console receives a :class:`Session` from the command line like every command.
 """
@@ -30,7 +32,9 @@ from tui.core.chains.policy import Policy
 from tui.core.chains.reconcile import watch_fleet
 from tui.core.config import Config, load_config
 from tui.core.model.store import Store
+from tui.core.qmp.address import parse_address
 from tui.core.qmp.fleet import Endpoint, Fleet, endpoints_from
+from tui.core.qmp.served import VIEWER, ServiceSocket, probe_service
 from tui.demo.vm import Demo
 
 # How long a command waits for every connection's first answer, on top of the connect timeout
@@ -59,6 +63,8 @@ class LaunchOptions:
     #: Remote-access options applied to every ``--connect`` address (``tls_ca``, ``tls_cert``,
     #: ``tls_key``, ``ssh_config``, ``allow_insecure_tcp``).
     transport: Mapping[str, Any] = field(default_factory=dict)
+    #: ``--direct``: connect to QEMU's own socket even when ``bitmap-tui serve`` serves it.
+    direct: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,8 @@ class Session:
         self.config = config if config is not None else load_config(options.config)
         self._audit: AuditLog | None = None
         self._endpoints: list[Endpoint] | None = None
+        #: The configured connections reached through the service, by name.
+        self.served: dict[str, ServiceSocket] = {}
 
     def with_options(self, **changes: Any) -> Session:
         """The same config with some options changed (e.g. the demo's own audit log)."""
@@ -109,8 +117,9 @@ class Session:
 
     @property
     def read_only(self) -> bool:
-        """``--read-only`` or the config's ``defaults.read_only``: either is enough."""
-        return self.options.read_only or self.config.defaults.read_only
+        """``--read-only``, the config's ``defaults.read_only``, or only a viewer's rights at
+        the service on every connection: any is enough."""
+        return self.options.read_only or self.config.defaults.read_only or self.viewer_only
 
     @property
     def connect_timeout(self) -> float:
@@ -183,8 +192,28 @@ class Session:
                     for ep in endpoints_from(self.options.connect)
                 ]
             else:
-                self._endpoints = self.config.endpoints()
+                self._endpoints = [self._through_service(ep) for ep in self.config.endpoints()]
         return self._endpoints
+
+    def _through_service(self, endpoint: Endpoint) -> Endpoint:
+        """The service's socket for a configured connection when ``bitmap-tui serve`` answers
+        there (QEMU serves one client per socket; the service serves many), unless
+        ``--direct``."""
+        if self.options.direct:
+            return endpoint
+        path = str(self.config.service.socket_for(endpoint.name))
+        found = probe_service(path)
+        if found is None:
+            return endpoint
+        self.served[endpoint.name] = found
+        return Endpoint(endpoint.name, parse_address(f"unix:{path}"))
+
+    @property
+    def viewer_only(self) -> bool:
+        """Every connection goes through the service, which lets this user only query."""
+        names = self.endpoint_names()
+        return bool(names) and all(
+            n in self.served and self.served[n].role == VIEWER for n in names)
 
     def endpoint_names(self) -> list[str]:
         return [ep.name for ep in self.endpoints()]

@@ -24,6 +24,7 @@ KEYS = {
     "key_latency": {"connections", "presses", "p50_ms", "p99_ms", "histogram"},
     "status_fleet": {"connections", "app_s", "baseline_s", "ratio"},
     "backup_overhead": {"size_mib", "app_s", "baseline_s", "ratio"},
+    "service": {"service_eps", "direct_eps", "events_ratio", "added_p50_ms"},
 }
 
 

@@ -43,6 +43,8 @@ def add_session_options(p: argparse.ArgumentParser, *, top: bool = False) -> Non
     p.add_argument("--read-only", action="store_true", default=default(False),
                    help="never send a mutating command and never delete a file "
                    "(the config's defaults.read_only does the same)")
+    p.add_argument("--direct", action="store_true", default=default(False),
+                   help="connect to each QEMU's own socket even when 'bitmap-tui serve' serves it")
     g = p.add_argument_group("remote access (applies to every --connect address)")
     for dest, (flag, text) in TRANSPORT_FLAGS.items():
         g.add_argument(flag, dest=dest, metavar="FILE", help=text, default=default(None))
@@ -92,6 +94,7 @@ def launch_options(args: argparse.Namespace) -> LaunchOptions:
         theme=getattr(args, "theme", None),
         ledger=getattr(args, "ledger", None),
         transport=transport,
+        direct=bool(getattr(args, "direct", False)),
     )
 
 

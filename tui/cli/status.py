@@ -44,7 +44,8 @@ async def _status(session: Any, as_json: bool) -> int:
 def print_status(data: dict[str, Any]) -> None:
     """The text form of ``status``."""
     for conn in data["connections"]:
-        head = f"{conn['name']} ({conn['address']}): {conn['state']}"
+        via = f", via service as {conn['service_role']}" if conn["service_role"] else ""
+        head = f"{conn['name']} ({conn['address']}{via}): {conn['state']}"
         if conn["qemu_version"]:
             head += f", QEMU {conn['qemu_version']}"
         if conn["error"]:

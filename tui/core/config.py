@@ -5,8 +5,9 @@ address or pattern) is one :class:`~tui.core.base.errors.ConfigError` naming the
 line, so the app never starts half-configured. No Textual import here: the headless commands use
 the same loader.
 
-Default location: ``$XDG_CONFIG_HOME/bitmap-tui/config.yaml`` (``~/.config`` when unset). A missing
-default file means an empty config; a missing file given with ``--config`` is an error.
+Default location: ``$XDG_CONFIG_HOME/bitmap-tui/config.yaml`` (``~/.config`` when unset), else the
+system-wide ``/etc/bitmap-tui/config.yaml`` (the service's, shared by every operator on the host).
+When neither exists the config is empty; a missing file given with ``--config`` is an error.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from yaml.nodes import Node, ScalarNode
 
 from tui.core.base.errors import ConfigError
 from tui.core.base.limits import bitmap_name_problem, format_spec_problem
-from tui.core.base.paths import default_audit_path, default_config_path
+from tui.core.base.paths import (
+    SYSTEM_CONFIG_PATH,
+    default_audit_path,
+    default_config_path,
+    default_service_audit_path,
+    default_service_socket_dir,
+)
 from tui.core.base.yamlnodes import Reader, load_nodes
 from tui.core.chains.policy import (
     COMPLETION_MODES,
@@ -86,6 +93,44 @@ class Defaults:
     audit_log: Path | None = None
 
 
+#: How a rights entry names who it is about: a unix group, or a user.
+RIGHTS_KINDS = ("group", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """One entry of ``service.operators`` or ``service.viewers``: a unix group or user by name
+    (``group:NAME``, ``user:NAME``; a plain ``NAME`` is a group)."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """The ``service:`` section: how ``bitmap-tui serve`` serves its VMs and to whom."""
+
+    #: Where each connection's socket ``NAME.qmp`` is served (None: /run/bitmap-tui for root,
+    #: else $XDG_RUNTIME_DIR/bitmap-tui).
+    socket_dir: Path | None = None
+    #: Who may send any command (root and the service's own user always may).
+    operators: tuple[Principal, ...] = ()
+    #: Who may send commands that change nothing (queries).
+    viewers: tuple[Principal, ...] = ()
+    #: Where the service records every mutating command with its user (None: the state dir).
+    audit_log: Path | None = None
+
+    def sockets(self) -> Path:
+        return self.socket_dir or default_service_socket_dir()
+
+    def socket_for(self, connection: str) -> Path:
+        """Where the service serves ``connection``."""
+        return self.sockets() / f"{connection}.qmp"
+
+    def audit_path(self) -> Path:
+        return self.audit_log or default_service_audit_path()
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None = None
@@ -95,6 +140,7 @@ class Config:
     policies: dict[str, Policy] = field(default_factory=dict)
     # Line of each keymap entry, so an id the app does not know is reported where it is written.
     keymap_lines: dict[str, int] = field(default_factory=dict, compare=False)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
     def check_keymap(self, known_ids: set[str]) -> None:
         """Refuse a keymap entry naming a binding id the app does not have (one ConfigError)."""
@@ -168,6 +214,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if path is None:
         p = default_config_path()
         if not p.exists():
+            p = SYSTEM_CONFIG_PATH
+        if not p.exists():
             return Config()
     else:
         p = Path(os.path.expanduser(os.fspath(path)))
@@ -175,7 +223,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return parse_config(node, r)
 
 
-TOP_KEYS = {"connections", "defaults", "keymap", "policies"}
+TOP_KEYS = {"connections", "defaults", "keymap", "policies", "service"}
 
 
 def parse_config(node: Node | None, r: Reader) -> Config:
@@ -184,7 +232,35 @@ def parse_config(node: Node | None, r: Reader) -> Config:
     conns = _connections(r, top["connections"][1]) if "connections" in top else ()
     keymap, lines = _keymap(r, top["keymap"][1]) if "keymap" in top else ({}, {})
     policies = _policies(r, top["policies"][1], conns) if "policies" in top else {}
-    return Config(r.path, conns, defaults, keymap, policies, lines)
+    service = _service(r, top["service"][1]) if "service" in top else ServiceConfig()
+    return Config(r.path, conns, defaults, keymap, policies, lines, service)
+
+
+def _service(r: Reader, node: Node) -> ServiceConfig:
+    m = r.mapping(node, "service", {"socket_dir", "operators", "viewers", "audit_log"})
+    kw: dict[str, Any] = {}
+    if "socket_dir" in m:
+        kw["socket_dir"] = r.file_path(m["socket_dir"][1], "service.socket_dir")
+    if "audit_log" in m:
+        kw["audit_log"] = r.file_path(m["audit_log"][1], "service.audit_log")
+    for key in ("operators", "viewers"):
+        if key in m:
+            vnode = m[key][1]
+            kw[key] = tuple(r.checked(vnode, f"service.{key}", parse_principal, text)
+                            for text in r.strings(vnode, f"service.{key}"))
+    return ServiceConfig(**kw)
+
+
+def parse_principal(text: str) -> Principal:
+    """``group:NAME``, ``user:NAME``, or a plain ``NAME`` (a group)."""
+    kind, sep, name = text.partition(":")
+    if not sep:
+        kind, name = "group", text
+    if kind not in RIGHTS_KINDS:
+        raise ValueError(f"'{text}': write group:NAME or user:NAME (a plain name is a group)")
+    if not name or not _NAME.match(name):
+        raise ValueError(f"'{text}': a {kind} name uses letters, digits, '_', '.', '-'")
+    return Principal(kind, name)
 
 
 def _defaults(r: Reader, node: Node) -> Defaults:

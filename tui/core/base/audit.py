@@ -56,13 +56,14 @@ class AuditLog:
             raise OSError(28, os.strerror(28))
         os.fsync(self._fd)
 
-    def intent(self, connection: str, command: str, arguments: Any) -> str:
+    def intent(self, connection: str, command: str, arguments: Any, **who: Any) -> str:
         """Record that ``command`` is about to be sent; return the id its outcome will carry.
+        ``who`` says on whose behalf (the service adds the client's user, uid and pid).
 
         Raises :class:`AuditError` (nothing may be sent then) when the line cannot be written."""
         entry_id = uuid.uuid4().hex[:16]
         entry = {"id": entry_id, "phase": INTENT, "time": time.time(),
-                 "connection": connection, "command": command, "arguments": arguments}
+                 "connection": connection, "command": command, "arguments": arguments, **who}
         try:
             self._append(entry)
         except OSError as exc:

@@ -40,6 +40,10 @@ class BusySocketError(ConnectError):
     """Another client holds the QMP socket (QEMU serves one monitor client at a time)."""
 
 
+class ServiceRefusedError(ConnectError):
+    """bitmap-tui's service refused this user at connect (not an operator or viewer)."""
+
+
 class NotConnectedError(ConnectError):
     """A command was issued while the connection is down; it was not sent."""
 

@@ -11,6 +11,11 @@ import os
 from pathlib import Path
 
 APP_DIR = "bitmap-tui"
+#: The system-wide config, read when the user has none of their own (the service's, shared by
+#: every operator's console and command on the host).
+SYSTEM_CONFIG_PATH = Path("/etc/bitmap-tui/config.yaml")
+#: Where a service run by root serves its sockets when the config names no directory.
+SYSTEM_RUNTIME_DIR = Path("/run") / APP_DIR
 
 
 def _xdg(variable: str, *fallback: str) -> Path:
@@ -42,6 +47,21 @@ def user_themes_dir() -> Path:
 def default_audit_path() -> Path:
     """The audit log used when neither ``--audit-log`` nor the config names one."""
     return state_home() / "audit.jsonl"
+
+
+def default_service_socket_dir() -> Path:
+    """Where ``bitmap-tui serve`` serves each VM's socket when the config names no directory:
+    ``/run/bitmap-tui`` for root, else ``$XDG_RUNTIME_DIR/bitmap-tui`` (the state directory's
+    ``run`` folder when that is unset)."""
+    if os.geteuid() == 0:
+        return SYSTEM_RUNTIME_DIR
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    return Path(base) / APP_DIR if base and os.path.isabs(base) else state_home() / "run"
+
+
+def default_service_audit_path() -> Path:
+    """The service's audit log when the config names none (every client's changes, by user)."""
+    return state_home() / "service-audit.jsonl"
 
 
 def default_ledger_path() -> Path:

@@ -45,6 +45,7 @@ def connection_dict(conn: ConnectionModel) -> dict[str, Any]:
         "state": str(conn.state),
         "error": conn.error,
         "qemu_version": str(conn.version) if conn.version else None,
+        "service_role": conn.service_role,
         "nodes": [node_dict(n) for n in conn.nodes.values()],
         "jobs": [job_dict(j) for j in conn.jobs.values()],
     }

@@ -156,6 +156,13 @@ class ConnectionModel:
     # Seconds between node refreshes when polled less often than the configured interval (off
     # screen, or unchanged for a while); None: at the configured interval.
     slow_poll: float | None = None
+    # The rights bitmap-tui's service gave this client ("operator", "viewer"); None: connected
+    # to QEMU itself (or not yet connected).
+    service_role: str | None = None
+
+    @property
+    def via_service(self) -> bool:
+        return self.service_role is not None
 
     @property
     def active_jobs(self) -> list[Job]:

@@ -9,7 +9,12 @@ import logging
 from typing import Any
 
 from qemu.qmp import Message, QMPClient
+from qemu.qmp.error import ProtocolError
+from qemu.qmp.models import Greeting
+from qemu.qmp.qmp_client import GreetingError
 
+from tui.core.base.errors import ServiceRefusedError
+from tui.core.qmp.served import refusal_in
 from tui.core.qmp.transport import TLSNudgingQMPClient
 
 
@@ -77,6 +82,27 @@ class QuietQMPClient(TLSNudgingQMPClient):
         if self.logger.isEnabledFor(logging.DEBUG):
             return super()._cb_outbound(msg)
         return msg
+
+    async def _get_greeting(self) -> Greeting:
+        # qemu.qmp's own, except that a QMP error in its place (bitmap-tui's service refusing
+        # this user) is that error's one line instead of "not a QMP greeting".
+        try:
+            msg = await self._recv()
+        except ProtocolError as err:
+            raise GreetingError("Did not understand Greeting", err) from err
+        refusal = refusal_in(plain_event(msg))
+        if refusal is not None:
+            raise ServiceRefusedError(refusal)
+        try:
+            return Greeting(msg)
+        except (KeyError, TypeError) as err:
+            raise GreetingError("Did not understand Greeting", err) from err
+
+    def greeting_qmp(self) -> dict[str, Any]:
+        """The greeting's ``QMP`` object (empty before a greeting)."""
+        greeting = self.greeting
+        qmp = greeting._asdict().get("QMP") if greeting is not None else None
+        return qmp if isinstance(qmp, dict) else {}
 
     async def _establish_session(self) -> None:
         # The transport is open: from here on, a silence is a missing greeting (see busy_error).

@@ -35,6 +35,7 @@ from tui.core.qmp.client import QuietQMPClient, disconnect, finish, retrieve
 from tui.core.qmp.commands import guard_command, is_mutating
 from tui.core.qmp.polling import Polling
 from tui.core.qmp.probe import Opener, describe_error, explain, handshake
+from tui.core.qmp.served import VIEWER, role_in
 from tui.core.qmp.settings import ConnectionSettings
 from tui.core.qmp.transport import make_opener
 
@@ -92,7 +93,9 @@ class Connection(Polling):
 
     @property
     def read_only(self) -> bool:
-        return self.settings.read_only
+        """Read-only by the session's decision, or because the service gave this client only
+        a viewer's rights."""
+        return self.settings.read_only or self.model.service_role == VIEWER
 
     @property
     def connected(self) -> bool:
@@ -151,7 +154,9 @@ class Connection(Polling):
             self._client = client
             # Version and commands first (the job poll needs them); "connected" is only shown
             # once the first full refresh worked, so a peer that fails it never flickers green.
-            self.store.update(self.name, lambda c: replace(c, version=version, commands=commands))
+            role = role_in(client.greeting_qmp())
+            self.store.update(self.name, lambda c: replace(c, version=version, commands=commands,
+                                                           service_role=role))
             await self.refresh()
         except BaseException as exc:  # every cause becomes one line in the connection's state
             self._client = None
@@ -216,8 +221,9 @@ class Connection(Polling):
         this returns.
         """
         mutating = is_mutating(command)
-        if mutating and self.settings.read_only:
-            raise ReadOnlyError(f"read-only mode: '{command}' was not sent to {self.name}")
+        if mutating and self.read_only:
+            why = "read-only mode" if self.settings.read_only else "viewer at the service"
+            raise ReadOnlyError(f"{why}: '{command}' was not sent to {self.name}")
         guard_command(command, arguments)
         client = self._client
         if client is None or client.runstate != Runstate.RUNNING:

@@ -17,7 +17,7 @@ from qemu.qmp.message import DeserializationError, UnexpectedTypeError
 from qemu.qmp.protocol import ConnectError as QMPConnectError
 from qemu.qmp.qmp_client import GreetingError, NegotiationError, ServerParseError
 
-from tui.core.base.errors import AddressError, BusySocketError
+from tui.core.base.errors import AddressError, BusySocketError, ServiceRefusedError
 from tui.core.model.parse import parse_version
 from tui.core.model.state import QemuVersion
 from tui.core.qmp.address import Address
@@ -87,7 +87,7 @@ def describe_error(exc: BaseException) -> str:
         return "the server closed the connection"
     if isinstance(exc, ConnectionResetError):
         return "connection reset by the server"
-    if isinstance(exc, AddressError | BusySocketError):
+    if isinstance(exc, AddressError | BusySocketError | ServiceRefusedError):
         return str(exc)
     if isinstance(exc, ssl_mod.SSLError):
         return f"TLS error: {exc.reason or exc}"

@@ -7,6 +7,7 @@ from typing import Any
 from rich.text import Text
 
 from tui.core.model.state import ConnectionModel, FleetState
+from tui.core.qmp.served import OPERATOR
 from tui.ui.widgets.difftable import DiffTable
 from tui.ui.widgets.styled import STATE_CLASSES, styled
 
@@ -33,12 +34,16 @@ class ConnectionsTable(DiffTable):
 
     def row_for(self, conn: ConnectionModel) -> tuple[Any, ...]:
         state = styled(self, conn.state.value, f"link--{conn.state.value}")
+        notes = []
+        if conn.via_service:  # an operator's is the usual case: the narrow column says less
+            notes.append("via service" if conn.service_role == OPERATOR else
+                         f"via service ({conn.service_role})")
+        if conn.slow_poll is not None:  # off screen or quiet: say how stale it may be
+            notes.append(f"refreshed every {conn.slow_poll:g} s (off screen)")
         if conn.error:
             error = styled(self, conn.error, "text--error")
-        elif conn.slow_poll is not None:  # off screen or quiet: say how stale it may be
-            error = Text(f"refreshed every {conn.slow_poll:g} s (off screen)")
         else:
-            error = Text("")
+            error = Text("; ".join(notes))
         return (
             conn.name,
             state,

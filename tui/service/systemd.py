@@ -1,0 +1,20 @@
+"""Telling systemd the service is ready (``Type=notify``): one datagram to $NOTIFY_SOCKET, as
+sd_notify(3) describes; nothing to install for it."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def notify(state: str) -> bool:
+    """Send ``state`` (e.g. ``READY=1``) to systemd; False when not run by systemd."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+    return True
