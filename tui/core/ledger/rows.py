@@ -176,3 +176,18 @@ class RestoreRow:
     state: RestoreState
     owner: str | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class RunLockRow:
+    """Who holds a connection's run lock: e.g. "backed up" by "policy nightly", on ``host`` as
+    ``pid``, since ``started``, last heard of at ``heartbeat``."""
+
+    connection: str
+    activity: str
+    holder: str
+    host: str
+    pid: int
+    started: float
+    heartbeat: float
+

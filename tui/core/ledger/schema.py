@@ -97,6 +97,17 @@ CREATE TABLE IF NOT EXISTS observations (
     seen REAL NOT NULL,
     PRIMARY KEY (connection, node, bitmap)
 );
+-- The process running a backup, prune or restore on a connection's VM right now (one at a time):
+-- who, where, since when, and when it last said it is still at it (tui.core.chains.lock).
+CREATE TABLE IF NOT EXISTS run_locks (
+    connection TEXT PRIMARY KEY,
+    activity TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
 """
 
 # Columns added to ``images`` after the first release (added in place to older ledgers).
