@@ -11,11 +11,22 @@ import sys
 from collections.abc import Sequence
 
 from tui import __version__
-from tui.cli import apply, backup, chains, demo, points, prune, restore, status, verify
+from tui.cli import (
+    apply,
+    backup,
+    chains,
+    demo,
+    points,
+    prune,
+    restore,
+    schedule,
+    status,
+    verify,
+)
 from tui.cli.options import EXIT_REFUSED, add_ledger_option, add_session_options, error, session_of
 from tui.core.base.errors import BitmapTuiError
 
-SUBCOMMANDS = (status, apply, backup, chains, verify, demo, points, restore, prune)
+SUBCOMMANDS = (status, apply, backup, chains, verify, demo, points, restore, prune, schedule)
 
 
 def build_parser() -> argparse.ArgumentParser:

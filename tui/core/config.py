@@ -31,8 +31,10 @@ from tui.core.chains.policy import (
     COMPLETION_MODES,
     DEFAULT_PATTERN,
     RETENTION_KEYS,
+    SCHEDULE_KEYS,
     VERIFY_MODES,
     Policy,
+    check_schedule,
     retention_settings,
 )
 from tui.core.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
@@ -352,7 +354,7 @@ def _whole(r: Reader, node: Node, key: str, lo: int, hi: int) -> int:
 
 _POLICY_KEYS = frozenset({
     "connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode", "speed",
-    "persistent", "granularity", "verify", *RETENTION_KEYS,
+    "persistent", "granularity", "verify", *RETENTION_KEYS, *SCHEDULE_KEYS,
 })
 
 
@@ -404,6 +406,12 @@ def _policy(r: Reader, pname: str, knode: Node, vnode: Node, names: set[str]) ->
               if "verify" in m else "never")
     given = {k: r.value(m[k][1], f"{key}.{k}") for k in RETENTION_KEYS if k in m}
     extra = r.checked(vnode, key, partial(retention_settings, ctx=""), given)
+    if "schedule" in m:
+        snode = m["schedule"][1]
+        extra["schedule"] = r.checked(snode, f"{key}.schedule", check_schedule,
+                                      r.value(snode, f"{key}.schedule"))
+    if "jitter" in m:
+        extra["jitter"] = _whole(r, m["jitter"][1], f"{key}.jitter", 0, 86400)
     return Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
                   speed, persistent, gran, verify, **extra)
 

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from croniter import croniter
+from croniter.croniter import CroniterError
+
 from tui.core.base.errors import ConfigError
 
 COMPLETION_MODES = ("individual", "grouped")
@@ -52,6 +55,9 @@ class Policy:
     full_every: int = 0
     prune: str = "manual"
     freeze: bool = False
+    # A cron expression (see check_schedule) and up to ``jitter`` seconds of random delay.
+    schedule: str | None = None
+    jitter: int = 0
 
     def file_name(
         self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = "",
@@ -113,6 +119,21 @@ def retention_settings(data: Mapping[str, Any], ctx: str) -> dict[str, Any]:
         out["freeze"] = data["freeze"]
     return out
 
+
+
+SCHEDULE_KEYS = ("schedule", "jitter")
+
+
+def check_schedule(expression: Any) -> str:
+    """A cron expression of 5 fields (minute hour day month weekday), or 6 where the sixth is
+    seconds (croniter's order); a ValueError saying what is wrong otherwise."""
+    if not isinstance(expression, str) or len(expression.split()) not in (5, 6):
+        raise ValueError("must be a cron expression of 5 fields, or 6 with seconds last")
+    try:
+        croniter(expression)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise ValueError(f"not a valid cron expression: {exc}") from None
+    return expression
 
 
 def render_name(pattern: str, **values: Any) -> str:

@@ -27,6 +27,7 @@ from tui.core.ledger.rows import (
     JobState,
     Observation,
     RunLockRow,
+    ScheduledRunRow,
     TxnRow,
     TxnState,
 )
@@ -91,6 +92,30 @@ class Ledger(IssuedNames):
     def run_lock(self, connection: str) -> RunLockRow | None:
         row = self._db.execute("SELECT * FROM run_locks WHERE connection = ?", (connection,)).fetchone()
         return _run_lock(row) if row is not None else None
+
+    # ------------------------------------------------------------------ scheduled runs
+
+    def start_scheduled_run(self, policy: str, slot: float, result: str | None = None) -> int:
+        """A scheduled run of ``policy`` for ``slot`` begins now (``result`` given: it is over
+        at once, e.g. skipped)."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO scheduled_runs (policy, slot, started, ended, result) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             (policy, slot, now, now if result else None, result))
+            return int(cur.lastrowid or 0)
+
+    def end_scheduled_run(self, run_id: int, result: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE scheduled_runs SET ended = ?, result = ? WHERE id = ?",
+                       (time.time(), result, run_id))
+
+    def scheduled_runs(self, policy: str, limit: int = 20) -> list[ScheduledRunRow]:
+        """``policy``'s scheduled runs, newest slot first."""
+        rows = self._db.execute("SELECT * FROM scheduled_runs WHERE policy = ? "
+                                "ORDER BY slot DESC, id DESC LIMIT ?", (policy, limit))
+        return [ScheduledRunRow(r["id"], r["policy"], r["slot"], r["started"], r["ended"],
+                                r["result"]) for r in rows]
 
     # ------------------------------------------------------------------ writes
 

@@ -191,3 +191,15 @@ class RunLockRow:
     started: float
     heartbeat: float
 
+
+@dataclass(frozen=True)
+class ScheduledRunRow:
+    """One scheduled run of ``policy`` for the time ``slot``: ``result`` is None while it runs,
+    then "ok", "failed: ..." or "skipped: ..."."""
+
+    id: int
+    policy: str
+    slot: float
+    started: float
+    ended: float | None
+    result: str | None

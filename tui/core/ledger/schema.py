@@ -108,6 +108,16 @@ CREATE TABLE IF NOT EXISTS run_locks (
     started REAL NOT NULL,
     heartbeat REAL NOT NULL
 );
+-- Each run a policy's schedule started, or skipped because the one before was still going: the
+-- slot it was for, when it ran, its result. A restarted service learns from it what it missed.
+CREATE TABLE IF NOT EXISTS scheduled_runs (
+    id INTEGER PRIMARY KEY,
+    policy TEXT NOT NULL,
+    slot REAL NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    result TEXT
+);
 """
 
 # Columns added to ``images`` after the first release (added in place to older ledgers).

@@ -1,0 +1,1 @@
+"""bitmap-tui serve: the service that owns each VM's QMP socket."""
