@@ -30,6 +30,7 @@ from tui.core.base.yamlnodes import Reader, load_nodes
 from tui.core.chains.policy import (
     COMPLETION_MODES,
     DEFAULT_PATTERN,
+    NOTIFY_KEYS,
     RETENTION_KEYS,
     SCHEDULE_KEYS,
     VERIFY_MODES,
@@ -89,6 +90,16 @@ class Defaults:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """The service's notifications: Apprise URLs and a command's argv for every message, and
+    how long a VM may stay unreachable before one is sent."""
+
+    notify: tuple[str, ...] = ()
+    notify_command: tuple[str, ...] = ()
+    unreachable_after: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None = None
     connections: tuple[ConnectionConfig, ...] = ()
@@ -97,6 +108,7 @@ class Config:
     policies: dict[str, Policy] = field(default_factory=dict)
     # Line of each keymap entry, so an id the app does not know is reported where it is written.
     keymap_lines: dict[str, int] = field(default_factory=dict, compare=False)
+    service: ServiceSettings = field(default_factory=lambda: ServiceSettings())
 
     def check_keymap(self, known_ids: set[str]) -> None:
         """Refuse a keymap entry naming a binding id the app does not have (one ConfigError)."""
@@ -177,7 +189,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return parse_config(node, r)
 
 
-TOP_KEYS = {"connections", "defaults", "keymap", "policies"}
+TOP_KEYS = {"connections", "defaults", "keymap", "policies", "service"}
 
 
 def parse_config(node: Node | None, r: Reader) -> Config:
@@ -186,7 +198,36 @@ def parse_config(node: Node | None, r: Reader) -> Config:
     conns = _connections(r, top["connections"][1]) if "connections" in top else ()
     keymap, lines = _keymap(r, top["keymap"][1]) if "keymap" in top else ({}, {})
     policies = _policies(r, top["policies"][1], conns) if "policies" in top else {}
-    return Config(r.path, conns, defaults, keymap, policies, lines)
+    service = _service(r, top["service"][1]) if "service" in top else ServiceSettings()
+    return Config(r.path, conns, defaults, keymap, policies, lines, service)
+
+
+def _service(r: Reader, node: Node) -> ServiceSettings:
+    m = r.mapping(node, "service", {*NOTIFY_KEYS, "unreachable_after"})
+    kw: dict[str, Any] = _notify_settings(r, m, "service")
+    if "unreachable_after" in m:
+        kw["unreachable_after"] = r.number(m["unreachable_after"][1], "service.unreachable_after",
+                                           minimum=1, maximum=7 * 86400)
+    return ServiceSettings(**kw)
+
+
+def _notify_settings(r: Reader, m: dict[str, tuple[Node, Node]], key: str) -> dict[str, Any]:
+    """``notify`` (a list of Apprise URLs) and ``notify_command`` (an argv list) under ``key``."""
+    out: dict[str, Any] = {}
+    if "notify" in m:
+        nnode = m["notify"][1]
+        urls = r.strings(nnode, f"{key}.notify")
+        for url in urls:
+            if "://" not in url:
+                r.fail(nnode, f"{key}.notify", f"'{url}' is not an Apprise URL (scheme://...)")
+        out["notify"] = tuple(urls)
+    if "notify_command" in m:
+        cnode = m["notify_command"][1]
+        argv = r.strings(cnode, f"{key}.notify_command")
+        if not argv:
+            r.fail(cnode, f"{key}.notify_command", "needs the command (an argv list)")
+        out["notify_command"] = tuple(argv)
+    return out
 
 
 def _defaults(r: Reader, node: Node) -> Defaults:
@@ -354,7 +395,7 @@ def _whole(r: Reader, node: Node, key: str, lo: int, hi: int) -> int:
 
 _POLICY_KEYS = frozenset({
     "connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode", "speed",
-    "persistent", "granularity", "verify", *RETENTION_KEYS, *SCHEDULE_KEYS,
+    "persistent", "granularity", "verify", *RETENTION_KEYS, *SCHEDULE_KEYS, *NOTIFY_KEYS,
 })
 
 
@@ -412,6 +453,7 @@ def _policy(r: Reader, pname: str, knode: Node, vnode: Node, names: set[str]) ->
                                       r.value(snode, f"{key}.schedule"))
     if "jitter" in m:
         extra["jitter"] = _whole(r, m["jitter"][1], f"{key}.jitter", 0, 86400)
+    extra.update(_notify_settings(r, m, key))
     return Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
                   speed, persistent, gran, verify, **extra)
 

@@ -26,6 +26,7 @@ from tui.core.ledger.points_repository import PointsLedger
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState
 from tui.core.txn.targets import QMPConn
+from tui.service.notify import run_message
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,19 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-async def run_and_prune(conn: QMPConn, ledger: PointsLedger, policy: Policy) -> str:
+# Told of a run's message (title, body), see tui.service.notify.run_message.
+OnMessage = Callable[[Policy, str, str], None]
+
+
+async def run_and_prune(conn: QMPConn, ledger: PointsLedger, policy: Policy,
+                        on_message: OnMessage | None = None) -> str:
     """One scheduled run: the backup, then with ``prune: auto`` a prune after a run that left
-    every drive VALID. "ok", or what went wrong in one line."""
+    every drive VALID. "ok", or what went wrong in one line. ``on_message`` is told when an
+    image is not VALID or a chain broke."""
     result = await run_policy(conn, ledger, policy)
+    message = run_message(result)
+    if message is not None and on_message is not None:
+        on_message(policy, *message)
     if result.refused:
         return f"refused: {result.refused}"
     if result.exit_code != 0:

@@ -58,6 +58,9 @@ class Policy:
     # A cron expression (see check_schedule) and up to ``jitter`` seconds of random delay.
     schedule: str | None = None
     jitter: int = 0
+    # Where this policy's notifications go besides the service's: Apprise URLs, a command's argv.
+    notify: tuple[str, ...] = ()
+    notify_command: tuple[str, ...] = ()
 
     def file_name(
         self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = "",
@@ -122,6 +125,7 @@ def retention_settings(data: Mapping[str, Any], ctx: str) -> dict[str, Any]:
 
 
 SCHEDULE_KEYS = ("schedule", "jitter")
+NOTIFY_KEYS = ("notify", "notify_command")
 
 
 def check_schedule(expression: Any) -> str:
