@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tui.core.chains.policy import Policy
-from tui.core.config import load_config
+from tui.core.config import Config, load_config
 from tui.core.model.state import LinkState
 from tui.core.qmp.fleet import Fleet
 from tui.demo.sandbox import qemu_available
@@ -59,3 +59,15 @@ def qemu_running_in(path) -> bool:
         if "qemu-system" in args and str(path) in args and status != "Z":
             return True
     return False
+
+
+# One policy "p" on connection vm0; ``%s`` is further YAML (indented for the policy, or top-level).
+ONE_POLICY_CONFIG = ("connections:\n  vm0: unix:/run/q.sock\npolicies:\n  p:\n    connection: vm0\n"
+                     "    drives: [drive0]\n    target_dir: /b\n%s")
+
+
+def one_policy_config(tmp_path: Path, extra: str) -> Config:
+    """The config of :data:`ONE_POLICY_CONFIG` with ``extra`` (its line 8 is the first of it)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(ONE_POLICY_CONFIG % extra)
+    return load_config(path)

@@ -1,22 +1,17 @@
-"""Notification settings and the messages that need no QEMU: config keys with file:line:key
-errors, where a policy's messages go, missed/skipped runs, a VM unreachable for too long."""
+"""The service's settings and the messages that need no QEMU: ``schedule`` (a cron expression,
+read by croniter), ``jitter``, the notification keys, each bad value one line with file:line:key;
+where a policy's messages go; missed/skipped runs; a VM unreachable for too long."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.kit.common import one_policy_config
 from tui.core.base.errors import ConfigError
-from tui.core.config import ServiceSettings, load_config
+from tui.core.config import ServiceSettings
 from tui.service.notify import UnreachableWatch, schedule_message, target_for
 
-BASE = ("connections:\n  vm0: unix:/run/q.sock\npolicies:\n  p:\n    connection: vm0\n"
-        "    drives: [drive0]\n    target_dir: /b\n%s")
-
-
-def config(tmp_path, extra: str):
-    path = tmp_path / "c.yaml"
-    path.write_text(BASE % extra)
-    return load_config(path)
+config = one_policy_config
 
 
 def test_settings_parse_and_route(tmp_path):
@@ -33,7 +28,20 @@ def test_settings_parse_and_route(tmp_path):
     assert not target_for(ServiceSettings(), config(tmp_path, "").policies["p"])
 
 
+def test_schedule_and_jitter_parse(tmp_path):
+    pol = config(tmp_path, "    schedule: '0 2 * * *'\n    jitter: 300\n").policies["p"]
+    assert (pol.schedule, pol.jitter) == ("0 2 * * *", 300)
+    seconds = config(tmp_path, "    schedule: '* * * * * */5'\n").policies["p"]
+    assert seconds.schedule == "* * * * * */5" and seconds.jitter == 0
+    assert config(tmp_path, "").policies["p"].schedule is None
+
+
 @pytest.mark.parametrize(("extra", "message"), [
+    ("    schedule: '61 2 * * *'\n", "c.yaml:8: policies.p.schedule: not a valid cron expression"),
+    ("    schedule: 'nightly'\n", "c.yaml:8: policies.p.schedule: must be a cron expression of 5 "
+                                  "fields, or 6 with seconds last"),
+    ("    schedule: 5\n", "c.yaml:8: policies.p.schedule: must be a cron expression"),
+    ("    schedule: '0 2 * * *'\n    jitter: -1\n", "c.yaml:9: policies.p.jitter: must be between"),
     ("    notify: [ops@example.com]\n", "c.yaml:8: policies.p.notify: 'ops@example.com' is not"),
     ("    notify_command: []\n", "c.yaml:8: policies.p.notify_command: needs the command"),
     ("service:\n  unreachable_after: 0\n", "c.yaml:9: service.unreachable_after: "),
