@@ -107,3 +107,22 @@ async def test_a_receiver_that_is_down_does_not_delay_the_run(make_sandbox, flee
         assert time.monotonic() - started >= 2.0  # the retries waited (in the background)
     tries = [r.getMessage() for r in caplog.records if r.name == "tui.service.notify"]
     assert [f"failed (attempt {n})" in m for n, m in enumerate(tries, 1)] == [True] * 3
+
+
+async def test_a_broken_chain_is_notified_with_its_reason(make_sandbox, fleet_for, tmp_path):
+    sb = await make_sandbox(drives=1)
+    conn = (await fleet_for(sb))["vm0"]
+    pol = make_policy("nightly", {"connection": "vm0", "drives": ["drive0"],
+                                  "target_dir": str(sb.dir)})
+    messages: list[tuple[str, str]] = []
+    with PointsLedger(tmp_path / "ledger.sqlite") as ledger:
+        assert await run_and_prune(conn, ledger, pol) == "ok"
+        [full] = ledger.images()
+        await sb.qmp("block-dirty-bitmap-remove", {"node": "disk0", "name": full.bitmap})
+        await conn.refresh()
+        ok = await run_and_prune(conn, ledger, pol, lambda _p, t, b: messages.append((t, b)))
+        assert ok == "ok" and ledger.images()[-1].kind == "full"
+    [(title, body)] = messages
+    assert title == "bitmap-tui: vm0 policy nightly: new chain"
+    assert body.startswith("VM vm0, policy nightly:\ndrive drive0: the chain broke, this run "
+                           "took a full (new chain: chain broken: ")
