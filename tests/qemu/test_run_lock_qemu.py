@@ -138,3 +138,23 @@ async def test_killed_holder_is_taken_over(make_sandbox, setup, tmp_path):
     assert (f"took over vm0's run lock from policy slow (pid {holder.pid} on "
             f"{socket.gethostname()}: that process is gone)") in err
     assert out.count("VALID") == 2
+
+
+async def test_prune_and_restore_take_the_same_lock(make_sandbox, setup, tmp_path):
+    sb = await make_sandbox(drives=2)
+    cfg, env = setup(sb, keep={"last": 5})
+    base = ["--config", str(cfg)]
+    assert (await ended(start(["backup", "nightly", *base], env)))[0] == 0
+    holder = await slow_run_holding(sb, env, base)
+    busy = "vm0 is being backed up by policy slow, started "
+    code, _, err = await ended(start(["prune", "nightly", *base], env))
+    assert code == 2 and busy in err, err
+    target = tmp_path / "restored.qcow2"
+    restore = ["restore", "nightly", "drive0", "--point", "1", "--to", str(target), *base]
+    code, _, err = await ended(start(restore, env))
+    assert code == 2 and busy in err and not target.exists(), err
+    waiting = start([*restore, "--wait", "120"], env)
+    await unthrottle(sb)
+    assert (await ended(holder))[0] == 0
+    code, _, err = await ended(waiting)
+    assert code == 0 and target.exists(), err
