@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from functools import partial
 
@@ -18,8 +19,10 @@ from tests.kit.txn import EXE
 from tui.cli.points import iso_time
 from tui.core.chains.points import list_points
 from tui.core.chains.restore import restore_local
+from tui.core.config import ServiceSettings
 from tui.core.ledger.points_repository import PointsLedger
 from tui.core.ledger.rows import ImageState
+from tui.service.notify import Notifier, schedule_notices
 from tui.service.scheduler import Scheduler, missed_slot, run_and_prune
 
 pytestmark = requires_qemu
@@ -30,10 +33,11 @@ def policy(sb, **kw):
                              "target_dir": str(sb.dir), **kw})
 
 
-async def scheduled(ledger, pol, conn, until, events=None):
+async def scheduled(ledger, pol, conn, until, events=None, on_event=None):
     """Run the scheduler until ``until()`` holds, then stop it."""
-    sched = Scheduler(ledger, [pol], partial(run_and_prune, conn, ledger),
-                      on_event=None if events is None else (lambda _p, what: events.append(what)))
+    if events is not None:
+        on_event = lambda _p, what: events.append(what)  # noqa: E731
+    sched = Scheduler(ledger, [pol], partial(run_and_prune, conn, ledger), on_event=on_event)
     task = asyncio.create_task(sched.run())
     try:
         await wait_for(until, timeout=90, what="the scheduled runs")
@@ -78,13 +82,21 @@ async def test_missed_slot_runs_once_at_start(make_sandbox, fleet_for, tmp_path)
         ledger.end_scheduled_run(ledger.start_scheduled_run("p", three_hours_ago), "ok")
         due = missed_slot(ledger, pol, time.time())
         assert due is not None and due > three_hours_ago
-        events: list[str] = []
+        out = tmp_path / "notices.txt"
+        command = (sys.executable, "-c",
+                   f"import sys; open({str(out)!r}, 'a').write(sys.stdin.read())")
+        notifier = Notifier()
         await scheduled(ledger, pol, conn,
                         lambda: any(r.result for r in ledger.scheduled_runs("p")[:1]
-                                    if r.slot == due), events)
+                                    if r.slot == due),
+                        on_event=schedule_notices(notifier, ServiceSettings(notify_command=command)))
+        await notifier.drain()
         runs = ledger.scheduled_runs("p")
         assert [(r.slot, r.result) for r in runs] == [(due, "ok"), (three_hours_ago, "ok")]
-        assert len(events) == 1 and events[0].startswith("missed the run due at ")
+        notices = out.read_text()
+        assert notices.startswith("bitmap-tui: vm0 policy p: scheduled run missed\n\nVM vm0, policy p: "
+                                  "missed the run due at ")
+        assert notices.count("bitmap-tui: ") == 1 and "(the service was down): running it now" in notices
         assert [im.state for im in ledger.images()] == [ImageState.VALID]
         assert missed_slot(ledger, pol, time.time()) is None
     # The command lists it: schedule, next slot, the last run and its result.

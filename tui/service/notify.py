@@ -123,9 +123,18 @@ def run_message(result: RunResult) -> tuple[str, str] | None:
 
 def schedule_message(connection: str, policy: str, what: str) -> tuple[str, str]:
     """A missed or skipped scheduled run."""
-    return (f"bitmap-tui: {connection} policy {policy}: scheduled run {what.split(':')[0]}",
+    return (f"bitmap-tui: {connection} policy {policy}: scheduled run {what.split()[0].rstrip(':')}",
             f"VM {connection}, policy {policy}: {what}\nnext: check the service and the run "
             f"before with `bitmap-tui schedule`")
+
+
+def schedule_notices(notifier: Notifier, service: ServiceSettings) -> Callable[[Policy, str], None]:
+    """The scheduler's ``on_event``: each missed or skipped run is sent where the policy's
+    messages go."""
+    def notice(policy: Policy, what: str) -> None:
+        notifier.send(target_for(service, policy),
+                      *schedule_message(policy.connection, policy.name, what))
+    return notice
 
 
 def unreachable_message(connection: str, seconds: float, error: str) -> tuple[str, str]:
