@@ -4,6 +4,7 @@ marker, a policy as the config file gives it, and a look at the QEMU processes."
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -71,3 +72,8 @@ def one_policy_config(tmp_path: Path, extra: str) -> Config:
     path = tmp_path / "c.yaml"
     path.write_text(ONE_POLICY_CONFIG % extra)
     return load_config(path)
+
+
+def append_stdin_command(path: Path) -> tuple[str, ...]:
+    """An argv that appends its stdin to ``path`` (a notify_command for the tests)."""
+    return (sys.executable, "-c", f"import sys; open({str(path)!r}, 'a').write(sys.stdin.read())")

@@ -8,12 +8,11 @@ import asyncio
 import json
 import logging
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.kit.common import make_policy, requires_qemu
+from tests.kit.common import append_stdin_command, make_policy, requires_qemu
 from tui.core.ledger.points_repository import PointsLedger
 from tui.service.notify import Notifier, Target
 from tui.service.scheduler import run_and_prune
@@ -68,8 +67,7 @@ async def test_failed_drive_is_notified_by_url_and_command(make_sandbox, fleet_f
                                   "target_dir": str(sb.dir)})
     server = receiver()
     out = tmp_path / "messages.txt"
-    command = (sys.executable, "-c",
-               f"import sys; open({str(out)!r}, 'a').write(sys.stdin.read())")
+    command = append_stdin_command(out)
     target = Target((f"json://127.0.0.1:{server.server_address[1]}/hook",), command)
     notifier = Notifier()
     try:

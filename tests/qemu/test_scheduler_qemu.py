@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from functools import partial
 
 import yaml
 
 from tests.kit.chains import reference, same
-from tests.kit.common import make_policy, requires_qemu, wait_for
+from tests.kit.common import append_stdin_command, make_policy, requires_qemu, wait_for
 from tests.kit.txn import EXE
 from tui.cli.points import iso_time
 from tui.core.chains.points import list_points
@@ -83,8 +82,7 @@ async def test_missed_slot_runs_once_at_start(make_sandbox, fleet_for, tmp_path)
         due = missed_slot(ledger, pol, time.time())
         assert due is not None and due > three_hours_ago
         out = tmp_path / "notices.txt"
-        command = (sys.executable, "-c",
-                   f"import sys; open({str(out)!r}, 'a').write(sys.stdin.read())")
+        command = append_stdin_command(out)
         notifier = Notifier()
         await scheduled(ledger, pol, conn,
                         lambda: any(r.result for r in ledger.scheduled_runs("p")[:1]
