@@ -120,8 +120,21 @@ def histogram(values_ms: Sequence[float]) -> list[list[Any]]:
     return [[label, n] for label, n in zip(labels, counts, strict=True)]
 
 
+def cpu_wait_pct() -> float | None:
+    """How much of the time this process wanted a CPU it spent waiting for one (the kernel's
+    run-queue delay against the time it ran, for the main thread; None where not reported)."""
+    try:
+        ran, waited = (int(x) for x in open("/proc/self/schedstat").read().split()[:2])
+    except (OSError, ValueError):
+        return None
+    return round(100 * waited / (ran + waited), 2) if ran + waited else 0.0
+
+
 def emit(result: dict[str, Any]) -> None:
-    """Hand one benchmark's result to run.py (the last line of stdout that has the prefix)."""
+    """Hand one benchmark's result to run.py (the last line of stdout that has the prefix),
+    with how long the process waited for a CPU (a result that carries the figure of the process
+    that ran the app, e.g. a side of bench_fleet, keeps it)."""
+    result.setdefault("cpu_wait_pct", cpu_wait_pct())
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
     sys.stdout.flush()
 

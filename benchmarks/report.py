@@ -18,6 +18,8 @@ def _fmt(v: Any) -> str:
 
 def _met(doc: dict[str, Any], key: str) -> str:
     t = doc["targets"].get(key, {})
+    if "noisy" in t:  # the machine was too busy: neither met nor missed
+        return f"noisy ({t['noisy']}): not judged"
     return {True: "**met**", False: "**NOT met**", None: "not measured"}[t.get("met")]
 
 

@@ -110,7 +110,25 @@ def run_one(name: str, argv: list[str], timeout: float) -> dict[str, Any]:
         return {"error": f"exit {out.returncode}: {' | '.join(tail)}"}
     result: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX):])
     result["wall_s"] = round(time.monotonic() - t0, 1)
+    result["load_1m_after"] = round(os.getloadavg()[0], 2)
     return result
+
+
+# Figures measured while the machine was busier than this are not evidence either way.
+MAX_CPU_WAIT_PCT = 5.0
+
+
+def noise(value: dict[str, Any], cores: int) -> str | None:
+    """Why a benchmark's figures are not to be believed (None: they are): the load average rose
+    past the machine's cores, or the app waited for a CPU more than MAX_CPU_WAIT_PCT % of the
+    time it wanted one."""
+    load = value.get("load_1m_after")
+    if isinstance(load, int | float) and load > cores:
+        return f"load {load:g} > {cores} cores"
+    wait = value.get("cpu_wait_pct")
+    if isinstance(wait, int | float) and wait > MAX_CPU_WAIT_PCT:
+        return f"the app waited for a CPU {wait:g} % of the time"
+    return None
 
 
 def machine() -> dict[str, Any]:
@@ -149,12 +167,19 @@ def machine() -> dict[str, Any]:
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def evaluate(results: dict[str, Any]) -> dict[str, Any]:
+def evaluate(results: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
+    """Each target: met, not met, or None (not measured, or ``noisy``: measured on a machine too
+    busy for the figure to count either way)."""
+    cores = cores or os.cpu_count() or 1
     out: dict[str, Any] = {}
     for key, (text, check) in TARGETS.items():
         value = results.get(key) or {}
         if "error" in value:
             out[key] = {"target": text, "met": None}
+            continue
+        why = noise(value, cores)
+        if why is not None:
+            out[key] = {"target": text, "met": None, "noisy": why}
             continue
         try:
             out[key] = {"target": text, "met": bool(check(value))}
@@ -204,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(doc, indent=2))
     else:
         for name, t in doc["targets"].items():
-            state = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+            state = ("noisy: " + t["noisy"] if "noisy" in t else
+                     {True: "met", False: "NOT met", None: "not measured"}[t["met"]])
             print(f"  {name:15} {state:13} ({t['target']})")
         if args.results != "-":
             print(f"report: {args.results}")

@@ -25,6 +25,7 @@ from tui.core.chains.reconcile import reconcile
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import verify_chain
 from tui.core.chains.watch import watch_connection
+from tui.core.ledger.names import companion_bitmaps, with_companions
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState, TxnState
 from tui.core.txn.targets import create_target
@@ -183,7 +184,8 @@ async def test_recreated_bitmap_is_detected_at_plan_time(make_sandbox, fleet_for
 
 
 async def test_unwatched_clear_is_caught_by_verify_after(make_sandbox, fleet_for, tmp_path):
-    """A clear followed by more writes while nothing of ours watched cannot be seen from QMP;
+    """A clear of the chain's bitmap *and* its sentinel, followed by more writes while nothing of
+    ours watched, cannot be seen from QMP (the identity check needs one of them intact);
     ``verify: after`` compares the new chain with the disk and refuses to call it VALID."""
     sb, conn, ledger, pol, refs = await policy_setup(make_sandbox, fleet_for, tmp_path, 1, verify="after")
     first = await run_policy(conn, ledger, pol, timeout=60)
@@ -191,7 +193,8 @@ async def test_unwatched_clear_is_caught_by_verify_after(make_sandbox, fleet_for
     await refs.take(first)
     name = chain_state(ledger, "vm0", "drive0").base.bitmap
     await sb.write(0, 0, "1M", 0x41)
-    await sb.qmp("block-dirty-bitmap-clear", {"node": "disk0", "name": name})
+    for cleared in (name, companion_bitmaps(name)[0]):
+        await sb.qmp("block-dirty-bitmap-clear", {"node": "disk0", "name": cleared})
     await sb.write(0, "8M", "2M", 0x42)
     await conn.refresh()
     res = await run_policy(conn, ledger, pol, timeout=60)
@@ -241,11 +244,12 @@ async def test_other_tools_bitmaps_are_never_touched(make_sandbox, fleet_for, tm
         await refs.take(await run_policy(conn, ledger, pol, timeout=60))
     await conn.refresh()
     names = {b.name for b in conn.model.nodes["disk0"].named_bitmaps}
-    assert names == set(foreign) | {chain_state(ledger, "vm0", "drive0").base.bitmap}
+    ours = with_companions({chain_state(ledger, "vm0", "drive0").base.bitmap})
+    assert names == set(foreign) | ours
     view = build_view(ledger, fleet.store.state)
     assert view.problems == []
     assert {b.name: b.ours for b in view.bitmaps} == {**dict.fromkeys(foreign, False),
-                                                       chain_state(ledger, "vm0", "drive0").base.bitmap: True}
+                                                       **dict.fromkeys(ours, True)}
     # The console does not call another tool's bitmap a policy's chain.
     assert break_warning("vm0", "disk0", "pbs-incremental-dirty-bitmap", "remove", ledger) is None
     assert chain_of(ledger, "vm0", "disk0", "virtnbdbackup.0") is None

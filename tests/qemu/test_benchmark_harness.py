@@ -17,7 +17,7 @@ from tests.kit.common import ROOT, requires_qemu
 
 KEYS = {
     "event_pipeline": {"app_eps", "bare_eps", "ratio"},
-    "ui_latency": {"rate", "p50_ms", "p99_ms", "lost"},
+    "ui_latency": {"rate", "p50_ms", "p99_ms", "lost", "cpu_wait_pct", "load_1m_after"},
     "fleet": {"connections", "nodes", "bitmaps", "refresh_ms", "idle_cpu_pct", "rss_mb", "bare"},
     "startup": {"app_s", "baseline_s", "ratio"},
     "table_update": {"rows", "changed", "ms", "rebuild_ms", "ratio"},
@@ -40,7 +40,9 @@ def test_tiny_run_emits_every_key(tmp_path: Path) -> None:
     for key, fields in KEYS.items():
         assert "error" not in doc[key], doc[key]
         assert fields <= set(doc[key]), (key, sorted(doc[key]))
-        assert doc["targets"][key]["met"] in (True, False)
+        target = doc["targets"][key]
+        # judged, or not judged because the machine was too busy (and the report says why)
+        assert target["met"] in (True, False) or target.get("noisy"), target
     assert {"refresh_ms", "idle_cpu_pct", "rss_mb"} <= set(doc["fleet"]["bare"])
     # The fleet really connected and read nodes and bitmaps: 3 fakes × 2 nodes + 1 QEMU.
     assert doc["fleet"]["connections"] == 4

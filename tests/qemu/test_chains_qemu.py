@@ -10,6 +10,7 @@ from tests.kit.common import make_policy, requires_qemu, wait_for
 from tui.core.chains.plan import chain_state, make_plan
 from tui.core.chains.run import run_policy
 from tui.core.chains.verify import chain_paths, check_image, compare_images, verify_chain
+from tui.core.ledger.names import with_companions
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState, TxnState
 
@@ -129,7 +130,8 @@ async def test_grouped_failure_advances_nothing(make_sandbox, fleet_for, tmp_pat
     txns = {t.mode: t for t in ledger.txns()}
     assert sorted(txns) == ["grouped", "individual"]
     assert [a["type"] for a in txns["grouped"].actions] == ["blockdev-backup"] * 2
-    assert [a["type"] for a in txns["individual"].actions] == ["block-dirty-bitmap-add"] * 2
+    # Each new chain: its bitmap and its sentinel (tui.core.chains.identity).
+    assert [a["type"] for a in txns["individual"].actions] == ["block-dirty-bitmap-add"] * 4
     fulls = by_drive(first)
 
     await sb.write(0, "1M", "1M", 0x31)
@@ -348,7 +350,7 @@ async def test_chain_view_flags_lost_bitmaps_and_lists_foreign_ones(make_sandbox
         ImageState.VALID}
     await conn.refresh()
     names = {b.name for b in conn.model.nodes["disk1"].named_bitmaps}
-    assert names == set(foreign) | {cbm(ledger, "drive1")}
+    assert names == set(foreign) | with_companions({cbm(ledger, "drive1")})
     ledger.close()
 
 

@@ -12,6 +12,7 @@ from tui.core.chains.cleanup import deletable_images
 from tui.core.chains.owners import break_warning, chain_of, owner_of, record_console_break
 from tui.core.chains.plan import chain_state, make_plan
 from tui.core.chains.watch import live_breaks, observe_bitmap, record_breaks
+from tui.core.ledger.names import companion_bitmaps, with_companions
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState
 from tui.core.model.owners import KNOWN_TOOLS, owned_ledger, owner_label
@@ -69,6 +70,18 @@ def test_names_carry_the_ledger_id(ledger, tmp_path):
         assert again.ledger_id == lid
     with Ledger(tmp_path / "other.sqlite") as other:
         assert other.ledger_id != lid
+
+
+def test_companions_are_ours_and_never_a_chain_bitmap(ledger):
+    chain = ledger.chain_bitmap("nightly", 7)
+    sentinel, canary = companion_bitmaps(chain)
+    lid = ledger.ledger_id
+    assert (sentinel, canary) == (f"bt.{lid}.nightly~sentinel.c7", f"bt.{lid}.nightly~size.c7")
+    assert all(ledger.issued(n) and owner_label(n, lid) == "this ledger" for n in (sentinel, canary))
+    assert with_companions({chain}) == {chain, sentinel, canary}
+    # "~" is refused in a policy name: no policy's chain bitmap is ever named like a companion.
+    with pytest.raises(ConfigError):
+        make_policy("nightly~sentinel", {"connection": "vm", "drives": ["d"], "target_dir": "/b"})
 
 
 @pytest.mark.parametrize("name,owner", [
@@ -172,8 +185,11 @@ def test_a_recorded_break_makes_the_next_run_a_full_with_the_reason(ledger):
     assert plan.drives[0].kind == "full" and "chain broken" in plan.drives[0].reason
     new = plan.drives[0].bitmap
     assert new == ledger.chain_bitmap("nightly", plan.txn_id) and new != name
-    assert plan.drives[0].bitmap_actions == ({"type": "block-dirty-bitmap-add",
-                                              "data": {"node": "disk0", "name": new}},)
+    # The new chain's bitmap and its sentinel, started together (the same settings).
+    sentinel, _canary = companion_bitmaps(new)
+    assert plan.drives[0].bitmap_actions == (
+        {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": new}},
+        {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": sentinel}})
 
 
 def test_a_chain_on_a_name_we_did_not_issue_is_adopted_with_a_full(ledger):

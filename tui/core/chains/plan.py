@@ -10,8 +10,10 @@ possible only on top of that chain, and only if:
 
 * the full itself is VALID (or INCOMPLETE: a partial "always" image is a base, not a restore point),
 * no image of the chain has an unknown outcome (an unknown job may have cleared the bitmap),
-* no break of the bitmap is recorded (cleared, removed, disabled, merged into, re-created, ...)
-  and none is seen now (:func:`tui.core.chains.watch.live_breaks`),
+* no break of the bitmap is recorded (cleared, removed, disabled, merged into, re-created, lost
+  writes or a resized disk seen by the run's identity check in
+  :mod:`tui.core.chains.identity`, ...) and none is seen now
+  (:func:`tui.core.chains.watch.live_breaks`),
 * the bitmap's name is one this ledger issued (a chain from before owned names is *adopted*:
   its next backup is a full that starts an owned chain),
 * the chain is shorter than the policy's ``full_every``.
@@ -23,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tui.core.chains.chain import chain_state
+from tui.core.chains.identity import companion_actions
 from tui.core.chains.policy import Policy
 from tui.core.chains.watch import live_breaks
+from tui.core.ledger.names import SENTINEL, companion_bitmap, companion_bitmaps
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import BASE_STATES, ImageRow
 from tui.core.model.state import BitmapState, ConnectionModel, Node
@@ -46,6 +50,9 @@ class DrivePlan:
     size: int = 0
     source_file: str = ""
     error: str | None = None
+    # An incremental's chain sentinel, cleared with the backup (tui.core.chains.identity); "" for
+    # a full or a chain started without one.
+    sentinel: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +74,20 @@ class Plan:
 
 def _bitmap_actions(node: Node, name: str, policy: Policy
                     ) -> tuple[tuple[dict[str, Any], ...], str | None]:
-    """The action that starts a new chain's bitmap, atomically with its full backup."""
-    if node.bitmap(name) is not None:
-        # A fresh name already taken: not ours to reuse (someone made it), so refuse.
-        return (), f"bitmap '{name}' already exists on {node.node_name}, but this ledger never made it"
+    """The actions that start a new chain's bitmap and its sentinel, atomically with its full
+    backup (the size canary is made just before: tui.core.chains.identity)."""
+    for taken in (name, *companion_bitmaps(name)):
+        if node.bitmap(taken) is not None:
+            # A fresh name already taken: not ours to reuse (someone made it), so refuse.
+            return (), (f"bitmap '{taken}' already exists on {node.node_name}, but this ledger "
+                        "never made it")
     add: dict[str, Any] = {"node": node.node_name, "name": name}
     if policy.persistent:
         add["persistent"] = True
     if policy.granularity:
         add["granularity"] = policy.granularity
-    return ({"type": "block-dirty-bitmap-add", "data": add},), None
+    return ({"type": "block-dirty-bitmap-add", "data": add},
+            *companion_actions(node.node_name, name, add)), None
 
 
 def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str,
@@ -112,9 +123,11 @@ def plan_drive(ledger: Ledger, conn: ConnectionModel, policy: Policy, drive: str
         elif policy.full_every and chain_len >= policy.full_every:
             base, why = None, f"full_every {policy.full_every}: the chain has {chain_len} images"
     if base is not None:
+        checked = cs.images[0].canary_count is not None
         return DrivePlan(
             drive, node.node_name, "incremental", f"on top of {base.path}", base=base,
             bitmap=base.bitmap, size=node.size, source_file=node.file,
+            sentinel=companion_bitmap(base.bitmap, SENTINEL) if checked else "",
         )
     name = ledger.chain_bitmap(policy.name, txn_id if txn_id is not None else ledger.next_txn_id())
     actions, err = _bitmap_actions(node, name, policy)

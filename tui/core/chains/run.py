@@ -16,6 +16,13 @@ from typing import Any
 
 from tui.core.base.errors import BitmapTuiError, ConfigError, QMPCommandError
 from tui.core.chains.freeze import FreezeFailed, FreezeOutcome, frozen_guest, thaw_leftovers
+from tui.core.chains.identity import (
+    backup_guard_actions,
+    check_chains,
+    fill_canaries,
+    judge_backup_guard,
+    remove_bitmaps,
+)
 from tui.core.chains.lock import run_lock_async
 from tui.core.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.core.chains.policy import Policy, render_name
@@ -23,6 +30,7 @@ from tui.core.chains.reconcile import finish_job, reconcile
 from tui.core.chains.send import Sender, TransactionRefused, send_transaction
 from tui.core.chains.verify import compare_images
 from tui.core.chains.watch import current_bitmaps, observe_bitmap, record_breaks
+from tui.core.ledger.names import companion_bitmaps, with_companions
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState
 from tui.core.model.state import JobResult
@@ -223,6 +231,11 @@ async def _run(
 ) -> RunResult:
     """Plan, record, create the targets, send, wait, settle: one policy run, step by step."""
     run = _PolicyRun(conn, ledger, policy, owned, on_step or (lambda _text: None), guest_agent)
+    # What the live state shows first (its reasons are the more precise), then bitmaps that lost
+    # writes or a resized disk, seen against the intact chains' companions (recorded as breaks:
+    # the plan takes a full backup with the reason).
+    note_breaks(ledger, conn.model, policy)
+    await check_chains(conn, ledger, policy)
     refused = run.plan_it()
     if refused is not None:
         return refused
@@ -233,6 +246,7 @@ async def _run(
         refused = await run.record_images()
         if refused is None:
             await run.create_targets()
+            await run.fill_canaries()
     except QMPCommandError as exc:
         refused = await run.refuse(exc.desc)
     except (TargetError, ConfigError, BitmapTuiError) as exc:
@@ -311,6 +325,10 @@ class _PolicyRun:
         for t in self.targets.values():
             with contextlib.suppress(BitmapTuiError):
                 await release_target(self.conn, t.node, t.file_node)
+        kept = set(keep_reset or ())
+        for d in self.plan.drives:  # the size canaries of chains that did not start
+            if d.kind == "full" and d.node and self.image_ids.get(d.drive) not in kept:
+                await remove_bitmaps(self.conn, d.node, [companion_bitmaps(d.bitmap)[1]])
         self.ledger.mark_refused(self.txn_id, error, keep_reset=keep_reset)
         self.result.refused = error
         for o in self.result.drives:
@@ -358,8 +376,17 @@ class _PolicyRun:
                 ledger.set_file_identity(self.image_ids[d.drive], st)
             self.actions.extend(d.bitmap_actions if not self.plan.split else ())
             self.bitmap_actions.extend(d.bitmap_actions if self.plan.split else ())
+            live = self.conn.model.find_node(d.drive)
+            if d.sentinel and self.plan.mode != "grouped" and live is not None:
+                # grouped: no bitmap actions there; the sentinel is cleared after success
+                self.actions += backup_guard_actions(live, d.bitmap, d.sentinel)
             self.actions.append(_backup_action(d, self.policy, node, out.job_id or ""))
             self.job_nodes[out.job_id or ""] = d.node or ""
+
+    async def fill_canaries(self) -> None:
+        """Each new chain's size canary, every bit set, just before its full backup."""
+        await fill_canaries(self.conn, self.ledger, self.plan.drives, self.txn_id, self.image_ids,
+                            self.step)
 
     async def send_bitmap_step(self) -> RunResult | None:
         """Grouped runs start their new chains' bitmaps first, in an individual transaction."""
@@ -477,9 +504,17 @@ async def _after_jobs(conn: QMPConn, ledger: Ledger, policy: Policy, plan: Plan,
         im = images.get(d.drive)
         if node is None or im is None or not d.bitmap:
             continue
+        if d.sentinel and plan.mode != "grouped":
+            im = await judge_backup_guard(conn, ledger, im, d.bitmap)
         observe_bitmap(ledger, conn.name, node, d.bitmap)
         if im.state is not ImageState.VALID:
             continue
+        if d.sentinel and plan.mode == "grouped":
+            # Not in a grouped transaction (QEMU refuses bitmap actions there): cleared after
+            # it, the sentinel is still a subset of the chain's bitmap.
+            with contextlib.suppress(BitmapTuiError):
+                await conn.execute("block-dirty-bitmap-clear", {"node": node.node_name,
+                                                                "name": d.sentinel})
         if policy.verify == "after":
             note = await _verify_after(conn, ledger, im.id, node.file, quiet)
             if note:
@@ -519,9 +554,9 @@ async def _retire_old_bitmaps(conn: QMPConn, ledger: Ledger, policy: str, node: 
                               current: str) -> None:
     """Remove bitmaps of ours on ``node`` that belonged to chains before ``current`` (they are
     never read again: a new chain has its own bitmap). Never touches another owner's bitmap."""
-    in_use = current_bitmaps(ledger, conn.name).get(node.node_name, set()) | {current}
-    ours = {i.bitmap for i in ledger.images(connection=conn.name)
-            if i.node == node.node_name and i.policy == policy}
+    in_use = with_companions(current_bitmaps(ledger, conn.name).get(node.node_name, set()) | {current})
+    ours = with_companions({i.bitmap for i in ledger.images(connection=conn.name)
+                            if i.node == node.node_name and i.policy == policy})
     for bm in node.named_bitmaps:
         name = bm.name or ""
         if name in ours and name not in in_use and ledger.issued(name) and not bm.busy:

@@ -17,6 +17,7 @@ from tui.core.chains.chain import ChainState, chain_state
 from tui.core.chains.cleanup import deletable_images
 from tui.core.chains.owners import owner_of
 from tui.core.chains.watch import live_breaks
+from tui.core.ledger.names import with_companions
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageRow, ImageState, TxnState
 from tui.core.model.state import BitmapState, ConnectionModel, FleetState, LinkState
@@ -181,7 +182,7 @@ def _drive_view(ledger: Ledger, view: ChainsView, known: set[tuple[str, str, str
     last = imgs[-1]
     cs = chain_state(ledger, conn_name, drive)
     bitmap = cs.images[0].bitmap if cs.images else last.bitmap
-    known.add((conn_name, last.node, bitmap))
+    known.update((conn_name, last.node, name) for name in with_companions({bitmap}))
     bstate = "unknown"
     node_name = last.node
     if live is not None:

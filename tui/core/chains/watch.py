@@ -7,8 +7,8 @@ change between two observations that no backup of ours explains is a *break*: th
 uses the bitmap misses writes, and its next backup must be a full one.
 
 What cannot be seen from here: a clear (or a remove and re-add with the same settings) followed
-by more writes than the bitmap held before, while nothing of ours watched. ``verify: after`` and
-``full_every`` in a policy bound that risk.
+by more writes than the bitmap held before, while nothing of ours watched. Each run checks that
+against the chain's companion bitmaps (:mod:`tui.core.chains.identity`).
 """
 
 from __future__ import annotations

@@ -61,3 +61,28 @@ class IssuedNames:
     def issued(self, name: str) -> bool:
         """Did this ledger issue this job id, node name or bitmap name?"""
         return name.startswith(self.prefix)
+
+
+# The companions of a chain's bitmap ``bt.<ledger>.<policy>.c<txn>``, on the same node: the
+# *sentinel* (records the same writes, cleared only with a backup of the chain: always a subset of
+# the chain's bitmap) and the *size canary* (every bit set when the chain starts, never recording:
+# only a resize of the disk removes bits). ``~`` is not allowed in a policy name, so no chain
+# bitmap is ever named like a companion.
+SENTINEL, SIZE_CANARY = "sentinel", "size"
+
+
+def companion_bitmap(chain_bitmap: str, role: str) -> str:
+    """The name of one companion (``role``: :data:`SENTINEL` or :data:`SIZE_CANARY`) of a chain's
+    bitmap: ``bt.<ledger>.<policy>~<role>.c<txn>``."""
+    head, sep, txn = chain_bitmap.rpartition(".c")
+    return f"{head}~{role}{sep}{txn}" if sep else f"{chain_bitmap}~{role}"
+
+
+def companion_bitmaps(chain_bitmap: str) -> tuple[str, str]:
+    """The sentinel and the size canary of a chain's bitmap."""
+    return companion_bitmap(chain_bitmap, SENTINEL), companion_bitmap(chain_bitmap, SIZE_CANARY)
+
+
+def with_companions(chain_bitmaps: set[str]) -> set[str]:
+    """These chain bitmaps' names and their companions' names."""
+    return chain_bitmaps.union(*(companion_bitmaps(name) for name in chain_bitmaps))

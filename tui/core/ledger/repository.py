@@ -206,6 +206,12 @@ class Ledger(IssuedNames):
                 "WHERE id = ? AND file_dev = ? AND file_ino = ?",
                 (st.st_size, st.st_mtime_ns, image_id, st.st_dev, st.st_ino))
 
+    def set_canary_count(self, image_id: int, count: int) -> None:
+        """A full image's chain got its sentinel and size canary; ``count``: the canary's count
+        (every bit set) that only a resize of the disk lowers."""
+        with self._tx() as db:
+            db.execute("UPDATE images SET canary_count = ? WHERE id = ?", (count, image_id))
+
     def fail_verification(self, image_id: int, error: str) -> None:
         """``verify: after`` found the new chain different from the disk: never trusted."""
         with self._tx() as db:
@@ -443,7 +449,7 @@ def _image(r: sqlite3.Row) -> ImageRow:
         file_node=r["file_node"], error=r["error"], created=r["created"], ended=r["ended"],
         deleted=r["deleted"], bitmap_mode=r["bitmap_mode"], released=r["released"],
         file_dev=r["file_dev"], file_ino=r["file_ino"], file_size=r["file_size"],
-        file_mtime_ns=r["file_mtime_ns"],
+        file_mtime_ns=r["file_mtime_ns"], canary_count=r["canary_count"],
     )
 
 

@@ -118,6 +118,7 @@ class ImageRow:
     file_ino: int | None = None
     file_size: int | None = None
     file_mtime_ns: int | None = None
+    canary_count: int | None = None  # a full's size canary when its chain started
 
     @property
     def trusted(self) -> bool:

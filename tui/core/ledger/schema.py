@@ -134,6 +134,9 @@ _IMAGE_COLUMNS = {
     "file_ino": "INTEGER",
     "file_size": "INTEGER",
     "file_mtime_ns": "INTEGER",
+    # A full image's chain identity: the count of its size canary when the chain started (its
+    # sentinel and canary are named after the chain's bitmap); NULL for a chain started before.
+    "canary_count": "INTEGER",
 }
 
 # Restore points, prune steps and restores (tui.core.chains.points / prune / restore). Kept in their
