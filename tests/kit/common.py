@@ -4,6 +4,7 @@ marker, a policy as the config file gives it, and a look at the QEMU processes."
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from tui.core.chains.policy import Policy
-from tui.core.config import load_config
+from tui.core.config import Config, load_config
 from tui.core.model.state import LinkState
 from tui.core.qmp.fleet import Fleet
 from tui.demo.sandbox import qemu_available
@@ -59,3 +60,20 @@ def qemu_running_in(path) -> bool:
         if "qemu-system" in args and str(path) in args and status != "Z":
             return True
     return False
+
+
+# One policy "p" on connection vm0; ``%s`` is further YAML (indented for the policy, or top-level).
+ONE_POLICY_CONFIG = ("connections:\n  vm0: unix:/run/q.sock\npolicies:\n  p:\n    connection: vm0\n"
+                     "    drives: [drive0]\n    target_dir: /b\n%s")
+
+
+def one_policy_config(tmp_path: Path, extra: str) -> Config:
+    """The config of :data:`ONE_POLICY_CONFIG` with ``extra`` (its line 8 is the first of it)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(ONE_POLICY_CONFIG % extra)
+    return load_config(path)
+
+
+def append_stdin_command(path: Path) -> tuple[str, ...]:
+    """An argv that appends its stdin to ``path`` (a notify_command for the tests)."""
+    return (sys.executable, "-c", f"import sys; open({str(path)!r}, 'a').write(sys.stdin.read())")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from typing import Any
 
 from tui.cli.options import (
@@ -17,6 +16,8 @@ from tui.cli.options import (
     EXIT_OK,
     EXIT_REFUSED,
     add_policy_command,
+    add_wait_option,
+    note,
     refuse,
     say,
     session_of,
@@ -36,6 +37,7 @@ def register(sub: Any) -> None:
     b.add_argument("--plan", action="store_true", help="only show what would be done")
     b.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                    help="give up waiting for the jobs after this long (they keep running)")
+    add_wait_option(b)
     b.set_defaults(handler=run)
 
 
@@ -71,12 +73,12 @@ async def _backup(session: Session, args: argparse.Namespace) -> int:
                     for line in lines:
                         say(f"  {line}")
                 return EXIT_REFUSED if plan.errors else EXIT_OK
-            step = None if args.json else (lambda text: say(f"· {text}", file=sys.stderr))
-            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout, on_step=step,
+            result = await run_policy(conn, ledger, pol, timeout=args.job_timeout,
+                                      on_step=None if args.json else note, wait=args.wait,
                                       guest_agent=_guest_agent(session, pol.connection))
     finally:
         await fleet.stop()
-    pruned = _auto_prune(session, pol, result) if pol.prune == "auto" else None
+    pruned = _auto_prune(session, pol, result, args.wait) if pol.prune == "auto" else None
     if args.json:
         print(json.dumps({**result.to_dict(), **({"prune": pruned.to_dict()} if pruned else {})},
                          indent=2, default=str))
@@ -97,11 +99,11 @@ def _guest_agent(session: Session, connection: str) -> str | None:
     return None
 
 
-def _auto_prune(session: Session, pol: Any, result: Any) -> Any:
+def _auto_prune(session: Session, pol: Any, result: Any, wait: float) -> Any:
     """``prune: auto``: after a backup that left every drive VALID."""
     if result.exit_code != EXIT_OK:
         return None
-    return prune_policy(session, pol)
+    return prune_policy(session, pol, wait=wait)
 
 
 def _print_result(result: Any) -> None:
@@ -109,8 +111,8 @@ def _print_result(result: Any) -> None:
     if result.txn_ids:
         head += ": transaction " + ", ".join(str(t) for t in result.txn_ids)
     say(head)
-    for note in result.notes:
-        say(f"  note: {note}")
+    for line in result.notes:
+        say(f"  note: {line}")
     for d in result.drives:
         what = f"{d.kind} {d.reason}".strip()
         tail = f"  {str(d.state).upper()}"

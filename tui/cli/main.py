@@ -11,11 +11,24 @@ import sys
 from collections.abc import Sequence
 
 from tui import __version__
-from tui.cli import apply, backup, chains, demo, points, prune, restore, serve, status, verify
+from tui.cli import (
+    apply,
+    backup,
+    chains,
+    demo,
+    points,
+    prune,
+    restore,
+    schedule,
+    serve,
+    status,
+    verify,
+)
 from tui.cli.options import add_ledger_option, add_session_options, refuse, session_of
 from tui.core.base.errors import BitmapTuiError
 
-SUBCOMMANDS = (status, apply, backup, chains, verify, demo, points, restore, prune, serve)
+SUBCOMMANDS = (status, apply, backup, chains, verify, demo, points, restore, prune, schedule,
+               serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,18 @@ def add_policy_command(sub: Any, name: str, help_text: str) -> argparse.Argument
     return p
 
 
+def add_wait_option(p: argparse.ArgumentParser) -> None:
+    """``--wait SECONDS``: how long to wait for another run on the same VM to end."""
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another backup, prune or restore runs on this VM, wait this long "
+                        "for it to end (default 0: refuse at once, naming it)")
+
+
+def note(line: str) -> None:
+    """A progress or notice line of a command, on stderr (stdout keeps the result)."""
+    say(f"· {line}", file=sys.stderr)
+
+
 def add_ledger_option(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     """``--ledger FILE``; on a subcommand it does not hide one given before the command."""
     p.add_argument("--ledger", metavar="FILE", default=None if top else argparse.SUPPRESS,

@@ -15,6 +15,8 @@ from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     add_policy_command,
+    add_wait_option,
+    note,
     refuse,
     say,
     session_of,
@@ -29,6 +31,7 @@ def register(sub: Any) -> None:
     """Add ``prune``."""
     p = add_policy_command(sub, "prune", "remove the restore points outside the policy's keep rules")
     p.add_argument("--dry-run", action="store_true", help="only show exactly what would be done")
+    add_wait_option(p)
     p.set_defaults(handler=run)
 
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                 say(f"  {line}")
         return EXIT_OK
     with session:
-        result = prune_policy(session, pol)
+        result = prune_policy(session, pol, wait=args.wait)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -57,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def prune_policy(session: Session, pol: Policy) -> PruneResult:
-    """Prune ``pol`` in this session (refused when read-only); each change is audited."""
+def prune_policy(session: Session, pol: Policy, *, wait: float = 0.0) -> PruneResult:
+    """Prune ``pol`` in this session (refused when read-only); each change is audited. Waits
+    up to ``wait`` seconds for another run on the VM to end."""
     log = session.change_log(f"pruning policy {pol.name}")
     with PointsLedger(session.ledger_path) as ledger:
-        return prune(ledger, pol, audit=log)
+        return prune(ledger, pol, audit=log, wait=wait, on_note=note)
 
 
 def print_result(result: PruneResult) -> None:

@@ -20,6 +20,8 @@ from tui.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
     add_policy_command,
+    add_wait_option,
+    note,
     refuse,
     say,
     session_of,
@@ -57,6 +59,7 @@ def register(sub: Any) -> None:
     out.add_argument("--to", metavar="FILE", help="the new image (must not exist)")
     out.add_argument("--export", action="store_true",
                      help="export the point read-only over NBD from QEMU and print its URI")
+    add_wait_option(r)
     r.add_argument("--format", choices=FORMATS, default="qcow2", help="format of the new image")
     r.add_argument("--route", choices=("auto", "local", "qemu"), default="auto",
                    help="local: qemu-img here; qemu: a block job in QEMU; auto: local when the "
@@ -118,7 +121,7 @@ async def _restore(session: Session, args: argparse.Namespace) -> int:
             log = session.change_log(f"writing {args.to}")
             # Nothing else runs meanwhile, and the ledger belongs to this thread.
             result = restore_local(ledger, point, args.to, args.format, on_progress=progress,
-                                   speed=args.speed, audit=log)
+                                   speed=args.speed, audit=log, wait=args.wait, on_note=note)
         else:
             result = await _via_qemu(session, ledger, args, point, connection, progress)
     if progress is not None:
@@ -145,7 +148,8 @@ async def _via_qemu(session: Session, ledger: PointsLedger, args: argparse.Names
     try:
         local = parse_address_lenient(conn.model.address).kind == "unix"
         return await restore_qemu(conn, ledger, point, args.to, args.format, local_files=local,
-                                  on_progress=progress, speed=args.speed)
+                                  on_progress=progress, speed=args.speed, wait=args.wait,
+                                  on_note=note)
     finally:
         await fleet.stop()
 

@@ -37,9 +37,12 @@ from tui.core.base.yamlnodes import Reader, load_nodes
 from tui.core.chains.policy import (
     COMPLETION_MODES,
     DEFAULT_PATTERN,
+    NOTIFY_KEYS,
     RETENTION_KEYS,
+    SCHEDULE_KEYS,
     VERIFY_MODES,
     Policy,
+    check_schedule,
     retention_settings,
 )
 from tui.core.chains.policy import PATTERN_FIELDS as POLICY_PATTERN_FIELDS
@@ -119,6 +122,12 @@ class ServiceConfig:
     viewers: tuple[Principal, ...] = ()
     #: Where the service records every mutating command with its user (None: the state dir).
     audit_log: Path | None = None
+    #: Apprise URLs every message goes to (a failed run, a broken chain, a missed run, ...).
+    notify: tuple[str, ...] = ()
+    #: A command's argv, run with each message on its standard input.
+    notify_command: tuple[str, ...] = ()
+    #: Seconds a VM may stay unreachable before a message says so.
+    unreachable_after: float = 600.0
 
     def sockets(self) -> Path:
         return self.socket_dir or default_service_socket_dir()
@@ -237,8 +246,12 @@ def parse_config(node: Node | None, r: Reader) -> Config:
 
 
 def _service(r: Reader, node: Node) -> ServiceConfig:
-    m = r.mapping(node, "service", {"socket_dir", "operators", "viewers", "audit_log"})
-    kw: dict[str, Any] = {}
+    m = r.mapping(node, "service", {"socket_dir", "operators", "viewers", "audit_log",
+                                    *NOTIFY_KEYS, "unreachable_after"})
+    kw: dict[str, Any] = _notify_settings(r, m, "service")
+    if "unreachable_after" in m:
+        kw["unreachable_after"] = r.number(m["unreachable_after"][1], "service.unreachable_after",
+                                           minimum=1, maximum=7 * 86400)
     if "socket_dir" in m:
         kw["socket_dir"] = r.file_path(m["socket_dir"][1], "service.socket_dir")
     if "audit_log" in m:
@@ -249,6 +262,25 @@ def _service(r: Reader, node: Node) -> ServiceConfig:
             kw[key] = tuple(r.checked(vnode, f"service.{key}", parse_principal, text)
                             for text in r.strings(vnode, f"service.{key}"))
     return ServiceConfig(**kw)
+
+
+def _notify_settings(r: Reader, m: dict[str, tuple[Node, Node]], key: str) -> dict[str, Any]:
+    """``notify`` (a list of Apprise URLs) and ``notify_command`` (an argv list) under ``key``."""
+    out: dict[str, Any] = {}
+    if "notify" in m:
+        nnode = m["notify"][1]
+        urls = r.strings(nnode, f"{key}.notify")
+        for url in urls:
+            if "://" not in url:
+                r.fail(nnode, f"{key}.notify", f"'{url}' is not an Apprise URL (scheme://...)")
+        out["notify"] = tuple(urls)
+    if "notify_command" in m:
+        cnode = m["notify_command"][1]
+        argv = r.strings(cnode, f"{key}.notify_command")
+        if not argv:
+            r.fail(cnode, f"{key}.notify_command", "needs the command (an argv list)")
+        out["notify_command"] = tuple(argv)
+    return out
 
 
 def parse_principal(text: str) -> Principal:
@@ -432,7 +464,7 @@ def _whole(r: Reader, node: Node, key: str, lo: int, hi: int) -> int:
 
 _POLICY_KEYS = frozenset({
     "connection", "drives", "bitmap", "target_dir", "pattern", "format", "completion_mode", "speed",
-    "persistent", "granularity", "verify", *RETENTION_KEYS,
+    "persistent", "granularity", "verify", *RETENTION_KEYS, *SCHEDULE_KEYS, *NOTIFY_KEYS,
 })
 
 
@@ -484,6 +516,13 @@ def _policy(r: Reader, pname: str, knode: Node, vnode: Node, names: set[str]) ->
               if "verify" in m else "never")
     given = {k: r.value(m[k][1], f"{key}.{k}") for k in RETENTION_KEYS if k in m}
     extra = r.checked(vnode, key, partial(retention_settings, ctx=""), given)
+    if "schedule" in m:
+        snode = m["schedule"][1]
+        extra["schedule"] = r.checked(snode, f"{key}.schedule", check_schedule,
+                                      r.value(snode, f"{key}.schedule"))
+    if "jitter" in m:
+        extra["jitter"] = _whole(r, m["jitter"][1], f"{key}.jitter", 0, 86400)
+    extra.update(_notify_settings(r, m, key))
     return Policy(pname, conn, tuple(drives), bitmap, target, pattern, fmt, mode,
                   speed, persistent, gran, verify, **extra)
 

@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from croniter import croniter
+from croniter.croniter import CroniterError
+
 from tui.core.base.errors import ConfigError
 from tui.core.base.limits import format_spec_problem
 from tui.core.base.text import shown
@@ -55,6 +58,12 @@ class Policy:
     full_every: int = 0
     prune: str = "manual"
     freeze: bool = False
+    # A cron expression (see check_schedule) and up to ``jitter`` seconds of random delay.
+    schedule: str | None = None
+    jitter: int = 0
+    # Where this policy's notifications go besides the service's: Apprise URLs, a command's argv.
+    notify: tuple[str, ...] = ()
+    notify_command: tuple[str, ...] = ()
 
     def file_name(
         self, *, drive: str, kind: str, n: int, timestamp: str = "", connection: str = "",
@@ -116,6 +125,22 @@ def retention_settings(data: Mapping[str, Any], ctx: str) -> dict[str, Any]:
         out["freeze"] = data["freeze"]
     return out
 
+
+
+SCHEDULE_KEYS = ("schedule", "jitter")
+NOTIFY_KEYS = ("notify", "notify_command")
+
+
+def check_schedule(expression: Any) -> str:
+    """A cron expression of 5 fields (minute hour day month weekday), or 6 where the sixth is
+    seconds (croniter's order); a ValueError saying what is wrong otherwise."""
+    if not isinstance(expression, str) or len(expression.split()) not in (5, 6):
+        raise ValueError("must be a cron expression of 5 fields, or 6 with seconds last")
+    try:
+        croniter(expression)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise ValueError(f"not a valid cron expression: {exc}") from None
+    return expression
 
 
 def render_name(pattern: str, **values: Any) -> str:

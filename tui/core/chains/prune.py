@@ -27,7 +27,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from tui.core.base.audit import AuditError, AuditLog
 from tui.core.base.errors import LocalFileError
 from tui.core.base.programs import QEMU_IMG
 from tui.core.chains.cleanup import not_ours
+from tui.core.chains.lock import run_lock
 from tui.core.chains.points import BUSY, Point, list_points
 from tui.core.chains.policy import Keep, Policy
 from tui.core.ledger.points_repository import PointsLedger
@@ -388,8 +389,18 @@ class PruneResult:
 
 
 def prune(ledger: PointsLedger, policy: Policy, *, open_files: Iterable[str] = (),
-          audit: AuditLog | None = None) -> PruneResult:
-    """Finish interrupted steps, then plan and do the policy's retention, step by step."""
+          audit: AuditLog | None = None, wait: float = 0.0,
+          on_note: Callable[[str], None] | None = None) -> PruneResult:
+    """Finish interrupted steps, then plan and do the policy's retention, step by step, holding
+    the connection's run lock (waiting up to ``wait`` seconds for another run to end)."""
+    with run_lock(ledger, policy.connection, "pruned", f"policy {policy.name}", wait=wait,
+                  on_note=on_note):
+        return _prune(ledger, policy, open_files, audit)
+
+
+def _prune(ledger: PointsLedger, policy: Policy, open_files: Iterable[str],
+           audit: AuditLog | None) -> PruneResult:
+    """:func:`prune` once it holds the run lock."""
     opened = set(open_files)
     result = PruneResult(plan_prune(ledger, policy))
     for row in result.plan.unfinished:

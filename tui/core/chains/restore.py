@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 from tui.core.base.audit import AuditLog
 from tui.core.base.errors import BitmapTuiError, LocalFileError, QMPCommandError, RefusedError
 from tui.core.base.programs import QEMU_IMG
+from tui.core.chains.lock import run_lock, run_lock_async
 from tui.core.chains.points import Point
 from tui.core.ledger.points_repository import PointsLedger
 from tui.core.ledger.rows import RestoreRow, RestoreState
@@ -229,9 +230,19 @@ def _restored(ledger: PointsLedger, rid: int, point: Point, target: str, fmt: st
 
 def restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str, *,
                   on_progress: Progress | None = None, speed: int = 0,
-                  audit: AuditLog | None = None) -> RestoreResult:
+                  audit: AuditLog | None = None, wait: float = 0.0,
+                  on_note: Callable[[str], None] | None = None) -> RestoreResult:
     """Write ``point`` to ``target`` with qemu-img, check it, and only then give it its name
-    (audited write-ahead: the intent is recorded before any file is written)."""
+    (audited write-ahead: the intent is recorded before any file is written). Holds the
+    connection's run lock, so no prune removes the chain under it (waits up to ``wait`` s)."""
+    with run_lock(ledger, point.connection, "restored from", f"a restore of {point.drive}",
+                  wait=wait, on_note=on_note):
+        return _restore_local(ledger, point, target, fmt, on_progress, speed, audit)
+
+
+def _restore_local(ledger: PointsLedger, point: Point, target: str, fmt: str,
+                   on_progress: Progress | None, speed: int, audit: AuditLog | None) -> RestoreResult:
+    """:func:`restore_local` once it holds the run lock."""
     repair_local(ledger)
     check_restorable(point, target, fmt)
     check_chain_files(point)
@@ -351,12 +362,23 @@ async def make_target(conn: QMPConn, path: str, size: int, fmt: str, node: str) 
 
 async def restore_qemu(conn: QMPConn, ledger: PointsLedger, point: Point, target: str, fmt: str,
                        *, local_files: bool, on_progress: Progress | None = None,
-                       speed: int = 0, timeout: float = 3600) -> RestoreResult:
+                       speed: int = 0, timeout: float = 3600, wait: float = 0.0,
+                       on_note: Callable[[str], None] | None = None) -> RestoreResult:
     """Write ``point`` to ``target`` through QEMU (a block job copies it), check, name it.
 
     ``local_files``: QEMU runs on this machine, so the partial file can be checked with qemu-img,
     renamed, and removed on failure. Otherwise QEMU writes ``target`` directly and the result
-    says it was not checked."""
+    says it was not checked. Holds the connection's run lock (waits up to ``wait`` s for it)."""
+    async with run_lock_async(ledger, point.connection, "restored from",
+                              f"a restore of {point.drive}", wait=wait, on_note=on_note):
+        return await _restore_qemu(conn, ledger, point, target, fmt, local_files, on_progress,
+                                   speed, timeout)
+
+
+async def _restore_qemu(conn: QMPConn, ledger: PointsLedger, point: Point, target: str, fmt: str,
+                        local_files: bool, on_progress: Progress | None, speed: int,
+                        timeout: float) -> RestoreResult:
+    """:func:`restore_qemu` once it holds the run lock."""
     await repair_qemu(conn, ledger)
     if local_files:
         check_restorable(point, target, fmt)

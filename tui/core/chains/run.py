@@ -23,6 +23,7 @@ from tui.core.chains.identity import (
     judge_backup_guard,
     remove_bitmaps,
 )
+from tui.core.chains.lock import run_lock_async
 from tui.core.chains.plan import DrivePlan, Plan, chain_state, make_plan
 from tui.core.chains.policy import Policy, render_name
 from tui.core.chains.reconcile import finish_job, reconcile
@@ -178,14 +179,26 @@ async def run_policy(
     timeout: float | None = None,
     on_step: Callable[[str], None] | None = None,
     guest_agent: str | None = None,
+    wait: float = 0.0,
 ) -> RunResult:
     """Run ``policy`` once on ``conn``; the result says per drive what happened and what is next.
 
     ``guest_agent`` (``unix:/path``) is the connection's guest agent, for ``freeze: true``.
+    The run holds the connection's run lock (:mod:`tui.core.chains.lock`): while another backup,
+    prune or restore holds it, this one waits up to ``wait`` seconds, then is refused.
 
     While it runs, its transactions belong to this process (reconcile leaves them alone); when it
     returns, whatever is still open is left to :func:`tui.core.chains.reconcile.reconcile`.
     """
+    async with run_lock_async(ledger, policy.connection, "backed up", f"policy {policy.name}",
+                              wait=wait, on_note=on_step):
+        return await _locked_run(conn, ledger, policy, timeout=timeout, on_step=on_step,
+                                 guest_agent=guest_agent)
+
+
+async def _locked_run(conn: QMPConn, ledger: Ledger, policy: Policy, *, timeout: float | None,
+                      on_step: Callable[[str], None] | None, guest_agent: str | None) -> RunResult:
+    """:func:`run_policy` once it holds the run lock."""
     await reconcile(conn, ledger)
     owned: list[int] = []
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from contextlib import AbstractContextManager
@@ -25,6 +26,8 @@ from tui.core.ledger.rows import (
     JobRow,
     JobState,
     Observation,
+    RunLockRow,
+    ScheduledRunRow,
     TxnRow,
     TxnState,
 )
@@ -54,6 +57,65 @@ class Ledger(IssuedNames):
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """One atomic, durable state change."""
         return atomic(self._db)
+
+    # ------------------------------------------------------------------ run locks
+
+    def take_run_lock(self, connection: str, activity: str, holder: str, *,
+                      stale_after: float) -> tuple[bool, RunLockRow | None]:
+        """Take ``connection``'s run lock for this process, in one transaction: (True, None) when
+        it was free, (True, old) when ``old``'s process is gone (same host, no such pid) or has
+        not beaten for ``stale_after`` seconds, (False, holder) when someone else holds it."""
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM run_locks WHERE connection = ?", (connection,)).fetchone()
+            old = _run_lock(row) if row is not None else None
+            if old is not None and not _lock_dead(old, now, stale_after):
+                return False, old
+            db.execute("INSERT OR REPLACE INTO run_locks (connection, activity, holder, host, pid, "
+                       "started, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (connection, activity, holder, host, pid, now, now))
+            return True, old
+
+    def beat_run_lock(self, connection: str) -> bool:
+        """This process still runs on ``connection``; False when its lock was taken from it."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE run_locks SET heartbeat = ? WHERE connection = ? AND host = ? "
+                             "AND pid = ?", (time.time(), connection, socket.gethostname(), os.getpid()))
+            return cur.rowcount == 1
+
+    def drop_run_lock(self, connection: str) -> None:
+        """Let go of ``connection``'s run lock (only if this process holds it)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM run_locks WHERE connection = ? AND host = ? AND pid = ?",
+                       (connection, socket.gethostname(), os.getpid()))
+
+    def run_lock(self, connection: str) -> RunLockRow | None:
+        row = self._db.execute("SELECT * FROM run_locks WHERE connection = ?", (connection,)).fetchone()
+        return _run_lock(row) if row is not None else None
+
+    # ------------------------------------------------------------------ scheduled runs
+
+    def start_scheduled_run(self, policy: str, slot: float, result: str | None = None) -> int:
+        """A scheduled run of ``policy`` for ``slot`` begins now (``result`` given: it is over
+        at once, e.g. skipped)."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO scheduled_runs (policy, slot, started, ended, result) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             (policy, slot, now, now if result else None, result))
+            return int(cur.lastrowid or 0)
+
+    def end_scheduled_run(self, run_id: int, result: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE scheduled_runs SET ended = ?, result = ? WHERE id = ?",
+                       (time.time(), result, run_id))
+
+    def scheduled_runs(self, policy: str, limit: int = 20) -> list[ScheduledRunRow]:
+        """``policy``'s scheduled runs, newest slot first."""
+        rows = self._db.execute("SELECT * FROM scheduled_runs WHERE policy = ? "
+                                "ORDER BY slot DESC, id DESC LIMIT ?", (policy, limit))
+        return [ScheduledRunRow(r["id"], r["policy"], r["slot"], r["started"], r["ended"],
+                                r["result"]) for r in rows]
 
     # ------------------------------------------------------------------ writes
 
@@ -431,3 +493,13 @@ def _individual_outcomes(jobs: dict[str, sqlite3.Row], states: dict[str, JobStat
         elif s is JobState.UNKNOWN:
             out.append((im["id"], ImageState.UNKNOWN, err or "outcome unknown"))
     return out
+
+
+def _run_lock(row: sqlite3.Row) -> RunLockRow:
+    return RunLockRow(row["connection"], row["activity"], row["holder"], row["host"], row["pid"],
+                      row["started"], row["heartbeat"])
+
+
+def _lock_dead(lock: RunLockRow, now: float, stale_after: float) -> bool:
+    """Is the lock's process gone (same host, no such pid) or silent for ``stale_after`` s?"""
+    return now - lock.heartbeat > stale_after or not owner_alive(f"{lock.host}:{lock.pid}")

@@ -177,3 +177,30 @@ class RestoreRow:
     state: RestoreState
     owner: str | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class RunLockRow:
+    """Who holds a connection's run lock: e.g. "backed up" by "policy nightly", on ``host`` as
+    ``pid``, since ``started``, last heard of at ``heartbeat``."""
+
+    connection: str
+    activity: str
+    holder: str
+    host: str
+    pid: int
+    started: float
+    heartbeat: float
+
+
+@dataclass(frozen=True)
+class ScheduledRunRow:
+    """One scheduled run of ``policy`` for the time ``slot``: ``result`` is None while it runs,
+    then "ok", "failed: ..." or "skipped: ..."."""
+
+    id: int
+    policy: str
+    slot: float
+    started: float
+    ended: float | None
+    result: str | None

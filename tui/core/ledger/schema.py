@@ -98,6 +98,27 @@ CREATE TABLE IF NOT EXISTS observations (
     seen REAL NOT NULL,
     PRIMARY KEY (connection, node, bitmap)
 );
+-- The process running a backup, prune or restore on a connection's VM right now (one at a time):
+-- who, where, since when, and when it last said it is still at it (tui.core.chains.lock).
+CREATE TABLE IF NOT EXISTS run_locks (
+    connection TEXT PRIMARY KEY,
+    activity TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
+-- Each run a policy's schedule started, or skipped because the one before was still going: the
+-- slot it was for, when it ran, its result. A restarted service learns from it what it missed.
+CREATE TABLE IF NOT EXISTS scheduled_runs (
+    id INTEGER PRIMARY KEY,
+    policy TEXT NOT NULL,
+    slot REAL NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    result TEXT
+);
 """
 
 # Columns added to ``images`` after the first release (added in place to older ledgers).
