@@ -7,7 +7,10 @@ Runs in the foreground and logs one line per event on stderr (systemd's journal 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
+
+from tui.cli.options import add_ledger_option
 
 
 def register(sub: Any) -> None:
@@ -17,10 +20,13 @@ def register(sub: Any) -> None:
                        "by the clients' unix users (service.operators, service.viewers).")
     p.add_argument("--config", metavar="FILE", default=None,
                    help="config file (default: the XDG config, else /etc/bitmap-tui/config.yaml)")
+    add_ledger_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve; the schedules' runs are recorded in ``--ledger`` (default: the XDG state dir's)."""
     from tui.service.service import serve
 
-    return serve(args.config)
+    ledger = getattr(args, "ledger", None)
+    return serve(args.config, Path(ledger).expanduser() if ledger else None)

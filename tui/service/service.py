@@ -8,13 +8,16 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 
 from tui.core.base.audit import AuditLog, open_audit
 from tui.core.base.errors import BitmapTuiError
+from tui.core.base.paths import default_ledger_path
 from tui.core.base.text import LINE_LIMIT, shown
 from tui.core.config import Config, load_config
 from tui.core.qmp.fleet import Endpoint
 from tui.core.qmp.settings import ConnectionSettings
+from tui.service.runs import ScheduledRuns
 from tui.service.systemd import notify
 from tui.service.vm import ServedVm
 
@@ -25,9 +28,10 @@ DIRECTORY_MODE = 0o755
 class Service:
     """All served VMs of one config file (``None``: the default config)."""
 
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, ledger_path: Path | None = None) -> None:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
+        self.runs = ScheduledRuns(config_path, ledger_path or default_ledger_path())
         self.directory = self.config.service.sockets()
         self.audit: AuditLog = open_audit(self.config.service.audit_path())
         self.vms: dict[str, ServedVm] = {}
@@ -48,11 +52,13 @@ class Service:
             loop.add_signal_handler(sig, self._stop.set)
         log.info("serving %d VM(s) in %s; audit log %s", len(self.vms), self.directory,
                  self.audit.path)
+        self.runs.start(self.config)
         notify("READY=1")
         try:
             await self._stop.wait()
         finally:
             notify("STOPPING=1")
+            await self.runs.stop()
             for vm in list(self.vms.values()):
                 await vm.stop()
             self.audit.close()
@@ -83,6 +89,8 @@ class Service:
                 await self._add(endpoint)
         for vm in self.vms.values():
             vm.rights = config.service
+        await self.runs.stop()
+        self.runs.start(config)
         log.info("config reloaded: %d VM(s) served", len(self.vms))
 
 
@@ -94,7 +102,7 @@ class _SafeFormatter(logging.Formatter):
         return shown(super().format(record), LINE_LIMIT)
 
 
-def serve(config_path: str | None) -> int:
+def serve(config_path: str | None, ledger_path: Path | None = None) -> int:
     """Run the service in the foreground (logs to stderr); the exit status."""
     # Our lines only: qemu.qmp logs each failure it raises, and the upstream says it once.
     handler = logging.StreamHandler()
@@ -102,7 +110,7 @@ def serve(config_path: str | None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    service = Service(config_path)
+    service = Service(config_path, ledger_path)
     asyncio.run(service.run())
     return 0
 
