@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from textual.app import App
 
-from tests.fake_state import build_store
-from tests.test_txn_snapshots import store_only
+from tests.kit.fake_state import build_store, store_only
 from tui.core.ledger.repository import Ledger
 from tui.session import ConsoleContext
 from tui.ui.app import BitmapTuiApp
