@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tui.core.ledger.ledger import Ledger
 
 from tests.kit.common import requires_qemu
 from tests.kit.terminal import Tmux
 from tui.core.base.paths import default_ledger_path
+from tui.core.ledger.repository import Ledger
 
 pytestmark = [
     requires_qemu,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from tui.core.chains.run import run_policy
-from tui.core.ledger.ledger import ImageState
+from tui.core.ledger.rows import ImageState
 
 
 async def reference(sb, drive: int, name: str) -> str:
