@@ -10,6 +10,7 @@ from tui.core.base.audit import AuditLog
 from tui.core.model.state import BitmapState
 from tui.ui.screens.bitmap_dialogs import AddBitmapDialog, MergeDialog
 from tui.ui.screens.dialogs import ConfirmDialog
+from tui.ui.widgets.nodes import FIXED_COLUMNS
 
 pytestmark = requires_qemu
 
@@ -280,3 +281,20 @@ async def test_anonymous_rows_refuse_and_can_be_hidden(vm):
         await pilot.press("i")
         await settle(pilot, dash)
         assert not [k for k in dash.nodes_table.rows if "\x1fa:" in str(k.value)]
+
+
+async def test_policy_bitmaps_are_told_apart_at_80_columns(sandbox, fleet_for):
+    """Chains of one ledger share the ``bt.<ledger id>.`` prefix: the row shows the policy and
+    the chain, which fit the name column; the full name stays in the row's key."""
+    names = ("bt.a836cfe9.nightly.c1", "bt.a836cfe9.nightly.c2", "bt.a836cfe9.hourly.c1")
+    for name in names:
+        await sandbox.add_bitmap(0, name)
+    fleet = await fleet_for(sandbox)
+    async with running(fleet) as (_app, _pilot, dash):
+        shown = [str(dash.nodes_table.get_row(f"vm0\x1fdisk0\x1fb:{n}")[0]) for n in names]
+        # in the order of `names`; sorted by full name, nightly·c2 is the node's last row
+        assert shown == [" ├ nightly·c1", " └ nightly·c2", " ├ hourly·c1"]
+        width = dict((k, w) for k, _, w in FIXED_COLUMNS)["name"]
+        assert all(len(s) <= width for s in shown)
+        assert dash.select_bitmap("vm0", "disk0", names[1])
+        assert dash.nodes_table.selection.bitmap == names[1]

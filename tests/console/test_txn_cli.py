@@ -74,7 +74,7 @@ async def test_apply_exit_0_text_and_json(make_sandbox, tmp_path):
     assert code == 0, out + err
     assert "job drive0 (drive0) COMPLETED" in out
     assert f"image {img}: VALID (keep)" in out
-    assert "bitmap disk0/bitmap0: cleared, dirty 1048576 → 0 bytes" in out
+    assert "bitmap disk0/bitmap0: cleared, dirty 1 MiB → 0 B" in out
     # the same again with --json: an empty incremental, still exit 0
     await sb.write(0, "4M", "64k")
     code, out, _ = await apply(str(path), "--connect", sb.address, "--json")

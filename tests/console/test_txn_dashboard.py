@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from textual.widgets import Static
+
 from tests.kit.common import requires_qemu, wait_for
 from tests.kit.dashboard import running
 from tui.demo.sandbox import QEMU_IMG, run
@@ -39,6 +41,9 @@ async def test_backup_every_drive_from_the_dashboard(make_sandbox, fleet_for):
             str(sb.path("drive0-incr-2.qcow2")), str(sb.path("drive1-incr-1.qcow2"))]
         assert [(a.type, a.data["target"]) for a in composer.txn.actions] == [
             ("blockdev-backup", "drive0-incr-2"), ("blockdev-backup", "drive1-incr-1")]
+        # the planned target is not a node yet: the form says it will be, not that it is missing
+        shown = composer.query_one("#f-target").query_one("SelectCurrent #label", Static)
+        assert str(shown.render()) == "drive0-incr-2 (created when sent)"
         await pilot.press("s")  # no dialog: nothing risks data
         await wait_for(lambda: composer.verdict is not None, 60, "the verdict")
         assert composer.verdict is not None and composer.verdict.all_succeeded

@@ -83,8 +83,8 @@ async def fleets():
         ("garbage", "not a QMP server (it sent bytes that are not QMP JSON)"),
         ("http", "not a QMP server (it sent something that is not a QMP greeting)"),
         # connected, no greeting: what a QEMU whose monitor another client holds does too
-        ("silent", "timed out: connected to {address} but no QMP greeting within 1 s; busy: "
-                   "another client probably holds it (QEMU serves one at a time)"),
+        ("silent", "timed out: connected to {address} but no QMP greeting within 1 s: another "
+                   "client holds it (QEMU serves one at a time), or QEMU is stopped or hung"),
     ],
 )
 async def test_socket_that_is_not_qmp(fake_qmp, fleets, mode: str, expected: str) -> None:

@@ -1,9 +1,10 @@
-"""A busy QMP socket (another client holds it) is named as such, in one line naming the socket;
+"""A busy QMP socket (another client holds it, or QEMU is stopped) is named as such, in one line naming the socket;
 the console keeps retrying and connects once the other client leaves. Real QEMU throughout."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -37,9 +38,9 @@ async def test_status_names_the_busy_socket(sandbox):
     try:
         code, out = await status(sandbox.address)
         assert code == 2
-        (line,) = [ln for ln in out.splitlines() if "busy" in ln]
+        (line,) = [ln for ln in out.splitlines() if "no QMP greeting" in ln]
         assert f"connected to {sandbox.socket} but no QMP greeting within 1 s" in line
-        assert "another client probably holds it" in line
+        assert "another client holds it" in line
         # a full listen queue: several waiting clients, then one more
         waiting = []
         for _ in range(4):
@@ -61,6 +62,21 @@ async def test_status_names_the_busy_socket(sandbox):
         holder.close()
 
 
+async def test_status_names_a_stopped_qemu(sandbox):
+    """A QEMU stopped by SIGSTOP accepts the connect (the kernel does) but never greets: the line
+    names that cause beside a holding client."""
+    assert sandbox.proc is not None
+    sandbox.proc.send_signal(signal.SIGSTOP)
+    try:
+        code, out = await status(sandbox.address)
+    finally:
+        sandbox.proc.send_signal(signal.SIGCONT)
+    assert code == 2
+    (line,) = [ln for ln in out.splitlines() if "no QMP greeting" in ln]
+    assert f"connected to {sandbox.socket} but no QMP greeting within 1 s" in line
+    assert line.endswith("or QEMU is stopped or hung")
+
+
 async def test_console_fleet_retries_quietly_and_connects_when_the_holder_leaves(sandbox,
                                                                                  fleet_for):
     holder = hold(sandbox.socket)
@@ -69,7 +85,7 @@ async def test_console_fleet_retries_quietly_and_connects_when_the_holder_leaves
         conn = fleet["vm0"]
         assert conn.model.state is LinkState.FAILED
         assert f"{sandbox.socket} but no QMP greeting" in conn.model.error
-        assert "busy: another client probably holds it" in conn.model.error
+        assert "another client holds it (QEMU serves one at a time)" in conn.model.error
         tries = conn.attempts
         await wait_for(lambda: conn.attempts > tries, 10, "a retry")
         assert conn.model.state is not LinkState.CONNECTED

@@ -15,7 +15,7 @@ from tui.core.chains.watch import live_breaks, observe_bitmap, record_breaks
 from tui.core.ledger.names import companion_bitmaps, with_companions
 from tui.core.ledger.repository import Ledger
 from tui.core.ledger.rows import ImageState, JobState
-from tui.core.model.owners import KNOWN_TOOLS, owned_ledger, owner_label
+from tui.core.model.owners import KNOWN_TOOLS, owned_ledger, owner_label, short_name
 from tui.core.model.serialize import bitmap_dict
 from tui.core.model.state import Bitmap, ConnectionModel, LinkState, Node
 
@@ -381,3 +381,11 @@ def test_the_composer_warns_before_and_records_when_sent(ledger):
     assert chain_state(ledger, "vm", "drive0").base is None  # the next run takes a full
     assert transaction_breaks("vm", [("block-dirty-bitmap-add",
                                       {"node": "disk0", "name": "n"})], ledger) == []
+
+
+@pytest.mark.parametrize("name,shown", [
+    ("bt.a836cfe9.nightly.c3", "nightly·c3"), ("bt.0badc0de.my.policy.c12", "my.policy·c12"),
+    ("pbs-incremental-dirty-bitmap", "pbs-incremental-dirty-bitmap"), ("bt.nope", "bt.nope"),
+])
+def test_short_name_says_what_an_owned_bitmap_is(name, shown):
+    assert short_name(name) == shown

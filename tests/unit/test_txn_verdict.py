@@ -20,11 +20,14 @@ from tui.core.txn.verdict import (
     INCOMPLETE,
     INVALID,
     LOST,
+    OUTCOME_MEANING,
     PARTLY_SYNCED,
     RE_DIRTIED,
     RESTORED,
     UNCHANGED,
     VALID,
+    BitmapVerdict,
+    bitmap_line,
     bitmap_outcome,
     counts_agree,
     decide,
@@ -172,3 +175,11 @@ def test_describe_says_the_words() -> None:
         "since it started)",
         "bitmap disk1/bitmap1: cleared (holds only the writes since the job started)",
     ]
+
+
+def test_bitmap_line_counts_in_human_units() -> None:
+    """The text names sizes as every other screen does (the JSON keeps exact bytes)."""
+    measured = BitmapVerdict("disk0", "b0", CLEARED, count_before=7733248, count_after=0,
+                             written_during=65536)
+    assert bitmap_line(measured) == ("bitmap disk0/b0: cleared, dirty 7.4 MiB → 0 B, 64 KiB "
+                                     "written during the job (" + OUTCOME_MEANING[CLEARED] + ")")

@@ -74,3 +74,11 @@ def owner_label(name: str | None, ledger_id: str | None = None) -> str | None:
         return "this ledger" if lid == ledger_id else f"bitmap-tui ledger {lid}"
     tool = known_tool(name)
     return tool.label if tool is not None else UNKNOWN
+
+
+def short_name(name: str) -> str:
+    """What a bitmap is, in few characters: ``<policy>·c<n>`` for a bitmap-tui policy bitmap
+    (its ``bt.<ledger-id>.`` prefix is the same for every chain of a ledger and would fill a
+    narrow column), else the name itself. The full name stays in the details and the JSON."""
+    m = OWNED_NAME.match(name)
+    return f"{m.group('policy')}·c{m.group('chain')}" if m else name

@@ -35,17 +35,19 @@ _QUEUE_FULL = frozenset({errno.EAGAIN, errno.EINVAL})
 def busy_error(client: QMPClient, exc: BaseException, where: str,
                timeout: float) -> BusySocketError | None:
     """The error to report when ``exc`` (from connecting ``client``) means another client holds
-    the socket, else None.
+    the socket or QEMU does not answer, else None.
 
     QEMU serves one QMP client per monitor and leaves later ones in the listen queue: the
-    connect is accepted but no greeting comes; once the queue is full connect() fails at once."""
+    connect is accepted but no greeting comes; once the queue is full connect() fails at once.
+    A stopped (SIGSTOP) or hung QEMU looks the same from here: the kernel accepts, nobody
+    greets."""
     inner = exc.exc if isinstance(exc, QMPConnectError) else exc
     if isinstance(inner, OSError) and inner.errno in _QUEUE_FULL:
         return BusySocketError(f"busy: another client holds {where} (its queue is full)")
     if isinstance(exc, TimeoutError) and getattr(client, "transport_open", False):
         return BusySocketError(f"timed out: connected to {where} but no QMP greeting within "
-                               f"{timeout:g} s; busy: another client probably holds it "
-                               "(QEMU serves one at a time)")
+                               f"{timeout:g} s: another client holds it (QEMU serves one at a "
+                               "time), or QEMU is stopped or hung")
     return None
 
 

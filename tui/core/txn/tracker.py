@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from tui.core.base.errors import BitmapTuiError, ConnectError, QMPCommandError, RefusedError
+from tui.core.base.format import human_bytes
 from tui.core.model import reducer
 from tui.core.model.state import ConnectionModel, Job, JobResult, LinkState
 from tui.core.qmp.link import Link
@@ -349,8 +350,9 @@ class TransactionRun:
         bitmaps = tuple(self._measured(b, after) for b in verdict.bitmaps)
         extra = tuple(
             f"check bitmap {b.name} on {b.node}: expected {b.outcome}, but its dirty count went "
-            f"from {b.count_before} to {b.count_after} bytes"
-            + (f" ({b.written_during} written during the job)" if b.written_during else "")
+            f"from {human_bytes(b.count_before)} to {human_bytes(b.count_after)}"
+            + (f" ({human_bytes(b.written_during)} written during the job)"
+               if b.written_during else "")
             for b in bitmaps if b.verified is False
         )
         return replace(verdict, bitmaps=bitmaps, next=verdict.next + extra,

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from tui.core.base.format import human_bytes
 from tui.core.model.state import ConnectionModel
 from tui.core.txn.model import GROUPED, Transaction
 
@@ -511,9 +512,9 @@ def bitmap_line(b: BitmapVerdict) -> str:
     """``bitmap NODE/NAME: outcome (meaning)``, with the measured counts when there are some."""
     line = f"bitmap {b.node}/{b.name}: {b.outcome}"
     if b.count_before is not None and b.count_after is not None:
-        line += f", dirty {b.count_before} → {b.count_after} bytes"
+        line += f", dirty {human_bytes(b.count_before)} → {human_bytes(b.count_after)}"
         if b.written_during:
-            line += f", {b.written_during} written during the job"
+            line += f", {human_bytes(b.written_during)} written during the job"
     return f"{line} ({OUTCOME_MEANING[b.outcome]})"
 
 

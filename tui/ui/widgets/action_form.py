@@ -35,6 +35,8 @@ class Field:
     key: str
     kind: str  # select | text | int | bool | sources
     choices: tuple[tuple[str, str], ...] = ()
+    # Said beside a value that is not among the choices.
+    absent: str = "not in the live state"
 
 
 def _node_choices(model: ConnectionModel, devices: bool = True) -> list[tuple[str, str]]:
@@ -72,7 +74,9 @@ def fields_for(action: Action, model: ConnectionModel) -> list[Field]:
             fs += [Field("target", "text"), Field("format", "text"),
                    Field("mode", "select", tuple((m, m) for m in DRIVE_BACKUP_MODES))]
         else:
-            fs.append(Field("target", "select", tuple(_node_choices(model, devices=False))))
+            # The composer creates a planned target node when it sends the transaction.
+            fs.append(Field("target", "select", tuple(_node_choices(model, devices=False)),
+                            absent="created when sent"))
         fs.append(Field("speed", "int"))
         return fs
     node_f = Field("node", "select", nodes)
@@ -170,7 +174,7 @@ class ActionForm(VerticalScroll):
         if f.kind == "select":
             choices = list(f.choices)
             if value is not None and str(value) not in {v for _, v in choices}:
-                choices.append((f"{value} (not in the live state)", str(value)))
+                choices.append((f"{value} ({f.absent})", str(value)))
             return Select(choices, value=str(value) if value is not None else Select.NULL,
                           allow_blank=True, id=wid, prompt="(none)", compact=True)
         if f.kind == "bool":

@@ -10,6 +10,7 @@ from typing import Any
 from rich.text import Text
 
 from tui.core.base.format import human_bytes, percent
+from tui.core.model.owners import short_name
 from tui.core.model.state import Bitmap, ConnectionModel, Node
 from tui.ui.actions import NODES, bindings
 from tui.ui.roles import RendersState
@@ -113,7 +114,8 @@ class NodesTable(DiffTable):
         if bm.name is None:
             name: Text = styled(self, branch + "(anonymous)", "row--anonymous")
         else:
-            name = Text(branch + bm.name)
+            # a policy's bitmaps differ only at the end of their names: show what they are
+            name = Text(branch + short_name(bm.name))
         state = bm.state.value
         pers = "?" if bm.persistent is None else ("yes" if bm.persistent else "no")
         return (
