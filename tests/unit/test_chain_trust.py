@@ -386,6 +386,8 @@ def test_the_composer_warns_before_and_records_when_sent(ledger):
 @pytest.mark.parametrize("name,shown", [
     ("bt.a836cfe9.nightly.c3", "nightly·c3"), ("bt.0badc0de.my.policy.c12", "my.policy·c12"),
     ("pbs-incremental-dirty-bitmap", "pbs-incremental-dirty-bitmap"), ("bt.nope", "bt.nope"),
+    ("bt.a836cfe9.nightly~sentinel.c3", "nightly·c3·sentinel"),
+    ("bt.a836cfe9.nightly~size.c3", "nightly·c3·size"),
 ])
 def test_short_name_says_what_an_owned_bitmap_is(name, shown):
     assert short_name(name) == shown

@@ -81,4 +81,8 @@ def short_name(name: str) -> str:
     (its ``bt.<ledger-id>.`` prefix is the same for every chain of a ledger and would fill a
     narrow column), else the name itself. The full name stays in the details and the JSON."""
     m = OWNED_NAME.match(name)
-    return f"{m.group('policy')}·c{m.group('chain')}" if m else name
+    if not m:
+        return name
+    # A chain's companions (``<policy>~sentinel``, ``<policy>~size``) follow their chain.
+    policy, _, role = m.group("policy").partition("~")
+    return f"{policy}·c{m.group('chain')}" + (f"·{role}" if role else "")
